@@ -1,0 +1,27 @@
+//! AMSim: simulation of approximate floating-point multipliers.
+//!
+//! A multiplier model is a plain function `fn(f32, f32, u32) -> f32` (see
+//! [`ModelFn`]); `amsim` never sees C. The model is tabulated once over all
+//! pairs of truncated mantissas ([`Lut`]), and every product of the matrix
+//! products and convolutions in this crate goes through [`product`] or a
+//! kernel that is bit-exact with it.
+//!
+//! The arithmetic is normative and specified in `DESIGN.md` ("The
+//! arithmetic"); [`product::amsim_mul`] is its executable definition.
+
+pub mod conv;
+pub mod error;
+pub mod gemm;
+pub mod lut;
+pub mod lut_file;
+pub mod metrics;
+pub mod model;
+pub mod multiplier;
+pub mod product;
+pub mod spec;
+
+pub use error::{AmsimError, Result};
+pub use lut::{Lut, MAX_LUT_BITS};
+pub use model::{ModelFn, ModelInfo};
+pub use multiplier::{Multiplier, MultiplierPlan, Role};
+pub use spec::{MultiplierSpec, PlanSpec};

@@ -1,0 +1,1 @@
+//! Characterization of a multiplier model over mantissa pairs.

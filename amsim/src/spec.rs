@@ -1,0 +1,335 @@
+//! Multiplier spec strings, as users write them, and their resolution.
+//!
+//! | spec | meaning |
+//! |---|---|
+//! | `fp32` | native FP32 product |
+//! | `bf16` | operands rounded to bfloat16, exact product |
+//! | `MODEL:BITS` | the model tabulated at BITS mantissa bits (`mbm:7`) |
+//! | `lut:PATH` | a table read from a file (native or ApproxTrain `.bin`) |
+//! | `direct:MODEL[:BITS]` | the model called for every product (default 23 bits) |
+//!
+//! A plan is either one spec for every product or comma-separated
+//! `ROLE=SPEC` pairs with roles `fwd`, `dx`, `dw`, `attn_qk`, `attn_av`
+//! (`fwd=mbm:7,dx=fp32,dw=mbm:7`); roles left out take the forward spec
+//! (attention) or `fp32` when no forward spec is given either.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use crate::lut::{check_bits, MAX_LUT_BITS};
+use crate::model::find;
+use crate::{AmsimError, Lut, ModelInfo, Multiplier, MultiplierPlan, Result, Role};
+
+/// The largest width `direct` mode accepts (the full FP32 fraction).
+pub const MAX_DIRECT_BITS: u32 = 23;
+
+/// A parsed, not yet resolved, multiplier spec.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MultiplierSpec {
+    /// `fp32`
+    Fp32,
+    /// `bf16`
+    Bf16,
+    /// `MODEL:BITS`
+    Model {
+        /// Model name.
+        name: String,
+        /// Table width.
+        bits: u32,
+    },
+    /// `lut:PATH`
+    LutFile(PathBuf),
+    /// `direct:MODEL[:BITS]`
+    Direct {
+        /// Model name.
+        name: String,
+        /// Mantissa bits handed to the model.
+        bits: u32,
+    },
+}
+
+fn bad(spec: &str, reason: impl Into<String>) -> AmsimError {
+    AmsimError::BadSpec {
+        spec: spec.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_bits(spec: &str, s: &str, max: u32) -> Result<u32> {
+    let bits: u32 = s.parse().map_err(|_| {
+        bad(
+            spec,
+            format!("'{s}' is not a bit width (expected a number 1..={max})"),
+        )
+    })?;
+    if !(1..=max).contains(&bits) {
+        return Err(bad(
+            spec,
+            format!("bit width {bits} is out of range 1..={max}"),
+        ));
+    }
+    Ok(bits)
+}
+
+fn check_name(spec: &str, name: &str) -> Result<()> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(bad(
+            spec,
+            format!("'{name}' is not a model name (letters, digits and '_')"),
+        ));
+    }
+    Ok(())
+}
+
+impl FromStr for MultiplierSpec {
+    type Err = AmsimError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let spec = s.trim();
+        match spec {
+            "" => return Err(bad(s, "empty spec (try fp32, bf16 or mbm:7)")),
+            "fp32" => return Ok(MultiplierSpec::Fp32),
+            "bf16" => return Ok(MultiplierSpec::Bf16),
+            _ => {}
+        }
+        if let Some(path) = spec.strip_prefix("lut:") {
+            if path.is_empty() {
+                return Err(bad(s, "lut: needs a file path, e.g. lut:mbm7.lut"));
+            }
+            return Ok(MultiplierSpec::LutFile(PathBuf::from(path)));
+        }
+        if let Some(rest) = spec.strip_prefix("direct:") {
+            let mut parts = rest.split(':');
+            let name = parts.next().unwrap_or_default();
+            check_name(s, name)?;
+            let bits = match parts.next() {
+                Some(b) => parse_bits(s, b, MAX_DIRECT_BITS)?,
+                None => MAX_DIRECT_BITS,
+            };
+            if parts.next().is_some() {
+                return Err(bad(s, "expected direct:MODEL or direct:MODEL:BITS"));
+            }
+            return Ok(MultiplierSpec::Direct {
+                name: name.to_string(),
+                bits,
+            });
+        }
+        let Some((name, bits)) = spec.split_once(':') else {
+            return Err(bad(
+                s,
+                "expected fp32, bf16, MODEL:BITS, lut:PATH or direct:MODEL[:BITS]",
+            ));
+        };
+        check_name(s, name)?;
+        if bits.contains(':') {
+            return Err(bad(s, "expected MODEL:BITS"));
+        }
+        let bits = parse_bits(s, bits, MAX_LUT_BITS)?;
+        Ok(MultiplierSpec::Model {
+            name: name.to_string(),
+            bits,
+        })
+    }
+}
+
+impl fmt::Display for MultiplierSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MultiplierSpec::Fp32 => f.write_str("fp32"),
+            MultiplierSpec::Bf16 => f.write_str("bf16"),
+            MultiplierSpec::Model { name, bits } => write!(f, "{name}:{bits}"),
+            MultiplierSpec::LutFile(p) => write!(f, "lut:{}", p.display()),
+            MultiplierSpec::Direct { name, bits } => write!(f, "direct:{name}:{bits}"),
+        }
+    }
+}
+
+/// Resolves specs to multipliers against a model registry, building each
+/// table once and sharing it.
+pub struct Resolver<'a> {
+    models: &'a [ModelInfo],
+    cache: Mutex<HashMap<MultiplierSpec, Arc<Lut>>>,
+}
+
+impl<'a> Resolver<'a> {
+    /// A resolver over `models`.
+    pub fn new(models: &'a [ModelInfo]) -> Self {
+        Resolver {
+            models,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The registry this resolver uses.
+    pub fn models(&self) -> &'a [ModelInfo] {
+        self.models
+    }
+
+    /// Resolve one spec.
+    pub fn resolve(&self, spec: &MultiplierSpec) -> Result<Multiplier> {
+        match spec {
+            MultiplierSpec::Fp32 => Ok(Multiplier::Fp32),
+            MultiplierSpec::Bf16 => Ok(Multiplier::Bf16),
+            MultiplierSpec::Direct { name, bits } => {
+                let info = find(self.models, name)?;
+                Ok(Multiplier::Direct {
+                    name: info.name.to_string(),
+                    func: info.func,
+                    bits: *bits,
+                })
+            }
+            MultiplierSpec::Model { .. } | MultiplierSpec::LutFile(_) => {
+                if let Some(lut) = self.cache.lock().expect("cache lock").get(spec) {
+                    return Ok(Multiplier::Lut(lut.clone()));
+                }
+                let lut = match spec {
+                    MultiplierSpec::Model { name, bits } => {
+                        let info = find(self.models, name)?;
+                        check_bits(*bits)?;
+                        if !info.supports_bits(*bits) {
+                            return Err(bad(
+                                &spec.to_string(),
+                                format!(
+                                    "model '{}' supports {}..={} bits",
+                                    info.name, info.min_bits, info.max_bits
+                                ),
+                            ));
+                        }
+                        Lut::build(info.name, info.func, *bits)?
+                    }
+                    MultiplierSpec::LutFile(path) => crate::lut_file::read(path)?,
+                    _ => unreachable!("matched above"),
+                };
+                let lut = Arc::new(lut);
+                self.cache
+                    .lock()
+                    .expect("cache lock")
+                    .insert(spec.clone(), lut.clone());
+                Ok(Multiplier::Lut(lut))
+            }
+        }
+    }
+
+    /// Resolve a plan.
+    pub fn resolve_plan(&self, plan: &PlanSpec) -> Result<MultiplierPlan> {
+        let mut out = MultiplierPlan::uniform(self.resolve(&plan.forward)?);
+        for role in [
+            Role::GradInput,
+            Role::GradWeight,
+            Role::AttnQk,
+            Role::AttnAv,
+        ] {
+            out.set(role, self.resolve(plan.get(role))?);
+        }
+        Ok(out)
+    }
+}
+
+/// A parsed multiplier plan: one spec per role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanSpec {
+    /// Forward product.
+    pub forward: MultiplierSpec,
+    /// Input gradient.
+    pub grad_input: MultiplierSpec,
+    /// Weight gradient.
+    pub grad_weight: MultiplierSpec,
+    /// Attention Q·Kᵀ.
+    pub attn_qk: MultiplierSpec,
+    /// Attention A·V.
+    pub attn_av: MultiplierSpec,
+}
+
+impl PlanSpec {
+    /// The same spec for every role.
+    pub fn uniform(spec: MultiplierSpec) -> Self {
+        PlanSpec {
+            forward: spec.clone(),
+            grad_input: spec.clone(),
+            grad_weight: spec.clone(),
+            attn_qk: spec.clone(),
+            attn_av: spec,
+        }
+    }
+
+    /// The spec for `role`.
+    pub fn get(&self, role: Role) -> &MultiplierSpec {
+        match role {
+            Role::Forward => &self.forward,
+            Role::GradInput => &self.grad_input,
+            Role::GradWeight => &self.grad_weight,
+            Role::AttnQk => &self.attn_qk,
+            Role::AttnAv => &self.attn_av,
+        }
+    }
+
+    /// Replace the spec for `role`.
+    pub fn set(&mut self, role: Role, spec: MultiplierSpec) {
+        match role {
+            Role::Forward => self.forward = spec,
+            Role::GradInput => self.grad_input = spec,
+            Role::GradWeight => self.grad_weight = spec,
+            Role::AttnQk => self.attn_qk = spec,
+            Role::AttnAv => self.attn_av = spec,
+        }
+    }
+}
+
+impl FromStr for PlanSpec {
+    type Err = AmsimError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        if !s.contains('=') {
+            return Ok(PlanSpec::uniform(s.parse()?));
+        }
+        let mut given: Vec<(Role, MultiplierSpec)> = Vec::new();
+        for part in s.split(',') {
+            let Some((key, value)) = part.split_once('=') else {
+                return Err(bad(
+                    s,
+                    format!("'{part}' is not ROLE=SPEC (roles: fwd, dx, dw, attn_qk, attn_av)"),
+                ));
+            };
+            let key = key.trim();
+            let role = Role::from_key(key).ok_or_else(|| {
+                bad(
+                    s,
+                    format!("unknown role '{key}' (roles: fwd, dx, dw, attn_qk, attn_av)"),
+                )
+            })?;
+            if given.iter().any(|(r, _)| *r == role) {
+                return Err(bad(s, format!("role '{key}' given twice")));
+            }
+            given.push((role, value.parse()?));
+        }
+        let lookup = |r: Role| given.iter().find(|(g, _)| *g == r).map(|(_, v)| v.clone());
+        let forward = lookup(Role::Forward).unwrap_or(MultiplierSpec::Fp32);
+        let mut plan = PlanSpec::uniform(MultiplierSpec::Fp32);
+        plan.forward = forward.clone();
+        plan.grad_input = lookup(Role::GradInput).unwrap_or(MultiplierSpec::Fp32);
+        plan.grad_weight = lookup(Role::GradWeight).unwrap_or(MultiplierSpec::Fp32);
+        plan.attn_qk = lookup(Role::AttnQk).unwrap_or_else(|| forward.clone());
+        plan.attn_av = lookup(Role::AttnAv).unwrap_or(forward);
+        Ok(plan)
+    }
+}
+
+impl fmt::Display for PlanSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let all = Role::ALL.map(|r| self.get(r).to_string());
+        if all.iter().all(|x| *x == all[0]) {
+            return f.write_str(&all[0]);
+        }
+        let mut parts = Vec::new();
+        for (r, v) in Role::ALL.iter().zip(&all) {
+            let is_attn = matches!(r, Role::AttnQk | Role::AttnAv);
+            if !is_attn || *v != all[0] {
+                parts.push(format!("{}={}", r.key(), v));
+            }
+        }
+        f.write_str(&parts.join(","))
+    }
+}

@@ -1,0 +1,1 @@
+//! Run specs, sweeps, CSV logs, plots and reports.

@@ -1,0 +1,6 @@
+//! One module per subcommand.
+pub mod bench;
+pub mod data;
+pub mod lut;
+pub mod models;
+pub mod train;

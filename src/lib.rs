@@ -1,0 +1,3 @@
+//! The approxtrain CLI package: the C multiplier models compiled by
+//! `build.rs` and their registry.
+pub mod models;

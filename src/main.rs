@@ -1,0 +1,78 @@
+//! The `approxtrain` command line: parses arguments and dispatches to the
+//! library crates. Each subcommand lives in `src/cli/`.
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+/// Train and run deep neural networks on simulated approximate
+/// floating-point multipliers.
+#[derive(Parser)]
+#[command(name = "approxtrain", version, about, long_about = None)]
+struct Cli {
+    /// Worker threads for the compute engines (default: all cores).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the multiplier models compiled from multipliers/*.c.
+    ///
+    /// Example: approxtrain models
+    Models(cli::models::ModelsArgs),
+    /// Build, export, import and inspect lookup tables.
+    #[command(subcommand)]
+    Lut(cli::lut::LutCommand),
+    /// Error metrics of a model over all mantissa pairs (CSV, heat map).
+    ///
+    /// Example: approxtrain characterize --model mitchell --bits 7 --heatmap mit7.png
+    Characterize(cli::lut::CharacterizeArgs),
+    /// Check table products against the C model called directly.
+    ///
+    /// Example: approxtrain verify --model mbm --bits 7 --samples 1000000
+    Verify(cli::lut::VerifyArgs),
+    /// Time the engines against native FP32.
+    #[command(subcommand)]
+    Bench(cli::bench::BenchCommand),
+    /// Train a network with a multiplier plan.
+    ///
+    /// Example: approxtrain train --net lenet5 --dataset mnist --multiplier mbm:7 --epochs 2 --out runs/mbm7
+    Train(cli::train::TrainArgs),
+    /// Datasets: download the public files.
+    #[command(subcommand)]
+    Data(cli::data::DataCommand),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            eprintln!("error: --threads must be at least 1");
+            std::process::exit(2);
+        }
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+        {
+            eprintln!("error: cannot start {n} threads: {e}");
+            std::process::exit(1);
+        }
+    }
+    let result = match cli.command {
+        Command::Models(a) => cli::models::run(a),
+        Command::Lut(c) => cli::lut::run_lut(c),
+        Command::Characterize(a) => cli::lut::run_characterize(a),
+        Command::Verify(a) => cli::lut::run_verify(a),
+        Command::Bench(c) => cli::bench::run(c),
+        Command::Train(a) => cli::train::run(a),
+        Command::Data(c) => cli::data::run(c),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
