@@ -1,0 +1,135 @@
+//! Multiplier spec and plan strings: what parses, what it means, and the
+//! one-line errors for what does not.
+
+use amsim::spec::{MultiplierSpec, PlanSpec, Resolver};
+use amsim::{ModelInfo, Multiplier, Role};
+
+fn truncating(a: f32, b: f32, bits: u32) -> f32 {
+    let mask = !((1u32 << (23 - bits)) - 1);
+    let t = |x: f32| f32::from_bits(x.to_bits() & mask);
+    let p = t(a) * t(b);
+    if p >= 2.0 {
+        2.0 * t(p / 2.0)
+    } else {
+        t(p)
+    }
+}
+
+const MODELS: &[ModelInfo] = &[ModelInfo {
+    name: "trunc",
+    description: "truncating test model",
+    min_bits: 1,
+    max_bits: 23,
+    area_um2: 0.0,
+    power_mw: 0.0,
+    delay_ns: 0.0,
+    func: truncating,
+}];
+
+#[test]
+fn simple_specs_parse_and_print_canonically() {
+    for (s, want) in [
+        ("fp32", MultiplierSpec::Fp32),
+        ("bf16", MultiplierSpec::Bf16),
+        (
+            "mbm:7",
+            MultiplierSpec::Model {
+                name: "mbm".into(),
+                bits: 7,
+            },
+        ),
+        (
+            "direct:mbm",
+            MultiplierSpec::Direct {
+                name: "mbm".into(),
+                bits: 23,
+            },
+        ),
+        (
+            "direct:mbm:10",
+            MultiplierSpec::Direct {
+                name: "mbm".into(),
+                bits: 10,
+            },
+        ),
+        ("lut:tables/x.lut", MultiplierSpec::LutFile("tables/x.lut".into())),
+    ] {
+        let got: MultiplierSpec = s.parse().unwrap();
+        assert_eq!(got, want, "{s}");
+        let again: MultiplierSpec = got.to_string().parse().unwrap();
+        assert_eq!(again, want, "round trip of {s}");
+    }
+}
+
+#[test]
+fn malformed_specs_are_one_line_errors_naming_the_spec() {
+    for s in [
+        "", "mbm", "mbm:", "mbm:0", "mbm:12", "mbm:x", "mbm:7:1", "m-b:7", "lut:", "direct:",
+        "direct:mbm:24", "fp16",
+    ] {
+        let e = s.parse::<MultiplierSpec>().unwrap_err().to_string();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.contains(&format!("'{}'", s.trim())), "{s}: {e}");
+    }
+}
+
+#[test]
+fn plans_give_each_role_its_spec() {
+    let p: PlanSpec = "fwd=mbm:7,dx=fp32,dw=bf16".parse().unwrap();
+    assert_eq!(p.get(Role::Forward).to_string(), "mbm:7");
+    assert_eq!(p.get(Role::GradInput).to_string(), "fp32");
+    assert_eq!(p.get(Role::GradWeight).to_string(), "bf16");
+    // Attention products follow the forward multiplier unless named.
+    assert_eq!(p.get(Role::AttnQk).to_string(), "mbm:7");
+    assert_eq!(p.to_string(), "fwd=mbm:7,dx=fp32,dw=bf16");
+    let u: PlanSpec = "mitchell:5".parse().unwrap();
+    assert!(Role::ALL.iter().all(|r| u.get(*r).to_string() == "mitchell:5"));
+    assert_eq!(u.to_string(), "mitchell:5");
+    let a: PlanSpec = "fwd=mbm:7,dx=mbm:7,dw=mbm:7,attn_qk=fp32".parse().unwrap();
+    assert_eq!(a.get(Role::AttnQk).to_string(), "fp32");
+    assert_eq!(a.get(Role::AttnAv).to_string(), "mbm:7");
+}
+
+#[test]
+fn malformed_plans_are_errors() {
+    for s in ["fwd=mbm:7,up=fp32", "fwd=mbm:7,fwd=fp32", "fwd=mbm:7,dx", "fwd=nope"] {
+        let e = s.parse::<PlanSpec>().unwrap_err().to_string();
+        assert!(!e.contains('\n') && e.contains("invalid multiplier spec"), "{s}: {e}");
+    }
+}
+
+#[test]
+fn resolver_builds_tables_once_and_checks_names() {
+    let r = Resolver::new(MODELS);
+    let a = r.resolve(&"trunc:6".parse().unwrap()).unwrap();
+    let b = r.resolve(&"trunc:6".parse().unwrap()).unwrap();
+    match (&a, &b) {
+        (Multiplier::Lut(x), Multiplier::Lut(y)) => assert!(std::sync::Arc::ptr_eq(x, y)),
+        _ => panic!("expected LUT multipliers, got {a:?} and {b:?}"),
+    }
+    assert_eq!(a.label(), "trunc:6");
+    let e = r
+        .resolve(&"nope:6".parse().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'nope'") && e.contains("trunc"), "{e}");
+    let d = r.resolve(&"direct:trunc".parse().unwrap()).unwrap();
+    assert_eq!(d.label(), "direct:trunc:23");
+    let plan = r
+        .resolve_plan(&"fwd=trunc:4,dx=fp32,dw=bf16".parse().unwrap())
+        .unwrap();
+    assert_eq!(plan.label(), "fwd=trunc:4,dx=fp32,dw=bf16");
+}
+
+#[test]
+fn direct_mode_agrees_with_the_table_for_a_truncating_model() {
+    let r = Resolver::new(MODELS);
+    let t = r.resolve(&"trunc:7".parse().unwrap()).unwrap();
+    let d = r.resolve(&"direct:trunc:7".parse().unwrap()).unwrap();
+    let mut x = 0.37f32;
+    for _ in 0..10_000 {
+        x = (x * 3.7 + 0.11) % 17.0 - 8.0;
+        let y = x * 1.37 - 0.5;
+        assert_eq!(t.mul(x, y).to_bits(), d.mul(x, y).to_bits(), "{x} x {y}");
+    }
+}
