@@ -1,1 +1,596 @@
-fn main() {}
+//! Build script of the `approxtrain` package: turns the C multiplier models
+//! in `multipliers/` into the Rust model registry.
+//!
+//! 1. Discovers every `multipliers/*.c`. By the convention of
+//!    `multipliers/approx_model.h`, `NAME.c` defines `NAME_mul` and the
+//!    record `NAME_info`; the file stem is the model name.
+//! 2. Compiles them with `cc` into one static library.
+//! 3. Generates the Rust view of the ABI header with bindgen where libclang
+//!    can be loaded; elsewhere copies the committed `src/bindings.rs`. Either
+//!    way the result is `$OUT_DIR/approx_model_abi.rs`; a test compares a
+//!    fresh generation with the committed copy.
+//! 4. Reads each `NAME_info` initializer from the source and writes
+//!    `$OUT_DIR/model_registry.rs`: the `extern "C"` declarations, a safe
+//!    wrapper per model and `MODELS`, included by `src/models.rs`.
+//!
+//! Bad input (a file name that is not a model name, a missing function, an
+//! info record it cannot read) stops the build with one line naming the file.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+const MODEL_DIR: &str = "multipliers";
+const ABI_HEADER: &str = "multipliers/approx_model.h";
+const COMMITTED_BINDINGS: &str = "src/bindings.rs";
+/// Set to any value to skip bindgen and use the committed bindings, as a
+/// machine without libclang does.
+const NO_BINDGEN_ENV: &str = "APPROXTRAIN_NO_BINDGEN";
+/// Widest mantissa a model may declare (the FP32 fraction).
+const MAX_MODEL_BITS: u32 = 23;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// What build.rs read from one `NAME.c`.
+struct ModelSource {
+    /// File name relative to the package, for messages.
+    file: String,
+    name: String,
+    info: InfoRecord,
+}
+
+/// The values of a `NAME_info` designated initializer.
+struct InfoRecord {
+    name: String,
+    description: String,
+    min_bits: u32,
+    max_bits: u32,
+    area_um2: f64,
+    power_mw: f64,
+    delay_ns: f64,
+}
+
+fn run() -> Result<(), String> {
+    let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR")?);
+    let out_dir = PathBuf::from(env("OUT_DIR")?);
+    println!("cargo:rerun-if-changed={MODEL_DIR}");
+    println!("cargo:rerun-if-changed={COMMITTED_BINDINGS}");
+    println!("cargo:rerun-if-env-changed={NO_BINDGEN_ENV}");
+    println!("cargo:rerun-if-env-changed=LIBCLANG_PATH");
+
+    let models = discover_models(&manifest_dir)?;
+    compile_models(&manifest_dir, &models);
+    write_bindings(&manifest_dir, &out_dir)?;
+    let registry = registry_source(&models);
+    write(&out_dir.join("model_registry.rs"), &registry)
+}
+
+fn env(key: &str) -> Result<String, String> {
+    std::env::var(key).map_err(|_| format!("build.rs: environment variable {key} is not set"))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Every `multipliers/*.c`, sorted by name, parsed and validated.
+fn discover_models(manifest_dir: &Path) -> Result<Vec<ModelSource>, String> {
+    let dir = manifest_dir.join(MODEL_DIR);
+    let entries = fs::read_dir(&dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    let mut paths = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+            .path();
+        if path.extension().is_some_and(|x| x == "c") {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    if paths.is_empty() {
+        return Err(format!("{MODEL_DIR}/ holds no model (*.c file)"));
+    }
+    let mut models = Vec::with_capacity(paths.len());
+    for path in paths {
+        let file_name = path.file_name().unwrap_or_default().to_string_lossy();
+        let file = format!("{MODEL_DIR}/{file_name}");
+        println!("cargo:rerun-if-changed={file}");
+        let name = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if !is_model_name(&name) {
+            return Err(format!(
+                "{file}: '{name}' is not a model name (use a lowercase letter followed by [a-z0-9_])"
+            ));
+        }
+        let text = fs::read_to_string(&path).map_err(|e| format!("cannot read {file}: {e}"))?;
+        let code = strip_comments(&text);
+        if !contains_identifier(&code, &format!("{name}_mul")) {
+            return Err(format!(
+                "{file}: no function '{name}_mul' (a model NAME.c defines float NAME_mul(float, float, unsigned))"
+            ));
+        }
+        let info = parse_info(&code, &name).map_err(|e| format!("{file}: {e}"))?;
+        validate_info(&info, &name).map_err(|e| format!("{file}: {e}"))?;
+        models.push(ModelSource { file, name, info });
+    }
+    Ok(models)
+}
+
+/// `[a-z][a-z0-9_]*`: a C identifier prefix, a Rust identifier and a
+/// spec token at once.
+fn is_model_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn is_ident_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// Whether `ident` occurs in `code` as a whole identifier.
+fn contains_identifier(code: &str, ident: &str) -> bool {
+    code.match_indices(ident).any(|(at, _)| {
+        let before = code[..at].chars().next_back();
+        let after = code[at + ident.len()..].chars().next();
+        !before.is_some_and(is_ident_char) && !after.is_some_and(is_ident_char)
+    })
+}
+
+/// The source with `/* */` and `//` comments replaced by spaces; string and
+/// character literals are kept intact.
+fn strip_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut prev = ' ';
+                for d in chars.by_ref() {
+                    if prev == '*' && d == '/' {
+                        break;
+                    }
+                    prev = d;
+                }
+                out.push(' ');
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            '"' | '\'' => {
+                out.push(c);
+                while let Some(d) = chars.next() {
+                    out.push(d);
+                    if d == '\\' {
+                        if let Some(e) = chars.next() {
+                            out.push(e);
+                        }
+                    } else if d == c {
+                        break;
+                    }
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// A token of a designated initializer.
+#[derive(Debug, PartialEq)]
+enum Token {
+    Punct(char),
+    Ident(String),
+    Str(String),
+    Number(String),
+}
+
+fn tokenize(body: &str) -> Result<Vec<Token>, String> {
+    let mut tokens = Vec::new();
+    let mut chars = body.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+        } else if c == '"' {
+            chars.next();
+            let mut s = String::new();
+            loop {
+                match chars.next() {
+                    None => return Err("unterminated string literal in the info record".into()),
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some('n') => s.push('\n'),
+                        Some('t') => s.push('\t'),
+                        Some(e @ ('"' | '\\' | '\'' | '?')) => s.push(e),
+                        Some(e) => {
+                            return Err(format!(
+                                "unsupported escape '\\{e}' in a string of the info record"
+                            ))
+                        }
+                        None => return Err("unterminated string literal in the info record".into()),
+                    },
+                    Some(d) => s.push(d),
+                }
+            }
+            // Adjacent string literals concatenate, as in C.
+            if let Some(Token::Str(prev)) = tokens.last_mut() {
+                prev.push_str(&s);
+            } else {
+                tokens.push(Token::Str(s));
+            }
+        } else if c.is_ascii_digit() || (c == '.' && tokens.last() == Some(&Token::Punct('='))) {
+            let mut s = String::new();
+            while let Some(&d) = chars.peek() {
+                let exponent_sign = (d == '+' || d == '-') && s.ends_with(['e', 'E']);
+                if d.is_ascii_alphanumeric() || d == '.' || exponent_sign {
+                    s.push(d);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            tokens.push(Token::Number(s));
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let mut s = String::new();
+            while let Some(&d) = chars.peek() {
+                if is_ident_char(d) {
+                    s.push(d);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            tokens.push(Token::Ident(s));
+        } else if ".=,-+".contains(c) {
+            tokens.push(Token::Punct(c));
+            chars.next();
+        } else {
+            return Err(format!(
+                "unexpected '{c}' in the info record (use literal values only)"
+            ));
+        }
+    }
+    Ok(tokens)
+}
+
+/// A value of the initializer: a string or a number (with its sign).
+enum Value {
+    Str(String),
+    Number(String),
+}
+
+/// Reads `NAME_info = { .field = value, ... }` from comment-free source.
+fn parse_info(code: &str, name: &str) -> Result<InfoRecord, String> {
+    let symbol = format!("{name}_info");
+    let body = code
+        .match_indices(&symbol)
+        .find_map(|(at, _)| {
+            if code[..at].chars().next_back().is_some_and(is_ident_char) {
+                return None;
+            }
+            let rest = code[at + symbol.len()..].trim_start();
+            let rest = rest.strip_prefix('=')?.trim_start();
+            let rest = rest.strip_prefix('{')?;
+            Some(&rest[..closing_brace(rest)?])
+        })
+        .ok_or_else(|| {
+            format!(
+                "no record '{symbol} = {{ ... }}' (a model NAME.c defines const struct approx_model_info NAME_info)"
+            )
+        })?;
+    let tokens = tokenize(body)?;
+    let mut fields: Vec<(String, Value)> = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        let field = match (&tokens[i], tokens.get(i + 1), tokens.get(i + 2)) {
+            (Token::Punct('.'), Some(Token::Ident(f)), Some(Token::Punct('='))) => f.clone(),
+            _ => {
+                return Err(format!(
+                    "cannot read the fields of {symbol}: write them as .field = value"
+                ))
+            }
+        };
+        i += 3;
+        let mut sign = String::new();
+        while let Some(Token::Punct(p @ ('-' | '+'))) = tokens.get(i) {
+            if *p == '-' {
+                sign = if sign.is_empty() {
+                    "-".into()
+                } else {
+                    String::new()
+                };
+            }
+            i += 1;
+        }
+        let value = match tokens.get(i) {
+            Some(Token::Str(s)) if sign.is_empty() => Value::Str(s.clone()),
+            Some(Token::Number(n)) => Value::Number(format!("{sign}{n}")),
+            _ => {
+                return Err(format!(
+                    "{symbol}.{field} is not a literal string or number"
+                ))
+            }
+        };
+        i += 1;
+        match tokens.get(i) {
+            None => {}
+            Some(Token::Punct(',')) => i += 1,
+            Some(_) => {
+                return Err(format!(
+                    "{symbol}.{field} is not a literal string or number"
+                ))
+            }
+        }
+        if fields.iter().any(|(f, _)| *f == field) {
+            return Err(format!("{symbol}.{field} is set twice"));
+        }
+        fields.push((field, value));
+    }
+    let mut take = |field: &str| -> Result<Value, String> {
+        let at = fields
+            .iter()
+            .position(|(f, _)| f == field)
+            .ok_or_else(|| format!("{symbol} does not set .{field}"))?;
+        Ok(fields.remove(at).1)
+    };
+    let string = |field: &str, v: Value| match v {
+        Value::Str(s) => Ok(s),
+        Value::Number(_) => Err(format!("{symbol}.{field} must be a string literal")),
+    };
+    let unsigned = |field: &str, v: Value| match v {
+        Value::Number(n) => parse_c_unsigned(&n)
+            .ok_or_else(|| format!("{symbol}.{field} = {n} is not an unsigned integer")),
+        Value::Str(_) => Err(format!("{symbol}.{field} must be a number")),
+    };
+    let double = |field: &str, v: Value| match v {
+        Value::Number(n) => {
+            parse_c_double(&n).ok_or_else(|| format!("{symbol}.{field} = {n} is not a number"))
+        }
+        Value::Str(_) => Err(format!("{symbol}.{field} must be a number")),
+    };
+    let record = InfoRecord {
+        name: string("name", take("name")?)?,
+        description: string("description", take("description")?)?,
+        min_bits: unsigned("min_bits", take("min_bits")?)?,
+        max_bits: unsigned("max_bits", take("max_bits")?)?,
+        area_um2: double("area_um2", take("area_um2")?)?,
+        power_mw: double("power_mw", take("power_mw")?)?,
+        delay_ns: double("delay_ns", take("delay_ns")?)?,
+    };
+    if let Some((field, _)) = fields.first() {
+        return Err(format!(
+            "{symbol}.{field} is not a field of approx_model_info"
+        ));
+    }
+    Ok(record)
+}
+
+/// The byte offset of the first `}` outside string literals.
+fn closing_brace(text: &str) -> Option<usize> {
+    let mut in_string = false;
+    let mut escaped = false;
+    for (at, c) in text.char_indices() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+        } else if c == '}' {
+            return Some(at);
+        }
+    }
+    None
+}
+
+/// A decimal or hexadecimal C integer literal with an optional `u`/`U` suffix.
+fn parse_c_unsigned(n: &str) -> Option<u32> {
+    let digits = n.trim_end_matches(['u', 'U']);
+    if let Some(hex) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        u32::from_str_radix(hex, 16).ok()
+    } else if digits.chars().all(|c| c.is_ascii_digit()) {
+        digits.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// A decimal C floating or integer literal with an optional `f`/`F` suffix.
+fn parse_c_double(n: &str) -> Option<f64> {
+    let digits = n
+        .strip_suffix(['f', 'F'])
+        .filter(|d| d.contains(['.', 'e', 'E']))
+        .unwrap_or(n);
+    digits.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+fn validate_info(info: &InfoRecord, name: &str) -> Result<(), String> {
+    if info.name != name {
+        return Err(format!(
+            "{name}_info.name is \"{}\" but the file declares model '{name}'",
+            info.name
+        ));
+    }
+    if info.description.trim().is_empty() || info.description.contains('\n') {
+        return Err(format!(
+            "{name}_info.description must be one non-empty line"
+        ));
+    }
+    if !(1 <= info.min_bits && info.min_bits <= info.max_bits && info.max_bits <= MAX_MODEL_BITS) {
+        return Err(format!(
+            "{name}_info declares bits {}..={}; need 1 <= min_bits <= max_bits <= {MAX_MODEL_BITS}",
+            info.min_bits, info.max_bits
+        ));
+    }
+    for (field, v) in [
+        ("area_um2", info.area_um2),
+        ("power_mw", info.power_mw),
+        ("delay_ns", info.delay_ns),
+    ] {
+        if v < 0.0 {
+            return Err(format!(
+                "{name}_info.{field} = {v} is negative (use 0 for \"not declared\")"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn compile_models(manifest_dir: &Path, models: &[ModelSource]) {
+    let mut build = cc::Build::new();
+    build
+        .include(manifest_dir.join(MODEL_DIR))
+        .warnings(true)
+        .extra_warnings(true)
+        .flag_if_supported("-std=c99")
+        // Keep a * b + c as two rounded operations on every target, so a
+        // model written with floats means the same everywhere.
+        .flag_if_supported("-ffp-contract=off");
+    for m in models {
+        build.file(manifest_dir.join(&m.file));
+    }
+    build.compile("approx_models");
+}
+
+/// `$OUT_DIR/approx_model_abi.rs`: fresh from bindgen where libclang loads,
+/// else the committed copy. Tells the crate which it got through
+/// `APPROXTRAIN_BINDINGS_FRESH` (the fresh file, or empty) and
+/// `APPROXTRAIN_BINDINGS_NOTE` (why there is no fresh file).
+fn write_bindings(manifest_dir: &Path, out_dir: &Path) -> Result<(), String> {
+    let target = out_dir.join("approx_model_abi.rs");
+    let committed = manifest_dir.join(COMMITTED_BINDINGS);
+    let fresh = if std::env::var_os(NO_BINDGEN_ENV).is_some() {
+        Err(format!("{NO_BINDGEN_ENV} is set"))
+    } else {
+        generate_bindings(&manifest_dir.join(ABI_HEADER))
+    };
+    match fresh {
+        Ok(text) => {
+            write(&target, &text)?;
+            println!(
+                "cargo:rustc-env=APPROXTRAIN_BINDINGS_FRESH={}",
+                target.display()
+            );
+            println!("cargo:rustc-env=APPROXTRAIN_BINDINGS_NOTE=generated by bindgen");
+        }
+        Err(why) => {
+            let text = fs::read_to_string(&committed).map_err(|e| {
+                format!("bindgen unavailable ({why}) and cannot read {COMMITTED_BINDINGS}: {e}")
+            })?;
+            write(&target, &text)?;
+            println!("cargo:warning=using the committed {COMMITTED_BINDINGS}: {why}");
+            println!("cargo:rustc-env=APPROXTRAIN_BINDINGS_FRESH=");
+            println!("cargo:rustc-env=APPROXTRAIN_BINDINGS_NOTE={why}");
+        }
+    }
+    Ok(())
+}
+
+fn generate_bindings(header: &Path) -> Result<String, String> {
+    // bindgen panics when libclang cannot be loaded; probe for it first.
+    clang_sys::load().map_err(|e| format!("libclang not available: {e}"))?;
+    let bindings = bindgen::Builder::default()
+        .header(header.to_string_lossy())
+        .allowlist_type("approx_model_.*")
+        // Layout assertions depend on the pointer width of the machine that
+        // ran bindgen; the committed copy must serve every target.
+        .layout_tests(false)
+        .generate()
+        .map_err(|e| format!("bindgen failed on {ABI_HEADER}: {e}"))?;
+    Ok(bindings.to_string())
+}
+
+/// The Rust source of the registry.
+fn registry_source(models: &[ModelSource]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "// Generated by build.rs from multipliers/*.c; do not edit.\n\n\
+         mod ffi {{\n    use super::abi::approx_model_info;\n    extern \"C\" {{"
+    );
+    for m in models {
+        let n = &m.name;
+        let _ = writeln!(
+            s,
+            "        pub fn {n}_mul(a: f32, b: f32, bits: ::std::os::raw::c_uint) -> f32;\n        \
+             pub static {n}_info: approx_model_info;"
+        );
+    }
+    let _ = writeln!(s, "    }}\n}}\n");
+    // The declarations above must agree with the ABI header's typedef.
+    for m in models {
+        let _ = writeln!(
+            s,
+            "const _: abi::approx_model_fn = Some(ffi::{}_mul);",
+            m.name
+        );
+    }
+    let _ = writeln!(s);
+    for m in models {
+        let n = &m.name;
+        let _ = writeln!(
+            s,
+            "/// Model `{n}` ({file}).\nfn model_{n}(a: f32, b: f32, bits: u32) -> f32 {{\n    \
+             // SAFETY: by the ABI of approx_model.h a model is a pure function\n    \
+             // defined for every float input and every `bits`.\n    \
+             unsafe {{ ffi::{n}_mul(a, b, bits) }}\n}}\n",
+            file = m.file
+        );
+    }
+    let _ = writeln!(
+        s,
+        "/// Every model compiled from `multipliers/*.c`, sorted by name.\n\
+         pub static MODELS: &[amsim::ModelInfo] = &["
+    );
+    for m in models {
+        let i = &m.info;
+        let _ = writeln!(
+            s,
+            "    amsim::ModelInfo {{\n        name: {:?},\n        description: {:?},\n        \
+             min_bits: {},\n        max_bits: {},\n        area_um2: {:?},\n        \
+             power_mw: {:?},\n        delay_ns: {:?},\n        func: model_{},\n    }},",
+            i.name,
+            i.description,
+            i.min_bits,
+            i.max_bits,
+            i.area_um2,
+            i.power_mw,
+            i.delay_ns,
+            m.name
+        );
+    }
+    let _ = writeln!(s, "];\n");
+    let _ = writeln!(
+        s,
+        "/// The C info records, in the order of [`MODELS`].\n\
+         fn raw_info_records() -> Vec<&'static abi::approx_model_info> {{\n    \
+         // SAFETY: the records are immutable C objects that live for the\n    \
+         // whole program.\n    unsafe {{\n        vec![",
+    );
+    for m in models {
+        let _ = writeln!(s, "            &ffi::{}_info,", m.name);
+    }
+    let _ = writeln!(s, "        ]\n    }}\n}}");
+    s
+}

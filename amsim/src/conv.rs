@@ -5,20 +5,73 @@
 //! Layouts: `x` is `[N, C_in, H, W]`, `w` is `[C_out, C_in / groups, KH, KW]`,
 //! `y` is `[N, C_out, OH, OW]`, all dense row-major.
 //!
-//! Each output element is one dot product accumulated in FP32 from `+0.0` in
-//! increasing index order, terms that fall into the padding (or between the
-//! strided taps) left out:
-//! - forward `y[n,o,oh,ow] = sum_(c,kh,kw) mul(x[n,c,ih,iw], w[o,c,kh,kw])`
-//!   with `ih = oh*s - p + kh*d`;
-//! - input gradient `dx[n,c,ih,iw] = sum_(o,kh,kw) mul(dy[n,o,oh,ow], w[o,c,kh,kw])`
-//!   over the `(oh, ow)` that reach `(ih, iw)` through tap `(kh, kw)`;
-//! - weight gradient `dw[o,c,kh,kw] = sum_(n,oh,ow) mul(x[n,c,ih,iw], dy[n,o,oh,ow])`.
+//! # Definition
+//!
+//! Each output element is ONE dot product accumulated in FP32 from `+0.0` in
+//! increasing index order (DESIGN.md, "The arithmetic"). Within group `g`
+//! (`c = g*C_in/groups + cl`, `o = g*C_out/groups + ol`):
+//! - forward `y[n,o,oh,ow] = sum_(cl,kh,kw) mul(xp(n,c,oh*s-p+kh*d, ow*s-p+kw*d), w[o,cl,kh,kw])`
+//!   where `xp` is `x` extended by `+0.0` outside the image (the padding);
+//! - input gradient `dx[n,c,ih,iw] = sum_(ol,kh,kw) mul(dyp(n,o,ih+p-kh*d, iw+p-kw*d), w[o,cl,kh,kw])`
+//!   where `dyp(n,o,u,v) = dy[n,o,u/s,v/s]` when `u` and `v` are
+//!   non-negative multiples of the stride inside the output, else `+0.0`
+//!   (`dy` zero-dilated by the stride and zero-padded: the transposed
+//!   convolution);
+//! - weight gradient `dw[o,cl,kh,kw] = sum_(n,oh,ow) mul(xp(n,c,oh*s-p+kh*d, ow*s-p+kw*d), dy[n,o,oh,ow])`.
+//!
+//! Every tap takes part, including those that fall into the padding (or
+//! between the strided taps of the input gradient), as a product with
+//! `+0.0`. For finite operands such a product is a signed zero, and adding a
+//! signed zero to an accumulator that started at `+0.0` never changes it
+//! (the accumulator is never `-0.0`), so this is the same sum as leaving the
+//! zero terms out; it differs only when the other operand is infinite or
+//! NaN, where `0 * inf` makes the element NaN. Including them is what lets
+//! the lowered GEMMs below agree with the definition bit for bit for every
+//! input, special values included.
 //!
 //! Operand order follows DESIGN.md: activation first in the forward and
 //! weight-gradient products, output gradient first in the input gradient.
 //! The `*_reference` functions are the nested-loop definitions.
+//!
+//! # Lowering to GEMM
+//!
+//! The fast functions lower each product to [`gemm`], one call per group,
+//! which never splits `k`, so each element is still one dot product over the
+//! same terms in the same order:
+//! - forward: `Y_g = im2col(x)_g · W_gᵀ` with rows `(n, oh, ow)` and
+//!   `k = (cl, kh, kw)`; `W_gᵀ` is a strided view of `w` (no copy);
+//! - input gradient: `dX_g = dycol(dy)_g · Wt_g` with rows `(n, ih, iw)` and
+//!   `k = (ol, kh, kw)`, where `dycol` gathers `dyp` above (an im2col of the
+//!   zero-dilated, padded `dy`, in the original tap order so that the weight
+//!   needs no flipping) and `Wt_g[(ol,kh,kw), cl] = w[o,cl,kh,kw]` is a small
+//!   repacked copy of the weights. All `C_out/groups * KH * KW` taps are in
+//!   every dot product, so a stride-2 layer does about 4x the necessary
+//!   products here; the stride-1 layers that dominate ResNets do none extra;
+//! - weight gradient: `dW_gᵀ = im2col(x)_gᵀ · dYᵀ_g` with `k = (n, oh, ow)`
+//!   over the whole batch (never split: that would change the order), where
+//!   `dYᵀ` is `dy` transposed to `[C_out, N*OH*OW]`.
+//!
+//! The column matrices are stored transposed (`[k][rows]`, so each tap is a
+//! run of copied input rows) and read through transposed views.
+//! Forward and input gradient process the batch in chunks of images (rows
+//! are independent) so that the column buffer stays near
+//! [`COL_CHUNK_ELEMS`]; the weight gradient needs the whole batch's columns
+//! (about 75 MB for a batch of 128 on ResNet-20's first stage). Column and
+//! output buffers are kept per thread and reused between calls.
 
+// The workspace's rust-version (1.80) predates `usize::is_multiple_of`.
+#![allow(clippy::manual_is_multiple_of)]
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use crate::gemm::{gemm, MatMut, MatRef};
 use crate::{AmsimError, Multiplier, Result};
+
+/// Target size, in `f32` elements, of the column buffer of one chunk of
+/// images in the forward pass and the input gradient (32 MiB).
+pub const COL_CHUNK_ELEMS: usize = 1 << 23;
 
 /// The geometry of a 2-D convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -176,14 +229,35 @@ fn out_size(input: usize, kernel: usize, stride: usize, pad: usize, dil: usize) 
     }
 }
 
-/// Input coordinate of output coordinate `o` through tap `k`, if inside.
+/// Input coordinate of output coordinate `o` through tap `k`, if inside
+/// (`None` is the zero padding).
 #[inline]
 fn tap(o: usize, k: usize, stride: usize, pad: usize, dil: usize, size: usize) -> Option<usize> {
     let pos = (o * stride + k * dil) as isize - pad as isize;
     (pos >= 0 && (pos as usize) < size).then_some(pos as usize)
 }
 
-/// Forward pass, nested loops (the definition).
+/// Output coordinate that reaches input coordinate `i` through tap `k`, if
+/// any (`None` is a zero of the dilated, padded output gradient).
+#[inline]
+fn back_tap(
+    i: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    dil: usize,
+    out: usize,
+) -> Option<usize> {
+    let pos = (i + pad) as isize - (k * dil) as isize;
+    if pos < 0 || pos as usize % stride != 0 {
+        return None;
+    }
+    let o = pos as usize / stride;
+    (o < out).then_some(o)
+}
+
+/// Forward pass, nested loops (the definition; padding taps are products
+/// with `+0.0`, see the module doc).
 pub fn conv2d_forward_reference(
     mult: &Multiplier,
     s: &Conv2dShape,
@@ -204,18 +278,15 @@ pub fn conv2d_forward_reference(
                     for cl in 0..cpg {
                         let c = g * cpg + cl;
                         for kh in 0..s.kernel_h {
-                            let Some(ih) =
-                                tap(oh, kh, s.stride.0, s.padding.0, s.dilation.0, s.in_h)
-                            else {
-                                continue;
-                            };
+                            let ih = tap(oh, kh, s.stride.0, s.padding.0, s.dilation.0, s.in_h);
                             for kw in 0..s.kernel_w {
-                                let Some(iw) =
-                                    tap(ow, kw, s.stride.1, s.padding.1, s.dilation.1, s.in_w)
-                                else {
-                                    continue;
+                                let iw = tap(ow, kw, s.stride.1, s.padding.1, s.dilation.1, s.in_w);
+                                let xv = match (ih, iw) {
+                                    (Some(ih), Some(iw)) => {
+                                        x[((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw]
+                                    }
+                                    _ => 0.0,
                                 };
-                                let xv = x[((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw];
                                 let wv = w[((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw];
                                 acc += mult.mul(xv, wv);
                             }
@@ -229,26 +300,9 @@ pub fn conv2d_forward_reference(
     Ok(())
 }
 
-/// Output coordinate that reaches input coordinate `i` through tap `k`.
-#[inline]
-fn back_tap(
-    i: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
-    dil: usize,
-    out: usize,
-) -> Option<usize> {
-    let pos = (i + pad) as isize - (k * dil) as isize;
-    if pos < 0 || pos as usize % stride != 0 {
-        return None;
-    }
-    let o = pos as usize / stride;
-    (o < out).then_some(o)
-}
-
-/// Input gradient `dx` from `dy` and `w`, nested loops (the definition).
-/// `dx` is overwritten.
+/// Input gradient `dx` from `dy` and `w`, nested loops (the definition:
+/// every tap `(o, kh, kw)` of the group, with `+0.0` where no output
+/// position reaches `(ih, iw)` through it). `dx` is overwritten.
 pub fn conv2d_grad_input_reference(
     mult: &Multiplier,
     s: &Conv2dShape,
@@ -270,18 +324,16 @@ pub fn conv2d_grad_input_reference(
                     for ol in 0..opg {
                         let o = g * opg + ol;
                         for kh in 0..s.kernel_h {
-                            let Some(oh) =
-                                back_tap(ih, kh, s.stride.0, s.padding.0, s.dilation.0, oh_n)
-                            else {
-                                continue;
-                            };
+                            let oh = back_tap(ih, kh, s.stride.0, s.padding.0, s.dilation.0, oh_n);
                             for kw in 0..s.kernel_w {
-                                let Some(ow) =
-                                    back_tap(iw, kw, s.stride.1, s.padding.1, s.dilation.1, ow_n)
-                                else {
-                                    continue;
+                                let ow =
+                                    back_tap(iw, kw, s.stride.1, s.padding.1, s.dilation.1, ow_n);
+                                let dyv = match (oh, ow) {
+                                    (Some(oh), Some(ow)) => {
+                                        dy[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow]
+                                    }
+                                    _ => 0.0,
                                 };
-                                let dyv = dy[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow];
                                 let wv = w[((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw];
                                 acc += mult.mul(dyv, wv);
                             }
@@ -295,8 +347,8 @@ pub fn conv2d_grad_input_reference(
     Ok(())
 }
 
-/// Weight gradient `dw` from `x` and `dy`, nested loops (the definition).
-/// `dw` is overwritten.
+/// Weight gradient `dw` from `x` and `dy`, nested loops (the definition;
+/// padding taps are products with `+0.0`). `dw` is overwritten.
 pub fn conv2d_grad_weight_reference(
     mult: &Multiplier,
     s: &Conv2dShape,
@@ -317,18 +369,15 @@ pub fn conv2d_grad_weight_reference(
                     let mut acc = 0.0f32;
                     for n in 0..s.batch {
                         for oh in 0..oh_n {
-                            let Some(ih) =
-                                tap(oh, kh, s.stride.0, s.padding.0, s.dilation.0, s.in_h)
-                            else {
-                                continue;
-                            };
+                            let ih = tap(oh, kh, s.stride.0, s.padding.0, s.dilation.0, s.in_h);
                             for ow in 0..ow_n {
-                                let Some(iw) =
-                                    tap(ow, kw, s.stride.1, s.padding.1, s.dilation.1, s.in_w)
-                                else {
-                                    continue;
+                                let iw = tap(ow, kw, s.stride.1, s.padding.1, s.dilation.1, s.in_w);
+                                let xv = match (ih, iw) {
+                                    (Some(ih), Some(iw)) => {
+                                        x[((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw]
+                                    }
+                                    _ => 0.0,
                                 };
-                                let xv = x[((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw];
                                 let dyv = dy[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow];
                                 acc += mult.mul(xv, dyv);
                             }
@@ -342,7 +391,185 @@ pub fn conv2d_grad_weight_reference(
     Ok(())
 }
 
-/// Forward pass (fast engine; bit-exact with the reference for AMSim).
+thread_local! {
+    /// Column and output buffers kept between calls on this thread.
+    static SCRATCH: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Buffers a thread keeps at most (a convolution uses two at a time).
+const MAX_POOLED: usize = 2;
+
+/// A buffer taken from this thread's pool and put back on drop. The vector
+/// is moved out rather than borrowed across the GEMM: while this call waits
+/// for rayon, the same thread may run another convolution, which then simply
+/// allocates its own buffer.
+struct Scratch(Vec<f32>);
+
+impl Scratch {
+    fn take() -> Self {
+        Scratch(
+            SCRATCH
+                .try_with(|p| p.borrow_mut().pop())
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The first `len` elements; their contents are left over from earlier
+    /// calls, so every user overwrites all of them.
+    fn slice(&mut self, len: usize) -> &mut [f32] {
+        if self.0.len() < len {
+            self.0.resize(len, 0.0);
+        }
+        &mut self.0[..len]
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        if v.capacity() > 0 {
+            let _ = SCRATCH.try_with(|p| {
+                let mut p = p.borrow_mut();
+                if p.len() < MAX_POOLED {
+                    p.push(v);
+                }
+            });
+        }
+    }
+}
+
+/// Free the convolution buffers this thread keeps between calls (they grow
+/// to the largest layer seen, e.g. ~75 MB for the weight gradient of
+/// ResNet-20's first stage at batch 128).
+pub fn release_workspace() {
+    let _ = SCRATCH.try_with(|p| p.borrow_mut().clear());
+}
+
+/// Images per chunk so that a chunk's column buffer stays near
+/// [`COL_CHUNK_ELEMS`] (at least one image).
+fn images_per_chunk(per_image: usize, batch: usize) -> usize {
+    (COL_CHUNK_ELEMS / per_image.max(1)).clamp(1, batch.max(1))
+}
+
+/// The outputs `lo..hi` for which `inside(o)` holds, for a predicate that
+/// holds on one contiguous run of `0..n` (or nowhere: `lo == hi`).
+fn inside_span(n: usize, inside: impl Fn(usize) -> bool) -> (usize, usize) {
+    let lo = (0..n).find(|&o| inside(o)).unwrap_or(n);
+    let hi = (lo..n).find(|&o| !inside(o)).unwrap_or(n);
+    (lo, hi)
+}
+
+/// `im2col` of images `n0..` of `x` into `col` (as many images as `col`
+/// holds), stored transposed: row `(c, kh, kw)` over all channels (so group
+/// `g` is the row block `g*kc..(g+1)*kc`), column `(nl, oh, ow)`, `+0.0` in
+/// the padding. This layout makes each `(kh, kw)` tap a run of copies of
+/// input rows (contiguous at stride 1), and the GEMMs read it through
+/// transposed views.
+fn im2col(s: &Conv2dShape, x: &[f32], n0: usize, col: &mut [f32]) {
+    let (oh_n, ow_n) = (s.out_h(), s.out_w());
+    let (kh_n, kw_n) = (s.kernel_h, s.kernel_w);
+    let rows = col.len() / (s.in_channels * kh_n * kw_n);
+    let plane = s.in_h * s.in_w;
+    let (sw, pw, dw) = (s.stride.1, s.padding.1, s.dilation.1);
+    col.par_chunks_mut(rows)
+        .enumerate()
+        .for_each(|(kidx, dst_row)| {
+            let (c, kh, kw) = (kidx / (kh_n * kw_n), (kidx / kw_n) % kh_n, kidx % kw_n);
+            let (lo, hi) = inside_span(ow_n, |ow| tap(ow, kw, sw, pw, dw, s.in_w).is_some());
+            // Input column of output column `lo` (when the run is not empty).
+            let iw0 = (lo * sw + kw * dw).saturating_sub(pw);
+            for (r, dst) in dst_row.chunks_exact_mut(ow_n).enumerate() {
+                let (nl, oh) = (r / oh_n, r % oh_n);
+                let Some(ih) = tap(oh, kh, s.stride.0, s.padding.0, s.dilation.0, s.in_h) else {
+                    dst.fill(0.0);
+                    continue;
+                };
+                let xr = &x[((n0 + nl) * s.in_channels + c) * plane + ih * s.in_w..][..s.in_w];
+                dst[..lo].fill(0.0);
+                dst[hi..].fill(0.0);
+                if lo == hi {
+                    continue;
+                }
+                if sw == 1 {
+                    dst[lo..hi].copy_from_slice(&xr[iw0..iw0 + (hi - lo)]);
+                } else {
+                    for (j, d) in dst[lo..hi].iter_mut().enumerate() {
+                        *d = xr[iw0 + j * sw];
+                    }
+                }
+            }
+        });
+}
+
+/// The input-gradient columns of images `n0..` of `dy` into `col`, stored
+/// transposed like [`im2col`]: row `(o, kh, kw)` over all output channels,
+/// column `(nl, ih, iw)`, holding `dyp` of the module doc (`dy`
+/// zero-dilated by the stride and padded).
+fn dy2col(s: &Conv2dShape, dy: &[f32], n0: usize, col: &mut [f32]) {
+    let (oh_n, ow_n) = (s.out_h(), s.out_w());
+    let (kh_n, kw_n) = (s.kernel_h, s.kernel_w);
+    let rows = col.len() / (s.out_channels * kh_n * kw_n);
+    let oplane = oh_n * ow_n;
+    // wmap[kw][iw]: the output column that reaches `iw` through tap `kw`.
+    let wmap: Vec<Option<usize>> = (0..kw_n * s.in_w)
+        .map(|i| {
+            back_tap(
+                i % s.in_w,
+                i / s.in_w,
+                s.stride.1,
+                s.padding.1,
+                s.dilation.1,
+                ow_n,
+            )
+        })
+        .collect();
+    col.par_chunks_mut(rows)
+        .enumerate()
+        .for_each(|(kidx, dst_row)| {
+            let (o, kh, kw) = (kidx / (kh_n * kw_n), (kidx / kw_n) % kh_n, kidx % kw_n);
+            let wm = &wmap[kw * s.in_w..][..s.in_w];
+            // At stride 1 the reached columns are one run of consecutive output
+            // columns: copy it.
+            let span = (s.stride.1 == 1).then(|| inside_span(s.in_w, |iw| wm[iw].is_some()));
+            for (r, dst) in dst_row.chunks_exact_mut(s.in_w).enumerate() {
+                let (nl, ih) = (r / s.in_h, r % s.in_h);
+                let Some(oh) = back_tap(ih, kh, s.stride.0, s.padding.0, s.dilation.0, oh_n) else {
+                    dst.fill(0.0);
+                    continue;
+                };
+                let dr = &dy[((n0 + nl) * s.out_channels + o) * oplane + oh * ow_n..][..ow_n];
+                match span {
+                    Some((lo, hi)) => {
+                        dst[..lo].fill(0.0);
+                        dst[hi..].fill(0.0);
+                        if let Some(ow0) = wm.get(lo).copied().flatten() {
+                            dst[lo..hi].copy_from_slice(&dr[ow0..ow0 + (hi - lo)]);
+                        }
+                    }
+                    None => {
+                        for (d, m) in dst.iter_mut().zip(wm) {
+                            *d = m.map_or(0.0, |ow| dr[ow]);
+                        }
+                    }
+                }
+            }
+        });
+}
+
+/// Copy a chunk's GEMM output, laid out `[channel][nl][spatial]`, into the
+/// chunk's `[nl][channel][spatial]` part of `dst`.
+fn scatter_images(src: &[f32], dst: &mut [f32], channels: usize, spatial: usize) {
+    let rows = dst.len() / channels;
+    dst.par_chunks_mut(spatial).enumerate().for_each(|(i, d)| {
+        let (nl, ch) = (i / channels, i % channels);
+        d.copy_from_slice(&src[ch * rows + nl * spatial..][..spatial]);
+    });
+}
+
+/// Forward pass lowered to GEMM (see the module doc); bit-exact with
+/// [`conv2d_forward_reference`] for AMSim multipliers.
 pub fn conv2d_forward(
     mult: &Multiplier,
     s: &Conv2dShape,
@@ -350,10 +577,58 @@ pub fn conv2d_forward(
     w: &[f32],
     y: &mut [f32],
 ) -> Result<()> {
-    conv2d_forward_reference(mult, s, x, w, y)
+    s.check_buffers(x.len(), w.len(), y.len())?;
+    let cpg = s.in_channels / s.groups;
+    let opg = s.out_channels / s.groups;
+    let kc = cpg * s.kernel_h * s.kernel_w;
+    if y.is_empty() {
+        return Ok(());
+    }
+    if kc == 0 {
+        // Empty dot products.
+        y.fill(0.0);
+        return Ok(());
+    }
+    let kcols = s.groups * kc;
+    let spatial = s.out_h() * s.out_w();
+    let chunk = images_per_chunk(spatial * kcols, s.batch);
+    let (mut col_buf, mut out_buf) = (Scratch::take(), Scratch::take());
+    for n0 in (0..s.batch).step_by(chunk) {
+        let nc = chunk.min(s.batch - n0);
+        let rows = nc * spatial;
+        let col = col_buf.slice(rows * kcols);
+        im2col(s, x, n0, col);
+        let col = &*col;
+        let y_chunk = &mut y[n0 * s.out_channels * spatial..][..nc * s.out_channels * spatial];
+        // One image's output is already laid out [o][oh, ow]: write it in place.
+        let out = if nc == 1 {
+            &mut *y_chunk
+        } else {
+            out_buf.slice(s.out_channels * rows)
+        };
+        out.par_chunks_mut(opg * rows)
+            .enumerate()
+            .try_for_each(|(g, out_g)| {
+                let a = MatRef::new(&col[g * kc * rows..], rows, kc, 1, rows)?;
+                let b = MatRef::new(&w[g * opg * kc..], kc, opg, 1, kc)?;
+                let c = MatMut::new(out_g, rows, opg, 1, rows)?;
+                gemm(mult, a, b, c, false)
+            })?;
+        if nc > 1 {
+            scatter_images(
+                out_buf.slice(s.out_channels * rows),
+                y_chunk,
+                s.out_channels,
+                spatial,
+            );
+        }
+    }
+    Ok(())
 }
 
-/// Input gradient (fast engine; bit-exact with the reference for AMSim).
+/// Input gradient lowered to GEMM (see the module doc); bit-exact with
+/// [`conv2d_grad_input_reference`] for AMSim multipliers. `dx` is
+/// overwritten.
 pub fn conv2d_grad_input(
     mult: &Multiplier,
     s: &Conv2dShape,
@@ -361,10 +636,70 @@ pub fn conv2d_grad_input(
     w: &[f32],
     dx: &mut [f32],
 ) -> Result<()> {
-    conv2d_grad_input_reference(mult, s, dy, w, dx)
+    s.check_buffers(dx.len(), w.len(), dy.len())?;
+    let cpg = s.in_channels / s.groups;
+    let opg = s.out_channels / s.groups;
+    let khw = s.kernel_h * s.kernel_w;
+    let kd = opg * khw;
+    if dx.is_empty() {
+        return Ok(());
+    }
+    if kd == 0 {
+        dx.fill(0.0);
+        return Ok(());
+    }
+    let dcols = s.groups * kd;
+    let plane = s.in_h * s.in_w;
+    // Wt[g][(ol, kh, kw)][cl] = w[g*opg + ol, cl, kh, kw]: the weights as the
+    // k x C_in/groups right operand of each group (small; rebuilt per call).
+    let mut wt = vec![0.0f32; w.len()];
+    for g in 0..s.groups {
+        for ol in 0..opg {
+            for cl in 0..cpg {
+                for t in 0..khw {
+                    wt[(g * kd + ol * khw + t) * cpg + cl] =
+                        w[((g * opg + ol) * cpg + cl) * khw + t];
+                }
+            }
+        }
+    }
+    let chunk = images_per_chunk(plane * dcols, s.batch);
+    let (mut col_buf, mut out_buf) = (Scratch::take(), Scratch::take());
+    for n0 in (0..s.batch).step_by(chunk) {
+        let nc = chunk.min(s.batch - n0);
+        let rows = nc * plane;
+        let col = col_buf.slice(rows * dcols);
+        dy2col(s, dy, n0, col);
+        let col = &*col;
+        let dx_chunk = &mut dx[n0 * s.in_channels * plane..][..nc * s.in_channels * plane];
+        let out = if nc == 1 {
+            &mut *dx_chunk
+        } else {
+            out_buf.slice(s.in_channels * rows)
+        };
+        out.par_chunks_mut(cpg * rows)
+            .enumerate()
+            .try_for_each(|(g, out_g)| {
+                let a = MatRef::new(&col[g * kd * rows..], rows, kd, 1, rows)?;
+                let b = MatRef::new(&wt[g * kd * cpg..], kd, cpg, cpg, 1)?;
+                let c = MatMut::new(out_g, rows, cpg, 1, rows)?;
+                gemm(mult, a, b, c, false)
+            })?;
+        if nc > 1 {
+            scatter_images(
+                out_buf.slice(s.in_channels * rows),
+                dx_chunk,
+                s.in_channels,
+                plane,
+            );
+        }
+    }
+    Ok(())
 }
 
-/// Weight gradient (fast engine; bit-exact with the reference for AMSim).
+/// Weight gradient lowered to GEMM (see the module doc); bit-exact with
+/// [`conv2d_grad_weight_reference`] for AMSim multipliers. `dw` is
+/// overwritten.
 pub fn conv2d_grad_weight(
     mult: &Multiplier,
     s: &Conv2dShape,
@@ -372,5 +707,37 @@ pub fn conv2d_grad_weight(
     dy: &[f32],
     dw: &mut [f32],
 ) -> Result<()> {
-    conv2d_grad_weight_reference(mult, s, x, dy, dw)
+    s.check_buffers(x.len(), dw.len(), dy.len())?;
+    let cpg = s.in_channels / s.groups;
+    let opg = s.out_channels / s.groups;
+    let kc = cpg * s.kernel_h * s.kernel_w;
+    let spatial = s.out_h() * s.out_w();
+    let rows = s.batch * spatial;
+    if dw.is_empty() {
+        return Ok(());
+    }
+    if rows == 0 {
+        dw.fill(0.0);
+        return Ok(());
+    }
+    let kcols = s.groups * kc;
+    let (mut col_buf, mut dyt_buf) = (Scratch::take(), Scratch::take());
+    let col = col_buf.slice(rows * kcols);
+    im2col(s, x, 0, col);
+    // dYᵀ[o][(n, oh, ow)]: each group's right operand as a column-major
+    // view with unit row stride.
+    let dyt = dyt_buf.slice(s.out_channels * rows);
+    dyt.par_chunks_mut(spatial).enumerate().for_each(|(i, d)| {
+        let (o, n) = (i / s.batch, i % s.batch);
+        d.copy_from_slice(&dy[(n * s.out_channels + o) * spatial..][..spatial]);
+    });
+    let (col, dyt) = (&*col, &*dyt);
+    dw.par_chunks_mut(opg * kc)
+        .enumerate()
+        .try_for_each(|(g, dw_g)| {
+            let a = MatRef::new(&col[g * kc * rows..], kc, rows, rows, 1)?;
+            let b = MatRef::new(&dyt[g * opg * rows..], rows, opg, 1, rows)?;
+            let c = MatMut::new(dw_g, kc, opg, 1, kc)?;
+            gemm(mult, a, b, c, false)
+        })
 }

@@ -8,7 +8,7 @@
 //! with `accumulate` the old `C[i][j]` is added to that sum afterwards.
 //! [`gemm_reference`] is the plain-loop definition.
 
-use crate::{AmsimError, Multiplier, Result};
+use crate::{engine, AmsimError, Multiplier, Result};
 
 /// A read-only strided matrix view: element `(i, j)` is
 /// `data[i * row_stride + j * col_stride]`.
@@ -240,6 +240,36 @@ pub fn gemm_reference(
 
 /// `C = A·B (+ C)`: the fast engine for every multiplier kind, bit-exact with
 /// [`gemm_reference`] for AMSim multipliers.
+///
+/// `fp32` and `bf16` run an optimised SGEMM (compared with the reference with
+/// a tolerance), `direct` a parallel loop over the model, and a table the
+/// AMSim engine of [`crate::engine`]. Threads come from the current rayon
+/// pool; the result does not depend on their number.
 pub fn gemm(mult: &Multiplier, a: MatRef, b: MatRef, c: MatMut, accumulate: bool) -> Result<()> {
-    gemm_reference(mult, a, b, c, accumulate)
+    check_gemm_shapes(&a, &b, &c)?;
+    match mult {
+        Multiplier::Fp32 => engine::native::sgemm(a, b, c, accumulate),
+        Multiplier::Bf16 => engine::native::bf16_gemm(a, b, c, accumulate),
+        Multiplier::Direct { func, bits, .. } => {
+            engine::native::direct_gemm(*func, *bits, a, b, c, accumulate)
+        }
+        Multiplier::Lut(lut) => engine::lut_gemm(lut, a, b, c, accumulate),
+    }
+    Ok(())
+}
+
+/// [`gemm`] for a table with the micro-kernels of a chosen instruction set
+/// (the portable ones where the CPU lacks it): for tests and benchmarks that
+/// compare kernels.
+pub fn gemm_lut_with_isa(
+    isa: engine::Isa,
+    lut: &std::sync::Arc<crate::Lut>,
+    a: MatRef,
+    b: MatRef,
+    c: MatMut,
+    accumulate: bool,
+) -> Result<()> {
+    check_gemm_shapes(&a, &b, &c)?;
+    engine::lut_gemm_isa(isa, lut, a, b, c, accumulate);
+    Ok(())
 }

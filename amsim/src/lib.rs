@@ -9,9 +9,13 @@
 //! The arithmetic is normative and specified in `DESIGN.md` ("The
 //! arithmetic"); [`product::amsim_mul`] is its executable definition.
 
+pub mod batched;
+pub mod bench;
 pub mod conv;
+pub mod engine;
 pub mod error;
 pub mod gemm;
+pub mod heatmap;
 pub mod lut;
 pub mod lut_file;
 pub mod metrics;
@@ -19,6 +23,7 @@ pub mod model;
 pub mod multiplier;
 pub mod product;
 pub mod spec;
+pub mod verify;
 
 pub use error::{AmsimError, Result};
 pub use lut::{Lut, MAX_LUT_BITS};

@@ -41,7 +41,14 @@ fn lut(bits: u32) -> Lut {
 #[test]
 fn nan_operands_give_nan() {
     let l = lut(7);
-    for x in [0.0f32, -0.0, 1.5, -3.0, f32::INFINITY, f32::MIN_POSITIVE / 4.0] {
+    for x in [
+        0.0f32,
+        -0.0,
+        1.5,
+        -3.0,
+        f32::INFINITY,
+        f32::MIN_POSITIVE / 4.0,
+    ] {
         assert!(amsim_mul(f32::NAN, x, &l).is_nan());
         assert!(amsim_mul(x, f32::NAN, &l).is_nan());
     }
@@ -182,7 +189,13 @@ fn lut_rejects_models_with_outputs_outside_one_to_four() {
         f32::NAN
     }
     let e = Lut::build("bad", bad, 2).unwrap_err().to_string();
-    assert!(e.contains("'bad'") && e.contains("[3][3]") && e.contains("(1.75, 1.75)") && e.contains("4e0"), "{e}");
+    assert!(
+        e.contains("'bad'")
+            && e.contains("[3][3]")
+            && e.contains("(1.75, 1.75)")
+            && e.contains("4e0"),
+        "{e}"
+    );
     let e = Lut::build("nan", nan, 1).unwrap_err().to_string();
     assert!(e.contains("NaN") && e.contains("[0][0]"), "{e}");
     let e = Lut::build("m", mitchell, 12).unwrap_err().to_string();

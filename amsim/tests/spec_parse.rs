@@ -52,7 +52,10 @@ fn simple_specs_parse_and_print_canonically() {
                 bits: 10,
             },
         ),
-        ("lut:tables/x.lut", MultiplierSpec::LutFile("tables/x.lut".into())),
+        (
+            "lut:tables/x.lut",
+            MultiplierSpec::LutFile("tables/x.lut".into()),
+        ),
     ] {
         let got: MultiplierSpec = s.parse().unwrap();
         assert_eq!(got, want, "{s}");
@@ -64,8 +67,18 @@ fn simple_specs_parse_and_print_canonically() {
 #[test]
 fn malformed_specs_are_one_line_errors_naming_the_spec() {
     for s in [
-        "", "mbm", "mbm:", "mbm:0", "mbm:12", "mbm:x", "mbm:7:1", "m-b:7", "lut:", "direct:",
-        "direct:mbm:24", "fp16",
+        "",
+        "mbm",
+        "mbm:",
+        "mbm:0",
+        "mbm:12",
+        "mbm:x",
+        "mbm:7:1",
+        "m-b:7",
+        "lut:",
+        "direct:",
+        "direct:mbm:24",
+        "fp16",
     ] {
         let e = s.parse::<MultiplierSpec>().unwrap_err().to_string();
         assert!(!e.contains('\n'), "{e}");
@@ -83,7 +96,9 @@ fn plans_give_each_role_its_spec() {
     assert_eq!(p.get(Role::AttnQk).to_string(), "mbm:7");
     assert_eq!(p.to_string(), "fwd=mbm:7,dx=fp32,dw=bf16");
     let u: PlanSpec = "mitchell:5".parse().unwrap();
-    assert!(Role::ALL.iter().all(|r| u.get(*r).to_string() == "mitchell:5"));
+    assert!(Role::ALL
+        .iter()
+        .all(|r| u.get(*r).to_string() == "mitchell:5"));
     assert_eq!(u.to_string(), "mitchell:5");
     let a: PlanSpec = "fwd=mbm:7,dx=mbm:7,dw=mbm:7,attn_qk=fp32".parse().unwrap();
     assert_eq!(a.get(Role::AttnQk).to_string(), "fp32");
@@ -92,9 +107,17 @@ fn plans_give_each_role_its_spec() {
 
 #[test]
 fn malformed_plans_are_errors() {
-    for s in ["fwd=mbm:7,up=fp32", "fwd=mbm:7,fwd=fp32", "fwd=mbm:7,dx", "fwd=nope"] {
+    for s in [
+        "fwd=mbm:7,up=fp32",
+        "fwd=mbm:7,fwd=fp32",
+        "fwd=mbm:7,dx",
+        "fwd=nope",
+    ] {
         let e = s.parse::<PlanSpec>().unwrap_err().to_string();
-        assert!(!e.contains('\n') && e.contains("invalid multiplier spec"), "{s}: {e}");
+        assert!(
+            !e.contains('\n') && e.contains("invalid multiplier spec"),
+            "{s}: {e}"
+        );
     }
 }
 

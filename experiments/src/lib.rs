@@ -1,1 +1,23 @@
-//! Run specs, sweeps, CSV logs, plots and reports.
+//! Run specs, run directories, CSV logs, plots and reports.
+//!
+//! A training run lives in one directory:
+//! - `run.toml`: the [`spec::RunSpec`] (everything needed to repeat the run)
+//!   and its [`spec::RunState`] (running, finished, diverged);
+//! - `metrics.csv`: one [`metrics::MetricsRow`] per epoch;
+//! - `checkpoint.bin`: the trainer state after the last completed epoch,
+//!   from which `--resume` continues bit-exactly.
+//!
+//! Every file is written whole (temp file + rename, [`atomic`]), so an
+//! interrupted run leaves the files of its last completed epoch.
+
+pub mod atomic;
+pub mod error;
+pub mod metrics;
+pub mod plan_file;
+pub mod run;
+pub mod spec;
+
+pub use error::{ExperimentError, Result};
+pub use metrics::{MetricsRow, METRICS_HEADER};
+pub use plan_file::PlanFile;
+pub use spec::{RunFile, RunSpec, RunState, RunStatus};

@@ -1,13 +1,335 @@
-//! `approxtrain bench`.
+//! `approxtrain bench`: time GEMM and convolution for each multiplier
+//! against native FP32 in the same run (the harness is `amsim::bench`).
+
+use amsim::bench::{
+    bench_conv, bench_gemm, named_conv_shape, BenchOptions, ConvBenchRow, GemmBenchRow,
+};
+use amsim::conv::Conv2dShape;
+use amsim::spec::Resolver;
+use amsim::{Multiplier, MultiplierSpec};
+use anyhow::{bail, Context};
+use approxtrain::models::MODELS;
+use serde_json::json;
+
+/// Multipliers timed when `--multiplier` is not given.
+const DEFAULT_MULTIPLIERS: &[&str] = &["fp32", "bf16", "mbm:7", "mitchell:7"];
 
 /// `approxtrain bench ...`
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {
-    /// Time GEMM.
-    Gemm,
+    /// Time C = A·B (row-major m x k by k x n) per multiplier against FP32.
+    ///
+    /// Example: approxtrain --threads 4 bench gemm --m 512 --n 512 --k 512 --multiplier fp32,mbm:7 --json
+    Gemm(GemmArgs),
+    /// Time the forward, input-gradient and weight-gradient products of a
+    /// convolution layer per multiplier against FP32.
+    ///
+    /// Example: approxtrain bench conv --shape resnet20-layer1 --batch 32 --multiplier mbm:7,mitchell:7
+    Conv(ConvArgs),
+}
+
+/// Options shared by every benchmark.
+#[derive(clap::Args)]
+pub struct CommonArgs {
+    /// Comma-separated multiplier specs [default: fp32,bf16,mbm:7,mitchell:7;
+    /// defaults whose model is not compiled in are skipped]. FP32 is always
+    /// timed as the baseline. `direct:MODEL` calls the model for every
+    /// product and is timed once (no warm-up) at the size given.
+    #[arg(long, value_delimiter = ',', value_name = "SPEC,...")]
+    multiplier: Vec<String>,
+    /// Timed calls per measurement; the median is reported.
+    #[arg(long, default_value_t = 5, value_name = "R")]
+    repeats: usize,
+    /// Untimed warm-up calls before timing.
+    #[arg(long, default_value_t = 1, value_name = "W")]
+    warmup: usize,
+    /// Compute device.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
+    /// Print one JSON object per row instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Where the engines run.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// The CPU engine (rayon threads; see the global --threads).
+    Cpu,
+    /// The CUDA engine.
+    Cuda,
+}
+
+/// Options of `bench gemm`.
+#[derive(clap::Args)]
+pub struct GemmArgs {
+    /// Rows of A and C.
+    #[arg(long, default_value_t = 512)]
+    m: usize,
+    /// Columns of B and C.
+    #[arg(long, default_value_t = 512)]
+    n: usize,
+    /// Columns of A, rows of B (the dot-product length).
+    #[arg(long, default_value_t = 512)]
+    k: usize,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// Options of `bench conv`: a named layer (`--shape`) or an explicit one
+/// (`--in-c --hw --out-c --kernel`, with `--stride --pad` optional).
+#[derive(clap::Args)]
+pub struct ConvArgs {
+    /// A named layer: lenet5-conv1, lenet5-conv2, resnet20-layer1,
+    /// resnet20-layer2, resnet20-layer3, resnet20-down2, resnet20-down3,
+    /// resnet20-shortcut2 [default: resnet20-layer1].
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["in_c", "hw", "out_c", "kernel"])]
+    shape: Option<String>,
+    /// Batch size.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Input channels (explicit shape).
+    #[arg(long, value_name = "C")]
+    in_c: Option<usize>,
+    /// Input height and width: `32` or `32x16` (explicit shape).
+    #[arg(long, value_name = "H[xW]")]
+    hw: Option<String>,
+    /// Output channels (explicit shape).
+    #[arg(long, value_name = "C")]
+    out_c: Option<usize>,
+    /// Square kernel size (explicit shape).
+    #[arg(long, value_name = "K")]
+    kernel: Option<usize>,
+    /// Stride (explicit shape).
+    #[arg(long, default_value_t = 1)]
+    stride: usize,
+    /// Zero padding on each side (explicit shape).
+    #[arg(long, default_value_t = 0)]
+    pad: usize,
+    /// Groups (explicit shape; the input channels for depthwise).
+    #[arg(long, default_value_t = 1)]
+    groups: usize,
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 /// Run `bench`.
-pub fn run(_c: BenchCommand) -> anyhow::Result<()> {
-    anyhow::bail!("bench: not available yet")
+pub fn run(c: BenchCommand) -> anyhow::Result<()> {
+    match c {
+        BenchCommand::Gemm(a) => run_gemm(a),
+        BenchCommand::Conv(a) => run_conv(a),
+    }
+}
+
+/// Check the device and resolve the multipliers and options.
+fn prepare(common: &CommonArgs) -> anyhow::Result<(Vec<Multiplier>, BenchOptions)> {
+    if common.device == Device::Cuda {
+        bail!("--device cuda: CUDA engine not built yet; use --device cpu");
+    }
+    if common.repeats == 0 {
+        bail!("--repeats must be at least 1");
+    }
+    let resolver = Resolver::new(MODELS);
+    let mut mults = Vec::new();
+    if common.multiplier.is_empty() {
+        for spec in DEFAULT_MULTIPLIERS {
+            match spec
+                .parse::<MultiplierSpec>()
+                .and_then(|s| resolver.resolve(&s))
+            {
+                Ok(m) => mults.push(m),
+                Err(e) => eprintln!("note: skipping default multiplier {spec}: {e}"),
+            }
+        }
+    } else {
+        for spec in &common.multiplier {
+            let parsed: MultiplierSpec = spec.parse()?;
+            mults.push(
+                resolver
+                    .resolve(&parsed)
+                    .with_context(|| format!("--multiplier {spec}"))?,
+            );
+        }
+    }
+    for m in &mults {
+        if matches!(m, Multiplier::Direct { .. }) {
+            eprintln!(
+                "note: {m} calls the model for every product; it is timed once, without warm-up"
+            );
+        }
+    }
+    let opts = BenchOptions {
+        warmup: common.warmup,
+        repeats: common.repeats,
+    };
+    Ok((mults, opts))
+}
+
+fn run_gemm(a: GemmArgs) -> anyhow::Result<()> {
+    let (mults, opts) = prepare(&a.common)?;
+    let rows = bench_gemm(&mults, a.m, a.n, a.k, opts)?;
+    if a.common.json {
+        for r in &rows {
+            println!("{}", gemm_json(r));
+        }
+    } else {
+        print_gemm_table(&rows);
+    }
+    Ok(())
+}
+
+fn gemm_json(r: &GemmBenchRow) -> serde_json::Value {
+    json!({
+        "bench": "gemm",
+        "device": "cpu",
+        "multiplier": r.multiplier,
+        "m": r.m,
+        "n": r.n,
+        "k": r.k,
+        "threads": r.threads,
+        "repeats": r.repeats,
+        "seconds": r.seconds,
+        "gmacs": r.gmacs,
+        "ratio_vs_fp32": r.ratio_vs_fp32,
+    })
+}
+
+fn print_gemm_table(rows: &[GemmBenchRow]) {
+    if let Some(r) = rows.first() {
+        println!(
+            "gemm {}x{}x{} (m x k x n), {} threads, cpu",
+            r.m, r.k, r.n, r.threads
+        );
+    }
+    println!(
+        "{:<16} {:>8} {:>12} {:>10} {:>9}",
+        "multiplier", "repeats", "seconds", "GMAC/s", "vs fp32"
+    );
+    for r in rows {
+        println!(
+            "{:<16} {:>8} {:>12.6} {:>10.3} {:>8.2}x",
+            r.multiplier, r.repeats, r.seconds, r.gmacs, r.ratio_vs_fp32
+        );
+    }
+}
+
+/// `32` -> (32, 32), `32x16` -> (32, 16).
+fn parse_hw(s: &str) -> anyhow::Result<(usize, usize)> {
+    let bad = || anyhow::anyhow!("--hw '{s}': expected a size like 32 or 32x16");
+    match s.split_once(['x', 'X']) {
+        Some((h, w)) => Ok((
+            h.trim().parse().map_err(|_| bad())?,
+            w.trim().parse().map_err(|_| bad())?,
+        )),
+        None => {
+            let v = s.trim().parse().map_err(|_| bad())?;
+            Ok((v, v))
+        }
+    }
+}
+
+/// The layer to time and its name (`None` for an explicit shape).
+fn conv_shape(a: &ConvArgs) -> anyhow::Result<(Conv2dShape, Option<String>)> {
+    let explicit = [
+        a.in_c.is_some(),
+        a.hw.is_some(),
+        a.out_c.is_some(),
+        a.kernel.is_some(),
+    ];
+    if explicit.iter().any(|&e| e) {
+        let (Some(in_c), Some(hw), Some(out_c), Some(kernel)) =
+            (a.in_c, a.hw.as_deref(), a.out_c, a.kernel)
+        else {
+            bail!("an explicit layer needs all of --in-c, --hw, --out-c and --kernel (or use --shape NAME)");
+        };
+        let (h, w) = parse_hw(hw)?;
+        let mut s = Conv2dShape::new(a.batch, in_c, h, w, out_c, kernel);
+        s.stride = (a.stride, a.stride);
+        s.padding = (a.pad, a.pad);
+        s.groups = a.groups;
+        s.validate()?;
+        return Ok((s, None));
+    }
+    let name = a.shape.as_deref().unwrap_or("resnet20-layer1");
+    let s = named_conv_shape(name, a.batch)?;
+    Ok((s, Some(name.to_string())))
+}
+
+fn run_conv(a: ConvArgs) -> anyhow::Result<()> {
+    let (shape, name) = conv_shape(&a)?;
+    let (mults, opts) = prepare(&a.common)?;
+    let rows = bench_conv(&mults, &shape, opts)?;
+    if a.common.json {
+        for r in &rows {
+            println!("{}", conv_json(r, name.as_deref()));
+        }
+    } else {
+        print_conv_table(&rows, &shape, name.as_deref());
+    }
+    Ok(())
+}
+
+fn conv_json(r: &ConvBenchRow, name: Option<&str>) -> serde_json::Value {
+    let s = &r.shape;
+    json!({
+        "bench": "conv",
+        "device": "cpu",
+        "multiplier": r.multiplier,
+        "shape": name,
+        "product": r.product.key(),
+        "batch": s.batch,
+        "in_channels": s.in_channels,
+        "in_h": s.in_h,
+        "in_w": s.in_w,
+        "out_channels": s.out_channels,
+        "kernel_h": s.kernel_h,
+        "kernel_w": s.kernel_w,
+        "stride": [s.stride.0, s.stride.1],
+        "padding": [s.padding.0, s.padding.1],
+        "dilation": [s.dilation.0, s.dilation.1],
+        "groups": s.groups,
+        "macs": s.macs(),
+        "threads": r.threads,
+        "repeats": r.repeats,
+        "seconds": r.seconds,
+        "gmacs": r.gmacs,
+        "ratio_vs_fp32": r.ratio_vs_fp32,
+    })
+}
+
+fn print_conv_table(rows: &[ConvBenchRow], s: &Conv2dShape, name: Option<&str>) {
+    let threads = rows
+        .first()
+        .map_or(rayon::current_num_threads(), |r| r.threads);
+    println!(
+        "conv {}batch {}, {} -> {} channels, {}x{} kernel on {}x{}, stride {:?}, padding {:?}, groups {}; {} MMAC per product, {} threads, cpu",
+        name.map(|n| format!("{n}: ")).unwrap_or_default(),
+        s.batch,
+        s.in_channels,
+        s.out_channels,
+        s.kernel_h,
+        s.kernel_w,
+        s.in_h,
+        s.in_w,
+        s.stride,
+        s.padding,
+        s.groups,
+        s.macs() as f64 / 1e6,
+        threads,
+    );
+    println!(
+        "{:<16} {:<12} {:>8} {:>12} {:>10} {:>9}",
+        "multiplier", "product", "repeats", "seconds", "GMAC/s", "vs fp32"
+    );
+    for r in rows {
+        println!(
+            "{:<16} {:<12} {:>8} {:>12.6} {:>10.3} {:>8.2}x",
+            r.multiplier,
+            r.product.key(),
+            r.repeats,
+            r.seconds,
+            r.gmacs,
+            r.ratio_vs_fp32
+        );
+    }
 }

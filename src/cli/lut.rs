@@ -1,29 +1,475 @@
-//! `approxtrain lut`, `characterize` and `verify`.
+//! `approxtrain lut`, `characterize` and `verify`: tables, their error
+//! metrics and their agreement with the C models.
+
+use std::path::{Path, PathBuf};
+
+use amsim::lut_file::{self, LutFormat};
+use amsim::metrics::{self, Characterization};
+use amsim::verify::{self, VerifyReport};
+use amsim::{Lut, ModelInfo};
+use anyhow::{bail, Context, Result};
+use approxtrain::models::MODELS;
 
 /// `approxtrain lut ...`
 #[derive(clap::Subcommand)]
 pub enum LutCommand {
-    /// Build a native LUT file.
-    Build,
+    /// Tabulate a model and write a native LUT file.
+    #[command(after_help = "Example:\n  approxtrain lut build --model mbm --bits 7 -o mbm7.lut")]
+    Build {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Output file (default: MODELBITS.lut, e.g. mbm7.lut).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Tabulate a model and write it as an ApproxTrain .bin or native file.
+    ///
+    /// The ApproxTrain format keeps the top BITS fraction bits of each
+    /// product and truncates the rest, as ApproxTrain's own generator does.
+    #[command(
+        after_help = "Example:\n  approxtrain lut export --model mbm --bits 7 --format approxtrain -o MBM_7.bin"
+    )]
+    Export {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// File format.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Approxtrain)]
+        format: ExportFormat,
+        /// Output file (default: ApproxTrain's NAME_BITS.bin, e.g. MBM_7.bin, or MODELBITS.lut).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Convert an ApproxTrain .bin table to a native LUT file.
+    #[command(after_help = "Example:\n  approxtrain lut import MBM_7.bin -o mbm7.lut")]
+    Import {
+        /// The ApproxTrain table (4^BITS bytes).
+        file: PathBuf,
+        /// Table width (default: from a NAME_BITS.bin file name, else from the size).
+        #[arg(long)]
+        bits: Option<u32>,
+        /// Model name to store (default: NAME of NAME_BITS.bin, lower-cased).
+        #[arg(long)]
+        name: Option<String>,
+        /// Output file (default: the input name with extension .lut).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Show a table: header, a corner of its entries, checksum and error metrics.
+    #[command(
+        after_help = "Examples:\n  approxtrain lut show mbm7.lut\n  approxtrain lut show --model mitchell --bits 5"
+    )]
+    Show {
+        /// A LUT file (native or ApproxTrain .bin).
+        #[arg(conflicts_with_all = ["model", "bits"], required_unless_present = "model")]
+        file: Option<PathBuf>,
+        /// Registered model to tabulate instead of reading a file.
+        #[arg(long, requires = "bits")]
+        model: Option<String>,
+        /// Table width for --model.
+        #[arg(long)]
+        bits: Option<u32>,
+        /// Rows and columns of the corner of entries to print.
+        #[arg(long, default_value_t = 4)]
+        entries: u32,
+    },
+}
+
+/// `--model M --bits B`.
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// Registered model name (see `approxtrain models`).
+    #[arg(long)]
+    model: String,
+    /// Mantissa bits of the table.
+    #[arg(long)]
+    bits: u32,
+}
+
+/// Formats `lut export` writes.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// ApproxTrain's one byte per entry (BITS <= 7).
+    Approxtrain,
+    /// This tool's format with header and checksum.
+    Native,
 }
 
 /// Options of `approxtrain characterize`.
 #[derive(clap::Args)]
-pub struct CharacterizeArgs {}
+#[command(
+    after_help = "Examples:\n  approxtrain characterize --model mitchell --bits 7 --csv mit7.csv --heatmap mit7.png\n  approxtrain characterize --lut MBM_7.bin"
+)]
+pub struct CharacterizeArgs {
+    /// Registered model name.
+    #[arg(
+        long,
+        conflicts_with = "lut",
+        required_unless_present = "lut",
+        requires = "bits"
+    )]
+    model: Option<String>,
+    /// Mantissa bits (1..=11 exhaustive; up to 23 sampled, without a heat map).
+    #[arg(long)]
+    bits: Option<u32>,
+    /// A LUT file (native or ApproxTrain .bin) instead of a model.
+    #[arg(long, value_name = "FILE")]
+    lut: Option<PathBuf>,
+    /// Write the metrics as a one-row CSV.
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// Write one CSV row per mantissa pair (tables up to 8 bits).
+    #[arg(long, value_name = "FILE")]
+    pairs_csv: Option<PathBuf>,
+    /// Write a PNG heat map of the relative error.
+    #[arg(long, value_name = "FILE")]
+    heatmap: Option<PathBuf>,
+    /// Pairs sampled above 11 bits.
+    #[arg(long, default_value_t = 1_000_000)]
+    samples: u64,
+    /// Seed of the sampling above 11 bits (default: from the clock, printed).
+    #[arg(long)]
+    seed: Option<u64>,
+}
 
 /// Options of `approxtrain verify`.
 #[derive(clap::Args)]
-pub struct VerifyArgs {}
+#[command(
+    after_help = "Examples:\n  approxtrain verify --model mbm --bits 7 --samples 1000000 --seed 42\n  approxtrain verify --all --bits 7\n\nExits with status 1 when any product differs."
+)]
+pub struct VerifyArgs {
+    /// Registered model name.
+    #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+    model: Option<String>,
+    /// Verify every registered model that supports --bits.
+    #[arg(long)]
+    all: bool,
+    /// Table width.
+    #[arg(long)]
+    bits: u32,
+    /// Random FP32 pairs to compare.
+    #[arg(long, default_value_t = verify::DEFAULT_SAMPLES)]
+    samples: u64,
+    /// Seed of the operand generator (default: from the clock, printed).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+/// Look `name` up in the registry and check that it supports `bits`.
+fn resolve_model(name: &str, bits: u32) -> Result<&'static ModelInfo> {
+    let info = amsim::model::find(MODELS, name)?;
+    if !info.supports_bits(bits) {
+        bail!(
+            "model '{}' supports {}..={} bits, not {bits}",
+            info.name,
+            info.min_bits,
+            info.max_bits
+        );
+    }
+    Ok(info)
+}
+
+/// Tabulate a registered model.
+fn build_lut(name: &str, bits: u32) -> Result<Lut> {
+    let info = resolve_model(name, bits)?;
+    Ok(Lut::build(info.name, info.func, bits)?)
+}
+
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
 
 /// Run `lut`.
-pub fn run_lut(_c: LutCommand) -> anyhow::Result<()> {
-    anyhow::bail!("lut: not available yet")
+pub fn run_lut(c: LutCommand) -> Result<()> {
+    match c {
+        LutCommand::Build { model, output } => {
+            let lut = build_lut(&model.model, model.bits)?;
+            let out = output.unwrap_or_else(|| native_name(&lut));
+            lut_file::write_native(&lut, &out)?;
+            println!(
+                "wrote {} ({} at {} bits, {} entries, checksum {:016x})",
+                out.display(),
+                lut.model_name(),
+                lut.bits(),
+                lut.table().len(),
+                lut_file::checksum(&lut)
+            );
+        }
+        LutCommand::Export {
+            model,
+            format,
+            output,
+        } => {
+            let lut = build_lut(&model.model, model.bits)?;
+            match format {
+                ExportFormat::Native => {
+                    let out = output.unwrap_or_else(|| native_name(&lut));
+                    lut_file::write_native(&lut, &out)?;
+                    println!(
+                        "wrote {} (native, {} entries)",
+                        out.display(),
+                        lut.table().len()
+                    );
+                }
+                ExportFormat::Approxtrain => {
+                    let out = output.unwrap_or_else(|| {
+                        PathBuf::from(lut_file::approxtrain_file_name(
+                            lut.model_name(),
+                            lut.bits(),
+                        ))
+                    });
+                    lut_file::write_approxtrain(&lut, &out)?;
+                    println!(
+                        "wrote {} (ApproxTrain, {} bytes)",
+                        out.display(),
+                        lut.table().len()
+                    );
+                    if let Some((ta, tb, v)) = lut_file::approxtrain_first_lossy_entry(&lut) {
+                        eprintln!(
+                            "note: entries have fraction bits below the top {}, truncated as ApproxTrain does (first: L[{ta}][{tb}] = {v})",
+                            lut.bits()
+                        );
+                    }
+                }
+            }
+        }
+        LutCommand::Import {
+            file,
+            bits,
+            name,
+            output,
+        } => {
+            let lut = lut_file::read_approxtrain(&file, bits, name.as_deref())?;
+            let out = output.unwrap_or_else(|| file.with_extension("lut"));
+            if out == file {
+                bail!(
+                    "{}: the output would overwrite the input; give -o FILE",
+                    file.display()
+                );
+            }
+            lut_file::write_native(&lut, &out)?;
+            println!(
+                "wrote {} ({} at {} bits from {})",
+                out.display(),
+                lut.model_name(),
+                lut.bits(),
+                file.display()
+            );
+        }
+        LutCommand::Show {
+            file,
+            model,
+            bits,
+            entries,
+        } => show(file.as_deref(), model.as_deref(), bits, entries)?,
+    }
+    Ok(())
 }
+
+fn native_name(lut: &Lut) -> PathBuf {
+    PathBuf::from(format!("{}{}.lut", lut.model_name(), lut.bits()))
+}
+
+fn show(file: Option<&Path>, model: Option<&str>, bits: Option<u32>, corner: u32) -> Result<()> {
+    let lut = match (file, model, bits) {
+        (Some(path), _, _) => {
+            let (lut, format) = lut_file::read_with_format(path)?;
+            println!("file        {}", path.display());
+            match format {
+                LutFormat::Native => {
+                    let (header, _) = lut_file::read_native_with_header(path)?;
+                    println!("format      native (version {})", header.version);
+                    println!(
+                        "checksum    {:016x} (FNV-1a 64 of the entries, verified)",
+                        header.checksum
+                    );
+                }
+                LutFormat::ApproxTrain => {
+                    println!("format      ApproxTrain .bin (1 byte per entry)");
+                    println!(
+                        "checksum    {:016x} (FNV-1a 64 of the f32 entries)",
+                        lut_file::checksum(&lut)
+                    );
+                }
+            }
+            lut
+        }
+        (None, Some(m), Some(b)) => {
+            let lut = build_lut(m, b)?;
+            println!("format      tabulated from the registered model");
+            println!(
+                "checksum    {:016x} (FNV-1a 64 of the f32 entries)",
+                lut_file::checksum(&lut)
+            );
+            lut
+        }
+        _ => bail!("give a LUT file or --model and --bits"),
+    };
+    println!("model       {}", lut.model_name());
+    println!("bits        {}", lut.bits());
+    println!("entries     {}", lut.table().len());
+    if lut.bits() <= lut_file::MAX_APPROXTRAIN_BITS {
+        match lut_file::approxtrain_first_lossy_entry(&lut) {
+            None => println!("ApproxTrain export lossless"),
+            Some((ta, tb, v)) => {
+                println!("ApproxTrain export truncates (first: L[{ta}][{tb}] = {v})")
+            }
+        }
+    }
+    let k = corner.min(1 << lut.bits());
+    println!("entries L[ta][tb], ta, tb < {k}:");
+    for ta in 0..k {
+        let row: Vec<String> = (0..k)
+            .map(|tb| format!("{:>11}", lut.get(ta, tb)))
+            .collect();
+        println!("  {ta:>4} {}", row.join(" "));
+    }
+    println!();
+    print_characterization(&metrics::characterize_lut(&lut));
+    Ok(())
+}
+
+fn percent(x: f64) -> String {
+    format!("{:+.4}%", 100.0 * x)
+}
+
+/// Print the metrics as a two-column table.
+fn print_characterization(c: &Characterization) {
+    let coverage = if c.exhaustive {
+        format!("{} (all pairs)", c.pairs)
+    } else {
+        format!("{} (sampled)", c.pairs)
+    };
+    let rows = [
+        ("model", format!("{} at {} bits", c.model, c.bits)),
+        ("pairs", coverage),
+        ("error rate", format!("{:.4}%", 100.0 * c.error_rate)),
+        ("mean error (bias)", format!("{:+.6e}", c.mean_error)),
+        ("mean absolute error", format!("{:.6e}", c.mean_abs_error)),
+        ("mean relative error", percent(c.mean_relative_error)),
+        ("MRED", format!("{:.4}%", 100.0 * c.mred)),
+        (
+            "worst relative error",
+            format!(
+                "{} at [{}][{}]",
+                percent(c.max_relative_error),
+                c.max_relative_error_at.0,
+                c.max_relative_error_at.1
+            ),
+        ),
+        (
+            "RMS relative error",
+            format!("{:.4}%", 100.0 * c.rms_relative_error),
+        ),
+        (
+            "std of relative error",
+            format!("{:.4}%", 100.0 * c.std_relative_error),
+        ),
+        ("within 1 ulp", format!("{:.4}%", 100.0 * c.within_one_ulp)),
+    ];
+    for (name, value) in rows {
+        println!("{name:<22} {value}");
+    }
+}
+
 /// Run `characterize`.
-pub fn run_characterize(_a: CharacterizeArgs) -> anyhow::Result<()> {
-    anyhow::bail!("characterize: not available yet")
+pub fn run_characterize(a: CharacterizeArgs) -> Result<()> {
+    let (c, lut) = match (&a.lut, &a.model, a.bits) {
+        (Some(path), _, _) => {
+            let lut = lut_file::read(path)?;
+            (metrics::characterize_lut(&lut), Some(lut))
+        }
+        (None, Some(name), Some(bits)) if bits <= amsim::MAX_LUT_BITS => {
+            let lut = build_lut(name, bits)?;
+            (metrics::characterize_lut(&lut), Some(lut))
+        }
+        (None, Some(name), Some(bits)) => {
+            let info = resolve_model(name, bits)?;
+            if a.heatmap.is_some() || a.pairs_csv.is_some() {
+                bail!(
+                    "--heatmap and --pairs-csv need a table; {bits} bits is above the table limit of {}",
+                    amsim::MAX_LUT_BITS
+                );
+            }
+            let seed = a.seed.unwrap_or_else(clock_seed);
+            eprintln!("sampling {} pairs with seed {seed}", a.samples);
+            let c = metrics::characterize_model(info.name, info.func, bits, a.samples, seed)?;
+            (c, None)
+        }
+        _ => bail!("give --model and --bits, or --lut FILE"),
+    };
+    print_characterization(&c);
+    if let Some(path) = &a.csv {
+        metrics::write_csv(&[(c.clone(), lut.as_ref())], path)?;
+        println!("wrote {}", path.display());
+    }
+    if let (Some(path), Some(lut)) = (&a.pairs_csv, &lut) {
+        metrics::write_pairs_csv(lut, path)?;
+        println!("wrote {}", path.display());
+    }
+    if let (Some(path), Some(lut)) = (&a.heatmap, &lut) {
+        amsim::heatmap::write_heatmap(lut, path)
+            .with_context(|| format!("heat map of {}", lut.model_name()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }
+
+fn print_verify_header() {
+    println!(
+        "{:<12} {:>4} {:>10} {:>10} {:>12} {:>12}",
+        "model", "bits", "samples", "mismatches", "bit-exact", "worst rel"
+    );
+}
+
+fn print_verify_row(r: &VerifyReport) {
+    println!(
+        "{:<12} {:>4} {:>10} {:>10} {:>11.4}% {:>12.3e}",
+        r.model,
+        r.bits,
+        r.samples,
+        r.mismatches,
+        100.0 * r.bit_exact_rate(),
+        r.worst_relative_difference
+    );
+}
+
 /// Run `verify`.
-pub fn run_verify(_a: VerifyArgs) -> anyhow::Result<()> {
-    anyhow::bail!("verify: not available yet")
+pub fn run_verify(a: VerifyArgs) -> Result<()> {
+    amsim::lut::check_bits(a.bits)?;
+    let seed = a.seed.unwrap_or_else(clock_seed);
+    let models: Vec<&ModelInfo> = if a.all {
+        let supported: Vec<_> = MODELS.iter().filter(|m| m.supports_bits(a.bits)).collect();
+        if supported.is_empty() {
+            bail!("no registered model supports {} bits", a.bits);
+        }
+        supported
+    } else {
+        let name = a.model.as_deref().context("give --model NAME or --all")?;
+        vec![resolve_model(name, a.bits)?]
+    };
+    println!("seed {seed}, {} random FP32 pairs per model", a.samples);
+    print_verify_header();
+    let mut failed = Vec::new();
+    for info in models {
+        let r = verify::verify_model(info.name, info.func, a.bits, a.samples, seed)?;
+        print_verify_row(&r);
+        if let Some(m) = r.first_mismatch {
+            eprintln!(
+                "  {}: first mismatch {:e} x {:e}: table {:e}, model {:e}",
+                info.name, m.a, m.b, m.table, m.direct
+            );
+            failed.push(info.name);
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "table and model products differ for {} at {} bits (seed {seed})",
+            failed.join(", "),
+            a.bits
+        );
+    }
+    Ok(())
 }

@@ -1,10 +1,420 @@
-//! `approxtrain train`.
+//! `approxtrain train`: one training run in a run directory (see the
+//! `experiments` crate for the directory's files). This module only turns
+//! flags into a [`RunSpec`] and shows progress; the run itself is
+//! [`experiments::run::train`].
+
+use std::io::IsTerminal;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use experiments::run::{train, EpochStart, RunObserver, RunOutcome, StartMode};
+use experiments::spec::{OptimizerKind, ScheduleKind};
+use experiments::{MetricsRow, PlanFile, RunFile, RunSpec};
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// Options of `approxtrain train`.
 #[derive(clap::Args)]
-pub struct TrainArgs {}
+#[command(after_help = "\
+Examples:
+  approxtrain train --net lenet5 --dataset mnist --multiplier mbm:7 --epochs 10 --out runs/lenet5-mbm7
+  approxtrain train --net lenet300100 --multiplier fwd=mbm:7,dx=fp32,dw=mbm:7 --out runs/mixed
+  approxtrain train --net lenet5 --plan plan.toml --out runs/per-layer
+  approxtrain train --resume runs/lenet5-mbm7            # continue an interrupted run
+  approxtrain train --spec runs/lenet5-mbm7/run.toml --out runs/again   # repeat a run
+
+A plan file sets multipliers per layer:
+  multiplier = \"mbm:7\"      # default for every layer (or fwd/dx/dw keys)
+  [layers.conv1]
+  multiplier = \"fp32\"
+  [layers.fc3]
+  dx = \"fp32\"
+
+The run directory gets run.toml, metrics.csv (one row per epoch) and checkpoint.bin.")]
+pub struct TrainArgs {
+    /// Network: lenet300100 or lenet5.
+    #[arg(long, required_unless_present_any = ["resume", "spec"])]
+    net: Option<String>,
+    /// Dataset: mnist or fashion-mnist [default: mnist].
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Data directory holding mnist/, fashion-mnist/ [default: $APPROXTRAIN_DATA, ./data, then the shipped MNIST subset].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Multiplier plan: fp32, bf16, MODEL:BITS (mbm:7), lut:PATH, or fwd=..,dx=..,dw=.. [default: fp32].
+    #[arg(long, value_name = "SPEC")]
+    multiplier: Option<String>,
+    /// Per-layer plan file (TOML, see below).
+    #[arg(long, value_name = "FILE")]
+    plan: Option<PathBuf>,
+    /// Epochs [default: 10].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Mini-batch size [default: 128].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Evaluation batch size (does not change results) [default: 1000].
+    #[arg(long)]
+    eval_batch_size: Option<usize>,
+    /// Seed of initialisation and shuffling [default: 1].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run directory [default: runs/RUN_ID].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Optimizer: sgd or adam [default: sgd].
+    #[arg(long)]
+    optimizer: Option<String>,
+    /// Learning rate [default: 0.05 for sgd, 0.001 for adam].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// SGD momentum [default: 0.9].
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// Weight decay [default: 5e-4].
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Nesterov momentum for SGD [default: true]; --nesterov false turns it off.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    nesterov: Option<bool>,
+    /// Learning-rate schedule: constant, step or cosine [default: cosine].
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Step schedule: epochs between decays [default: 5].
+    #[arg(long)]
+    step_epochs: Option<usize>,
+    /// Step schedule: decay factor [default: 0.1].
+    #[arg(long)]
+    gamma: Option<f64>,
+    /// Train on the first N training images only (quick runs).
+    #[arg(long, value_name = "N")]
+    train_limit: Option<usize>,
+    /// Evaluate on the first N test images only (quick runs).
+    #[arg(long, value_name = "N")]
+    test_limit: Option<usize>,
+    /// Continue the interrupted run in DIR from its last completed epoch
+    /// (with --epochs: extend it to that many epochs).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["net", "dataset", "multiplier", "plan", "spec", "out", "force"])]
+    resume: Option<PathBuf>,
+    /// Take the run specification from a run.toml (flags given override it).
+    #[arg(long, value_name = "RUN_TOML")]
+    spec: Option<PathBuf>,
+    /// Start over in an output directory that already holds this run.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Whether any training flag other than --epochs / --data-dir was given
+/// (they cannot change a run that is resumed).
+fn resume_conflicts(a: &TrainArgs) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    let mut check = |given: bool, name| {
+        if given {
+            v.push(name)
+        }
+    };
+    check(a.batch_size.is_some(), "--batch-size");
+    check(a.seed.is_some(), "--seed");
+    check(a.optimizer.is_some(), "--optimizer");
+    check(a.lr.is_some(), "--lr");
+    check(a.momentum.is_some(), "--momentum");
+    check(a.weight_decay.is_some(), "--weight-decay");
+    check(a.nesterov.is_some(), "--nesterov");
+    check(a.schedule.is_some(), "--schedule");
+    check(a.step_epochs.is_some(), "--step-epochs");
+    check(a.gamma.is_some(), "--gamma");
+    check(a.train_limit.is_some(), "--train-limit");
+    check(a.test_limit.is_some(), "--test-limit");
+    check(a.eval_batch_size.is_some(), "--eval-batch-size");
+    v
+}
+
+/// The spec the flags describe, on top of `base` (defaults or --spec).
+fn spec_from_args(a: &TrainArgs) -> anyhow::Result<RunSpec> {
+    let mut spec = match &a.spec {
+        Some(p) => RunFile::read(p)?.spec,
+        None => RunSpec::with_defaults(
+            a.net.as_deref().unwrap_or_default(),
+            a.dataset.as_deref().unwrap_or("mnist"),
+        ),
+    };
+    if let Some(n) = &a.net {
+        spec.net = n.clone();
+    }
+    if let Some(d) = &a.dataset {
+        spec.dataset = d.clone();
+    }
+    if a.data_dir.is_some() {
+        spec.data_dir = a.data_dir.clone();
+    }
+    let set = |dst: &mut usize, src: Option<usize>| {
+        if let Some(v) = src {
+            *dst = v;
+        }
+    };
+    set(&mut spec.epochs, a.epochs);
+    set(&mut spec.batch_size, a.batch_size);
+    set(&mut spec.eval_batch_size, a.eval_batch_size);
+    set(&mut spec.schedule.step_epochs, a.step_epochs);
+    if let Some(s) = a.seed {
+        spec.seed = s;
+    }
+    if let Some(o) = &a.optimizer {
+        let kind: OptimizerKind = o.parse()?;
+        if kind != spec.optimizer.kind && a.lr.is_none() && kind == OptimizerKind::Adam {
+            spec.optimizer.lr = 1e-3;
+        }
+        spec.optimizer.kind = kind;
+    }
+    if let Some(v) = a.lr {
+        spec.optimizer.lr = v;
+    }
+    if let Some(v) = a.momentum {
+        spec.optimizer.momentum = v;
+    }
+    if let Some(v) = a.weight_decay {
+        spec.optimizer.weight_decay = v;
+    }
+    if let Some(v) = a.nesterov {
+        spec.optimizer.nesterov = v;
+    }
+    if let Some(s) = &a.schedule {
+        spec.schedule.kind = s.parse::<ScheduleKind>()?;
+    }
+    if let Some(g) = a.gamma {
+        spec.schedule.gamma = g;
+    }
+    if a.train_limit.is_some() {
+        spec.train_limit = a.train_limit;
+    }
+    if a.test_limit.is_some() {
+        spec.test_limit = a.test_limit;
+    }
+    if let Some(m) = &a.multiplier {
+        let plan: amsim::PlanSpec = m.parse()?;
+        spec.multiplier = plan.to_string();
+        if a.spec.is_some() && a.plan.is_none() {
+            spec.layers.clear();
+        }
+    }
+    if let Some(path) = &a.plan {
+        let file = PlanFile::read(path)?;
+        if a.multiplier.is_some() && !file.default.is_empty() {
+            bail!(
+                "{}: sets the default multiplier, and so does --multiplier; give it in one place",
+                path.display()
+            );
+        }
+        let resolved = file.resolve(&spec.plan()?);
+        spec.multiplier = resolved.default.to_string();
+        spec.layers = resolved
+            .layers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
+        let valid = experiments::run::layer_names(&spec.net)?;
+        experiments::plan_file::check_layer_names(
+            file.layers.keys(),
+            &valid,
+            &spec.net,
+            &format!("plan file {}", path.display()),
+        )?;
+    }
+    spec.threads = Some(rayon::current_num_threads());
+    Ok(spec)
+}
 
 /// Run `train`.
-pub fn run(_a: TrainArgs) -> anyhow::Result<()> {
-    anyhow::bail!("train: not available yet")
+pub fn run(a: TrainArgs) -> anyhow::Result<()> {
+    let (spec, dir, mode) = match &a.resume {
+        Some(dir) => {
+            let conflicts = resume_conflicts(&a);
+            if !conflicts.is_empty() {
+                bail!(
+                    "--resume continues the run as recorded in {}; it cannot change {}",
+                    dir.join("run.toml").display(),
+                    conflicts.join(", ")
+                );
+            }
+            let mut spec = RunFile::read(&dir.join("run.toml"))
+                .with_context(|| format!("cannot resume {}", dir.display()))?
+                .spec;
+            if let Some(e) = a.epochs {
+                spec.epochs = e;
+            }
+            if a.data_dir.is_some() {
+                spec.data_dir = a.data_dir.clone();
+            }
+            spec.threads = Some(rayon::current_num_threads());
+            (spec, dir.clone(), StartMode::Resume)
+        }
+        None => {
+            let spec = spec_from_args(&a)?;
+            spec.validate()?;
+            let dir = a
+                .out
+                .clone()
+                .unwrap_or_else(|| Path::new("runs").join(spec.run_id()));
+            let mode = if a.force {
+                StartMode::Force
+            } else {
+                StartMode::New
+            };
+            (spec, dir, mode)
+        }
+    };
+    let mut progress = Progress::new();
+    let outcome = train(
+        &spec,
+        &dir,
+        mode,
+        approxtrain::models::MODELS,
+        &mut progress,
+    )?;
+    progress.finish();
+    match outcome {
+        RunOutcome::Finished(summary) => {
+            println!(
+                "{}: final test accuracy {:.2}% after {} epochs; results in {}",
+                summary.run_id,
+                100.0 * summary.test_accuracy,
+                summary.epochs,
+                dir.display()
+            );
+            Ok(())
+        }
+        RunOutcome::AlreadyFinished(summary) => {
+            println!(
+                "{} already holds this finished run ({} epochs, test accuracy {:.2}%); nothing to do (--force starts it over)",
+                dir.display(),
+                summary.epochs,
+                100.0 * summary.test_accuracy
+            );
+            Ok(())
+        }
+        RunOutcome::Diverged(d) => bail!(
+            "{d}; metrics and status are in {}",
+            dir.display()
+        ),
+        RunOutcome::Interrupted { epochs_completed } => bail!(
+            "interrupted after {epochs_completed} completed epochs; continue with: approxtrain train --resume {}",
+            dir.display()
+        ),
+    }
+}
+
+/// Progress display: an indicatif bar on a terminal, plain lines
+/// otherwise (one per epoch, and one at most every 15 seconds within an
+/// epoch).
+struct Progress {
+    bar: Option<ProgressBar>,
+    terminal: bool,
+    epoch: usize,
+    epochs: usize,
+    started: Instant,
+    last_line: Instant,
+    images: usize,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            bar: None,
+            terminal: std::io::stderr().is_terminal(),
+            epoch: 0,
+            epochs: 0,
+            started: Instant::now(),
+            last_line: Instant::now(),
+            images: 0,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn images_per_second(&self) -> f64 {
+        self.images as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
+    }
+}
+
+impl RunObserver for Progress {
+    fn message(&mut self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn epoch_started(&mut self, e: &EpochStart) {
+        self.finish();
+        self.epoch = e.epoch;
+        self.epochs = e.epochs;
+        self.started = Instant::now();
+        self.last_line = Instant::now();
+        self.images = 0;
+        if self.terminal {
+            let bar = ProgressBar::new(e.batches as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} batches {msg} ({eta})",
+                )
+                .expect("valid progress template")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("{}/{}", e.epoch, e.epochs));
+            bar.enable_steady_tick(Duration::from_millis(250));
+            self.bar = Some(bar);
+        }
+    }
+
+    fn batch_done(
+        &mut self,
+        batch: usize,
+        batches: usize,
+        loss: f64,
+        images: usize,
+    ) -> ControlFlow<()> {
+        self.images += images;
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(batch as u64);
+                bar.set_message(format!(
+                    "loss {loss:.4}, {:.0} img/s",
+                    self.images_per_second()
+                ));
+            }
+            None => {
+                if self.last_line.elapsed() >= Duration::from_secs(15) && batch < batches {
+                    self.last_line = Instant::now();
+                    eprintln!(
+                        "epoch {}/{}: batch {batch}/{batches}, loss {loss:.4}, {:.0} img/s",
+                        self.epoch,
+                        self.epochs,
+                        self.images_per_second()
+                    );
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn epoch_done(&mut self, row: &MetricsRow) {
+        let line = format!(
+            "epoch {}/{}: train loss {:.4} acc {:.2}%, test loss {:.4} acc {:.2}%, {:.1} s, {:.0} img/s",
+            row.epoch,
+            self.epochs,
+            row.train_loss,
+            100.0 * row.train_accuracy,
+            row.test_loss,
+            100.0 * row.test_accuracy,
+            row.seconds,
+            self.images_per_second()
+        );
+        self.finish();
+        eprintln!("{line}");
+    }
 }

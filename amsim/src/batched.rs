@@ -1,0 +1,292 @@
+//! Batched matrix products `C[b] = A[b]·B[b] (+ C[b])` for `b` in
+//! `0..batch`, as attention needs them: `Q·Kᵀ` and `A·V` over
+//! `[batch*heads, T, d]` tensors.
+//!
+//! Each operand is a stack of equally shaped strided matrices: element
+//! `(b, i, j)` is `data[b * batch_stride + i * row_stride + j * col_stride]`,
+//! so a transposed stack is a swap of strides and a shared operand is a
+//! batch stride of 0. Each `C[b]` is exactly [`gemm`] of its slices (the
+//! same dot products in the same order, so bit-exact with
+//! [`gemm_reference`] for AMSim multipliers); the batch runs in parallel.
+//! Every slice is checked to lie inside its buffer, and the output slices to
+//! be disjoint, before any work starts.
+
+use rayon::prelude::*;
+
+use crate::gemm::{gemm, gemm_reference, MatMut, MatRef};
+use crate::{AmsimError, Multiplier, Result};
+
+/// One past the last element a `rows x cols` slice with these strides
+/// touches (0 for an empty slice).
+fn extent(
+    what: &str,
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+) -> Result<usize> {
+    if rows == 0 || cols == 0 {
+        return Ok(0);
+    }
+    (rows - 1)
+        .checked_mul(row_stride)
+        .and_then(|r| {
+            (cols - 1)
+                .checked_mul(col_stride)
+                .and_then(|c| r.checked_add(c))
+        })
+        .and_then(|last| last.checked_add(1))
+        .ok_or_else(|| AmsimError::shape(format!("{what}: strides overflow")))
+}
+
+/// Check that all `batch` slices of `extent` elements, `batch_stride`
+/// apart, stay inside a buffer of `len`.
+fn check_batch(
+    what: &str,
+    len: usize,
+    batch: usize,
+    batch_stride: usize,
+    extent: usize,
+) -> Result<()> {
+    if batch == 0 || extent == 0 {
+        return Ok(());
+    }
+    let end = (batch - 1)
+        .checked_mul(batch_stride)
+        .and_then(|s| s.checked_add(extent))
+        .ok_or_else(|| AmsimError::shape(format!("{what}: batch stride overflows")))?;
+    if end > len {
+        return Err(AmsimError::shape(format!(
+            "{what}: {batch} slices {batch_stride} apart, each reaching {extent} elements, need {end} elements but the buffer has {len}"
+        )));
+    }
+    Ok(())
+}
+
+/// A read-only stack of `batch` strided `rows x cols` matrices.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchedRef<'a> {
+    data: &'a [f32],
+    batch: usize,
+    rows: usize,
+    cols: usize,
+    batch_stride: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> BatchedRef<'a> {
+    /// A stack with explicit strides; an error if any slice overruns `data`.
+    /// Slices may overlap (a batch stride of 0 shares one matrix).
+    pub fn new(
+        data: &'a [f32],
+        batch: usize,
+        rows: usize,
+        cols: usize,
+        batch_stride: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Result<Self> {
+        let ext = extent("batched matrix", rows, cols, row_stride, col_stride)?;
+        check_batch("batched matrix", data.len(), batch, batch_stride, ext)?;
+        Ok(BatchedRef {
+            data,
+            batch,
+            rows,
+            cols,
+            batch_stride,
+            row_stride,
+            col_stride,
+        })
+    }
+
+    /// A dense `[batch, rows, cols]` row-major stack.
+    pub fn row_major(data: &'a [f32], batch: usize, rows: usize, cols: usize) -> Result<Self> {
+        Self::new(data, batch, rows, cols, rows * cols, cols, 1)
+    }
+
+    /// Every slice transposed (no copy).
+    pub fn t(self) -> Self {
+        BatchedRef {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    /// Number of matrices.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+    /// Rows of each matrix.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Columns of each matrix.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Slice `b` as a matrix view.
+    pub fn get(&self, b: usize) -> Result<MatRef<'a>> {
+        if b >= self.batch {
+            return Err(AmsimError::shape(format!(
+                "batch index {b} out of range 0..{}",
+                self.batch
+            )));
+        }
+        // An empty slice may start past the end; it reads nothing.
+        let start = (b * self.batch_stride).min(self.data.len());
+        MatRef::new(
+            &self.data[start..],
+            self.rows,
+            self.cols,
+            self.row_stride,
+            self.col_stride,
+        )
+    }
+}
+
+/// A mutable stack of `batch` strided `rows x cols` matrices whose slices
+/// do not overlap (so they can be written in parallel).
+#[derive(Debug)]
+pub struct BatchedMut<'a> {
+    data: &'a mut [f32],
+    batch: usize,
+    rows: usize,
+    cols: usize,
+    batch_stride: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> BatchedMut<'a> {
+    /// A mutable stack with explicit strides; an error if a slice overruns
+    /// `data`, if elements of one slice alias, or if slices overlap (the
+    /// batch stride must be at least the span of one slice).
+    pub fn new(
+        data: &'a mut [f32],
+        batch: usize,
+        rows: usize,
+        cols: usize,
+        batch_stride: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Result<Self> {
+        let ext = extent("batched output", rows, cols, row_stride, col_stride)?;
+        check_batch("batched output", data.len(), batch, batch_stride, ext)?;
+        if batch > 1 && batch_stride < ext {
+            return Err(AmsimError::shape(format!(
+                "batched output: slices of {ext} elements {batch_stride} apart overlap (the batch stride must be at least {ext})"
+            )));
+        }
+        if batch > 0 && ext > 0 {
+            // Aliasing inside one slice.
+            MatMut::new(&mut data[..ext], rows, cols, row_stride, col_stride)?;
+        }
+        Ok(BatchedMut {
+            data,
+            batch,
+            rows,
+            cols,
+            batch_stride,
+            row_stride,
+            col_stride,
+        })
+    }
+
+    /// A dense `[batch, rows, cols]` row-major stack.
+    pub fn row_major(data: &'a mut [f32], batch: usize, rows: usize, cols: usize) -> Result<Self> {
+        Self::new(data, batch, rows, cols, rows * cols, cols, 1)
+    }
+
+    /// Number of matrices.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+    /// Rows of each matrix.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Columns of each matrix.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The slices as disjoint mutable views, in batch order (empty when the
+    /// slices are empty).
+    fn views(&mut self) -> Result<Vec<MatMut<'_>>> {
+        let ext = extent(
+            "batched output",
+            self.rows,
+            self.cols,
+            self.row_stride,
+            self.col_stride,
+        )?;
+        if self.batch == 0 || ext == 0 {
+            return Ok(Vec::new());
+        }
+        let (rows, cols, rs, cs) = (self.rows, self.cols, self.row_stride, self.col_stride);
+        if self.batch == 1 {
+            return Ok(vec![MatMut::new(&mut *self.data, rows, cols, rs, cs)?]);
+        }
+        // batch_stride >= ext >= 1 (checked in `new`), so chunks of the
+        // batch stride hold one slice each.
+        self.data
+            .chunks_mut(self.batch_stride)
+            .take(self.batch)
+            .map(|chunk| MatMut::new(chunk, rows, cols, rs, cs))
+            .collect()
+    }
+}
+
+/// Check that the three stacks fit together.
+fn check_batched_shapes(a: &BatchedRef, b: &BatchedRef, c: &BatchedMut) -> Result<()> {
+    if a.batch != b.batch || a.batch != c.batch {
+        return Err(AmsimError::shape(format!(
+            "batched gemm: batch sizes differ (A {}, B {}, C {})",
+            a.batch, b.batch, c.batch
+        )));
+    }
+    if a.cols != b.rows || a.rows != c.rows || b.cols != c.cols {
+        return Err(AmsimError::shape(format!(
+            "batched gemm: cannot multiply {}x{} by {}x{} into {}x{}",
+            a.rows, a.cols, b.rows, b.cols, c.rows, c.cols
+        )));
+    }
+    Ok(())
+}
+
+/// `C[b] = A[b]·B[b] (+ C[b])` for every `b`, in parallel over the batch,
+/// each slice through [`gemm`].
+pub fn gemm_batched(
+    mult: &Multiplier,
+    a: BatchedRef,
+    b: BatchedRef,
+    mut c: BatchedMut,
+    accumulate: bool,
+) -> Result<()> {
+    check_batched_shapes(&a, &b, &c)?;
+    let views = c.views()?;
+    views
+        .into_par_iter()
+        .enumerate()
+        .try_for_each(|(i, ci)| gemm(mult, a.get(i)?, b.get(i)?, ci, accumulate))
+}
+
+/// The definition of [`gemm_batched`]: [`gemm_reference`] slice by slice.
+pub fn gemm_batched_reference(
+    mult: &Multiplier,
+    a: BatchedRef,
+    b: BatchedRef,
+    mut c: BatchedMut,
+    accumulate: bool,
+) -> Result<()> {
+    check_batched_shapes(&a, &b, &c)?;
+    for (i, ci) in c.views()?.into_iter().enumerate() {
+        gemm_reference(mult, a.get(i)?, b.get(i)?, ci, accumulate)?;
+    }
+    Ok(())
+}

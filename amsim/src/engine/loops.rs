@@ -1,0 +1,249 @@
+//! The one loop nest of the AMSim engine, shared by every instruction set.
+//!
+//! The output is cut into jobs (a block of rows x a group of `NR`-column
+//! panels) run in parallel by rayon; `k` is never split, so each output
+//! element is summed by one thread in increasing `k`. Inside a job:
+//!
+//! ```text
+//! for each k-block (kc values of k):
+//!     pack the job's rows of X for the block          (scale, offset)
+//!     for each column panel of the job:
+//!         pack the panel of Y, expand it (2^m rows)   (V)
+//!         for each micro-panel of MR rows:
+//!             fused micro-kernel, or the exact fallback where a block
+//!             holds special values or out-of-range exponents
+//! write the job's sums to C
+//! ```
+//!
+//! The accumulator tiles live in a job buffer between k-blocks; buffers are
+//! thread-local and reused across calls.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::kernel::{LutKernel, Portable};
+use super::pack::{pack_x, pack_y, PackedX, PackedY, Strategy};
+use super::{Isa, OutPtr, Table, View, NR};
+
+/// Bytes of the expansion of one k-block of a panel that should stay in L2.
+const EXPANSION_BYTES: usize = 256 * 1024;
+
+/// Largest job accumulator, in floats.
+const MAX_ACC: usize = 1 << 20;
+
+/// Scratch buffers of one thread.
+#[derive(Default)]
+struct Scratch {
+    acc: Vec<f32>,
+    v: Vec<f32>,
+    px: PackedX,
+    py: PackedY,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Run the loop nest with the kernels of `isa`.
+pub(crate) fn run_isa(isa: Isa, x: View, y: View, table: &Table, out: OutPtr) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if is_x86_feature_detected!("avx512f") => {
+            run(&super::x86::Avx512, x, y, table, out)
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") => {
+            run(&super::x86::Avx2, x, y, table, out)
+        }
+        _ => run(&Portable, x, y, table, out),
+    }
+}
+
+/// How the work is cut: rows per job, panels per job, k-block, strategy.
+struct Plan {
+    mc: usize,
+    row_jobs: usize,
+    panels_per_job: usize,
+    col_jobs: usize,
+    kc: usize,
+    strategy: Strategy,
+}
+
+fn plan(m: usize, n: usize, k: usize, bits: u32, mr: usize, threads: usize) -> Plan {
+    let panels = n.div_ceil(NR);
+    let target = if threads <= 1 { 1 } else { 2 * threads };
+    // Splitting columns repeats only the cheap packing of X; splitting rows
+    // repeats the expansion, so prefer columns.
+    let col_jobs = panels.min(target).max(1);
+    let panels_per_job = panels.div_ceil(col_jobs);
+    let col_jobs = panels.div_ceil(panels_per_job);
+    let mut row_jobs = target.div_ceil(col_jobs).max(1);
+    let cols = panels_per_job * NR;
+    row_jobs = row_jobs.max((m * cols).div_ceil(MAX_ACC));
+    let mc = m.div_ceil(row_jobs).div_ceil(mr) * mr;
+    let row_jobs = m.div_ceil(mc).max(1);
+    // The expansion costs about 2^m vector steps per k and panel and serves
+    // the job's rows; look products up directly when that is not amortised.
+    let mut strategy = if (1usize << bits) <= 2 * mc {
+        Strategy::Expand
+    } else {
+        Strategy::Direct
+    };
+    match std::env::var("AMSIM_STRATEGY").as_deref() {
+        Ok("direct") => strategy = Strategy::Direct,
+        Ok("expand") => strategy = Strategy::Expand,
+        _ => {}
+    }
+    let eb: usize = std::env::var("AMSIM_KC_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(EXPANSION_BYTES);
+    let kc = match strategy {
+        Strategy::Expand => (eb / ((NR * 4) << bits)).clamp(1, 256),
+        Strategy::Direct => 256,
+    }
+    .min(k.max(1));
+    Plan {
+        mc,
+        row_jobs,
+        panels_per_job,
+        col_jobs,
+        kc,
+        strategy,
+    }
+}
+
+/// `out = X·Y` through `table` with kernel `kern`.
+fn run<K: LutKernel>(kern: &K, x: View, y: View, table: &Table, out: OutPtr) {
+    let (m, n, k) = (x.rows, y.cols, x.cols);
+    let p = plan(m, n, k, table.bits, K::MR, rayon::current_num_threads());
+    let jobs = p.row_jobs * p.col_jobs;
+    let job = |jid: usize| {
+        SCRATCH.with(|s| match s.try_borrow_mut() {
+            Ok(mut s) => run_job(kern, &x, &y, table, out, &p, jid, &mut s),
+            Err(_) => run_job(kern, &x, &y, table, out, &p, jid, &mut Scratch::default()),
+        })
+    };
+    if jobs == 1 {
+        job(0);
+    } else {
+        (0..jobs).into_par_iter().for_each(job);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_job<K: LutKernel>(
+    kern: &K,
+    x: &View,
+    y: &View,
+    table: &Table,
+    out: OutPtr,
+    p: &Plan,
+    jid: usize,
+    s: &mut Scratch,
+) {
+    let (m, n, k) = (x.rows, y.cols, x.cols);
+    let mr = K::MR;
+    let bits = table.bits;
+    let (rj, cj) = (jid / p.col_jobs, jid % p.col_jobs);
+    let i0 = rj * p.mc;
+    let rows = p.mc.min(m - i0);
+    let mpanels = rows.div_ceil(mr);
+    let panel0 = cj * p.panels_per_job;
+    let panel1 = (panel0 + p.panels_per_job).min(n.div_ceil(NR));
+    let tile = mr * NR;
+    let Scratch { acc, v, px, py } = s;
+    acc.clear();
+    acc.resize((panel1 - panel0) * mpanels * tile, 0.0);
+    if p.strategy == Strategy::Expand {
+        v.resize(p.kc << (bits + 4), 0.0);
+    }
+    let mut k0 = 0;
+    while k0 < k {
+        let kc = p.kc.min(k - k0);
+        pack_x(px, x, i0, rows, k0, kc, mr, bits, p.strategy);
+        for panel in panel0..panel1 {
+            let j0 = panel * NR;
+            pack_y(py, y, k0, kc, j0, bits);
+            let expandable = py.range.expandable();
+            if expandable && p.strategy == Strategy::Expand {
+                // SAFETY: `py` was packed with this `kc` and `bits`, and `v`
+                // holds `kc << (bits + 4)` floats.
+                unsafe {
+                    kern.expand(table.entries, table.entries_t, bits, &py.index, &py.scale, kc, v)
+                };
+            }
+            for mp in 0..mpanels {
+                let t0 = ((panel - panel0) * mpanels + mp) * tile;
+                let acc_tile = &mut acc[t0..t0 + tile];
+                let sa = &px.scale[mp * kc * mr..(mp + 1) * kc * mr];
+                let off = &px.off[mp * kc * mr..(mp + 1) * kc * mr];
+                if expandable && px.range[mp].fused_ok(&py.range) {
+                    // SAFETY: `px` and `py` were packed for this block with
+                    // this `kc`, `bits` and strategy.
+                    unsafe {
+                        match p.strategy {
+                            Strategy::Expand => kern.expand_fma(kc, sa, off, v, acc_tile),
+                            Strategy::Direct => kern.direct_fma(
+                                kc,
+                                sa,
+                                off,
+                                table.entries,
+                                &py.index,
+                                &py.scale,
+                                acc_tile,
+                            ),
+                        }
+                    }
+                } else {
+                    let i_tile = i0 + mp * mr;
+                    exact_tile(
+                        x,
+                        y,
+                        table,
+                        i_tile..(i_tile + mr).min(i0 + rows),
+                        j0..(j0 + NR).min(n),
+                        k0..k0 + kc,
+                        acc_tile,
+                    );
+                }
+            }
+        }
+        k0 += kc;
+    }
+    for panel in panel0..panel1 {
+        let j0 = panel * NR;
+        for mp in 0..mpanels {
+            let t0 = ((panel - panel0) * mpanels + mp) * tile;
+            for r in 0..mr.min(rows - mp * mr) {
+                for jj in 0..NR.min(n - j0) {
+                    // SAFETY: (i, j) is inside C and belongs to this job only.
+                    unsafe { out.write(i0 + mp * mr + r, j0 + jj, acc[t0 + r * NR + jj]) };
+                }
+            }
+        }
+    }
+}
+
+/// The exact fallback: one reference product per element, added in
+/// increasing `k` to the tile's running sums.
+fn exact_tile(
+    x: &View,
+    y: &View,
+    table: &Table,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+    ks: std::ops::Range<usize>,
+    acc: &mut [f32],
+) {
+    for (r, i) in rows.enumerate() {
+        for (jj, j) in cols.clone().enumerate() {
+            let mut sum = acc[r * NR + jj];
+            for kk in ks.clone() {
+                sum += table.mul(x.at(i, kk), y.at(kk, j));
+            }
+            acc[r * NR + jj] = sum;
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! The fast CPU GEMM engine behind [`crate::gemm::gemm`].
+//!
+//! Native `fp32` and `bf16` go to an optimised SGEMM ([`native`]); `direct`
+//! is a parallel loop over the model. AMSim (`Lut`) products use the
+//! *expansion* method, bit-exact with [`crate::gemm::gemm_reference`]:
+//!
+//! Every normal operand is split once into a power-of-two scale
+//! `s = ±2^(e-127)` and a table index `t` (the top `m` fraction bits), so that
+//! the AMSim product is `s_a * s_b * L[t_a][t_b]` (DESIGN.md, "The
+//! arithmetic", step 5). For a block of `k` and a panel of 16 columns of the
+//! second operand, `V[k][t][j] = L[t][t_b(k, j)] * s_b(k, j)` is tabulated once
+//! for every possible first-operand index `t` (`2^m` rows). A row of the
+//! output then accumulates `acc[j] = fma(s_a(i, k), V[k][t_a(i, k)][j],
+//! acc[j])`: an ordinary broadcast FMA. While the product exponent stays in
+//! the normal range, `s_a * V` is exact (a power of two times a float), so the
+//! fused add rounds once, exactly like the reference's `acc + product`.
+//! Zero and subnormal operands get scale `0`: their product is `±0`, and
+//! adding `±0` never changes an accumulator that started at `+0.0` (it can
+//! never become `-0.0` under round-to-nearest). Blocks holding NaN or
+//! infinite operands, or exponents whose products could overflow or flush to
+//! zero, take an exact per-product fallback ([`ExpRange::fused_ok`]).
+//!
+//! When `2^m` is large compared with the rows that share an expansion, the
+//! kernel instead looks each product up directly (`L[t_a][t_b] * s_b` by
+//! gather) and applies the same exact FMA.
+//!
+//! Layout: [`loops`] is the one loop nest (blocks of output rows x column
+//! panels in parallel with rayon, `k` never split), [`pack`] splits and packs
+//! operands, [`kernel`] holds the micro-kernel trait and the portable kernel,
+//! [`x86`] the AVX-512 and AVX2 kernels, chosen once at run time.
+
+mod kernel;
+mod loops;
+pub(crate) mod native;
+mod pack;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use crate::gemm::{MatMut, MatRef};
+use crate::product::{compose, special, Split};
+use crate::Lut;
+
+/// Columns of a panel of the second operand: one AVX-512 register of f32.
+pub(crate) const NR: usize = 16;
+
+/// The instruction set whose micro-kernels [`lut_gemm`] uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512F (16 lanes, gathers and permutes).
+    Avx512,
+    /// AVX2 + FMA (8 lanes, gathers).
+    Avx2,
+    /// Plain Rust, for any target.
+    Portable,
+}
+
+impl Isa {
+    /// The best instruction set this CPU supports (detected once). The
+    /// environment variable `AMSIM_ISA=portable|avx2|avx512` caps it, for
+    /// testing and comparison.
+    pub fn detect() -> Isa {
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            let best = best_isa();
+            match std::env::var("AMSIM_ISA").as_deref() {
+                Ok("portable") => Isa::Portable,
+                Ok("avx2") if best != Isa::Portable => Isa::Avx2,
+                _ => best,
+            }
+        })
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn best_isa() -> Isa {
+    if is_x86_feature_detected!("avx512f") {
+        Isa::Avx512
+    } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        Isa::Avx2
+    } else {
+        Isa::Portable
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn best_isa() -> Isa {
+    Isa::Portable
+}
+
+/// A read-only strided view inside the engine (a transpose is a stride
+/// swap). Indices are validated by [`MatRef::new`].
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> View<'a> {
+    pub fn of(m: &MatRef<'a>) -> Self {
+        View {
+            data: m.data(),
+            rows: m.rows(),
+            cols: m.cols(),
+            rs: m.row_stride(),
+            cs: m.col_stride(),
+        }
+    }
+
+    pub fn t(self) -> Self {
+        View {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
+    #[inline]
+    pub fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.rs + j * self.cs]
+    }
+}
+
+/// A table in the orientation the engine uses: `entries[(tx << bits) | ty]`
+/// is the value for first engine operand `x` and second `y`. When the engine
+/// works on the transposed problem (`swapped`), `x` is the user's second
+/// operand and `entries` is the transpose of the user's table.
+pub(crate) struct Table<'a> {
+    pub entries: &'a [f32],
+    /// The transpose of `entries` (`entries_t[(ty << bits) | tx]`).
+    pub entries_t: &'a [f32],
+    pub bits: u32,
+    pub swapped: bool,
+}
+
+impl Table<'_> {
+    /// The AMSim product of engine operands `x` and `y` (the scalar
+    /// reference, with the IEEE product of special operands taken in the
+    /// user's order so that NaN payloads match too).
+    #[inline]
+    pub fn mul(&self, x: f32, y: f32) -> f32 {
+        let (sx, sy) = (Split::of(x), Split::of(y));
+        let sp = if self.swapped {
+            special(sy, sx, y, x)
+        } else {
+            special(sx, sy, x, y)
+        };
+        if let Some(r) = sp {
+            return r;
+        }
+        let idx = (sx.index(self.bits) << self.bits) | sy.index(self.bits);
+        compose(
+            sx.sign ^ sy.sign,
+            self.entries[idx as usize],
+            sx.exp,
+            sy.exp,
+        )
+    }
+}
+
+/// The biased exponents of the normal operands of a block, and whether it
+/// holds a NaN or an infinity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ExpRange {
+    pub min: u32,
+    pub max: u32,
+    pub special: bool,
+}
+
+impl ExpRange {
+    /// No operand seen yet.
+    pub const EMPTY: ExpRange = ExpRange {
+        min: 255,
+        max: 0,
+        special: false,
+    };
+}
+
+impl Default for ExpRange {
+    fn default() -> Self {
+        ExpRange::EMPTY
+    }
+}
+
+impl ExpRange {
+    #[inline]
+    pub fn add(&mut self, exp: u32) {
+        if exp == 255 {
+            self.special = true;
+        } else if exp != 0 {
+            self.min = self.min.min(exp);
+            self.max = self.max.max(exp);
+        }
+    }
+
+    /// Whether the second operand's block can be expanded: `L * s_b` stays
+    /// finite (`L < 4`, so its exponent is at most `e_b + 1 - 127 <= 127`).
+    #[inline]
+    pub fn expandable(&self) -> bool {
+        !self.special && self.max <= 253
+    }
+
+    /// Whether every product of an `x` in `self` and a `y` in `y` is a
+    /// normal float computed exactly by the fused path: no NaN or infinity,
+    /// and `e = e_L + e_x + e_y - 254` in `1..=254` for `e_L` in `{127, 128}`
+    /// (`L` in [1, 4)), so nothing overflows or flushes to zero.
+    #[inline]
+    pub fn fused_ok(&self, y: &ExpRange) -> bool {
+        if self.special || !y.expandable() {
+            return false;
+        }
+        if self.max == 0 || y.max == 0 {
+            // One side is all zeros or subnormals: every product is a zero.
+            return true;
+        }
+        self.min + y.min >= 128 && self.max + y.max <= 380
+    }
+}
+
+/// Split an operand into `(scale, index, biased exponent)`: `scale` is
+/// `±2^(e-127)` for a normal value and `0` otherwise.
+#[inline]
+pub(crate) fn decompose(v: f32, bits: u32) -> (f32, u32, u32) {
+    let b = v.to_bits();
+    let e = (b >> 23) & 0xff;
+    if e == 0 || e == 255 {
+        (0.0, 0, e)
+    } else {
+        (
+            f32::from_bits(b & 0xff80_0000),
+            (b & 0x007f_ffff) >> (23 - bits),
+            e,
+        )
+    }
+}
+
+/// The transpose of `lut`'s table, cached per table (the engine works on the
+/// transposed problem when the first operand has fewer rows than the second
+/// has columns).
+fn transposed_table(lut: &Arc<Lut>) -> Arc<Vec<f32>> {
+    static CACHE: Mutex<Vec<(Weak<Lut>, Arc<Vec<f32>>)>> = Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    cache.retain(|(w, _)| w.strong_count() > 0);
+    if let Some((_, t)) = cache
+        .iter()
+        .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(lut)))
+    {
+        return t.clone();
+    }
+    let n = 1usize << lut.bits();
+    let src = lut.table();
+    let mut t = vec![0.0f32; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            t[j * n + i] = src[i * n + j];
+        }
+    }
+    let t = Arc::new(t);
+    cache.push((Arc::downgrade(lut), t.clone()));
+    t
+}
+
+/// Whether distinct `(i, j)` of a `rows x cols` view with these strides are
+/// distinct elements (a sufficient test: the larger stride steps over the
+/// whole extent of the smaller one).
+pub(crate) fn is_injective(rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
+    if rows <= 1 || cols <= 1 {
+        return (rows <= 1 || rs > 0) && (cols <= 1 || cs > 0);
+    }
+    let ((s1, n1), s2) = if rs <= cs {
+        ((rs, rows), cs)
+    } else {
+        ((cs, cols), rs)
+    };
+    s1 > 0 && s2 >= s1 * n1
+}
+
+/// Where a job writes its finished block: `out[i * rs + j * cs]`, set to the
+/// block's sums, or to `old + sum` with `accumulate`.
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr {
+    ptr: *mut f32,
+    rs: usize,
+    cs: usize,
+    accumulate: bool,
+}
+
+// SAFETY: jobs write disjoint elements of an injective view (checked by
+// `lut_gemm` before any job starts), so sharing the pointer is sound.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Write the sum `v` to element `(i, j)`.
+    ///
+    /// # Safety
+    /// `(i, j)` is inside the view the pointer was made from, and no other
+    /// thread accesses that element.
+    #[inline]
+    pub unsafe fn write(&self, i: usize, j: usize, v: f32) {
+        let p = self.ptr.add(i * self.rs + j * self.cs);
+        *p = if self.accumulate { *p + v } else { v };
+    }
+}
+
+/// `C = A·B (+ C)` through `lut`, bit-exact with the reference, with the
+/// kernels of [`Isa::detect`]. Shapes are already checked.
+pub(crate) fn lut_gemm(lut: &Arc<Lut>, a: MatRef, b: MatRef, mut c: MatMut, accumulate: bool) {
+    lut_gemm_isa(Isa::detect(), lut, a, b, c.reborrow(), accumulate)
+}
+
+/// [`lut_gemm`] with an explicit instruction set (falls back to the portable
+/// kernels when the CPU lacks `isa`).
+pub(crate) fn lut_gemm_isa(
+    isa: Isa,
+    lut: &Arc<Lut>,
+    a: MatRef,
+    b: MatRef,
+    mut c: MatMut,
+    accumulate: bool,
+) {
+    let (m, n) = (c.rows(), c.cols());
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (rs, cs) = (c.row_stride(), c.col_stride());
+    if !is_injective(m, n, rs, cs) {
+        // Elements of C alias: compute into a dense block, then write it in
+        // the reference's (i, j) order so that later writes win as there.
+        let mut dense = vec![0.0f32; m * n];
+        let out = OutPtr {
+            ptr: dense.as_mut_ptr(),
+            rs: n,
+            cs: 1,
+            accumulate: false,
+        };
+        run_oriented(isa, lut, a, b, m, n, out);
+        for i in 0..m {
+            for j in 0..n {
+                let o = c.at_mut(i, j);
+                *o = if accumulate {
+                    *o + dense[i * n + j]
+                } else {
+                    dense[i * n + j]
+                };
+            }
+        }
+        return;
+    }
+    let out = OutPtr {
+        ptr: c.data_mut().as_mut_ptr(),
+        rs,
+        cs,
+        accumulate,
+    };
+    run_oriented(isa, lut, a, b, m, n, out);
+}
+
+/// Pick the orientation (expand the operand whose other dimension is the
+/// smaller one) and run the loop nest.
+fn run_oriented(isa: Isa, lut: &Arc<Lut>, a: MatRef, b: MatRef, m: usize, n: usize, out: OutPtr) {
+    let bits = lut.bits();
+    let lt = transposed_table(lut);
+    if n <= m {
+        let table = Table {
+            entries: lut.table(),
+            entries_t: &lt,
+            bits,
+            swapped: false,
+        };
+        loops::run_isa(isa, View::of(&a), View::of(&b), &table, out);
+    } else {
+        // C^T = B^T A^T with the transposed table: L^T[tb][ta] = L[ta][tb].
+        let table = Table {
+            entries: &lt,
+            entries_t: lut.table(),
+            bits,
+            swapped: true,
+        };
+        let out_t = OutPtr {
+            rs: out.cs,
+            cs: out.rs,
+            ..out
+        };
+        loops::run_isa(isa, View::of(&b).t(), View::of(&a).t(), &table, out_t);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fused-path conditions must exclude exactly the products the
+    /// reference flushes or overflows (checked on the boundary exponents).
+    #[test]
+    fn fused_range_matches_compose_boundaries() {
+        for ex in 1..=254u32 {
+            for ey in 1..=253u32 {
+                let mut rx = ExpRange::EMPTY;
+                rx.add(ex);
+                let mut ry = ExpRange::EMPTY;
+                ry.add(ey);
+                if rx.fused_ok(&ry) {
+                    for l in [1.0f32, 3.999_999_8] {
+                        let p = compose(0, l, ex, ey);
+                        assert!(p.is_normal(), "ex {ex} ey {ey} l {l} gives {p}");
+                        let exact =
+                            l as f64 * 2f64.powi(ex as i32 - 127) * 2f64.powi(ey as i32 - 127);
+                        assert_eq!(p as f64, exact);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn injectivity_test_accepts_dense_and_rejects_overlap() {
+        assert!(is_injective(3, 4, 4, 1));
+        assert!(is_injective(3, 4, 1, 3));
+        assert!(!is_injective(3, 3, 2, 1));
+        assert!(is_injective(1, 5, 0, 1));
+        assert!(!is_injective(2, 1, 0, 7));
+    }
+}

@@ -1,0 +1,138 @@
+//! Native `fp32` / `bf16` GEMM through an optimised SGEMM
+//! (`matrixmultiply`), and the `direct` model loop.
+
+use rayon::prelude::*;
+
+use super::is_injective;
+use crate::gemm::{MatMut, MatRef};
+use crate::product::{direct_mul, round_bf16};
+use crate::ModelFn;
+
+/// `C = A·B (+ C)` with native FP32 products (`matrixmultiply::sgemm`,
+/// `beta = 1` to accumulate). Shapes are already checked.
+pub(crate) fn sgemm(a: MatRef, b: MatRef, mut c: MatMut, accumulate: bool) {
+    let (m, k, n) = (a.rows(), a.cols(), b.cols());
+    if m == 0 || n == 0 {
+        return;
+    }
+    if !is_injective(m, n, c.row_stride(), c.col_stride()) {
+        // The SGEMM needs distinct output elements: go through a dense block
+        // written in the reference's (i, j) order.
+        let mut dense = vec![0.0f32; m * n];
+        let d = MatMut::row_major(&mut dense, m, n).expect("dense block fits");
+        sgemm(a, b, d, false);
+        write_dense(&dense, c, accumulate);
+        return;
+    }
+    if k == 0 {
+        fill_zero_sums(c, accumulate);
+        return;
+    }
+    let beta = if accumulate { 1.0 } else { 0.0 };
+    // SAFETY: every view was validated against its buffer (`MatRef::new`,
+    // `MatMut::new`), C's elements are distinct (checked above) and C cannot
+    // alias A or B (it is borrowed mutably). Strides fit in isize because the
+    // buffers do.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.data().as_ptr(),
+            a.row_stride() as isize,
+            a.col_stride() as isize,
+            b.data().as_ptr(),
+            b.row_stride() as isize,
+            b.col_stride() as isize,
+            beta,
+            c.data_mut().as_mut_ptr(),
+            c.row_stride() as isize,
+            c.col_stride() as isize,
+        );
+    }
+}
+
+/// `C = A·B (+ C)` with operands rounded to bfloat16 (nearest even): the
+/// operands are rounded once into dense copies, then multiplied by the FP32
+/// SGEMM (a product of two bf16 values is exact in FP32).
+pub(crate) fn bf16_gemm(a: MatRef, b: MatRef, c: MatMut, accumulate: bool) {
+    let (m, k, n) = (a.rows(), a.cols(), b.cols());
+    let ar = rounded_copy(&a);
+    let br = rounded_copy(&b);
+    let a2 = MatRef::row_major(&ar, m, k).expect("dense copy fits");
+    let b2 = MatRef::row_major(&br, k, n).expect("dense copy fits");
+    sgemm(a2, b2, c, accumulate);
+}
+
+/// A dense row-major copy of `x` with every element rounded to bf16.
+fn rounded_copy(x: &MatRef) -> Vec<f32> {
+    let (rows, cols) = (x.rows(), x.cols());
+    let mut out = vec![0.0f32; rows * cols];
+    if cols == 0 {
+        return out;
+    }
+    let fill = |(i, row): (usize, &mut [f32])| {
+        for (j, o) in row.iter_mut().enumerate() {
+            *o = round_bf16(x.at(i, j));
+        }
+    };
+    if rows * cols >= 1 << 16 {
+        out.par_chunks_mut(cols).enumerate().for_each(fill);
+    } else {
+        out.chunks_mut(cols).enumerate().for_each(fill);
+    }
+    out
+}
+
+/// `C = A·B (+ C)` calling the model for every product, rows in parallel
+/// (the slow oracle; the sums are the reference's, in increasing `k`).
+pub(crate) fn direct_gemm(
+    func: ModelFn,
+    bits: u32,
+    a: MatRef,
+    b: MatRef,
+    c: MatMut,
+    accumulate: bool,
+) {
+    let (m, k, n) = (a.rows(), a.cols(), b.cols());
+    if m == 0 || n == 0 {
+        return;
+    }
+    let mut dense = vec![0.0f32; m * n];
+    dense.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
+        for (j, o) in row.iter_mut().enumerate() {
+            let mut acc = 0.0f32;
+            for p in 0..k {
+                acc += direct_mul(a.at(i, p), b.at(p, j), func, bits);
+            }
+            *o = acc;
+        }
+    });
+    write_dense(&dense, c, accumulate);
+}
+
+/// Write a dense row-major block of sums into `c`, in (i, j) order.
+fn write_dense(dense: &[f32], mut c: MatMut, accumulate: bool) {
+    let n = c.cols();
+    for i in 0..c.rows() {
+        for j in 0..n {
+            let o = c.at_mut(i, j);
+            *o = if accumulate {
+                *o + dense[i * n + j]
+            } else {
+                dense[i * n + j]
+            };
+        }
+    }
+}
+
+/// An empty sum (`k = 0`): `+0.0`, added to C with `accumulate`.
+fn fill_zero_sums(mut c: MatMut, accumulate: bool) {
+    for i in 0..c.rows() {
+        for j in 0..c.cols() {
+            let o = c.at_mut(i, j);
+            *o = if accumulate { *o + 0.0 } else { 0.0 };
+        }
+    }
+}

@@ -1,0 +1,418 @@
+//! AVX-512 and AVX2 micro-kernels (x86-64, chosen at run time).
+//!
+//! The fused step is one `vfmadd` per row and `NR = 16` columns: broadcast
+//! the first operand's scale, load its expansion row (or gather it from the
+//! table and scale it, in the direct kernels). The expansion uses in-register
+//! permutes while a table row fits in a few registers (`m <= 7`) and gathers
+//! beyond.
+
+use std::arch::x86_64::*;
+
+use super::kernel::LutKernel;
+use super::NR;
+
+/// AVX-512F kernels.
+pub(crate) struct Avx512;
+
+/// Rows of the AVX-512 tile: 12 accumulators + operands fit in 32 registers.
+const MR512: usize = 12;
+
+/// Widest table whose expansion uses in-register permutes (wider ones use
+/// the transposed-table block expansion).
+const PERMUTE_MAX_BITS: u32 = 7;
+
+impl LutKernel for Avx512 {
+    const MR: usize = MR512;
+
+    unsafe fn expand(
+        &self,
+        table: &[f32],
+        table_t: &[f32],
+        bits: u32,
+        index: &[u32],
+        scale: &[f32],
+        kc: usize,
+        v: &mut [f32],
+    ) {
+        debug_assert!(v.len() >= kc << (bits + 4));
+        debug_assert!(index.len() >= kc * NR && scale.len() >= kc * NR);
+        expand_avx512(
+            table.as_ptr(),
+            table_t.as_ptr(),
+            bits,
+            index.as_ptr(),
+            scale.as_ptr(),
+            kc,
+            v.as_mut_ptr(),
+        )
+    }
+
+    unsafe fn expand_fma(&self, kc: usize, sa: &[f32], off: &[u32], v: &[f32], acc: &mut [f32]) {
+        debug_assert!(sa.len() >= kc * MR512 && off.len() >= kc * MR512);
+        debug_assert!(acc.len() >= MR512 * NR);
+        expand_fma_avx512(kc, sa.as_ptr(), off.as_ptr(), v.as_ptr(), acc.as_mut_ptr())
+    }
+
+    unsafe fn direct_fma(
+        &self,
+        kc: usize,
+        sa: &[f32],
+        off: &[u32],
+        table: &[f32],
+        index: &[u32],
+        scale: &[f32],
+        acc: &mut [f32],
+    ) {
+        debug_assert!(sa.len() >= kc * MR512 && off.len() >= kc * MR512);
+        debug_assert!(index.len() >= kc * NR && scale.len() >= kc * NR);
+        debug_assert!(acc.len() >= MR512 * NR);
+        direct_fma_avx512(
+            kc,
+            sa.as_ptr(),
+            off.as_ptr(),
+            table.as_ptr(),
+            index.as_ptr(),
+            scale.as_ptr(),
+            acc.as_mut_ptr(),
+        )
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn expand_avx512(
+    table: *const f32,
+    table_t: *const f32,
+    bits: u32,
+    index: *const u32,
+    scale: *const f32,
+    kc: usize,
+    v: *mut f32,
+) {
+    let n = 1usize << bits;
+    for kk in 0..kc {
+        let idx = _mm512_loadu_si512(index.add(kk * NR) as *const _);
+        let sc = _mm512_loadu_ps(scale.add(kk * NR));
+        let vk = v.add(kk << (bits + 4));
+        if bits <= 4 {
+            // A table row is at most one register: a single permute.
+            let live = ((1u32 << n) - 1) as __mmask16;
+            for t in 0..n {
+                let row = _mm512_maskz_loadu_ps(live, table.add(t * n));
+                let e = _mm512_permutexvar_ps(idx, row);
+                _mm512_storeu_ps(vk.add(t * NR), _mm512_mul_ps(e, sc));
+            }
+        } else if bits <= PERMUTE_MAX_BITS {
+            // Rows of 32, 64 or 128 entries: one two-register permute per
+            // 32 entries, merged by the index's bits above the fifth.
+            let chunks = n / 32;
+            let hi = _mm512_srli_epi32::<5>(idx);
+            let s1 = _mm512_cmpeq_epi32_mask(hi, _mm512_set1_epi32(1));
+            let s2 = _mm512_cmpeq_epi32_mask(hi, _mm512_set1_epi32(2));
+            let s3 = _mm512_cmpeq_epi32_mask(hi, _mm512_set1_epi32(3));
+            for t in 0..n {
+                let row = table.add(t * n);
+                let mut e =
+                    _mm512_permutex2var_ps(_mm512_loadu_ps(row), idx, _mm512_loadu_ps(row.add(16)));
+                if chunks > 1 {
+                    let p = _mm512_permutex2var_ps(
+                        _mm512_loadu_ps(row.add(32)),
+                        idx,
+                        _mm512_loadu_ps(row.add(48)),
+                    );
+                    e = _mm512_mask_blend_ps(s1, e, p);
+                }
+                if chunks > 2 {
+                    let p = _mm512_permutex2var_ps(
+                        _mm512_loadu_ps(row.add(64)),
+                        idx,
+                        _mm512_loadu_ps(row.add(80)),
+                    );
+                    e = _mm512_mask_blend_ps(s2, e, p);
+                    let p = _mm512_permutex2var_ps(
+                        _mm512_loadu_ps(row.add(96)),
+                        idx,
+                        _mm512_loadu_ps(row.add(112)),
+                    );
+                    e = _mm512_mask_blend_ps(s3, e, p);
+                }
+                _mm512_storeu_ps(vk.add(t * NR), _mm512_mul_ps(e, sc));
+            }
+        } else {
+            expand_block_avx512(table_t, bits, index.add(kk * NR), scale.add(kk * NR), vk);
+        }
+    }
+}
+
+/// One `k` of the expansion for `m >= 4` from the transposed table: column
+/// `jj` of the block is row `tb_jj` of the transposed table (contiguous),
+/// scaled; 16 such rows are loaded and transposed in registers, 16 values of
+/// `t` at a time (no gathers: rows `2^m` floats apart alias in L1 sets).
+#[target_feature(enable = "avx512f")]
+unsafe fn expand_block_avx512(
+    table_t: *const f32,
+    bits: u32,
+    index: *const u32,
+    scale: *const f32,
+    vk: *mut f32,
+) {
+    let n = 1usize << bits;
+    let mut src = [table_t; NR];
+    let mut sc = [_mm512_setzero_ps(); NR];
+    for jj in 0..NR {
+        src[jj] = table_t.add((*index.add(jj) as usize) << bits);
+        sc[jj] = _mm512_set1_ps(*scale.add(jj));
+    }
+    let mut t0 = 0;
+    while t0 < n {
+        let mut r = [_mm512_setzero_ps(); NR];
+        for jj in 0..NR {
+            r[jj] = _mm512_mul_ps(_mm512_loadu_ps(src[jj].add(t0)), sc[jj]);
+        }
+        let r = transpose16(r);
+        for (tt, row) in r.iter().enumerate() {
+            _mm512_storeu_ps(vk.add((t0 + tt) * NR), *row);
+        }
+        t0 += 16;
+    }
+}
+
+/// Transpose a 16x16 block held as 16 rows: interleave pairs of rows,
+/// then pairs of pairs, then move 128-bit lanes twice.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // s[4g + q]: column 4L + q of rows 4g..4g+4, in each 128-bit lane L.
+    let mut s = [_mm512_setzero_ps(); 16];
+    for g in 0..4 {
+        let b = 4 * g;
+        s[b] = _mm512_shuffle_ps::<0x44>(t[b], t[b + 2]);
+        s[b + 1] = _mm512_shuffle_ps::<0xee>(t[b], t[b + 2]);
+        s[b + 2] = _mm512_shuffle_ps::<0x44>(t[b + 1], t[b + 3]);
+        s[b + 3] = _mm512_shuffle_ps::<0xee>(t[b + 1], t[b + 3]);
+    }
+    let mut u = [_mm512_setzero_ps(); 16];
+    for q in 0..4 {
+        u[q] = _mm512_shuffle_f32x4::<0x88>(s[q], s[4 + q]);
+        u[4 + q] = _mm512_shuffle_f32x4::<0xdd>(s[q], s[4 + q]);
+        u[8 + q] = _mm512_shuffle_f32x4::<0x88>(s[8 + q], s[12 + q]);
+        u[12 + q] = _mm512_shuffle_f32x4::<0xdd>(s[8 + q], s[12 + q]);
+    }
+    let mut out = [_mm512_setzero_ps(); 16];
+    for q in 0..8 {
+        out[q] = _mm512_shuffle_f32x4::<0x88>(u[q], u[8 + q]);
+        out[8 + q] = _mm512_shuffle_f32x4::<0xdd>(u[q], u[8 + q]);
+    }
+    out
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn expand_fma_avx512(
+    kc: usize,
+    sa: *const f32,
+    off: *const u32,
+    v: *const f32,
+    acc: *mut f32,
+) {
+    let mut c = [_mm512_setzero_ps(); MR512];
+    for (r, cr) in c.iter_mut().enumerate() {
+        *cr = _mm512_loadu_ps(acc.add(r * NR));
+    }
+    for kk in 0..kc {
+        let sk = sa.add(kk * MR512);
+        let ok = off.add(kk * MR512);
+        for (r, cr) in c.iter_mut().enumerate() {
+            let row = _mm512_loadu_ps(v.add(*ok.add(r) as usize));
+            *cr = _mm512_fmadd_ps(_mm512_set1_ps(*sk.add(r)), row, *cr);
+        }
+    }
+    for (r, cr) in c.iter().enumerate() {
+        _mm512_storeu_ps(acc.add(r * NR), *cr);
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn direct_fma_avx512(
+    kc: usize,
+    sa: *const f32,
+    off: *const u32,
+    table: *const f32,
+    index: *const u32,
+    scale: *const f32,
+    acc: *mut f32,
+) {
+    let mut c = [_mm512_setzero_ps(); MR512];
+    for (r, cr) in c.iter_mut().enumerate() {
+        *cr = _mm512_loadu_ps(acc.add(r * NR));
+    }
+    for kk in 0..kc {
+        let idx = _mm512_loadu_si512(index.add(kk * NR) as *const _);
+        let sc = _mm512_loadu_ps(scale.add(kk * NR));
+        let sk = sa.add(kk * MR512);
+        let ok = off.add(kk * MR512);
+        for (r, cr) in c.iter_mut().enumerate() {
+            let row = _mm512_i32gather_ps::<4>(idx, table.add(*ok.add(r) as usize));
+            let e = _mm512_mul_ps(row, sc);
+            *cr = _mm512_fmadd_ps(_mm512_set1_ps(*sk.add(r)), e, *cr);
+        }
+    }
+    for (r, cr) in c.iter().enumerate() {
+        _mm512_storeu_ps(acc.add(r * NR), *cr);
+    }
+}
+
+/// AVX2 + FMA kernels (a 16-column row is two 8-lane registers).
+pub(crate) struct Avx2;
+
+/// Rows of the AVX2 tile: 12 accumulator registers of 16.
+const MR256: usize = 6;
+
+impl LutKernel for Avx2 {
+    const MR: usize = MR256;
+
+    unsafe fn expand(
+        &self,
+        _table: &[f32],
+        table_t: &[f32],
+        bits: u32,
+        index: &[u32],
+        scale: &[f32],
+        kc: usize,
+        v: &mut [f32],
+    ) {
+        debug_assert!(v.len() >= kc << (bits + 4));
+        debug_assert!(index.len() >= kc * NR && scale.len() >= kc * NR);
+        expand_avx2(
+            table_t.as_ptr(),
+            bits,
+            index.as_ptr(),
+            scale.as_ptr(),
+            kc,
+            v.as_mut_ptr(),
+        )
+    }
+
+    unsafe fn expand_fma(&self, kc: usize, sa: &[f32], off: &[u32], v: &[f32], acc: &mut [f32]) {
+        debug_assert!(sa.len() >= kc * MR256 && off.len() >= kc * MR256);
+        debug_assert!(acc.len() >= MR256 * NR);
+        expand_fma_avx2(kc, sa.as_ptr(), off.as_ptr(), v.as_ptr(), acc.as_mut_ptr())
+    }
+
+    unsafe fn direct_fma(
+        &self,
+        kc: usize,
+        sa: &[f32],
+        off: &[u32],
+        table: &[f32],
+        index: &[u32],
+        scale: &[f32],
+        acc: &mut [f32],
+    ) {
+        debug_assert!(sa.len() >= kc * MR256 && off.len() >= kc * MR256);
+        debug_assert!(index.len() >= kc * NR && scale.len() >= kc * NR);
+        debug_assert!(acc.len() >= MR256 * NR);
+        direct_fma_avx2(
+            kc,
+            sa.as_ptr(),
+            off.as_ptr(),
+            table.as_ptr(),
+            index.as_ptr(),
+            scale.as_ptr(),
+            acc.as_mut_ptr(),
+        )
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn expand_avx2(
+    table_t: *const f32,
+    bits: u32,
+    index: *const u32,
+    scale: *const f32,
+    kc: usize,
+    v: *mut f32,
+) {
+    let n = 1usize << bits;
+    for kk in 0..kc {
+        let i0 = _mm256_loadu_si256(index.add(kk * NR) as *const _);
+        let i1 = _mm256_loadu_si256(index.add(kk * NR + 8) as *const _);
+        let s0 = _mm256_loadu_ps(scale.add(kk * NR));
+        let s1 = _mm256_loadu_ps(scale.add(kk * NR + 8));
+        let vk = v.add(kk << (bits + 4));
+        // Gather from the transposed table (lane j reads along row `tb_j`).
+        let sh = _mm256_set1_epi32(bits as i32);
+        let (r0, r1) = (_mm256_sllv_epi32(i0, sh), _mm256_sllv_epi32(i1, sh));
+        for t in 0..n {
+            let e0 = _mm256_i32gather_ps::<4>(table_t.add(t), r0);
+            let e1 = _mm256_i32gather_ps::<4>(table_t.add(t), r1);
+            _mm256_storeu_ps(vk.add(t * NR), _mm256_mul_ps(e0, s0));
+            _mm256_storeu_ps(vk.add(t * NR + 8), _mm256_mul_ps(e1, s1));
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn expand_fma_avx2(
+    kc: usize,
+    sa: *const f32,
+    off: *const u32,
+    v: *const f32,
+    acc: *mut f32,
+) {
+    let mut c = [_mm256_setzero_ps(); 2 * MR256];
+    for (q, cq) in c.iter_mut().enumerate() {
+        *cq = _mm256_loadu_ps(acc.add(q * 8));
+    }
+    for kk in 0..kc {
+        let sk = sa.add(kk * MR256);
+        let ok = off.add(kk * MR256);
+        for r in 0..MR256 {
+            let s = _mm256_set1_ps(*sk.add(r));
+            let row = v.add(*ok.add(r) as usize);
+            c[2 * r] = _mm256_fmadd_ps(s, _mm256_loadu_ps(row), c[2 * r]);
+            c[2 * r + 1] = _mm256_fmadd_ps(s, _mm256_loadu_ps(row.add(8)), c[2 * r + 1]);
+        }
+    }
+    for (q, cq) in c.iter().enumerate() {
+        _mm256_storeu_ps(acc.add(q * 8), *cq);
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn direct_fma_avx2(
+    kc: usize,
+    sa: *const f32,
+    off: *const u32,
+    table: *const f32,
+    index: *const u32,
+    scale: *const f32,
+    acc: *mut f32,
+) {
+    let mut c = [_mm256_setzero_ps(); 2 * MR256];
+    for (q, cq) in c.iter_mut().enumerate() {
+        *cq = _mm256_loadu_ps(acc.add(q * 8));
+    }
+    for kk in 0..kc {
+        let i0 = _mm256_loadu_si256(index.add(kk * NR) as *const _);
+        let i1 = _mm256_loadu_si256(index.add(kk * NR + 8) as *const _);
+        let s0 = _mm256_loadu_ps(scale.add(kk * NR));
+        let s1 = _mm256_loadu_ps(scale.add(kk * NR + 8));
+        let sk = sa.add(kk * MR256);
+        let ok = off.add(kk * MR256);
+        for r in 0..MR256 {
+            let s = _mm256_set1_ps(*sk.add(r));
+            let row = table.add(*ok.add(r) as usize);
+            let e0 = _mm256_mul_ps(_mm256_i32gather_ps::<4>(row, i0), s0);
+            let e1 = _mm256_mul_ps(_mm256_i32gather_ps::<4>(row, i1), s1);
+            c[2 * r] = _mm256_fmadd_ps(s, e0, c[2 * r]);
+            c[2 * r + 1] = _mm256_fmadd_ps(s, e1, c[2 * r + 1]);
+        }
+    }
+    for (q, cq) in c.iter().enumerate() {
+        _mm256_storeu_ps(acc.add(q * 8), *cq);
+    }
+}

@@ -1,0 +1,323 @@
+//! The fast GEMM engine against the scalar reference: bit-exact for AMSim
+//! tables of every width, at 1 and 2 threads, with every kernel set, for
+//! random shapes, strided and transposed views and special values; native
+//! `fp32` / `bf16` within a rounding bound.
+//!
+//! Inputs are random with a fresh seed, printed; set `APPROXTRAIN_TEST_SEED`
+//! to replay a run.
+
+use std::sync::Arc;
+
+use amsim::engine::Isa;
+use amsim::gemm::{gemm, gemm_lut_with_isa, gemm_reference, MatMut, MatRef};
+use amsim::{Lut, Multiplier};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn seed() -> u64 {
+    let s = std::env::var("APPROXTRAIN_TEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    eprintln!("APPROXTRAIN_TEST_SEED={s}");
+    s
+}
+
+/// Keep the top `bits` fraction bits of `q` (a positive normal float).
+fn truncate(q: f32, bits: u32) -> f32 {
+    f32::from_bits(q.to_bits() & !((1u32 << (23 - bits)) - 1))
+}
+
+/// Mitchell's logarithmic multiplier (Mitchell 1962): with `x = a - 1`,
+/// `y = b - 1`, `S = x + y`, the product is `1 + S` if `S < 1`, else `2S`,
+/// truncated to `bits` fraction bits. Symmetric.
+fn mitchell(a: f32, b: f32, bits: u32) -> f32 {
+    let s = (a - 1.0) + (b - 1.0);
+    let q = if s < 1.0 { 1.0 + s } else { 2.0 * s };
+    truncate(q, bits)
+}
+
+/// An asymmetric test model, `a b (1 - (a - 1) / 100)` (stays in [1, 4)), so
+/// that swapping the operands changes the result.
+fn skewed(a: f32, b: f32, bits: u32) -> f32 {
+    truncate(a * b * (1.0 - (a - 1.0) / 100.0), (bits + 3).min(23))
+}
+
+/// A value for an operand: mostly normal values of moderate exponent, with
+/// NaN, infinities, signed zeros, subnormals and extreme exponents sprinkled
+/// in at rate `special`.
+fn value(rng: &mut ChaCha8Rng, special: f64) -> f32 {
+    if rng.gen_bool(special) {
+        let frac = rng.gen::<u32>() & 0x007f_ffff;
+        let sign = if rng.gen() { 0x8000_0000u32 } else { 0 };
+        let bits = match rng.gen_range(0..8) {
+            0 => 0x7fc0_0000 | frac,
+            1 => 0x7f80_0000,
+            2 => 0,
+            3 => frac.max(1),
+            4 => (rng.gen_range(245..=254u32) << 23) | frac,
+            5 => (rng.gen_range(1..=12u32) << 23) | frac,
+            6 => (rng.gen_range(60..=80u32) << 23) | frac,
+            _ => (rng.gen_range(170..=190u32) << 23) | frac,
+        };
+        f32::from_bits(sign | bits)
+    } else {
+        let e = rng.gen_range(117..=137u32);
+        let sign = if rng.gen() { 0x8000_0000u32 } else { 0 };
+        f32::from_bits(sign | (e << 23) | (rng.gen::<u32>() & 0x007f_ffff))
+    }
+}
+
+/// A `rows x cols` matrix in a random layout: row-major, column-major
+/// (a transposed view), or either with padding between rows/columns.
+/// Returns (buffer, row stride, col stride).
+fn matrix(
+    rng: &mut ChaCha8Rng,
+    rows: usize,
+    cols: usize,
+    special: f64,
+) -> (Vec<f32>, usize, usize) {
+    let pad = if rng.gen_bool(0.3) {
+        rng.gen_range(1..4)
+    } else {
+        0
+    };
+    let (rs, cs) = if rng.gen() {
+        (cols + pad, 1)
+    } else {
+        (1, rows + pad)
+    };
+    let len = if rows == 0 || cols == 0 {
+        rng.gen_range(0..3)
+    } else {
+        (rows - 1) * rs + (cols - 1) * cs + 1 + rng.gen_range(0..3)
+    };
+    let data = (0..len).map(|_| value(rng, special)).collect();
+    (data, rs, cs)
+}
+
+fn dim(rng: &mut ChaCha8Rng, max: usize) -> usize {
+    match rng.gen_range(0..10) {
+        0 => 1,
+        1 => rng.gen_range(0..3),
+        2 => rng.gen_range(15..=17),
+        _ => rng.gen_range(1..=max),
+    }
+}
+
+fn same_bits(x: f32, y: f32) -> bool {
+    (x.is_nan() && y.is_nan()) || x.to_bits() == y.to_bits()
+}
+
+/// Run one random case through `run` and the reference; panic with the case
+/// on the first differing element.
+fn check_case(
+    rng: &mut ChaCha8Rng,
+    mult: &Multiplier,
+    (m, n, k): (usize, usize, usize),
+    special: f64,
+    run: &dyn Fn(MatRef, MatRef, MatMut, bool),
+) {
+    let (a, ars, acs) = matrix(rng, m, k, special);
+    let (b, brs, bcs) = matrix(rng, k, n, special);
+    let accumulate = rng.gen();
+    // C is dense in either order, or (rarely) a view whose elements alias.
+    let (crs, ccs, clen) = match rng.gen_range(0..8) {
+        0 if n > 2 && m > 1 => (n - 1, 1, m * n),
+        1..=3 => (1, m.max(1), m * n),
+        _ => (n.max(1), 1, m * n),
+    };
+    let c0: Vec<f32> = (0..clen).map(|_| value(rng, special)).collect();
+    let av = MatRef::new(&a, m, k, ars, acs).unwrap();
+    let bv = MatRef::new(&b, k, n, brs, bcs).unwrap();
+    let mut want = c0.clone();
+    gemm_reference(
+        mult,
+        av,
+        bv,
+        MatMut::new(&mut want, m, n, crs, ccs).unwrap(),
+        accumulate,
+    )
+    .unwrap();
+    let mut got = c0.clone();
+    run(
+        av,
+        bv,
+        MatMut::new(&mut got, m, n, crs, ccs).unwrap(),
+        accumulate,
+    );
+    for (idx, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            same_bits(*g, *w),
+            "{mult}: {m}x{k} by {k}x{n}, strides A ({ars},{acs}) B ({brs},{bcs}) C ({crs},{ccs}), \
+             accumulate {accumulate}: element {idx} is {g:e} ({:#010x}), reference {w:e} ({:#010x})",
+            g.to_bits(),
+            w.to_bits()
+        );
+    }
+}
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+}
+
+fn luts() -> Vec<Arc<Lut>> {
+    let mut out = Vec::new();
+    for bits in 1..=amsim::MAX_LUT_BITS {
+        out.push(Arc::new(Lut::build("mitchell", mitchell, bits).unwrap()));
+        out.push(Arc::new(Lut::build("skewed", skewed, bits).unwrap()));
+    }
+    out
+}
+
+#[test]
+fn lut_gemm_matches_reference_bit_exactly() {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    for lut in luts() {
+        let mult = Multiplier::Lut(lut.clone());
+        for threads in [1, 2] {
+            pool(threads).install(|| {
+                for case in 0..12 {
+                    let special = [0.0, 0.002, 0.05, 0.3][case % 4];
+                    let shape = (dim(&mut rng, 70), dim(&mut rng, 40), dim(&mut rng, 90));
+                    check_case(&mut rng, &mult, shape, special, &|a, b, c, acc| {
+                        gemm(&mult, a, b, c, acc).unwrap()
+                    });
+                }
+            });
+        }
+    }
+}
+
+#[test]
+fn lut_gemm_large_blocks_match_reference_bit_exactly() {
+    // Shapes with several jobs, k-blocks and both orientations (n > m makes
+    // the engine work on the transposed problem with the transposed table).
+    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    for lut in luts()
+        .into_iter()
+        .filter(|l| [2, 5, 7, 8, 10].contains(&l.bits()))
+    {
+        let mult = Multiplier::Lut(lut.clone());
+        for (threads, shape) in [(2, (300, 70, 200)), (1, (40, 260, 150)), (2, (2500, 20, 9))] {
+            pool(threads).install(|| {
+                check_case(&mut rng, &mult, shape, 0.0005, &|a, b, c, acc| {
+                    gemm(&mult, a, b, c, acc).unwrap()
+                })
+            });
+        }
+    }
+}
+
+#[test]
+fn every_kernel_set_matches_reference_bit_exactly() {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    for lut in luts() {
+        let mult = Multiplier::Lut(lut.clone());
+        for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
+            pool(2).install(|| {
+                for special in [0.0, 0.01] {
+                    let shape = (dim(&mut rng, 60), dim(&mut rng, 40), dim(&mut rng, 50));
+                    check_case(&mut rng, &mult, shape, special, &|a, b, c, acc| {
+                        gemm_lut_with_isa(isa, &lut, a, b, c, acc).unwrap()
+                    });
+                }
+            });
+        }
+    }
+}
+
+#[test]
+fn direct_gemm_matches_reference_bit_exactly() {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    for bits in [3, 7, 23] {
+        let mult = Multiplier::Direct {
+            name: "skewed".into(),
+            func: skewed,
+            bits,
+        };
+        pool(2).install(|| {
+            for special in [0.0, 0.05] {
+                let shape = (dim(&mut rng, 30), dim(&mut rng, 30), dim(&mut rng, 30));
+                check_case(&mut rng, &mult, shape, special, &|a, b, c, acc| {
+                    gemm(&mult, a, b, c, acc).unwrap()
+                });
+            }
+        });
+    }
+}
+
+/// Native paths: each element within `4 k eps` of the sum of the absolute
+/// products (plus the old value), the usual forward bound for a dot product.
+#[test]
+fn native_gemm_is_within_rounding_of_reference() {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    for mult in [Multiplier::Fp32, Multiplier::Bf16] {
+        for threads in [1, 2] {
+            pool(threads).install(|| {
+                for _ in 0..20 {
+                    let (m, n, k) = (dim(&mut rng, 80), dim(&mut rng, 80), dim(&mut rng, 200));
+                    let (a, ars, acs) = matrix(&mut rng, m, k, 0.0);
+                    let (b, brs, bcs) = matrix(&mut rng, k, n, 0.0);
+                    let accumulate = rng.gen();
+                    let c0: Vec<f32> = (0..m * n).map(|_| value(&mut rng, 0.0)).collect();
+                    let av = MatRef::new(&a, m, k, ars, acs).unwrap();
+                    let bv = MatRef::new(&b, k, n, brs, bcs).unwrap();
+                    let mut want = c0.clone();
+                    gemm_reference(&mult, av, bv, MatMut::new(&mut want, m, n, n.max(1), 1).unwrap(), accumulate)
+                        .unwrap();
+                    let mut got = c0.clone();
+                    gemm(&mult, av, bv, MatMut::new(&mut got, m, n, n.max(1), 1).unwrap(), accumulate).unwrap();
+                    for i in 0..m {
+                        for j in 0..n {
+                            let mag: f32 = (0..k).map(|p| mult.mul(av.at(i, p), bv.at(p, j)).abs()).sum::<f32>()
+                                + if accumulate { c0[i * n + j].abs() } else { 0.0 };
+                            let tol = 4.0 * (k as f32 + 1.0) * f32::EPSILON * mag;
+                            let (g, w) = (got[i * n + j], want[i * n + j]);
+                            assert!(
+                                (g - w).abs() <= tol,
+                                "{mult} {m}x{k}x{n} at ({i},{j}): {g} vs reference {w} (tolerance {tol})"
+                            );
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
+
+#[test]
+fn mismatched_shapes_are_errors() {
+    let a = vec![1.0f32; 6];
+    let b = vec![1.0f32; 6];
+    let mut c = vec![0.0f32; 4];
+    for mult in [
+        Multiplier::Fp32,
+        Multiplier::Bf16,
+        Multiplier::Lut(Arc::new(Lut::build("m", mitchell, 4).unwrap())),
+    ] {
+        let av = MatRef::row_major(&a, 2, 3).unwrap();
+        let bv = MatRef::row_major(&b, 2, 3).unwrap();
+        let err = gemm(
+            &mult,
+            av,
+            bv,
+            MatMut::row_major(&mut c, 2, 2).unwrap(),
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("cannot multiply 2x3 by 2x3"),
+            "{err}"
+        );
+        assert_eq!(c, vec![0.0; 4], "no work before the error");
+    }
+}

@@ -1,0 +1,531 @@
+//! [`RunSpec`]: everything that determines a training run, stored as the
+//! `[spec]` table of `DIR/run.toml` so the run can be repeated or resumed
+//! from that file alone.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use amsim::PlanSpec;
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::write_atomic;
+use crate::error::{ExperimentError, Result};
+
+/// Networks `approxtrain train` can build.
+pub const NETS: &[&str] = &["lenet300100", "lenet5"];
+/// Datasets `approxtrain train` can load.
+pub const DATASETS: &[&str] = &["mnist", "fashion-mnist"];
+
+/// The optimizer family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// Stochastic gradient descent with optional (Nesterov) momentum.
+    Sgd,
+    /// Adam with decoupled weight decay (AdamW when `weight_decay > 0`).
+    Adam,
+}
+
+impl fmt::Display for OptimizerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Adam => "adam",
+        })
+    }
+}
+
+impl FromStr for OptimizerKind {
+    type Err = ExperimentError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "sgd" => Ok(OptimizerKind::Sgd),
+            "adam" | "adamw" => Ok(OptimizerKind::Adam),
+            _ => Err(ExperimentError::BadSpec(format!(
+                "unknown optimizer '{s}'; valid optimizers: sgd, adam"
+            ))),
+        }
+    }
+}
+
+/// Optimizer and its hyper-parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerSpec {
+    /// Family.
+    pub kind: OptimizerKind,
+    /// Base learning rate (before the schedule).
+    pub lr: f64,
+    /// SGD momentum (ignored by Adam).
+    pub momentum: f64,
+    /// SGD: Nesterov momentum.
+    pub nesterov: bool,
+    /// L2 weight decay (SGD) or decoupled weight decay (Adam).
+    pub weight_decay: f64,
+    /// Adam beta1.
+    pub beta1: f64,
+    /// Adam beta2.
+    pub beta2: f64,
+    /// Adam epsilon.
+    pub eps: f64,
+}
+
+/// Learning-rate schedule over the epochs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    /// The base rate throughout.
+    Constant,
+    /// Multiply by `gamma` every `step_epochs` epochs.
+    Step,
+    /// Cosine decay from the base rate to zero over the run's epochs
+    /// (Loshchilov & Hutter, "SGDR", ICLR 2017, without restarts).
+    Cosine,
+}
+
+impl fmt::Display for ScheduleKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ScheduleKind::Constant => "constant",
+            ScheduleKind::Step => "step",
+            ScheduleKind::Cosine => "cosine",
+        })
+    }
+}
+
+impl FromStr for ScheduleKind {
+    type Err = ExperimentError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "constant" => Ok(ScheduleKind::Constant),
+            "step" => Ok(ScheduleKind::Step),
+            "cosine" => Ok(ScheduleKind::Cosine),
+            _ => Err(ExperimentError::BadSpec(format!(
+                "unknown schedule '{s}'; valid schedules: constant, step, cosine"
+            ))),
+        }
+    }
+}
+
+/// Schedule and its parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    /// Family.
+    pub kind: ScheduleKind,
+    /// Step schedule: epochs between decays.
+    pub step_epochs: usize,
+    /// Step schedule: decay factor.
+    pub gamma: f64,
+}
+
+/// Everything that determines the result of a training run.
+///
+/// Two specs that differ only in [`RunSpec::data_dir`] or
+/// [`RunSpec::threads`] give identical metrics (the engines are
+/// deterministic at any thread count), so [`RunSpec::differences`] ignores
+/// them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// Network (`lenet300100`, `lenet5`).
+    pub net: String,
+    /// Dataset (`mnist`, `fashion-mnist`).
+    pub dataset: String,
+    /// Data directory; absent: `APPROXTRAIN_DATA`, then `./data`, then the
+    /// shipped subset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Multiplier plan of every layer not in `layers` (`mbm:7`,
+    /// `fwd=mbm:7,dx=fp32,dw=mbm:7`).
+    pub multiplier: String,
+    /// Per-layer plans, complete (already merged with `multiplier`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub layers: BTreeMap<String, String>,
+    /// Epochs to train.
+    pub epochs: usize,
+    /// Training mini-batch size.
+    pub batch_size: usize,
+    /// Batch size of evaluation (does not change results).
+    pub eval_batch_size: usize,
+    /// Seed of initialisation, shuffling and dropout.
+    pub seed: u64,
+    /// Worker threads used (informational: results do not depend on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// Train on the first N training images only (quick runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_limit: Option<usize>,
+    /// Evaluate on the first N test images only (quick runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_limit: Option<usize>,
+    /// Optimizer.
+    pub optimizer: OptimizerSpec,
+    /// Learning-rate schedule.
+    pub schedule: ScheduleSpec,
+}
+
+impl RunSpec {
+    /// Check names and ranges; the error says which value is wrong.
+    pub fn validate(&self) -> Result<()> {
+        if !NETS.contains(&self.net.as_str()) {
+            return Err(ExperimentError::UnknownNet {
+                name: self.net.clone(),
+                valid: NETS.join(", "),
+            });
+        }
+        if !DATASETS.contains(&self.dataset.as_str()) {
+            return Err(ExperimentError::UnknownDataset {
+                name: self.dataset.clone(),
+                valid: DATASETS.join(", "),
+            });
+        }
+        self.plan()?;
+        for (layer, plan) in &self.layers {
+            plan.parse::<PlanSpec>()
+                .map_err(|e| ExperimentError::BadSpec(format!("plan of layer '{layer}': {e}")))?;
+        }
+        let bad = |m: String| Err(ExperimentError::BadSpec(m));
+        if self.epochs == 0 {
+            return bad("epochs must be at least 1".into());
+        }
+        if self.batch_size == 0 || self.eval_batch_size == 0 {
+            return bad("batch sizes must be at least 1".into());
+        }
+        if self.train_limit == Some(0) || self.test_limit == Some(0) {
+            return bad("--train-limit and --test-limit must be at least 1".into());
+        }
+        let o = &self.optimizer;
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            return bad(format!("learning rate must be positive, got {}", o.lr));
+        }
+        if !(0.0..1.0).contains(&o.momentum) {
+            return bad(format!("momentum must be in [0, 1), got {}", o.momentum));
+        }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return bad(format!("weight decay must be >= 0, got {}", o.weight_decay));
+        }
+        if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) || o.eps <= 0.0 {
+            return bad("Adam needs beta1, beta2 in [0, 1) and eps > 0".into());
+        }
+        if self.schedule.kind == ScheduleKind::Step
+            && (self.schedule.step_epochs == 0 || !(self.schedule.gamma > 0.0))
+        {
+            return bad("step schedule needs step_epochs >= 1 and gamma > 0".into());
+        }
+        Ok(())
+    }
+
+    /// The parsed default plan.
+    pub fn plan(&self) -> Result<PlanSpec> {
+        self.multiplier
+            .parse()
+            .map_err(|e| ExperimentError::BadSpec(format!("multiplier: {e}")))
+    }
+
+    /// The full plan label for `metrics.csv`: the default plan, then
+    /// `;LAYER=PLAN` for each per-layer plan (`mbm:7;fc3=fwd=mbm:7,dx=fp32,dw=fp32`).
+    pub fn plan_label(&self) -> String {
+        let mut s = self.multiplier.clone();
+        for (layer, plan) in &self.layers {
+            s.push_str(&format!(";{layer}={plan}"));
+        }
+        s
+    }
+
+    /// A deterministic name: `NET-DATASET-PLAN-sSEED`, the plan squeezed to
+    /// file-name characters (`lenet5-mnist-mbm7-s1`). Runs with per-layer
+    /// plans append a hash of them, so different per-layer plans get
+    /// different names.
+    pub fn run_id(&self) -> String {
+        let squeeze = |s: &str| -> String {
+            s.chars()
+                .filter_map(|c| match c {
+                    ':' => None,
+                    '=' => Some('_'),
+                    ',' | ';' => Some('.'),
+                    c if c.is_ascii_alphanumeric() || c == '.' || c == '_' => Some(c),
+                    _ => Some('_'),
+                })
+                .collect()
+        };
+        let mut id = format!(
+            "{}-{}-{}-s{}",
+            self.net,
+            self.dataset,
+            squeeze(&self.multiplier),
+            self.seed
+        );
+        if !self.layers.is_empty() {
+            id.push_str(&format!(
+                "-layers{:08x}",
+                fnv1a32(self.plan_label().as_bytes())
+            ));
+        }
+        id
+    }
+
+    /// Fields that differ between `self` (stored) and `other` (requested),
+    /// as `field: old -> new`, ignoring `data_dir` and `threads`, and
+    /// `epochs` when `ignore_epochs` (a resumed run may be extended).
+    pub fn differences(&self, other: &RunSpec, ignore_epochs: bool) -> Vec<String> {
+        let mut a = self.clone();
+        let mut b = other.clone();
+        for s in [&mut a, &mut b] {
+            s.data_dir = None;
+            s.threads = None;
+            if ignore_epochs {
+                s.epochs = 0;
+            }
+        }
+        let (ta, tb) = (flat_toml(&a), flat_toml(&b));
+        let mut out = Vec::new();
+        for (k, va) in &ta {
+            match tb.get(k) {
+                Some(vb) if vb == va => {}
+                Some(vb) => out.push(format!("{k}: {va} -> {vb}")),
+                None => out.push(format!("{k}: {va} -> (none)")),
+            }
+        }
+        for (k, vb) in &tb {
+            if !ta.contains_key(k) {
+                out.push(format!("{k}: (none) -> {vb}"));
+            }
+        }
+        out
+    }
+}
+
+/// 32-bit FNV-1a (Fowler, Noll, Vo): a short stable hash for run names.
+fn fnv1a32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// `spec` as dotted keys to displayed values, for comparisons.
+fn flat_toml(spec: &RunSpec) -> BTreeMap<String, String> {
+    fn walk(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    if let Ok(v) = toml::Value::try_from(spec) {
+        walk("", &v, &mut out);
+    }
+    out
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Started; `epochs_completed` epochs are checkpointed (an interrupted
+    /// run stays in this state and can be resumed).
+    Running,
+    /// All epochs done.
+    Finished,
+    /// Stopped because the loss became NaN or infinite.
+    Diverged,
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RunStatus::Running => "running",
+            RunStatus::Finished => "finished",
+            RunStatus::Diverged => "diverged",
+        })
+    }
+}
+
+/// The `[run]` table of `run.toml`: the state of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunState {
+    /// [`RunSpec::run_id`].
+    pub run_id: String,
+    /// Status.
+    pub status: RunStatus,
+    /// Epochs finished and checkpointed.
+    pub epochs_completed: usize,
+    /// Test accuracy after the last completed epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_accuracy: Option<f64>,
+    /// Why the run stopped, when it diverged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The whole `run.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunFile {
+    /// State.
+    pub run: RunState,
+    /// Specification.
+    pub spec: RunSpec,
+}
+
+impl RunFile {
+    /// Parse `run.toml` text; `path` names the file in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| ExperimentError::BadFile {
+            path: path.to_path_buf(),
+            reason: e.message().replace('\n', " "),
+        })
+    }
+
+    /// Read `run.toml`.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| ExperimentError::io(path, e))?;
+        Self::parse(path, &text)
+    }
+
+    /// Write `run.toml` whole.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let text = toml::to_string(self)
+            .map_err(|e| ExperimentError::Other(format!("cannot serialise run.toml: {e}")))?;
+        let text = format!(
+            "# Written by approxtrain train; rerun with: approxtrain train --spec {}\n{text}",
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        );
+        write_atomic(path, text.as_bytes())
+    }
+}
+
+impl RunSpec {
+    /// A spec with the default hyper-parameters of `approxtrain train`:
+    /// SGD with Nesterov momentum 0.9, learning rate 0.05 with cosine decay,
+    /// weight decay 5e-4, batch 128, 10 epochs, seed 1, `fp32` everywhere.
+    pub fn with_defaults(net: &str, dataset: &str) -> RunSpec {
+        RunSpec {
+            net: net.to_string(),
+            dataset: dataset.to_string(),
+            data_dir: None,
+            multiplier: "fp32".into(),
+            layers: BTreeMap::new(),
+            epochs: 10,
+            batch_size: 128,
+            eval_batch_size: 1000,
+            seed: 1,
+            threads: None,
+            train_limit: None,
+            test_limit: None,
+            optimizer: OptimizerSpec {
+                kind: OptimizerKind::Sgd,
+                lr: 0.05,
+                momentum: 0.9,
+                nesterov: true,
+                weight_decay: 5e-4,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            schedule: ScheduleSpec {
+                kind: ScheduleKind::Cosine,
+                step_epochs: 5,
+                gamma: 0.1,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_file_round_trips_through_toml() {
+        let mut spec = RunSpec::with_defaults("lenet5", "mnist");
+        spec.multiplier = "fwd=mbm:7,dx=fp32,dw=mbm:7".into();
+        spec.layers.insert("fc3".into(), "fp32".into());
+        spec.train_limit = Some(500);
+        let file = RunFile {
+            run: RunState {
+                run_id: spec.run_id(),
+                status: RunStatus::Diverged,
+                epochs_completed: 1,
+                test_accuracy: Some(0.5),
+                message: Some("training diverged at epoch 2 step 9: loss is NaN".into()),
+            },
+            spec,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("run.toml");
+        file.write(&p).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains("status = \"diverged\""), "{text}");
+        assert_eq!(RunFile::read(&p).unwrap(), file);
+    }
+
+    #[test]
+    fn run_id_is_deterministic_and_distinguishes_layer_plans() {
+        let mut a = RunSpec::with_defaults("lenet5", "mnist");
+        a.multiplier = "mbm:7".into();
+        a.seed = 3;
+        assert_eq!(a.run_id(), "lenet5-mnist-mbm7-s3");
+        let mut b = a.clone();
+        b.layers.insert("conv1".into(), "fp32".into());
+        let mut c = a.clone();
+        c.layers.insert("conv1".into(), "bf16".into());
+        assert_ne!(b.run_id(), c.run_id());
+        assert!(b.run_id().starts_with("lenet5-mnist-mbm7-s3-layers"));
+        assert_eq!(b.run_id(), b.clone().run_id());
+    }
+
+    #[test]
+    fn differences_ignore_threads_and_data_dir_and_name_changed_fields() {
+        let a = RunSpec::with_defaults("lenet5", "mnist");
+        let mut b = a.clone();
+        b.threads = Some(2);
+        b.data_dir = Some("elsewhere".into());
+        assert!(a.differences(&b, false).is_empty());
+        b.optimizer.lr = 0.1;
+        b.epochs = 3;
+        let d = a.differences(&b, false);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d.iter().any(|x| x == "optimizer.lr: 0.05 -> 0.1"), "{d:?}");
+        assert_eq!(a.differences(&b, true).len(), 1);
+    }
+
+    #[test]
+    fn validate_rejects_unknown_names_listing_valid_ones() {
+        let e = RunSpec::with_defaults("lenet7", "mnist")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'lenet7'") && e.contains("lenet300100, lenet5"),
+            "{e}"
+        );
+        let e = RunSpec::with_defaults("lenet5", "cifar")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'cifar'") && e.contains("fashion-mnist"), "{e}");
+        let mut s = RunSpec::with_defaults("lenet5", "mnist");
+        s.multiplier = "mbm:77".into();
+        assert!(s.validate().unwrap_err().to_string().contains("mbm:77"));
+        RunSpec::with_defaults("lenet300100", "fashion-mnist")
+            .validate()
+            .unwrap();
+    }
+}

@@ -1,0 +1,74 @@
+/*
+ * approx_model.h -- the ABI between a C multiplier model and approxtrain.
+ *
+ * A model is the functional description of the mantissa datapath of a
+ * floating-point multiplier. approxtrain tabulates it over every pair of
+ * truncated mantissas (AMSim) or calls it for every product (`direct:` mode);
+ * signs, exponents, zeros, infinities and NaNs are handled outside the model.
+ *
+ * Convention (build.rs relies on it; see multipliers/README.md):
+ *
+ *   A file `multipliers/NAME.c`, NAME made of [a-z0-9_] and starting with a
+ *   letter, defines exactly one model with two external symbols:
+ *
+ *     float NAME_mul(float a, float b, unsigned bits);
+ *     const struct approx_model_info NAME_info = {
+ *         .name = "NAME",
+ *         .description = "one line",
+ *         .min_bits = 1,
+ *         .max_bits = 23,
+ *         .area_um2 = 0,
+ *         .power_mw = 0,
+ *         .delay_ns = 0,
+ *     };
+ *
+ *   The info record is a designated initializer of literal values (string
+ *   literals and decimal numbers, no macros): build.rs reads it from the
+ *   source to build the Rust registry, and a test checks that what it read
+ *   equals the record compiled into the library.
+ *
+ * Contract of NAME_mul:
+ *   - a and b are in [1, 2). The model keeps the top `bits` fraction bits of
+ *     each operand and ignores the rest (it truncates its inputs itself, so it
+ *     may be called with full 23-bit mantissas). It reads only the fraction
+ *     field of a and b, so it is defined for every float input.
+ *   - `bits` is in [min_bits, max_bits] (at most 23). For any other value
+ *     the model must still return without undefined behaviour (the shipped
+ *     models clamp it into 1..=23), since Rust calls it through a safe
+ *     wrapper.
+ *   - It returns the approximate product: a normal float in [1, 4). AMSim
+ *     rejects a table holding anything else.
+ *   - It is a pure function: no state, no I/O, thread safe.
+ */
+#ifndef APPROX_MODEL_H
+#define APPROX_MODEL_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The signature of a model: the approximate product of a and b in [1, 2)
+ * at `bits` fraction bits, a normal float in [1, 4). */
+typedef float (*approx_model_fn)(float a, float b, unsigned bits);
+
+/* What a designer declares about a model. */
+struct approx_model_info {
+    /* Short name used in multiplier specs (`mbm:7`); equals the file stem. */
+    const char *name;
+    /* One-line description, ideally naming the source of the design. */
+    const char *description;
+    /* Smallest and largest supported fraction width, 1 <= min <= max <= 23. */
+    unsigned min_bits;
+    unsigned max_bits;
+    /* Hardware figures for energy estimates, only where a cited source gives
+     * them; 0 means "not declared". */
+    double area_um2;
+    double power_mw;
+    double delay_ns;
+};
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* APPROX_MODEL_H */

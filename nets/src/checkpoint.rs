@@ -1,0 +1,267 @@
+//! Training checkpoints: a small hand-written little-endian binary format.
+//!
+//! Why not serde + a binary codec: the file must hold f32 values bit-exactly
+//! (so a resumed run is bit-identical), be readable from any language with a
+//! dozen lines (a Python `struct` loop), and not depend on a codec's
+//! versioning; the format below is all of that with no extra dependency.
+//!
+//! Layout (all integers little-endian; `str` = `u32` byte length + UTF-8):
+//!
+//! ```text
+//! magic        8 bytes  "APXTCKPT"
+//! version      u32      1
+//! network      str      network name (`lenet5`)
+//! seed         u64      run seed (every random stream derives from it)
+//! epoch        u64      epochs completed
+//! global_step  u64      optimizer steps taken in the run
+//! optimizer    str      `sgd`, `adam` or `adamw`
+//! opt_steps    u64      the optimizer's step count (Adam's t)
+//! n_params     u32
+//!   per parameter: name str, n_dims u32, dims u64 x n_dims, values f32 x prod(dims)
+//! n_slots      u32      optimizer buffers (momentum, or Adam m and v per parameter)
+//!   per buffer:  len u64, values f32 x len
+//! checksum     u64      FNV-1a 64 of every byte before it
+//! ```
+//!
+//! Files are written whole: to `NAME.tmp` next to the target, flushed and
+//! synced, then renamed over it, so an interrupted write never leaves a
+//! truncated checkpoint.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::{NetError, Result};
+
+/// File magic.
+pub const MAGIC: &[u8; 8] = b"APXTCKPT";
+/// Current format version.
+pub const VERSION: u32 = 1;
+
+/// One saved parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedParam {
+    /// Qualified name (`conv1.weight`).
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Values, row-major.
+    pub values: Vec<f32>,
+}
+
+/// Everything a checkpoint holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// Network name.
+    pub network: String,
+    /// Run seed.
+    pub seed: u64,
+    /// Epochs completed.
+    pub epoch: u64,
+    /// Optimizer steps taken in the run.
+    pub global_step: u64,
+    /// Optimizer name (`sgd`, `adam`, `adamw`).
+    pub optimizer: String,
+    /// The optimizer's own step count.
+    pub optimizer_steps: u64,
+    /// Parameters in network order.
+    pub params: Vec<SavedParam>,
+    /// Optimizer state buffers.
+    pub optimizer_slots: Vec<Vec<f32>>,
+}
+
+/// FNV-1a, 64-bit (Fowler, Noll and Vo; parameters from the IETF draft
+/// draft-eastlake-fnv): enough to catch truncation and bit rot.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_f32s(out: &mut Vec<u8>, v: &[f32]) {
+    out.reserve(v.len() * 4);
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+}
+
+impl Checkpoint {
+    /// The encoded file contents.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        put_str(&mut out, &self.network);
+        out.extend_from_slice(&self.seed.to_le_bytes());
+        out.extend_from_slice(&self.epoch.to_le_bytes());
+        out.extend_from_slice(&self.global_step.to_le_bytes());
+        put_str(&mut out, &self.optimizer);
+        out.extend_from_slice(&self.optimizer_steps.to_le_bytes());
+        out.extend_from_slice(&(self.params.len() as u32).to_le_bytes());
+        for p in &self.params {
+            put_str(&mut out, &p.name);
+            out.extend_from_slice(&(p.shape.len() as u32).to_le_bytes());
+            for &d in &p.shape {
+                out.extend_from_slice(&(d as u64).to_le_bytes());
+            }
+            put_f32s(&mut out, &p.values);
+        }
+        out.extend_from_slice(&(self.optimizer_slots.len() as u32).to_le_bytes());
+        for s in &self.optimizer_slots {
+            out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+            put_f32s(&mut out, s);
+        }
+        let sum = fnv1a64(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
+        out
+    }
+
+    /// Decode file contents; `path` only names the file in errors.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Checkpoint> {
+        let bad = |reason: String| NetError::Checkpoint {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if bytes.len() < MAGIC.len() + 4 + 8 || &bytes[..8] != MAGIC {
+            return Err(bad("not an approxtrain checkpoint (bad magic)".into()));
+        }
+        let (body, sum) = bytes.split_at(bytes.len() - 8);
+        if fnv1a64(body) != u64::from_le_bytes(sum.try_into().expect("8 bytes")) {
+            return Err(bad(
+                "checksum mismatch: the file is truncated or corrupt".into()
+            ));
+        }
+        let mut r = Reader { buf: body, pos: 8 };
+        let version = r.u32().map_err(&bad)?;
+        if version != VERSION {
+            return Err(bad(format!(
+                "format version {version}, this build reads version {VERSION}"
+            )));
+        }
+        let mut read = || -> std::result::Result<Checkpoint, String> {
+            let network = r.str()?;
+            let seed = r.u64()?;
+            let epoch = r.u64()?;
+            let global_step = r.u64()?;
+            let optimizer = r.str()?;
+            let optimizer_steps = r.u64()?;
+            let n_params = r.u32()? as usize;
+            let mut params = Vec::new();
+            for _ in 0..n_params {
+                let name = r.str()?;
+                let dims = r.u32()? as usize;
+                let shape = (0..dims)
+                    .map(|_| r.u64().map(|d| d as usize))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let len = shape
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
+                    .ok_or("parameter shape overflows")?;
+                let values = r.f32s(len)?;
+                params.push(SavedParam {
+                    name,
+                    shape,
+                    values,
+                });
+            }
+            let n_slots = r.u32()? as usize;
+            let mut optimizer_slots = Vec::new();
+            for _ in 0..n_slots {
+                let len = r.u64()? as usize;
+                optimizer_slots.push(r.f32s(len)?);
+            }
+            if r.pos != r.buf.len() {
+                return Err(format!(
+                    "{} unexpected bytes at the end",
+                    r.buf.len() - r.pos
+                ));
+            }
+            Ok(Checkpoint {
+                network,
+                seed,
+                epoch,
+                global_step,
+                optimizer,
+                optimizer_steps,
+                params,
+                optimizer_slots,
+            })
+        };
+        read().map_err(bad)
+    }
+
+    /// Write the checkpoint whole (temp file + rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_atomically(path, &self.to_bytes())
+    }
+
+    /// Read a checkpoint file.
+    pub fn load(path: &Path) -> Result<Checkpoint> {
+        let bytes = std::fs::read(path).map_err(|source| NetError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Checkpoint::from_bytes(path, &bytes)
+    }
+}
+
+/// A bounds-checked little-endian reader.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> std::result::Result<&[u8], String> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
+        let end = end.ok_or_else(|| format!("truncated at byte {}", self.pos))?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u32(&mut self) -> std::result::Result<u32, String> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> std::result::Result<u64, String> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn str(&mut self) -> std::result::Result<String, String> {
+        let n = self.u32()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| "a name is not UTF-8".to_string())
+    }
+    fn f32s(&mut self, n: usize) -> std::result::Result<Vec<f32>, String> {
+        let bytes = self.take(n.checked_mul(4).ok_or("length overflows")?)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect())
+    }
+}
+
+/// Write `bytes` to `path` whole: a sibling temp file, synced, then renamed
+/// over `path`.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |p: &Path| {
+        let p: PathBuf = p.to_path_buf();
+        move |source| NetError::Io { path: p, source }
+    };
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io(path))
+}

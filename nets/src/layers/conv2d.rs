@@ -1,0 +1,284 @@
+//! 2-D convolution (cross-correlation), NCHW.
+//!
+//! Shapes: `x [N, C_in, H, W]`, `W [C_out, C_in/groups, KH, KW]`,
+//! `b [C_out]`, `y [N, C_out, OH, OW]` with
+//! `OH = (H + 2·pad - dil·(KH-1) - 1) / stride + 1` (likewise OW).
+//!
+//! - forward:         `y = conv(x, W) + b`   (`plan.forward`, operands x, W)
+//! - input gradient:  `dx = conv_transpose(dy, W)` (`plan.grad_input`, operands dy, W)
+//! - weight gradient: `dW = corr(x, dy)`, `db[o] = Σ_(n,oh,ow) dy[n,o,oh,ow]`
+//!   (`plan.grad_weight`, operands x, dy)
+//!
+//! The three products are `amsim::conv`'s; see that module for the exact
+//! summation order.
+
+use amsim::conv::{conv2d_forward, conv2d_grad_input, conv2d_grad_weight, Conv2dShape};
+use amsim::MultiplierPlan;
+use rand::Rng;
+
+use super::{split_batch, Layer, MacCounts, Param};
+use crate::init::{self, Init};
+use crate::{NetError, Result, Tensor};
+
+/// The hyper-parameters of a convolution layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dSpec {
+    /// Input channels C_in.
+    pub in_channels: usize,
+    /// Output channels C_out.
+    pub out_channels: usize,
+    /// Kernel (KH, KW).
+    pub kernel: (usize, usize),
+    /// Stride (vertical, horizontal).
+    pub stride: (usize, usize),
+    /// Zero padding on each side (vertical, horizontal).
+    pub padding: (usize, usize),
+    /// Dilation (vertical, horizontal).
+    pub dilation: (usize, usize),
+    /// Groups (C_in for depthwise).
+    pub groups: usize,
+}
+
+impl Conv2dSpec {
+    /// A square `k x k` kernel, stride 1, no padding, dilation 1, one group.
+    pub fn square(in_channels: usize, out_channels: usize, k: usize) -> Conv2dSpec {
+        Conv2dSpec {
+            in_channels,
+            out_channels,
+            kernel: (k, k),
+            stride: (1, 1),
+            padding: (0, 0),
+            dilation: (1, 1),
+            groups: 1,
+        }
+    }
+
+    /// The same spec with this stride in both directions.
+    pub fn stride(mut self, s: usize) -> Conv2dSpec {
+        self.stride = (s, s);
+        self
+    }
+
+    /// The same spec with this padding on every side.
+    pub fn padding(mut self, p: usize) -> Conv2dSpec {
+        self.padding = (p, p);
+        self
+    }
+
+    /// The `amsim` geometry for a batch of `n` images of `h x w`.
+    pub fn shape(&self, n: usize, h: usize, w: usize) -> Conv2dShape {
+        Conv2dShape {
+            batch: n,
+            in_channels: self.in_channels,
+            in_h: h,
+            in_w: w,
+            out_channels: self.out_channels,
+            kernel_h: self.kernel.0,
+            kernel_w: self.kernel.1,
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+            groups: self.groups,
+        }
+    }
+}
+
+/// `y = conv(x, W) + b`.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    name: String,
+    spec: Conv2dSpec,
+    plan: MultiplierPlan,
+    /// `W [C_out, C_in/groups, KH, KW]`.
+    pub weight: Param,
+    /// `b [C_out]`.
+    pub bias: Param,
+    /// Backward cache: the input `x` of the last training forward.
+    cache_x: Vec<f32>,
+    /// Backward cache: the geometry of that forward.
+    cache_shape: Option<Conv2dShape>,
+}
+
+impl Conv2d {
+    /// A layer with weights drawn by `init` from `rng` (fan-in
+    /// `C_in/groups·KH·KW`, fan-out `C_out/groups·KH·KW`) and zero biases;
+    /// an error if the channel counts do not divide by the groups.
+    pub fn new<R: Rng + ?Sized>(
+        name: &str,
+        spec: Conv2dSpec,
+        plan: MultiplierPlan,
+        init: Init,
+        rng: &mut R,
+    ) -> Result<Conv2d> {
+        let g = spec.groups;
+        if g == 0 || spec.in_channels % g != 0 || spec.out_channels % g != 0 {
+            return Err(NetError::Config(format!(
+                "{name}: groups {g} must divide in_channels {} and out_channels {}",
+                spec.in_channels, spec.out_channels
+            )));
+        }
+        let (kh, kw) = spec.kernel;
+        let cpg = spec.in_channels / g;
+        let mut weight = Param::zeros(
+            format!("{name}.weight"),
+            &[spec.out_channels, cpg, kh, kw],
+            true,
+        );
+        let fan_in = cpg * kh * kw;
+        let fan_out = spec.out_channels / g * kh * kw;
+        init::fill(&mut weight.value, init, fan_in, fan_out, rng);
+        Ok(Conv2d {
+            name: name.to_string(),
+            spec,
+            plan,
+            weight,
+            bias: Param::zeros(format!("{name}.bias"), &[spec.out_channels], false),
+            cache_x: Vec::new(),
+            cache_shape: None,
+        })
+    }
+
+    /// The layer's hyper-parameters.
+    pub fn spec(&self) -> &Conv2dSpec {
+        &self.spec
+    }
+
+    /// The geometry for a batch of `n` samples of shape `sample`.
+    fn geometry(&self, n: usize, sample: &[usize]) -> Result<Conv2dShape> {
+        if sample.len() != 3 || sample[0] != self.spec.in_channels {
+            return Err(NetError::shape(format!(
+                "{}: expected samples [{}, H, W], got {sample:?}",
+                self.name, self.spec.in_channels
+            )));
+        }
+        let s = self.spec.shape(n, sample[1], sample[2]);
+        s.validate()
+            .map_err(|e| NetError::shape(format!("{}: {e}", self.name)))?;
+        Ok(s)
+    }
+}
+
+impl Layer for Conv2d {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn describe(&self) -> String {
+        let s = &self.spec;
+        format!(
+            "Conv2d({} -> {}, {}x{}, stride {:?}, pad {:?}{})",
+            s.in_channels,
+            s.out_channels,
+            s.kernel.0,
+            s.kernel.1,
+            s.stride,
+            s.padding,
+            if s.groups > 1 {
+                format!(", groups {}", s.groups)
+            } else {
+                String::new()
+            }
+        )
+    }
+
+    fn output_shape(&self, sample: &[usize]) -> Result<Vec<usize>> {
+        let s = self.geometry(1, sample)?;
+        Ok(vec![s.out_channels, s.out_h(), s.out_w()])
+    }
+
+    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (n, sample) = split_batch(&self.name, x)?;
+        let s = self.geometry(n, sample)?;
+        let (oh, ow) = (s.out_h(), s.out_w());
+        let mut y = Tensor::zeros(&[n, s.out_channels, oh, ow]);
+        conv2d_forward(
+            &self.plan.forward,
+            &s,
+            &x.data,
+            &self.weight.value,
+            &mut y.data,
+        )?;
+        let plane = oh * ow;
+        for (i, chunk) in y.data.chunks_exact_mut(plane).enumerate() {
+            let b = self.bias.value[i % s.out_channels];
+            for v in chunk {
+                *v += b;
+            }
+        }
+        if train {
+            self.cache_x.clear();
+            self.cache_x.extend_from_slice(&x.data);
+            self.cache_shape = Some(s);
+        }
+        Ok(y)
+    }
+
+    fn backward(&mut self, dy: &Tensor, need_input_grad: bool) -> Result<Option<Tensor>> {
+        let s = self.cache_shape.ok_or_else(|| {
+            NetError::shape(format!("{}: backward before a training forward", self.name))
+        })?;
+        let want = [s.batch, s.out_channels, s.out_h(), s.out_w()];
+        if dy.shape != want {
+            return Err(NetError::shape(format!(
+                "{}: backward expected dy {want:?}, got {:?}",
+                self.name, dy.shape
+            )));
+        }
+        conv2d_grad_weight(
+            &self.plan.grad_weight,
+            &s,
+            &self.cache_x,
+            &dy.data,
+            &mut self.weight.grad,
+        )?;
+        // db[o] = Σ over the batch and the plane, in memory order.
+        self.bias.grad.fill(0.0);
+        let plane = s.out_h() * s.out_w();
+        for (i, chunk) in dy.data.chunks_exact(plane).enumerate() {
+            let g = &mut self.bias.grad[i % s.out_channels];
+            for &v in chunk {
+                *g += v;
+            }
+        }
+        if !need_input_grad {
+            return Ok(None);
+        }
+        let mut dx = Tensor::zeros(&[s.batch, s.in_channels, s.in_h, s.in_w]);
+        conv2d_grad_input(
+            &self.plan.grad_input,
+            &s,
+            &dy.data,
+            &self.weight.value,
+            &mut dx.data,
+        )?;
+        Ok(Some(dx))
+    }
+
+    fn params(&self) -> Vec<&Param> {
+        vec![&self.weight, &self.bias]
+    }
+
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        vec![&mut self.weight, &mut self.bias]
+    }
+
+    fn plan(&self) -> Option<&MultiplierPlan> {
+        Some(&self.plan)
+    }
+
+    fn set_plan(&mut self, plan: MultiplierPlan) -> bool {
+        self.plan = plan;
+        true
+    }
+
+    fn macs(&self, sample: &[usize]) -> MacCounts {
+        match self.geometry(1, sample) {
+            Ok(s) => MacCounts {
+                forward: s.macs(),
+                grad_input: s.macs(),
+                grad_weight: s.macs(),
+            },
+            Err(_) => MacCounts::default(),
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! 2-D max pooling, NCHW, no padding.
+//!
+//! Shapes: `x [N, C, H, W]`, `y [N, C, OH, OW]` with
+//! `OH = (H - K) / S + 1` (likewise OW).
+//!
+//! - forward:  `y[n,c,oh,ow] = max over the K x K window at (oh·S, ow·S)`;
+//!   the first maximum in row-major window order wins a tie; a NaN in the
+//!   window gives NaN.
+//! - backward: each `dy` goes to the input position that won its window
+//!   (summed where windows overlap).
+
+use super::{split_batch, Layer};
+use crate::{NetError, Result, Tensor};
+
+/// Max pooling with a square `k x k` window and stride `s`.
+#[derive(Debug, Clone)]
+pub struct MaxPool2d {
+    name: String,
+    kernel: usize,
+    stride: usize,
+    /// Backward cache: for each output, the flat index into `x` of its
+    /// maximum.
+    cache_argmax: Vec<usize>,
+    /// Backward cache: the input shape of the last training forward.
+    cache_shape: Vec<usize>,
+}
+
+impl MaxPool2d {
+    /// A `kernel x kernel` pool with stride `stride` (both at least 1).
+    pub fn new(name: &str, kernel: usize, stride: usize) -> MaxPool2d {
+        MaxPool2d {
+            name: name.to_string(),
+            kernel: kernel.max(1),
+            stride: stride.max(1),
+            cache_argmax: Vec::new(),
+            cache_shape: Vec::new(),
+        }
+    }
+}
+
+/// Output side of a `k`-window, stride-`s` pool over `n` inputs, or an
+/// error naming the layer.
+pub(crate) fn pool_out(who: &str, sample: &[usize], k: usize, s: usize) -> Result<(usize, usize)> {
+    if sample.len() != 3 || sample[1] < k || sample[2] < k {
+        return Err(NetError::shape(format!(
+            "{who}: expected samples [C, H, W] with H, W >= {k}, got {sample:?}"
+        )));
+    }
+    Ok(((sample[1] - k) / s + 1, (sample[2] - k) / s + 1))
+}
+
+impl Layer for MaxPool2d {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "MaxPool2d({}x{}, stride {})",
+            self.kernel, self.kernel, self.stride
+        )
+    }
+
+    fn output_shape(&self, sample: &[usize]) -> Result<Vec<usize>> {
+        let (oh, ow) = pool_out(&self.name, sample, self.kernel, self.stride)?;
+        Ok(vec![sample[0], oh, ow])
+    }
+
+    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (n, sample) = split_batch(&self.name, x)?;
+        let (k, s) = (self.kernel, self.stride);
+        let (oh_n, ow_n) = pool_out(&self.name, sample, k, s)?;
+        let (c, h, w) = (sample[0], sample[1], sample[2]);
+        let mut y = Tensor::zeros(&[n, c, oh_n, ow_n]);
+        let mut argmax = Vec::with_capacity(y.len());
+        for (p, out) in y.data.chunks_exact_mut(oh_n * ow_n).enumerate() {
+            let base = p * h * w;
+            for oh in 0..oh_n {
+                for ow in 0..ow_n {
+                    let mut best = base + oh * s * w + ow * s;
+                    for kh in 0..k {
+                        for kw in 0..k {
+                            let idx = base + (oh * s + kh) * w + ow * s + kw;
+                            // `>` keeps the first maximum; the first NaN
+                            // wins, so that NaN propagates.
+                            let (v, bv) = (x.data[idx], x.data[best]);
+                            if v > bv || (v.is_nan() && !bv.is_nan()) {
+                                best = idx;
+                            }
+                        }
+                    }
+                    out[oh * ow_n + ow] = x.data[best];
+                    argmax.push(best);
+                }
+            }
+        }
+        if train {
+            self.cache_argmax = argmax;
+            self.cache_shape.clone_from(&x.shape);
+        }
+        Ok(y)
+    }
+
+    fn backward(&mut self, dy: &Tensor, need_input_grad: bool) -> Result<Option<Tensor>> {
+        if dy.len() != self.cache_argmax.len() || self.cache_shape.is_empty() {
+            return Err(NetError::shape(format!(
+                "{}: backward got {:?} for {} cached outputs",
+                self.name,
+                dy.shape,
+                self.cache_argmax.len()
+            )));
+        }
+        if !need_input_grad {
+            return Ok(None);
+        }
+        let mut dx = Tensor::zeros(&self.cache_shape);
+        for (&g, &idx) in dy.data.iter().zip(&self.cache_argmax) {
+            dx.data[idx] += g;
+        }
+        Ok(Some(dx))
+    }
+}

@@ -1,0 +1,162 @@
+//! Layers: one file per kind, forward and backward side by side.
+//!
+//! A layer is called as `y = forward(x, train)` and then
+//! `dx = backward(dy, need_input_grad)`; `forward` keeps in the layer
+//! whatever `backward` needs (named `cache` fields), `backward` overwrites
+//! the gradients of the layer's parameters (it does not accumulate: every
+//! layer appears once in a network). The first layer of a network is asked
+//! for no input gradient, which saves its input-gradient product.
+//!
+//! Matrix products and convolutions go through `amsim` with the layer's
+//! [`MultiplierPlan`]: `plan.forward` for the forward product,
+//! `plan.grad_input` for the input gradient and `plan.grad_weight` for the
+//! weight gradient, operand order as in DESIGN.md. Bias additions,
+//! activations, pooling and the loss are plain FP32.
+
+pub mod avgpool;
+pub mod conv2d;
+pub mod dense;
+pub mod dropout;
+pub mod flatten;
+pub mod loss;
+pub mod maxpool;
+pub mod relu;
+
+pub use avgpool::AvgPool2d;
+pub use conv2d::Conv2d;
+pub use dense::Dense;
+pub use dropout::Dropout;
+pub use flatten::Flatten;
+pub use loss::{softmax_cross_entropy, LossOutput};
+pub use maxpool::MaxPool2d;
+pub use relu::Relu;
+
+use amsim::MultiplierPlan;
+
+use crate::{Result, Tensor};
+
+/// A trainable parameter: its values and the gradient of the loss with
+/// respect to them, of the same length.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    /// Qualified name, `layer.weight` or `layer.bias`.
+    pub name: String,
+    /// Shape, for reports and checkpoints.
+    pub shape: Vec<usize>,
+    /// Values, row-major.
+    pub value: Vec<f32>,
+    /// Gradient from the last backward pass.
+    pub grad: Vec<f32>,
+    /// Whether weight decay applies (weights yes, biases no, as is usual).
+    pub decay: bool,
+}
+
+impl Param {
+    /// A zero-initialised parameter.
+    pub fn zeros(name: String, shape: &[usize], decay: bool) -> Param {
+        let n = shape.iter().product();
+        Param {
+            name,
+            shape: shape.to_vec(),
+            value: vec![0.0; n],
+            grad: vec![0.0; n],
+            decay,
+        }
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.value.len()
+    }
+
+    /// Whether the parameter is empty.
+    pub fn is_empty(&self) -> bool {
+        self.value.is_empty()
+    }
+}
+
+/// Multiply-accumulates of one image through a layer, per product role.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MacCounts {
+    /// Forward product.
+    pub forward: u64,
+    /// Input-gradient product.
+    pub grad_input: u64,
+    /// Weight-gradient product.
+    pub grad_weight: u64,
+}
+
+impl MacCounts {
+    /// All three roles together.
+    pub fn total(&self) -> u64 {
+        self.forward + self.grad_input + self.grad_weight
+    }
+}
+
+impl std::ops::AddAssign for MacCounts {
+    fn add_assign(&mut self, o: MacCounts) {
+        self.forward += o.forward;
+        self.grad_input += o.grad_input;
+        self.grad_weight += o.grad_weight;
+    }
+}
+
+/// A network layer. Shapes are per batch: the leading dimension of every
+/// tensor is the batch size N; `sample` shapes leave it out.
+pub trait Layer: Send {
+    /// The layer's name (`conv1`, `fc2`, `relu3`, ...), unique in a network.
+    fn name(&self) -> &str;
+
+    /// A short description (`Dense(400 -> 120)`).
+    fn describe(&self) -> String;
+
+    /// The per-sample output shape for a per-sample input shape; an error
+    /// if the input does not fit.
+    fn output_shape(&self, sample: &[usize]) -> Result<Vec<usize>>;
+
+    /// `y = layer(x)`; with `train` the layer keeps what backward needs and
+    /// applies training-only behaviour (dropout).
+    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor>;
+
+    /// Gradients from `dy = dL/dy` of the last training forward pass: fills
+    /// the parameters' `grad` and returns `dL/dx` when `need_input_grad`.
+    fn backward(&mut self, dy: &Tensor, need_input_grad: bool) -> Result<Option<Tensor>>;
+
+    /// The trainable parameters, in a fixed order.
+    fn params(&self) -> Vec<&Param> {
+        Vec::new()
+    }
+
+    /// The trainable parameters, mutably, in the same order.
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        Vec::new()
+    }
+
+    /// The multiplier plan of a layer with products (`None` otherwise).
+    fn plan(&self) -> Option<&MultiplierPlan> {
+        None
+    }
+
+    /// Replace the plan; `false` when the layer has no products.
+    fn set_plan(&mut self, _plan: MultiplierPlan) -> bool {
+        false
+    }
+
+    /// Multiply-accumulates of one sample with this per-sample input shape.
+    fn macs(&self, _sample: &[usize]) -> MacCounts {
+        MacCounts::default()
+    }
+
+    /// Seed the layer's randomness for the next forward pass (dropout).
+    fn reseed(&mut self, _seed: u64) {}
+}
+
+/// The batch size and per-sample shape of an `[N, ...]` tensor.
+pub(crate) fn split_batch<'a>(who: &str, x: &'a Tensor) -> Result<(usize, &'a [usize])> {
+    if x.shape.is_empty() {
+        return Err(crate::NetError::shape(format!(
+            "{who}: expected a batched tensor [N, ...], got a scalar"
+        )));
+    }
+    Ok((x.shape[0], &x.shape[1..]))
+}

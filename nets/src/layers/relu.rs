@@ -1,0 +1,82 @@
+//! Rectified linear unit, elementwise.
+//!
+//! Shapes: `x`, `y`, `dy`, `dx` all the same, any `[N, ...]`.
+//!
+//! - forward:  `y = max(x, 0)` (NaN stays NaN)
+//! - backward: `dx = dy` where `x > 0`, else 0 (the subgradient at 0 is 0).
+
+use super::{split_batch, Layer};
+use crate::{NetError, Result, Tensor};
+
+/// `y = max(x, 0)`.
+#[derive(Debug, Clone)]
+pub struct Relu {
+    name: String,
+    /// Backward cache: whether each input of the last training forward was
+    /// positive.
+    cache_positive: Vec<bool>,
+}
+
+impl Relu {
+    /// A ReLU named `name`.
+    pub fn new(name: &str) -> Relu {
+        Relu {
+            name: name.to_string(),
+            cache_positive: Vec::new(),
+        }
+    }
+}
+
+impl Layer for Relu {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn describe(&self) -> String {
+        "ReLU".into()
+    }
+
+    fn output_shape(&self, sample: &[usize]) -> Result<Vec<usize>> {
+        Ok(sample.to_vec())
+    }
+
+    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        split_batch(&self.name, x)?;
+        // `v < 0` rather than `max`: a NaN must propagate so that a
+        // diverging run is noticed, not hidden.
+        let data = x.data.iter().map(|&v| if v < 0.0 { 0.0 } else { v });
+        let y = Tensor {
+            shape: x.shape.clone(),
+            data: data.collect(),
+        };
+        if train {
+            self.cache_positive.clear();
+            self.cache_positive.extend(x.data.iter().map(|&v| v > 0.0));
+        }
+        Ok(y)
+    }
+
+    fn backward(&mut self, dy: &Tensor, need_input_grad: bool) -> Result<Option<Tensor>> {
+        if dy.len() != self.cache_positive.len() {
+            return Err(NetError::shape(format!(
+                "{}: backward got {} gradients for {} cached inputs",
+                self.name,
+                dy.len(),
+                self.cache_positive.len()
+            )));
+        }
+        if !need_input_grad {
+            return Ok(None);
+        }
+        let data = dy
+            .data
+            .iter()
+            .zip(&self.cache_positive)
+            .map(|(&d, &p)| if p { d } else { 0.0 })
+            .collect();
+        Ok(Some(Tensor {
+            shape: dy.shape.clone(),
+            data,
+        }))
+    }
+}

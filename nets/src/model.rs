@@ -1,0 +1,404 @@
+//! Networks: a named sequence of layers with a fixed per-sample input shape.
+
+use amsim::MultiplierPlan;
+use rand_chacha::ChaCha8Rng;
+
+use crate::init::Init;
+use crate::layers::conv2d::Conv2dSpec;
+use crate::layers::{Conv2d, Dense, Flatten, Layer, MacCounts, MaxPool2d, Param, Relu};
+use crate::rng::{derive_seed, rng_for, Purpose};
+use crate::{NetError, Result, Tensor};
+
+/// The networks [`Network::by_name`] builds.
+pub const NETWORK_NAMES: [&str; 2] = ["lenet300100", "lenet5"];
+
+/// A feed-forward network: layers applied in order.
+pub struct Network {
+    name: String,
+    input_shape: Vec<usize>,
+    num_classes: usize,
+    layers: Vec<Box<dyn Layer>>,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("name", &self.name)
+            .field("input_shape", &self.input_shape)
+            .field(
+                "layers",
+                &self.layers.iter().map(|l| l.name()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// One initialisation stream per layer, so adding a layer does not change
+/// the weights of the others.
+fn layer_rng(seed: u64, layer: u64) -> ChaCha8Rng {
+    rng_for(seed, Purpose::Init, &[layer])
+}
+
+impl Network {
+    /// A network from explicit layers; checks that the shapes chain from
+    /// `input_shape` to `[num_classes]` and that names are unique.
+    pub fn new(
+        name: &str,
+        input_shape: &[usize],
+        num_classes: usize,
+        layers: Vec<Box<dyn Layer>>,
+    ) -> Result<Network> {
+        let mut shape = input_shape.to_vec();
+        for (i, l) in layers.iter().enumerate() {
+            if layers[..i].iter().any(|o| o.name() == l.name()) {
+                return Err(NetError::Config(format!(
+                    "{name}: two layers are named '{}'",
+                    l.name()
+                )));
+            }
+            shape = l.output_shape(&shape)?;
+        }
+        if shape != [num_classes] {
+            return Err(NetError::shape(format!(
+                "{name}: the last layer outputs {shape:?} per sample, expected [{num_classes}]"
+            )));
+        }
+        Ok(Network {
+            name: name.to_string(),
+            input_shape: input_shape.to_vec(),
+            num_classes,
+            layers,
+        })
+    }
+
+    /// LeNet-300-100 (LeCun et al., "Gradient-based learning applied to
+    /// document recognition", Proc. IEEE 1998): 784-300-100-10, ReLU,
+    /// He-normal weights, for `[1, 28, 28]` inputs and 10 classes.
+    pub fn lenet300100(plan: MultiplierPlan, seed: u64) -> Network {
+        Self::build_lenet300100(&[1, 28, 28], 10, plan, seed)
+            .expect("LeNet-300-100 fits MNIST shapes")
+    }
+
+    /// LeNet-5 as ApproxTrain trains it: conv 1->6 5x5 pad 2, ReLU, maxpool
+    /// 2; conv 6->16 5x5, ReLU, maxpool 2; dense 400-120-84-10 with ReLU;
+    /// He-normal weights; for `[1, 28, 28]` inputs and 10 classes.
+    pub fn lenet5(plan: MultiplierPlan, seed: u64) -> Network {
+        Self::build_lenet5(&[1, 28, 28], 10, plan, seed).expect("LeNet-5 fits MNIST shapes")
+    }
+
+    /// A network by name (see [`NETWORK_NAMES`]) for per-sample inputs of
+    /// `input_shape` (`[C, H, W]`) and `num_classes` classes, every layer on
+    /// `plan`, weights from `seed`.
+    pub fn by_name(
+        name: &str,
+        input_shape: &[usize],
+        num_classes: usize,
+        plan: MultiplierPlan,
+        seed: u64,
+    ) -> Result<Network> {
+        match name {
+            "lenet300100" | "lenet-300-100" => {
+                Self::build_lenet300100(input_shape, num_classes, plan, seed)
+            }
+            "lenet5" | "lenet-5" => Self::build_lenet5(input_shape, num_classes, plan, seed),
+            _ => Err(NetError::UnknownNetwork {
+                name: name.to_string(),
+                known: NETWORK_NAMES.join(", "),
+            }),
+        }
+    }
+
+    fn build_lenet300100(
+        input_shape: &[usize],
+        classes: usize,
+        plan: MultiplierPlan,
+        seed: u64,
+    ) -> Result<Network> {
+        let inputs: usize = input_shape.iter().product();
+        let he = Init::HeNormal;
+        let layers: Vec<Box<dyn Layer>> = vec![
+            Box::new(Flatten::new("flatten")),
+            Box::new(Dense::new(
+                "fc1",
+                inputs,
+                300,
+                plan.clone(),
+                he,
+                &mut layer_rng(seed, 1),
+            )),
+            Box::new(Relu::new("relu1")),
+            Box::new(Dense::new(
+                "fc2",
+                300,
+                100,
+                plan.clone(),
+                he,
+                &mut layer_rng(seed, 2),
+            )),
+            Box::new(Relu::new("relu2")),
+            Box::new(Dense::new(
+                "fc3",
+                100,
+                classes,
+                plan,
+                he,
+                &mut layer_rng(seed, 3),
+            )),
+        ];
+        Network::new("lenet300100", input_shape, classes, layers)
+    }
+
+    fn build_lenet5(
+        input_shape: &[usize],
+        classes: usize,
+        plan: MultiplierPlan,
+        seed: u64,
+    ) -> Result<Network> {
+        if input_shape.len() != 3 {
+            return Err(NetError::shape(format!(
+                "lenet5 needs image inputs [C, H, W], got {input_shape:?}"
+            )));
+        }
+        let he = Init::HeNormal;
+        let conv1 = Conv2d::new(
+            "conv1",
+            Conv2dSpec::square(input_shape[0], 6, 5).padding(2),
+            plan.clone(),
+            he,
+            &mut layer_rng(seed, 1),
+        )?;
+        let conv2 = Conv2d::new(
+            "conv2",
+            Conv2dSpec::square(6, 16, 5),
+            plan.clone(),
+            he,
+            &mut layer_rng(seed, 2),
+        )?;
+        let mut shape = conv1.output_shape(input_shape)?;
+        let pool1 = MaxPool2d::new("pool1", 2, 2);
+        shape = pool1.output_shape(&shape)?;
+        shape = conv2.output_shape(&shape)?;
+        let pool2 = MaxPool2d::new("pool2", 2, 2);
+        shape = pool2.output_shape(&shape)?;
+        let flat: usize = shape.iter().product();
+        let layers: Vec<Box<dyn Layer>> = vec![
+            Box::new(conv1),
+            Box::new(Relu::new("relu1")),
+            Box::new(pool1),
+            Box::new(conv2),
+            Box::new(Relu::new("relu2")),
+            Box::new(pool2),
+            Box::new(Flatten::new("flatten")),
+            Box::new(Dense::new(
+                "fc1",
+                flat,
+                120,
+                plan.clone(),
+                he,
+                &mut layer_rng(seed, 3),
+            )),
+            Box::new(Relu::new("relu3")),
+            Box::new(Dense::new(
+                "fc2",
+                120,
+                84,
+                plan.clone(),
+                he,
+                &mut layer_rng(seed, 4),
+            )),
+            Box::new(Relu::new("relu4")),
+            Box::new(Dense::new(
+                "fc3",
+                84,
+                classes,
+                plan,
+                he,
+                &mut layer_rng(seed, 5),
+            )),
+        ];
+        Network::new("lenet5", input_shape, classes, layers)
+    }
+
+    /// The network's name (`lenet5`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Per-sample input shape (`[C, H, W]`).
+    pub fn input_shape(&self) -> &[usize] {
+        &self.input_shape
+    }
+
+    /// Number of output classes.
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    /// The layers, in order.
+    pub fn layers(&self) -> &[Box<dyn Layer>] {
+        &self.layers
+    }
+
+    /// Names of the layers that have a multiplier plan (those
+    /// [`Network::set_layer_plan`] accepts), in order: `conv1, conv2, fc1, ...`.
+    pub fn layer_names(&self) -> Vec<String> {
+        self.layers
+            .iter()
+            .filter(|l| l.plan().is_some())
+            .map(|l| l.name().to_string())
+            .collect()
+    }
+
+    /// The plan of layer `name`.
+    pub fn layer_plan(&self, name: &str) -> Result<&MultiplierPlan> {
+        self.layers
+            .iter()
+            .find(|l| l.name() == name)
+            .and_then(|l| l.plan())
+            .ok_or_else(|| self.unknown_layer(name))
+    }
+
+    /// Give layer `name` its own plan; an error naming the layer and listing
+    /// the valid names if there is no such layer with products.
+    pub fn set_layer_plan(&mut self, name: &str, plan: MultiplierPlan) -> Result<()> {
+        let layer = self
+            .layers
+            .iter_mut()
+            .find(|l| l.name() == name && l.plan().is_some());
+        match layer {
+            Some(l) => {
+                l.set_plan(plan);
+                Ok(())
+            }
+            None => Err(self.unknown_layer(name)),
+        }
+    }
+
+    /// Set the same plan on every layer with products.
+    pub fn set_plan(&mut self, plan: &MultiplierPlan) {
+        for l in &mut self.layers {
+            l.set_plan(plan.clone());
+        }
+    }
+
+    fn unknown_layer(&self, name: &str) -> NetError {
+        NetError::UnknownLayer {
+            net: self.name.clone(),
+            name: name.to_string(),
+            valid: self.layer_names().join(", "),
+        }
+    }
+
+    /// Logits `[N, classes]` of a batch `[N, input_shape...]`. With `train`,
+    /// layers cache what [`Network::backward`] needs and dropout is active.
+    pub fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        x.expect_sample_shape(&self.name, &self.input_shape)?;
+        let mut layers = self.layers.iter_mut();
+        let Some(first) = layers.next() else {
+            return Ok(x.clone());
+        };
+        let mut h = first.forward(x, train)?;
+        for l in layers {
+            h = l.forward(&h, train)?;
+        }
+        Ok(h)
+    }
+
+    /// Back-propagate `dlogits` through the last training forward pass,
+    /// filling every parameter's gradient. Input gradients are computed only
+    /// down to the first layer with parameters (nothing below needs them).
+    pub fn backward(&mut self, dlogits: &Tensor) -> Result<()> {
+        let first = self.first_param_layer();
+        let mut g = dlogits.clone();
+        for i in (first..self.layers.len()).rev() {
+            if let Some(dx) = self.layers[i].backward(&g, i > first)? {
+                g = dx;
+            }
+        }
+        Ok(())
+    }
+
+    /// Index of the first layer with parameters (the number of layers when
+    /// none has any).
+    fn first_param_layer(&self) -> usize {
+        self.layers
+            .iter()
+            .position(|l| !l.params().is_empty())
+            .unwrap_or(self.layers.len())
+    }
+
+    /// Seed every layer's randomness (dropout) for the next forward pass;
+    /// each layer gets its own stream derived from `seed`.
+    pub fn reseed(&mut self, seed: u64) {
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            l.reseed(derive_seed(seed, Purpose::Dropout, &[i as u64]));
+        }
+    }
+
+    /// All trainable parameters in a fixed order (layer order, weight before
+    /// bias): the order optimizers and checkpoints use.
+    pub fn params(&self) -> Vec<&Param> {
+        self.layers.iter().flat_map(|l| l.params()).collect()
+    }
+
+    /// All trainable parameters, mutably, in the order of [`Network::params`].
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| l.params_mut())
+            .collect()
+    }
+
+    /// Number of trainable scalars.
+    pub fn num_params(&self) -> usize {
+        self.params().iter().map(|p| p.len()).sum()
+    }
+
+    /// Multiply-accumulates per role for one training image: forward,
+    /// input gradient (not for the first layer with parameters, whose input
+    /// gradient is skipped) and weight
+    /// gradient. An evaluation image costs `forward` only.
+    pub fn macs_per_image(&self) -> MacCounts {
+        let mut total = MacCounts::default();
+        for (_, m) in self.macs_per_layer() {
+            total += m;
+        }
+        total
+    }
+
+    /// Multiply-accumulates per role for one image, per layer with products:
+    /// `(name, counts)`.
+    pub fn macs_per_layer(&self) -> Vec<(String, MacCounts)> {
+        let first = self.first_param_layer();
+        let mut out = Vec::new();
+        let mut shape = self.input_shape.clone();
+        for (i, l) in self.layers.iter().enumerate() {
+            let mut m = l.macs(&shape);
+            if i <= first {
+                m.grad_input = 0;
+            }
+            if l.plan().is_some() {
+                out.push((l.name().to_string(), m));
+            }
+            shape = l.output_shape(&shape).unwrap_or_default();
+        }
+        out
+    }
+
+    /// A one-line-per-layer summary: name, description, output shape.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let mut shape = self.input_shape.clone();
+        for l in &self.layers {
+            shape = l.output_shape(&shape).unwrap_or_default();
+            s.push_str(&format!(
+                "{:<8} {:<40} -> {:?}\n",
+                l.name(),
+                l.describe(),
+                shape
+            ));
+        }
+        s.push_str(&format!("{} parameters\n", self.num_params()));
+        s
+    }
+}
