@@ -16,7 +16,9 @@
  *     a >= 1.5:  k = 1, x = a/2 - 1     in [-1/4, 0)
  *     Q = 2^(ka + kb) (1 + xa + xb)     (always in [1, 4): 1 + xa + xb < 2)
  * x is exact at m + 1 fraction bits; Q's fraction below its leading bit is
- * truncated to m bits.
+ * truncated to m bits. This is the nearest-one approximation at the core of
+ * ILM applied to mantissas; the integer-specific parts of the paper's
+ * designs (operand widths, zero handling) have no counterpart here.
  */
 #include "approx_model.h"
 #include "approx_fixed.h"

@@ -148,6 +148,28 @@ fn exported_tables_match_approxtrain_files_byte_for_byte() {
     assert_eq!(mbm7[0], 12);
     assert_eq!(mbm7[(64 << 7) | 64], 0x80 | 7);
 
+    // The whole table against DESIGN.md's MBM formula in units of 2^-7:
+    // fractions with the lowest kept bit forced to 1, c = 10 (2^-4 + 2^-6)
+    // below S = 1, else 5 (2^-5 + 2^-7) unless S - 1 + c reaches 1.
+    for i in 0..128u32 {
+        for j in 0..128u32 {
+            let s = (i | 1) + (j | 1);
+            let byte = if s < 128 {
+                let q = 128 + s + 10; // may reach 2 (256): renormalised
+                if q >= 256 {
+                    0x80 | ((q >> 1) - 128)
+                } else {
+                    q - 128
+                }
+            } else if s - 128 + 5 >= 128 {
+                0x80 | (s - 128)
+            } else {
+                0x80 | (s + 5 - 128)
+            };
+            assert_eq!(mbm7[((i << 7) | j) as usize] as u32, byte, "[{i}][{j}]");
+        }
+    }
+
     ok(&["lut", "export", "--model", "mitchell", "--bits", "7"], d);
     let mit7 = std::fs::read(d.join("MIT_7.bin")).unwrap();
     // Mitchell: 1.5 x 1.5 gives S = 1, Q = 2S = 2; 1 x 1 = 1; 1.25 x 1.25

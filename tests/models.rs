@@ -90,6 +90,33 @@ fn every_model_returns_a_normal_value_in_1_4_for_all_pairs_up_to_11_bits() {
 }
 
 #[test]
+fn every_model_tabulates_through_amsim_and_matches_its_direct_calls() {
+    let mut rng = rng("every_model_tabulates_through_amsim_and_matches_its_direct_calls");
+    for m in MODELS {
+        for bits in m.min_bits..=m.max_bits.min(EXHAUSTIVE_BITS) {
+            let lut = Lut::build(m.name, m.func, bits)
+                .unwrap_or_else(|e| panic!("{} at {bits} bits: {e}", m.name));
+            let table = Multiplier::Lut(Arc::new(lut));
+            let direct = Multiplier::Direct {
+                name: m.name.to_string(),
+                func: m.func,
+                bits,
+            };
+            for _ in 0..1000 {
+                let a = random_mantissa(&mut rng) * 2f32.powi(rng.gen_range(-20..20));
+                let b = -random_mantissa(&mut rng) * 2f32.powi(rng.gen_range(-20..20));
+                assert_eq!(
+                    table.mul(a, b).to_bits(),
+                    direct.mul(a, b).to_bits(),
+                    "{} at {bits} bits: table and direct products of {a} x {b} differ",
+                    m.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn every_model_ignores_the_fraction_bits_below_its_width() {
     let mut rng = rng("every_model_ignores_the_fraction_bits_below_its_width");
     for m in MODELS {

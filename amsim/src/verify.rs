@@ -1,6 +1,6 @@
 //! Verification of a table against its model: the table product
-//! ([`product::amsim_mul`]) and the model called on every product
-//! ([`product::direct_mul`] at the table's width) must agree bit for bit for
+//! ([`crate::product::amsim_mul`]) and the model called on every product
+//! ([`crate::product::direct_mul`] at the table's width) must agree bit for bit for
 //! any model that looks only at the top `m` bits of each fraction, as
 //! DESIGN.md's models do. A model that reads lower bits (or keeps state)
 //! shows up here as mismatches.

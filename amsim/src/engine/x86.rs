@@ -19,7 +19,7 @@ const MR512: usize = 12;
 
 /// Widest table whose expansion uses in-register permutes (wider ones use
 /// the transposed-table block expansion).
-const PERMUTE_MAX_BITS: u32 = 7;
+const PERMUTE_MAX_BITS: u32 = 4;
 
 impl LutKernel for Avx512 {
     const MR: usize = MR512;
