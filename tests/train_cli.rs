@@ -177,6 +177,18 @@ fn quick_run_writes_metrics_with_exact_header_and_a_parsable_run_toml() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("already holds this finished run"));
     assert_eq!(std::fs::read(out.join("metrics.csv")).unwrap(), before);
 
+    // run.toml alone repeats the run.
+    let again = tmp.path().join("again");
+    let o = approxtrain(&[
+        "train",
+        "--spec",
+        out.join("run.toml").to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    assert_eq!(metrics_without_seconds(&again), rows);
+
     // A different spec in the same directory is an error naming the difference.
     let o = quick_train(
         &out,

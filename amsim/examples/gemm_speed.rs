@@ -1,5 +1,5 @@
 //! Quick timing of the GEMM engine: each multiplier against native FP32 in
-//! the same process (medians of a few runs), for iterating on the kernels.
+//! the same process (best of a few runs: the least disturbed by other load), for iterating on the kernels.
 //!
 //! `cargo run --release -p amsim --example gemm_speed -- [M N K] [threads] [reps]`
 //!
@@ -21,7 +21,7 @@ fn mitchell(a: f32, b: f32, bits: u32) -> f32 {
     f32::from_bits(q.to_bits() & !((1u32 << (23 - bits)) - 1))
 }
 
-fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+fn min_secs(reps: usize, mut f: impl FnMut()) -> f64 {
     f();
     let mut t: Vec<f64> = (0..reps)
         .map(|_| {
@@ -31,7 +31,7 @@ fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
         })
         .collect();
     t.sort_by(|a, b| a.total_cmp(b));
-    t[t.len() / 2]
+    t[0]
 }
 
 fn main() {
@@ -63,12 +63,12 @@ fn main() {
     let av = MatRef::row_major(&a, m, k).unwrap();
     let bv = MatRef::row_major(&b, k, n).unwrap();
     eprintln!(
-        "{m}x{k} by {k}x{n}, {threads} thread(s), isa {:?}, median of {reps}",
+        "{m}x{k} by {k}x{n}, {threads} thread(s), isa {:?}, best of {reps}",
         Isa::detect()
     );
     let mut time = |mult: &Multiplier, isa: Option<Isa>| {
         pool.install(|| {
-            median_secs(reps, || {
+            min_secs(reps, || {
                 let cv = MatMut::row_major(&mut c, m, n).unwrap();
                 match (mult, isa) {
                     (Multiplier::Lut(l), Some(isa)) => {

@@ -269,11 +269,19 @@ pub fn gemm_batched(
     accumulate: bool,
 ) -> Result<()> {
     check_batched_shapes(&a, &b, &c)?;
-    let views = c.views()?;
-    views
+    // Every view is built (and checked) before any product starts.
+    let c_views = c.views()?;
+    let a_views = (0..c_views.len())
+        .map(|i| a.get(i))
+        .collect::<Result<Vec<_>>>()?;
+    let b_views = (0..c_views.len())
+        .map(|i| b.get(i))
+        .collect::<Result<Vec<_>>>()?;
+    c_views
         .into_par_iter()
-        .enumerate()
-        .try_for_each(|(i, ci)| gemm(mult, a.get(i)?, b.get(i)?, ci, accumulate))
+        .zip(a_views)
+        .zip(b_views)
+        .try_for_each(|((ci, ai), bi)| gemm(mult, ai, bi, ci, accumulate))
 }
 
 /// The definition of [`gemm_batched`]: [`gemm_reference`] slice by slice.

@@ -264,6 +264,12 @@ pub fn bench_conv(
     opts: BenchOptions,
 ) -> Result<Vec<ConvBenchRow>> {
     shape.validate()?;
+    if shape.macs() == 0 {
+        return Err(AmsimError::shape(format!(
+            "bench conv: the layer has no multiply-accumulates (batch {}, {} -> {} channels)",
+            shape.batch, shape.in_channels, shape.out_channels
+        )));
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(INPUT_SEED);
     let x = random_values(&mut rng, shape.x_len());
     let w = random_values(&mut rng, shape.w_len());
@@ -351,7 +357,10 @@ mod tests {
         let labels: Vec<_> = rows.iter().map(|r| r.multiplier.as_str()).collect();
         assert_eq!(labels, ["bf16", "fp32", "direct:exact:23"]);
         assert_eq!(rows[1].ratio_vs_fp32, 1.0);
-        assert_eq!(rows.iter().map(|r| r.repeats).collect::<Vec<_>>(), [3, 3, 1]);
+        assert_eq!(
+            rows.iter().map(|r| r.repeats).collect::<Vec<_>>(),
+            [3, 3, 1]
+        );
         for r in &rows {
             assert!(r.seconds > 0.0 && r.gmacs > 0.0, "{r:?}");
             assert!((r.gmacs - 60.0 / r.seconds / 1e9).abs() <= 1e-9 * r.gmacs);
@@ -376,5 +385,7 @@ mod tests {
             ]
         );
         assert!(rows[3..].iter().all(|r| r.ratio_vs_fp32 == 1.0));
+        let empty = named_conv_shape("lenet5-conv2", 0).unwrap();
+        assert!(bench_conv(&mults[..2], &empty, opts).is_err());
     }
 }

@@ -70,8 +70,10 @@ use crate::gemm::{gemm, MatMut, MatRef};
 use crate::{AmsimError, Multiplier, Result};
 
 /// Target size, in `f32` elements, of the column buffer of one chunk of
-/// images in the forward pass and the input gradient (32 MiB).
-pub const COL_CHUNK_ELEMS: usize = 1 << 23;
+/// images in the forward pass and the input gradient (8 MiB: small enough
+/// to stay in a server's last-level cache between the im2col and the GEMM
+/// that reads it, large enough for a GEMM of thousands of rows; not tuned).
+pub const COL_CHUNK_ELEMS: usize = 1 << 21;
 
 /// The geometry of a 2-D convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

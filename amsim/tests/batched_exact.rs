@@ -189,3 +189,36 @@ fn slices_outside_their_buffer_or_overlapping_outputs_are_errors() {
     assert!(gemm_batched(&mult, a, b3, cm, false).is_err());
     assert!(c.iter().all(|&v| v == 7.0));
 }
+
+#[test]
+fn empty_batches_and_empty_dot_products_follow_the_definition() {
+    let mult = Multiplier::Lut(Arc::new(Lut::build("skewed", skewed, 5).unwrap()));
+    // No slices: nothing is read or written.
+    let mut c = vec![3.0f32; 4];
+    gemm_batched(
+        &mult,
+        BatchedRef::row_major(&[], 0, 2, 3).unwrap(),
+        BatchedRef::row_major(&[], 0, 3, 2).unwrap(),
+        BatchedMut::row_major(&mut c, 0, 2, 2).unwrap(),
+        false,
+    )
+    .unwrap();
+    assert_eq!(c, [3.0; 4]);
+    // k = 0: every element is the empty sum +0.0, or C unchanged when
+    // accumulating.
+    let mut c = vec![3.0f32; 8];
+    let run = |c: &mut [f32], accumulate| {
+        gemm_batched(
+            &mult,
+            BatchedRef::row_major(&[], 2, 2, 0).unwrap(),
+            BatchedRef::row_major(&[], 2, 0, 2).unwrap(),
+            BatchedMut::row_major(c, 2, 2, 2).unwrap(),
+            accumulate,
+        )
+        .unwrap()
+    };
+    run(&mut c, true);
+    assert_eq!(c, [3.0; 8]);
+    run(&mut c, false);
+    assert!(c.iter().all(|v| v.to_bits() == 0), "{c:?}");
+}

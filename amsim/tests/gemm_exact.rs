@@ -207,7 +207,7 @@ fn lut_gemm_large_blocks_match_reference_bit_exactly() {
         .filter(|l| [2, 5, 7, 8, 10].contains(&l.bits()))
     {
         let mult = Multiplier::Lut(lut.clone());
-        for (threads, shape) in [(2, (300, 70, 200)), (1, (40, 260, 150)), (2, (2500, 20, 9))] {
+        for (threads, shape) in [(2, (300, 50, 530)), (1, (40, 260, 150)), (2, (2500, 20, 9))] {
             pool(threads).install(|| {
                 check_case(&mut rng, &mult, shape, 0.0005, &|a, b, c, acc| {
                     gemm(&mult, a, b, c, acc).unwrap()

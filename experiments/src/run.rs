@@ -367,8 +367,8 @@ fn optimizer(spec: &RunSpec) -> Result<Optimizer> {
 }
 
 /// The learning-rate schedule of `spec` for `batches` steps per epoch.
-/// Cosine decays per step over the whole run (so extending a resumed run
-/// changes its remaining schedule); step decays per epoch.
+/// Cosine warms up and decays per step over the whole run (so extending a
+/// resumed run changes its remaining schedule); step decays per epoch.
 fn schedule(spec: &RunSpec, batches: usize) -> LrSchedule {
     let base_lr = spec.optimizer.lr as f32;
     let (schedule, granularity) = match spec.schedule.kind {
@@ -382,7 +382,8 @@ fn schedule(spec: &RunSpec, batches: usize) -> LrSchedule {
         ),
         ScheduleKind::Cosine => (
             Schedule::Cosine {
-                warmup: 0,
+                warmup: (spec.schedule.warmup_epochs * batches).min(spec.epochs * batches / 2)
+                    as u64,
                 total: (spec.epochs * batches) as u64,
                 min_lr: 0.0,
             },

@@ -117,7 +117,8 @@ fn run_interrupted_mid_epoch_resumes_to_the_metrics_of_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let whole = tmp.path().join("whole");
     let parts = tmp.path().join("parts");
-    let expected = finished_rows(train(&spec, &whole, StartMode::New, MODELS, &mut Silent).unwrap());
+    let expected =
+        finished_rows(train(&spec, &whole, StartMode::New, MODELS, &mut Silent).unwrap());
     assert_eq!(expected.len(), 3);
 
     let mut stop = StopAt {
@@ -132,7 +133,12 @@ fn run_interrupted_mid_epoch_resumes_to_the_metrics_of_an_uninterrupted_run() {
     let run = RunFile::read(&RunDir::new(&parts).run_toml()).unwrap();
     assert_eq!(run.run.status, RunStatus::Running);
     assert_eq!(run.run.epochs_completed, 1);
-    assert_eq!(read_metrics(&RunDir::new(&parts).metrics_csv()).unwrap().len(), 1);
+    assert_eq!(
+        read_metrics(&RunDir::new(&parts).metrics_csv())
+            .unwrap()
+            .len(),
+        1
+    );
 
     // A fresh start on an unfinished run is refused with a pointer to --resume.
     let e = train(&spec, &parts, StartMode::New, MODELS, &mut Silent)
@@ -140,7 +146,8 @@ fn run_interrupted_mid_epoch_resumes_to_the_metrics_of_an_uninterrupted_run() {
         .to_string();
     assert!(e.contains("--resume"), "{e}");
 
-    let resumed = finished_rows(train(&spec, &parts, StartMode::Resume, MODELS, &mut Silent).unwrap());
+    let resumed =
+        finished_rows(train(&spec, &parts, StartMode::Resume, MODELS, &mut Silent).unwrap());
     assert_eq!(without_seconds(&resumed), without_seconds(&expected));
     assert_eq!(
         without_seconds(&read_metrics(&RunDir::new(&parts).metrics_csv()).unwrap()),
@@ -161,7 +168,8 @@ fn resume_trusts_the_checkpoint_over_extra_metrics_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let whole = tmp.path().join("whole");
     let parts = tmp.path().join("parts");
-    let expected = finished_rows(train(&spec, &whole, StartMode::New, MODELS, &mut Silent).unwrap());
+    let expected =
+        finished_rows(train(&spec, &whole, StartMode::New, MODELS, &mut Silent).unwrap());
 
     let mut stop = StopAt {
         epoch: 2,
@@ -180,7 +188,8 @@ fn resume_trusts_the_checkpoint_over_extra_metrics_rows() {
     });
     experiments::metrics::write_metrics(&dir.metrics_csv(), &rows).unwrap();
 
-    let resumed = finished_rows(train(&spec, &parts, StartMode::Resume, MODELS, &mut Silent).unwrap());
+    let resumed =
+        finished_rows(train(&spec, &parts, StartMode::Resume, MODELS, &mut Silent).unwrap());
     assert_eq!(without_seconds(&resumed), without_seconds(&expected));
 }
 

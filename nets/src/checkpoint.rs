@@ -265,3 +265,62 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     drop(f);
     std::fs::rename(&tmp, path).map_err(io(path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Checkpoint {
+        Checkpoint {
+            network: "lenet5".into(),
+            seed: 7,
+            epoch: 3,
+            global_step: 2814,
+            optimizer: "adam".into(),
+            optimizer_steps: 2814,
+            params: vec![SavedParam {
+                name: "fc.weight".into(),
+                shape: vec![2, 3],
+                values: vec![1.0, -0.0, f32::MIN_POSITIVE, 3.5, f32::NAN, 1e-40],
+            }],
+            optimizer_slots: vec![vec![0.5; 6], vec![0.25; 6]],
+        }
+    }
+
+    #[test]
+    fn encoding_round_trips_every_bit() {
+        let ck = sample();
+        let bytes = ck.to_bytes();
+        assert_eq!(&bytes[..8], MAGIC);
+        let back = Checkpoint::from_bytes(Path::new("x.ckpt"), &bytes).unwrap();
+        let bits = |c: &Checkpoint| -> Vec<u32> {
+            c.params[0].values.iter().map(|v| v.to_bits()).collect()
+        };
+        assert_eq!(bits(&back), bits(&ck));
+        assert_eq!(back.optimizer_slots, ck.optimizer_slots);
+        assert_eq!(
+            (
+                back.network.as_str(),
+                back.seed,
+                back.epoch,
+                back.global_step
+            ),
+            ("lenet5", 7, 3, 2814)
+        );
+    }
+
+    #[test]
+    fn truncated_or_foreign_files_are_errors_naming_the_file() {
+        let bytes = sample().to_bytes();
+        for cut in [0, 5, 20, bytes.len() - 1] {
+            let err = Checkpoint::from_bytes(Path::new("run/state.ckpt"), &bytes[..cut])
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("checkpoint run/state.ckpt:"), "{err}");
+        }
+        let err = Checkpoint::from_bytes(Path::new("a.toml"), b"[run]\nseed = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad magic"), "{err}");
+    }
+}

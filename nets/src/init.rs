@@ -53,3 +53,82 @@ pub fn fill<R: Rng + ?Sized>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    fn moments(w: &[f32]) -> (f64, f64) {
+        let n = w.len() as f64;
+        let mean = w.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = w.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        (mean, var)
+    }
+
+    #[test]
+    fn he_normal_has_variance_two_over_fan_in() {
+        let seed = rand::random::<u64>();
+        eprintln!("seed {seed}");
+        let mut w = vec![0.0f32; 40_000];
+        fill(
+            &mut w,
+            Init::HeNormal,
+            50,
+            10,
+            &mut ChaCha8Rng::seed_from_u64(seed),
+        );
+        let (mean, var) = moments(&w);
+        // Standard errors: 0.2/sqrt(40000) = 0.001 for the mean, about 0.7 %
+        // for the variance; the bounds are 5 of them.
+        assert!(mean.abs() < 0.005, "mean {mean}");
+        assert!(
+            (var / 0.04 - 1.0).abs() < 0.035,
+            "variance {var}, want 0.04"
+        );
+    }
+
+    #[test]
+    fn glorot_uniform_stays_within_its_limit_with_the_uniform_variance() {
+        let seed = rand::random::<u64>();
+        eprintln!("seed {seed}");
+        let mut w = vec![0.0f32; 40_000];
+        fill(
+            &mut w,
+            Init::GlorotUniform,
+            30,
+            30,
+            &mut ChaCha8Rng::seed_from_u64(seed),
+        );
+        let limit = (6.0f64 / 60.0).sqrt();
+        // Rounding to f32 may step one ulp past the limit.
+        assert!(w.iter().all(|&v| (v as f64).abs() <= limit * (1.0 + 1e-7)));
+        let (mean, var) = moments(&w);
+        let want = limit * limit / 3.0;
+        assert!(mean.abs() < 0.01, "mean {mean}");
+        assert!(
+            (var / want - 1.0).abs() < 0.03,
+            "variance {var}, want {want}"
+        );
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_weights() {
+        let seed = rand::random::<u64>();
+        eprintln!("seed {seed}");
+        let draw = |s| {
+            let mut w = vec![0.0f32; 100];
+            fill(
+                &mut w,
+                Init::HeNormal,
+                10,
+                10,
+                &mut ChaCha8Rng::seed_from_u64(s),
+            );
+            w
+        };
+        assert_eq!(draw(seed), draw(seed));
+        assert_ne!(draw(seed), draw(seed ^ 1));
+    }
+}

@@ -37,6 +37,9 @@
 //! # Ok(()) }
 //! ```
 
+// The workspace's rust-version (1.80) predates `usize::is_multiple_of`.
+#![allow(clippy::manual_is_multiple_of)]
+
 pub mod checkpoint;
 pub mod data;
 pub mod error;

@@ -33,6 +33,11 @@ impl std::fmt::Debug for Network {
     }
 }
 
+/// Weight initialisation of the LeNets: Glorot uniform, the Keras default
+/// (`kernel_initializer="glorot_uniform"`) that ApproxTrain's TensorFlow
+/// LeNet models train with, so that results compare with theirs.
+pub const LENET_INIT: Init = Init::GlorotUniform;
+
 /// One initialisation stream per layer, so adding a layer does not change
 /// the weights of the others.
 fn layer_rng(seed: u64, layer: u64) -> ChaCha8Rng {
@@ -73,7 +78,8 @@ impl Network {
 
     /// LeNet-300-100 (LeCun et al., "Gradient-based learning applied to
     /// document recognition", Proc. IEEE 1998): 784-300-100-10, ReLU,
-    /// He-normal weights, for `[1, 28, 28]` inputs and 10 classes.
+    /// Glorot-uniform weights ([`LENET_INIT`]), for `[1, 28, 28]` inputs
+    /// and 10 classes.
     pub fn lenet300100(plan: MultiplierPlan, seed: u64) -> Network {
         Self::build_lenet300100(&[1, 28, 28], 10, plan, seed)
             .expect("LeNet-300-100 fits MNIST shapes")
@@ -81,7 +87,8 @@ impl Network {
 
     /// LeNet-5 as ApproxTrain trains it: conv 1->6 5x5 pad 2, ReLU, maxpool
     /// 2; conv 6->16 5x5, ReLU, maxpool 2; dense 400-120-84-10 with ReLU;
-    /// He-normal weights; for `[1, 28, 28]` inputs and 10 classes.
+    /// Glorot-uniform weights ([`LENET_INIT`]); for `[1, 28, 28]` inputs and
+    /// 10 classes.
     pub fn lenet5(plan: MultiplierPlan, seed: u64) -> Network {
         Self::build_lenet5(&[1, 28, 28], 10, plan, seed).expect("LeNet-5 fits MNIST shapes")
     }
@@ -115,7 +122,7 @@ impl Network {
         seed: u64,
     ) -> Result<Network> {
         let inputs: usize = input_shape.iter().product();
-        let he = Init::HeNormal;
+        let init = LENET_INIT;
         let layers: Vec<Box<dyn Layer>> = vec![
             Box::new(Flatten::new("flatten")),
             Box::new(Dense::new(
@@ -123,7 +130,7 @@ impl Network {
                 inputs,
                 300,
                 plan.clone(),
-                he,
+                init,
                 &mut layer_rng(seed, 1),
             )),
             Box::new(Relu::new("relu1")),
@@ -132,7 +139,7 @@ impl Network {
                 300,
                 100,
                 plan.clone(),
-                he,
+                init,
                 &mut layer_rng(seed, 2),
             )),
             Box::new(Relu::new("relu2")),
@@ -141,7 +148,7 @@ impl Network {
                 100,
                 classes,
                 plan,
-                he,
+                init,
                 &mut layer_rng(seed, 3),
             )),
         ];
@@ -159,19 +166,19 @@ impl Network {
                 "lenet5 needs image inputs [C, H, W], got {input_shape:?}"
             )));
         }
-        let he = Init::HeNormal;
+        let init = LENET_INIT;
         let conv1 = Conv2d::new(
             "conv1",
             Conv2dSpec::square(input_shape[0], 6, 5).padding(2),
             plan.clone(),
-            he,
+            init,
             &mut layer_rng(seed, 1),
         )?;
         let conv2 = Conv2d::new(
             "conv2",
             Conv2dSpec::square(6, 16, 5),
             plan.clone(),
-            he,
+            init,
             &mut layer_rng(seed, 2),
         )?;
         let mut shape = conv1.output_shape(input_shape)?;
@@ -194,7 +201,7 @@ impl Network {
                 flat,
                 120,
                 plan.clone(),
-                he,
+                init,
                 &mut layer_rng(seed, 3),
             )),
             Box::new(Relu::new("relu3")),
@@ -203,7 +210,7 @@ impl Network {
                 120,
                 84,
                 plan.clone(),
-                he,
+                init,
                 &mut layer_rng(seed, 4),
             )),
             Box::new(Relu::new("relu4")),
@@ -212,7 +219,7 @@ impl Network {
                 84,
                 classes,
                 plan,
-                he,
+                init,
                 &mut layer_rng(seed, 5),
             )),
         ];

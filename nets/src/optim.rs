@@ -325,7 +325,10 @@ mod tests {
         let g0 = [0.5 + 0.1, 0.25 - 0.2];
         let w1 = [1.0 - 0.1 * 1.5 * g0[0], -2.0 - 0.1 * 1.5 * g0[1]];
         assert!((w.value[0] - w1[0]).abs() < 1e-7 && (w.value[1] - w1[1]).abs() < 1e-7);
-        assert!((b.value[0] - (3.0 - 0.1 * 1.5)).abs() < 1e-7, "no decay on biases");
+        assert!(
+            (b.value[0] - (3.0 - 0.1 * 1.5)).abs() < 1e-7,
+            "no decay on biases"
+        );
         // Step 2 with the same gradient: v = 0.5 v + g, d = g + 0.5 v.
         opt.step(&mut [&mut w, &mut b], 0.1).unwrap();
         let g1 = 0.5 + 0.1 * w1[0];

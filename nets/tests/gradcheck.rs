@@ -115,7 +115,7 @@ fn check_layer(
         );
     }
     for (pi, grad) in grads.iter().enumerate() {
-        for i in 0..grad.len() {
+        for (i, &analytic) in grad.iter().enumerate() {
             let orig = layer.params()[pi].value[i];
             layer.params_mut()[pi].value[i] = orig + eps;
             let up = eval(layer, x);
@@ -124,7 +124,7 @@ fn check_layer(
             layer.params_mut()[pi].value[i] = orig;
             let numeric = (up - down) / (2.0 * eps as f64);
             let name = layer.params()[pi].name.clone();
-            assert_close(&format!("{name}[{i}]"), grad[i], numeric, atol, rtol);
+            assert_close(&format!("{name}[{i}]"), analytic, numeric, atol, rtol);
         }
     }
 }
@@ -290,4 +290,20 @@ fn softmax_cross_entropy_is_finite_for_huge_logits_and_rejects_bad_labels() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("label 3"), "{err}");
+}
+
+#[test]
+fn relu_and_maxpool_propagate_nan_so_divergence_is_seen() {
+    let mut rng = test_rng("relu_and_maxpool_propagate_nan_so_divergence_is_seen");
+    let mut x = random_tensor(&mut rng, &[1, 1, 4, 4]);
+    let i = rng.gen_range(0..16);
+    x.data[i] = f32::NAN;
+    let y = Relu::new("relu").forward(&x, false).unwrap();
+    assert!(y.data[i].is_nan());
+    assert_eq!(y.data.iter().filter(|v| v.is_nan()).count(), 1);
+    let p = MaxPool2d::new("pool", 2, 2).forward(&x, false).unwrap();
+    let window = (i / 4 / 2) * 2 + (i % 4) / 2;
+    for (j, v) in p.data.iter().enumerate() {
+        assert_eq!(v.is_nan(), j == window, "pool output {j}: {v}");
+    }
 }

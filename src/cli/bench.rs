@@ -3,6 +3,7 @@
 
 use amsim::bench::{
     bench_conv, bench_gemm, named_conv_shape, BenchOptions, ConvBenchRow, GemmBenchRow,
+    CONV_SHAPE_NAMES,
 };
 use amsim::conv::Conv2dShape;
 use amsim::spec::Resolver;
@@ -80,11 +81,16 @@ pub struct GemmArgs {
 /// (`--in-c --hw --out-c --kernel`, with `--stride --pad` optional).
 #[derive(clap::Args)]
 pub struct ConvArgs {
-    /// A named layer: lenet5-conv1, lenet5-conv2, resnet20-layer1,
-    /// resnet20-layer2, resnet20-layer3, resnet20-down2, resnet20-down3,
-    /// resnet20-shortcut2 [default: resnet20-layer1].
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["in_c", "hw", "out_c", "kernel"])]
-    shape: Option<String>,
+    /// Named layers, comma-separated: lenet5-conv1, lenet5-conv2,
+    /// resnet20-layer1, resnet20-layer2, resnet20-layer3, resnet20-down2,
+    /// resnet20-down3, resnet20-shortcut2, or `all` [default: resnet20-layer1].
+    #[arg(
+        long,
+        value_name = "NAME,...",
+        value_delimiter = ',',
+        conflicts_with_all = ["in_c", "hw", "out_c", "kernel"]
+    )]
+    shape: Vec<String>,
     /// Batch size.
     #[arg(long, default_value_t = 32)]
     batch: usize,
@@ -228,8 +234,8 @@ fn parse_hw(s: &str) -> anyhow::Result<(usize, usize)> {
     }
 }
 
-/// The layer to time and its name (`None` for an explicit shape).
-fn conv_shape(a: &ConvArgs) -> anyhow::Result<(Conv2dShape, Option<String>)> {
+/// The layers to time and their names (`None` for an explicit shape).
+fn conv_shapes(a: &ConvArgs) -> anyhow::Result<Vec<(Conv2dShape, Option<String>)>> {
     let explicit = [
         a.in_c.is_some(),
         a.hw.is_some(),
@@ -248,23 +254,34 @@ fn conv_shape(a: &ConvArgs) -> anyhow::Result<(Conv2dShape, Option<String>)> {
         s.padding = (a.pad, a.pad);
         s.groups = a.groups;
         s.validate()?;
-        return Ok((s, None));
+        return Ok(vec![(s, None)]);
     }
-    let name = a.shape.as_deref().unwrap_or("resnet20-layer1");
-    let s = named_conv_shape(name, a.batch)?;
-    Ok((s, Some(name.to_string())))
+    let names: Vec<&str> = match a.shape.as_slice() {
+        [] => vec!["resnet20-layer1"],
+        [all] if all == "all" => CONV_SHAPE_NAMES.to_vec(),
+        given => given.iter().map(String::as_str).collect(),
+    };
+    names
+        .into_iter()
+        .map(|name| Ok((named_conv_shape(name, a.batch)?, Some(name.to_string()))))
+        .collect()
 }
 
 fn run_conv(a: ConvArgs) -> anyhow::Result<()> {
-    let (shape, name) = conv_shape(&a)?;
+    let shapes = conv_shapes(&a)?;
     let (mults, opts) = prepare(&a.common)?;
-    let rows = bench_conv(&mults, &shape, opts)?;
-    if a.common.json {
-        for r in &rows {
-            println!("{}", conv_json(r, name.as_deref()));
+    for (i, (shape, name)) in shapes.iter().enumerate() {
+        let rows = bench_conv(&mults, shape, opts)?;
+        if a.common.json {
+            for r in &rows {
+                println!("{}", conv_json(r, name.as_deref()));
+            }
+        } else {
+            if i > 0 {
+                println!();
+            }
+            print_conv_table(&rows, shape, name.as_deref());
         }
-    } else {
-        print_conv_table(&rows, &shape, name.as_deref());
     }
     Ok(())
 }

@@ -14,7 +14,8 @@ use experiments::spec::{OptimizerKind, ScheduleKind};
 use experiments::{MetricsRow, PlanFile, RunFile, RunSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Options of `approxtrain train`.
+/// Options of `approxtrain train`, boxed: they are many, and the CLI's
+/// command enum holds its variants inline.
 #[derive(clap::Args)]
 #[command(after_help = "\
 Examples:
@@ -33,6 +34,13 @@ A plan file sets multipliers per layer:
 
 The run directory gets run.toml, metrics.csv (one row per epoch) and checkpoint.bin.")]
 pub struct TrainArgs {
+    #[command(flatten)]
+    options: Box<TrainOptions>,
+}
+
+/// The flags of `approxtrain train`.
+#[derive(clap::Args)]
+struct TrainOptions {
     /// Network: lenet300100 or lenet5.
     #[arg(long, required_unless_present_any = ["resume", "spec"])]
     net: Option<String>,
@@ -78,7 +86,7 @@ pub struct TrainArgs {
     /// Nesterov momentum for SGD [default: true]; --nesterov false turns it off.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     nesterov: Option<bool>,
-    /// Learning-rate schedule: constant, step or cosine [default: cosine].
+    /// Learning-rate schedule: constant, step or cosine [default: cosine]; --warmup-epochs needs cosine.
     #[arg(long)]
     schedule: Option<String>,
     /// Step schedule: epochs between decays [default: 5].
@@ -87,6 +95,9 @@ pub struct TrainArgs {
     /// Step schedule: decay factor [default: 0.1].
     #[arg(long)]
     gamma: Option<f64>,
+    /// Cosine schedule: epochs of linear warm-up, at most half the run [default: 1].
+    #[arg(long, value_name = "N")]
+    warmup_epochs: Option<usize>,
     /// Train on the first N training images only (quick runs).
     #[arg(long, value_name = "N")]
     train_limit: Option<usize>,
@@ -107,7 +118,7 @@ pub struct TrainArgs {
 
 /// Whether any training flag other than --epochs / --data-dir was given
 /// (they cannot change a run that is resumed).
-fn resume_conflicts(a: &TrainArgs) -> Vec<&'static str> {
+fn resume_conflicts(a: &TrainOptions) -> Vec<&'static str> {
     let mut v = Vec::new();
     let mut check = |given: bool, name| {
         if given {
@@ -124,6 +135,7 @@ fn resume_conflicts(a: &TrainArgs) -> Vec<&'static str> {
     check(a.schedule.is_some(), "--schedule");
     check(a.step_epochs.is_some(), "--step-epochs");
     check(a.gamma.is_some(), "--gamma");
+    check(a.warmup_epochs.is_some(), "--warmup-epochs");
     check(a.train_limit.is_some(), "--train-limit");
     check(a.test_limit.is_some(), "--test-limit");
     check(a.eval_batch_size.is_some(), "--eval-batch-size");
@@ -131,7 +143,7 @@ fn resume_conflicts(a: &TrainArgs) -> Vec<&'static str> {
 }
 
 /// The spec the flags describe, on top of `base` (defaults or --spec).
-fn spec_from_args(a: &TrainArgs) -> anyhow::Result<RunSpec> {
+fn spec_from_args(a: &TrainOptions) -> anyhow::Result<RunSpec> {
     let mut spec = match &a.spec {
         Some(p) => RunFile::read(p)?.spec,
         None => RunSpec::with_defaults(
@@ -157,6 +169,7 @@ fn spec_from_args(a: &TrainArgs) -> anyhow::Result<RunSpec> {
     set(&mut spec.batch_size, a.batch_size);
     set(&mut spec.eval_batch_size, a.eval_batch_size);
     set(&mut spec.schedule.step_epochs, a.step_epochs);
+    set(&mut spec.schedule.warmup_epochs, a.warmup_epochs);
     if let Some(s) = a.seed {
         spec.seed = s;
     }
@@ -181,6 +194,9 @@ fn spec_from_args(a: &TrainArgs) -> anyhow::Result<RunSpec> {
     }
     if let Some(s) = &a.schedule {
         spec.schedule.kind = s.parse::<ScheduleKind>()?;
+        if spec.schedule.kind != ScheduleKind::Cosine && a.warmup_epochs.is_none() {
+            spec.schedule.warmup_epochs = 0;
+        }
     }
     if let Some(g) = a.gamma {
         spec.schedule.gamma = g;
@@ -226,10 +242,11 @@ fn spec_from_args(a: &TrainArgs) -> anyhow::Result<RunSpec> {
 }
 
 /// Run `train`.
-pub fn run(a: TrainArgs) -> anyhow::Result<()> {
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let a = &*args.options;
     let (spec, dir, mode) = match &a.resume {
         Some(dir) => {
-            let conflicts = resume_conflicts(&a);
+            let conflicts = resume_conflicts(a);
             if !conflicts.is_empty() {
                 bail!(
                     "--resume continues the run as recorded in {}; it cannot change {}",
@@ -250,7 +267,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             (spec, dir.clone(), StartMode::Resume)
         }
         None => {
-            let spec = spec_from_args(&a)?;
+            let spec = spec_from_args(a)?;
             spec.validate()?;
             let dir = a
                 .out
@@ -276,10 +293,11 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     match outcome {
         RunOutcome::Finished(summary) => {
             println!(
-                "{}: final test accuracy {:.2}% after {} epochs; results in {}",
+                "{}: final test accuracy {:.2}% after {} epoch{}; results in {}",
                 summary.run_id,
                 100.0 * summary.test_accuracy,
                 summary.epochs,
+                if summary.epochs == 1 { "" } else { "s" },
                 dir.display()
             );
             Ok(())
@@ -359,11 +377,9 @@ impl RunObserver for Progress {
         if self.terminal {
             let bar = ProgressBar::new(e.batches as u64);
             bar.set_style(
-                ProgressStyle::with_template(
-                    "epoch {prefix} [{bar:30}] {pos}/{len} batches {msg} ({eta})",
-                )
-                .expect("valid progress template")
-                .progress_chars("=> "),
+                ProgressStyle::with_template("epoch {prefix} [{bar:25}] {pos}/{len} {msg} {eta}")
+                    .expect("valid progress template")
+                    .progress_chars("=> "),
             );
             bar.set_prefix(format!("{}/{}", e.epoch, e.epochs));
             bar.enable_steady_tick(Duration::from_millis(250));
@@ -382,10 +398,14 @@ impl RunObserver for Progress {
         match &self.bar {
             Some(bar) => {
                 bar.set_position(batch as u64);
-                bar.set_message(format!(
-                    "loss {loss:.4}, {:.0} img/s",
-                    self.images_per_second()
-                ));
+                if batch == batches {
+                    bar.set_message("evaluating on the test set");
+                } else {
+                    bar.set_message(format!(
+                        "loss {loss:.4} {:.0} img/s",
+                        self.images_per_second()
+                    ));
+                }
             }
             None => {
                 if self.last_line.elapsed() >= Duration::from_secs(15) && batch < batches {
@@ -404,7 +424,7 @@ impl RunObserver for Progress {
 
     fn epoch_done(&mut self, row: &MetricsRow) {
         let line = format!(
-            "epoch {}/{}: train loss {:.4} acc {:.2}%, test loss {:.4} acc {:.2}%, {:.1} s, {:.0} img/s",
+            "epoch {}/{}: train loss {:.4} acc {:.2}%, test loss {:.4} acc {:.2}%, {:.1} s",
             row.epoch,
             self.epochs,
             row.train_loss,
@@ -412,7 +432,6 @@ impl RunObserver for Progress {
             row.test_loss,
             100.0 * row.test_accuracy,
             row.seconds,
-            self.images_per_second()
         );
         self.finish();
         eprintln!("{line}");

@@ -5,13 +5,14 @@
 //! element is summed by one thread in increasing `k`. Inside a job:
 //!
 //! ```text
-//! for each k-block (kc values of k):
-//!     pack the job's rows of X for the block          (scale, offset)
+//! for each block of X_BLOCK values of k:
+//!     pack the job's rows of X for the block              (scale, offset)
 //!     for each column panel of the job:
-//!         pack the panel of Y, expand it (2^m rows)   (V)
-//!         for each micro-panel of MR rows:
-//!             fused micro-kernel, or the exact fallback where a block
-//!             holds special values or out-of-range exponents
+//!         for each k-block (kc values of k, V fits in L2):
+//!             pack the panel of Y, expand it (2^m rows)   (V)
+//!             for each micro-panel of MR rows:
+//!                 fused micro-kernel, or the exact fallback where a block
+//!                 holds special values or out-of-range exponents
 //! write the job's sums to C
 //! ```
 //!
@@ -27,7 +28,10 @@ use super::pack::{pack_x, pack_y, PackedX, PackedY, Strategy};
 use super::{Isa, OutPtr, Table, View, NR};
 
 /// Bytes of the expansion of one k-block of a panel that should stay in L2.
-const EXPANSION_BYTES: usize = 256 * 1024;
+const EXPANSION_BYTES: usize = 64 * 1024;
+
+/// Values of k for which the first operand is packed at once.
+const X_BLOCK: usize = 256;
 
 /// Largest job accumulator, in floats.
 const MAX_ACC: usize = 1 << 20;
@@ -73,19 +77,29 @@ struct Plan {
 fn plan(m: usize, n: usize, k: usize, bits: u32, mr: usize, threads: usize) -> Plan {
     let panels = n.div_ceil(NR);
     let target = if threads <= 1 { 1 } else { 2 * threads };
-    // Splitting columns repeats only the cheap packing of X; splitting rows
-    // repeats the expansion, so prefer columns.
-    let col_jobs = panels.min(target).max(1);
-    let panels_per_job = panels.div_ceil(col_jobs);
-    let col_jobs = panels.div_ceil(panels_per_job);
+    // Each extra column job packs X again (about m * k element splits);
+    // each extra row job expands Y again (about 2^bits * k * n / NR vector
+    // rows). Pick the split of `target` jobs that repeats the least.
+    let expand_rows = ((1usize << bits) * n).div_ceil(NR);
+    let (mut col_jobs, mut best) = (1, usize::MAX);
+    for cj in 1..=panels.min(target).max(1) {
+        let rj = target.div_ceil(cj).min(m.div_ceil(mr)).max(1);
+        let cost = (cj - 1) * m + (rj - 1) * expand_rows;
+        if cost < best {
+            (col_jobs, best) = (cj, cost);
+        }
+    }
+    let panels_per_job = panels.div_ceil(col_jobs).max(1);
+    let col_jobs = panels.div_ceil(panels_per_job).max(1);
     let mut row_jobs = target.div_ceil(col_jobs).max(1);
     let cols = panels_per_job * NR;
     row_jobs = row_jobs.max((m * cols).div_ceil(MAX_ACC));
-    let mc = m.div_ceil(row_jobs).div_ceil(mr) * mr;
+    let mc = m.div_ceil(row_jobs).div_ceil(mr).max(1) * mr;
     let row_jobs = m.div_ceil(mc).max(1);
-    // The expansion costs about 2^m vector steps per k and panel and serves
-    // the job's rows; look products up directly when that is not amortised.
-    let mut strategy = if (1usize << bits) <= 2 * mc {
+    // The expansion costs about 2^m vector rows per k and panel and serves
+    // the job's rows; a direct lookup (a gather, several times the cost of
+    // a fused step) per product wins when it is not amortised.
+    let mut strategy = if (1usize << bits) <= 3 * mc {
         Strategy::Expand
     } else {
         Strategy::Direct
@@ -100,7 +114,7 @@ fn plan(m: usize, n: usize, k: usize, bits: u32, mr: usize, threads: usize) -> P
         .and_then(|v| v.parse().ok())
         .unwrap_or(EXPANSION_BYTES);
     let kc = match strategy {
-        Strategy::Expand => (eb / ((NR * 4) << bits)).clamp(1, 256),
+        Strategy::Expand => (eb / ((NR * 4) << bits)).clamp(4, 256),
         Strategy::Direct => 256,
     }
     .min(k.max(1));
@@ -159,58 +173,68 @@ fn run_job<K: LutKernel>(
     if p.strategy == Strategy::Expand {
         v.resize(p.kc << (bits + 4), 0.0);
     }
-    let mut k0 = 0;
-    while k0 < k {
-        let kc = p.kc.min(k - k0);
-        pack_x(px, x, i0, rows, k0, kc, mr, bits, p.strategy);
+    // X is packed for `xc` values of k at a time (a multiple of `kc`), so
+    // that it is read along its rows even when the expansion block is short.
+    let xc = p.kc * (X_BLOCK / p.kc).max(1);
+    let mut x0 = 0;
+    while x0 < k {
+        let xlen = xc.min(k - x0);
+        pack_x(px, x, i0, rows, x0, xlen, mr, bits, p.kc, p.strategy);
         for panel in panel0..panel1 {
             let j0 = panel * NR;
-            pack_y(py, y, k0, kc, j0, bits);
-            let expandable = py.range.expandable();
-            if expandable && p.strategy == Strategy::Expand {
-                // SAFETY: `py` was packed with this `kc` and `bits`, and `v`
-                // holds `kc << (bits + 4)` floats.
-                unsafe {
-                    kern.expand(table.entries, table.entries_t, bits, &py.index, &py.scale, kc, v)
-                };
-            }
-            for mp in 0..mpanels {
-                let t0 = ((panel - panel0) * mpanels + mp) * tile;
-                let acc_tile = &mut acc[t0..t0 + tile];
-                let sa = &px.scale[mp * kc * mr..(mp + 1) * kc * mr];
-                let off = &px.off[mp * kc * mr..(mp + 1) * kc * mr];
-                if expandable && px.range[mp].fused_ok(&py.range) {
-                    // SAFETY: `px` and `py` were packed for this block with
-                    // this `kc`, `bits` and strategy.
+            let mut k0 = x0;
+            while k0 < x0 + xlen {
+                let kc = p.kc.min(x0 + xlen - k0);
+                pack_y(py, y, k0, kc, j0, bits);
+                let expandable = py.range.expandable();
+                if expandable && p.strategy == Strategy::Expand {
+                    // SAFETY: `py` was packed with this `kc` and `bits`, and
+                    // `v` holds `p.kc << (bits + 4)` floats.
                     unsafe {
-                        match p.strategy {
-                            Strategy::Expand => kern.expand_fma(kc, sa, off, v, acc_tile),
-                            Strategy::Direct => kern.direct_fma(
-                                kc,
-                                sa,
-                                off,
-                                table.entries,
-                                &py.index,
-                                &py.scale,
-                                acc_tile,
-                            ),
-                        }
-                    }
-                } else {
-                    let i_tile = i0 + mp * mr;
-                    exact_tile(
-                        x,
-                        y,
-                        table,
-                        i_tile..(i_tile + mr).min(i0 + rows),
-                        j0..(j0 + NR).min(n),
-                        k0..k0 + kc,
-                        acc_tile,
-                    );
+                        kern.expand(table.entries, table.entries_t, bits, &py.index, &py.scale, kc, v)
+                    };
                 }
+                for mp in 0..mpanels {
+                    let t0 = ((panel - panel0) * mpanels + mp) * tile;
+                    let acc_tile = &mut acc[t0..t0 + tile];
+                    let first = (mp * xlen + (k0 - x0)) * mr;
+                    let sa = &px.scale[first..first + kc * mr];
+                    let off = &px.off[first..first + kc * mr];
+                    if expandable && px.range[mp].fused_ok(&py.range) {
+                        // SAFETY: `px` and `py` were packed for this block
+                        // with this `bits` and strategy, and offsets relative
+                        // to blocks of `p.kc`.
+                        unsafe {
+                            match p.strategy {
+                                Strategy::Expand => kern.expand_fma(kc, sa, off, v, acc_tile),
+                                Strategy::Direct => kern.direct_fma(
+                                    kc,
+                                    sa,
+                                    off,
+                                    table.entries,
+                                    &py.index,
+                                    &py.scale,
+                                    acc_tile,
+                                ),
+                            }
+                        }
+                    } else {
+                        let i_tile = i0 + mp * mr;
+                        exact_tile(
+                            x,
+                            y,
+                            table,
+                            i_tile..(i_tile + mr).min(i0 + rows),
+                            j0..(j0 + NR).min(n),
+                            k0..k0 + kc,
+                            acc_tile,
+                        );
+                    }
+                }
+                k0 += kc;
             }
         }
-        k0 += kc;
+        x0 += xlen;
     }
     for panel in panel0..panel1 {
         let j0 = panel * NR;

@@ -7,7 +7,8 @@ use super::{decompose, ExpRange, View, NR};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Strategy {
     /// Offset of row `t` of the expansion `V[kk][t][0..NR]`:
-    /// `(kk << (bits + 4)) | (t << 4)` (`NR = 16`).
+    /// `(kk << (bits + 4)) | (t << 4)` (`NR = 16`), `kk` counted from the
+    /// start of its expansion block.
     Expand,
     /// Offset of row `t` of the table: `t << bits`.
     Direct,
@@ -24,7 +25,8 @@ pub(crate) struct PackedX {
     pub range: Vec<ExpRange>,
 }
 
-/// Pack rows `i0..i0 + rows` and columns `k0..k0 + kc` of `x`.
+/// Pack rows `i0..i0 + rows` and columns `k0..k0 + kc` of `x`, for
+/// expansion blocks of `kblock` values of k.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn pack_x(
     px: &mut PackedX,
@@ -35,6 +37,7 @@ pub(crate) fn pack_x(
     kc: usize,
     mr: usize,
     bits: u32,
+    kblock: usize,
     strategy: Strategy,
 ) {
     let panels = rows.div_ceil(mr);
@@ -48,15 +51,19 @@ pub(crate) fn pack_x(
     for mp in 0..panels {
         let mut range = ExpRange::EMPTY;
         let base = mp * kc * mr;
+        let scale = &mut px.scale[base..base + kc * mr];
+        let off = &mut px.off[base..base + kc * mr];
         for r in 0..mr.min(rows - mp * mr) {
             let i = i0 + mp * mr + r;
+            // Row i, columns k0.. as a strided run of the buffer.
+            let row = &x.data[i * x.rs + k0 * x.cs..];
             for kk in 0..kc {
-                let (s, t, e) = decompose(x.at(i, k0 + kk), bits);
+                let (s, t, e) = decompose(row[kk * x.cs], bits);
                 range.add(e);
-                let o = base + kk * mr + r;
-                px.scale[o] = s;
-                px.off[o] = match strategy {
-                    Strategy::Expand => ((kk as u32) << (bits + 4)) | (t << 4),
+                let o = kk * mr + r;
+                scale[o] = s;
+                off[o] = match strategy {
+                    Strategy::Expand => (((kk % kblock) as u32) << (bits + 4)) | (t << 4),
                     Strategy::Direct => t << bits,
                 };
             }
@@ -65,7 +72,7 @@ pub(crate) fn pack_x(
             // Padding rows must still point at their own `kk` slice.
             for r in mr.min(rows - mp * mr)..mr {
                 for kk in 0..kc {
-                    px.off[base + kk * mr + r] = (kk as u32) << (bits + 4);
+                    px.off[base + kk * mr + r] = ((kk % kblock) as u32) << (bits + 4);
                 }
             }
         }

@@ -16,7 +16,9 @@ use amsim::conv::{conv2d_forward, conv2d_grad_input, conv2d_grad_weight, Conv2dS
 use amsim::MultiplierPlan;
 use rand::Rng;
 
-use super::{split_batch, Layer, MacCounts, Param};
+use rayon::prelude::*;
+
+use super::{min_planes_per_task, split_batch, Layer, MacCounts, Param};
 use crate::init::{self, Init};
 use crate::{NetError, Result, Tensor};
 
@@ -199,12 +201,17 @@ impl Layer for Conv2d {
             &mut y.data,
         )?;
         let plane = oh * ow;
-        for (i, chunk) in y.data.chunks_exact_mut(plane).enumerate() {
-            let b = self.bias.value[i % s.out_channels];
-            for v in chunk {
-                *v += b;
-            }
-        }
+        let bias = &self.bias.value;
+        y.data
+            .par_chunks_mut(plane)
+            .enumerate()
+            .with_min_len(min_planes_per_task(plane))
+            .for_each(|(i, chunk)| {
+                let b = bias[i % s.out_channels];
+                for v in chunk {
+                    *v += b;
+                }
+            });
         if train {
             self.cache_x.clear();
             self.cache_x.extend_from_slice(&x.data);
@@ -231,15 +238,23 @@ impl Layer for Conv2d {
             &dy.data,
             &mut self.weight.grad,
         )?;
-        // db[o] = Σ over the batch and the plane, in memory order.
-        self.bias.grad.fill(0.0);
+        // db[o] = Σ over the batch, then the plane, in memory order: one
+        // task per channel, so the order does not depend on the threads.
         let plane = s.out_h() * s.out_w();
-        for (i, chunk) in dy.data.chunks_exact(plane).enumerate() {
-            let g = &mut self.bias.grad[i % s.out_channels];
-            for &v in chunk {
-                *g += v;
-            }
-        }
+        let c_out = s.out_channels;
+        (0..c_out)
+            .into_par_iter()
+            .map(|o| {
+                let mut g = 0.0f32;
+                for n in 0..s.batch {
+                    let start = (n * c_out + o) * plane;
+                    for &v in &dy.data[start..start + plane] {
+                        g += v;
+                    }
+                }
+                g
+            })
+            .collect_into_vec(&mut self.bias.grad);
         if !need_input_grad {
             return Ok(None);
         }

@@ -9,7 +9,9 @@
 //! - backward: each `dy` goes to the input position that won its window
 //!   (summed where windows overlap).
 
-use super::{split_batch, Layer};
+use rayon::prelude::*;
+
+use super::{min_planes_per_task, split_batch, Layer};
 use crate::{NetError, Result, Tensor};
 
 /// Max pooling with a square `k x k` window and stride `s`.
@@ -72,28 +74,42 @@ impl Layer for MaxPool2d {
         let (oh_n, ow_n) = pool_out(&self.name, sample, k, s)?;
         let (c, h, w) = (sample[0], sample[1], sample[2]);
         let mut y = Tensor::zeros(&[n, c, oh_n, ow_n]);
-        let mut argmax = Vec::with_capacity(y.len());
-        for (p, out) in y.data.chunks_exact_mut(oh_n * ow_n).enumerate() {
-            let base = p * h * w;
-            for oh in 0..oh_n {
-                for ow in 0..ow_n {
-                    let mut best = base + oh * s * w + ow * s;
-                    for kh in 0..k {
-                        for kw in 0..k {
-                            let idx = base + (oh * s + kh) * w + ow * s + kw;
-                            // `>` keeps the first maximum; the first NaN
-                            // wins, so that NaN propagates.
-                            let (v, bv) = (x.data[idx], x.data[best]);
-                            if v > bv || (v.is_nan() && !bv.is_nan()) {
-                                best = idx;
+        let plane_out = oh_n * ow_n;
+        // Reuse the cache's buffer in training; evaluation leaves it alone.
+        let mut argmax = if train {
+            std::mem::take(&mut self.cache_argmax)
+        } else {
+            Vec::new()
+        };
+        argmax.clear();
+        argmax.resize(y.len(), 0);
+        // Planes are independent: one task per group of planes.
+        y.data
+            .par_chunks_mut(plane_out)
+            .zip(argmax.par_chunks_mut(plane_out))
+            .enumerate()
+            .with_min_len(min_planes_per_task(h * w))
+            .for_each(|(p, (out, arg))| {
+                let base = p * h * w;
+                for oh in 0..oh_n {
+                    for ow in 0..ow_n {
+                        let mut best = base + oh * s * w + ow * s;
+                        for kh in 0..k {
+                            for kw in 0..k {
+                                let idx = base + (oh * s + kh) * w + ow * s + kw;
+                                // `>` keeps the first maximum; the first NaN
+                                // wins, so that NaN propagates.
+                                let (v, bv) = (x.data[idx], x.data[best]);
+                                if v > bv || (v.is_nan() && !bv.is_nan()) {
+                                    best = idx;
+                                }
                             }
                         }
+                        out[oh * ow_n + ow] = x.data[best];
+                        arg[oh * ow_n + ow] = best;
                     }
-                    out[oh * ow_n + ow] = x.data[best];
-                    argmax.push(best);
                 }
-            }
-        }
+            });
         if train {
             self.cache_argmax = argmax;
             self.cache_shape.clone_from(&x.shape);
@@ -114,9 +130,22 @@ impl Layer for MaxPool2d {
             return Ok(None);
         }
         let mut dx = Tensor::zeros(&self.cache_shape);
-        for (&g, &idx) in dy.data.iter().zip(&self.cache_argmax) {
-            dx.data[idx] += g;
-        }
+        let plane_in = self.cache_shape[2] * self.cache_shape[3];
+        let plane_out = dy.per_sample() / self.cache_shape[1];
+        // Each output's maximum lies in its own plane, so planes are
+        // independent; inside one, overlapping windows add in output order.
+        dx.data
+            .par_chunks_mut(plane_in)
+            .zip(dy.data.par_chunks(plane_out))
+            .zip(self.cache_argmax.par_chunks(plane_out))
+            .enumerate()
+            .with_min_len(min_planes_per_task(plane_in))
+            .for_each(|(p, ((dxp, dyp), arg))| {
+                let base = p * plane_in;
+                for (&g, &idx) in dyp.iter().zip(arg) {
+                    dxp[idx - base] += g;
+                }
+            });
         Ok(Some(dx))
     }
 }

@@ -160,3 +160,14 @@ pub(crate) fn split_batch<'a>(who: &str, x: &'a Tensor) -> Result<(usize, &'a [u
     }
     Ok((x.shape[0], &x.shape[1..]))
 }
+
+/// Elements below which splitting elementwise work over threads costs more
+/// than it saves.
+pub(crate) const PAR_MIN_ELEMS: usize = 1 << 14;
+
+/// How many planes of `plane` elements one rayon task should take at least.
+/// Work is split by whole planes, and each element is computed by one task
+/// in a fixed order, so results do not depend on the thread count.
+pub(crate) fn min_planes_per_task(plane: usize) -> usize {
+    (PAR_MIN_ELEMS / plane.max(1)).max(1)
+}

@@ -5,7 +5,9 @@
 //! - forward:  `y = max(x, 0)` (NaN stays NaN)
 //! - backward: `dx = dy` where `x > 0`, else 0 (the subgradient at 0 is 0).
 
-use super::{split_batch, Layer};
+use rayon::prelude::*;
+
+use super::{split_batch, Layer, PAR_MIN_ELEMS};
 use crate::{NetError, Result, Tensor};
 
 /// `y = max(x, 0)`.
@@ -44,14 +46,21 @@ impl Layer for Relu {
         split_batch(&self.name, x)?;
         // `v < 0` rather than `max`: a NaN must propagate so that a
         // diverging run is noticed, not hidden.
-        let data = x.data.iter().map(|&v| if v < 0.0 { 0.0 } else { v });
-        let y = Tensor {
+        let mut y = Tensor {
             shape: x.shape.clone(),
-            data: data.collect(),
+            data: Vec::new(),
         };
+        x.data
+            .par_iter()
+            .with_min_len(PAR_MIN_ELEMS)
+            .map(|&v| if v < 0.0 { 0.0 } else { v })
+            .collect_into_vec(&mut y.data);
         if train {
-            self.cache_positive.clear();
-            self.cache_positive.extend(x.data.iter().map(|&v| v > 0.0));
+            x.data
+                .par_iter()
+                .with_min_len(PAR_MIN_ELEMS)
+                .map(|&v| v > 0.0)
+                .collect_into_vec(&mut self.cache_positive);
         }
         Ok(y)
     }
@@ -68,12 +77,13 @@ impl Layer for Relu {
         if !need_input_grad {
             return Ok(None);
         }
-        let data = dy
-            .data
-            .iter()
+        let mut data = Vec::new();
+        dy.data
+            .par_iter()
             .zip(&self.cache_positive)
+            .with_min_len(PAR_MIN_ELEMS)
             .map(|(&d, &p)| if p { d } else { 0.0 })
-            .collect();
+            .collect_into_vec(&mut data);
         Ok(Some(Tensor {
             shape: dy.shape.clone(),
             data,
