@@ -189,6 +189,23 @@ fn quick_run_writes_metrics_with_exact_header_and_a_parsable_run_toml() {
     assert!(o.status.success());
     assert_eq!(metrics_without_seconds(&again), rows);
 
+    // More epochs for the same run point to --resume.
+    let o = quick_train(
+        &out,
+        seed,
+        &[
+            "--net",
+            "lenet300100",
+            "--multiplier",
+            "fp32",
+            "--epochs",
+            "3",
+        ],
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("--resume") && e.contains("--epochs 3"), "{e}");
+
     // A different spec in the same directory is an error naming the difference.
     let o = quick_train(
         &out,

@@ -7,6 +7,10 @@
 //! - `checkpoint.bin`: the trainer state after the last completed epoch,
 //!   from which `--resume` continues bit-exactly.
 //!
+//! [`run::train`] runs a spec in such a directory (fresh, resumed or
+//! forced); [`plan_file`] reads per-layer multiplier plans; the CLI's
+//! `approxtrain train` is a thin layer over these.
+//!
 //! Every file is written whole (temp file + rename, [`atomic`]), so an
 //! interrupted run leaves the files of its last completed epoch.
 

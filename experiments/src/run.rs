@@ -252,7 +252,18 @@ fn prepare(spec: &RunSpec, dir: &RunDir, mode: StartMode) -> Result<Start> {
         return Ok(fresh);
     }
     let stored = RunFile::read(&run_toml)?;
-    let differences = stored.spec.differences(spec, mode == StartMode::Resume);
+    let differences = stored.spec.differences(spec, true);
+    if differences.is_empty() && stored.spec.epochs != spec.epochs && mode == StartMode::New {
+        return Err(ExperimentError::Other(format!(
+            "{}: holds this run with {} epochs, not {}; extend it with --resume {} --epochs {}, \
+             or start over with --force",
+            dir.path().display(),
+            stored.spec.epochs,
+            spec.epochs,
+            dir.path().display(),
+            spec.epochs
+        )));
+    }
     if !differences.is_empty() {
         return Err(ExperimentError::SpecMismatch {
             dir: dir.path().to_path_buf(),
@@ -262,7 +273,7 @@ fn prepare(spec: &RunSpec, dir: &RunDir, mode: StartMode) -> Result<Start> {
     match mode {
         StartMode::Force => Ok(fresh),
         StartMode::New => match stored.run.status {
-            RunStatus::Finished if stored.spec.epochs == spec.epochs => Ok(Start::Done(summary(
+            RunStatus::Finished => Ok(Start::Done(summary(
                 spec,
                 read_metrics(&dir.metrics_csv())?,
             ))),
@@ -419,7 +430,7 @@ fn write_state(
             run_id: spec.run_id(),
             status,
             epochs_completed: completed.len(),
-            test_accuracy: completed.last().map(|r| r.test_accuracy as f64),
+            test_accuracy: completed.last().map(|r| r.test_accuracy),
             message,
         },
         spec: spec.clone(),

@@ -378,7 +378,7 @@ pub struct RunState {
     pub epochs_completed: usize,
     /// Test accuracy after the last completed epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test_accuracy: Option<f64>,
+    pub test_accuracy: Option<f32>,
     /// Why the run stopped, when it diverged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -414,7 +414,10 @@ impl RunFile {
         let text = toml::to_string(self)
             .map_err(|e| ExperimentError::Other(format!("cannot serialise run.toml: {e}")))?;
         let text = format!(
-            "# Written by approxtrain train; rerun with: approxtrain train --spec {}\n{text}",
+            "# Written by approxtrain train. Repeat the run with\n\
+             #   approxtrain train --spec {} --out NEW_DIR\n\
+             # or continue it, if interrupted, with\n\
+             #   approxtrain train --resume DIR\n{text}",
             path.file_name()
                 .map(|n| n.to_string_lossy())
                 .unwrap_or_default()

@@ -307,3 +307,88 @@ fn relu_and_maxpool_propagate_nan_so_divergence_is_seen() {
         assert_eq!(v.is_nan(), j == window, "pool output {j}: {v}");
     }
 }
+
+#[test]
+fn network_backward_chains_layer_gradients_to_every_parameter() {
+    // A smooth network (no ReLU or max kinks, a fixed dropout mask) so that
+    // every parameter can be checked through the whole chain and the loss.
+    let mut rng = test_rng("network_backward_chains_layer_gradients_to_every_parameter");
+    let layers: Vec<Box<dyn Layer>> = vec![
+        Box::new(
+            Conv2d::new(
+                "conv1",
+                Conv2dSpec::square(2, 3, 3).padding(1),
+                fp32(),
+                Init::HeNormal,
+                &mut rng,
+            )
+            .unwrap(),
+        ),
+        Box::new(AvgPool2d::new("pool1", 2, 2)),
+        Box::new(
+            Conv2d::new(
+                "conv2",
+                Conv2dSpec::square(3, 4, 2).stride(2),
+                fp32(),
+                Init::HeNormal,
+                &mut rng,
+            )
+            .unwrap(),
+        ),
+        Box::new(Flatten::new("flatten")),
+        Box::new(Dense::new(
+            "fc1",
+            16,
+            6,
+            fp32(),
+            Init::GlorotUniform,
+            &mut rng,
+        )),
+        Box::new(Dropout::new("drop", 0.25).unwrap()),
+        Box::new(Dense::new(
+            "fc2",
+            6,
+            3,
+            fp32(),
+            Init::GlorotUniform,
+            &mut rng,
+        )),
+    ];
+    let mut net = nets::Network::new("smooth", &[2, 8, 8], 3, layers).unwrap();
+    // Non-zero biases, so their paths are exercised too.
+    for p in net.params_mut() {
+        if !p.decay {
+            for v in p.value.iter_mut() {
+                *v = rng.gen_range(-0.5..0.5);
+            }
+        }
+    }
+    let x = random_tensor(&mut rng, &[3, 2, 8, 8]);
+    let labels: Vec<u8> = (0..3).map(|_| rng.gen_range(0..3)).collect();
+    let mask_seed: u64 = rng.gen();
+    let loss = |net: &mut nets::Network| {
+        net.reseed(mask_seed);
+        let logits = net.forward(&x, true).unwrap();
+        softmax_cross_entropy(&logits, &labels).unwrap()
+    };
+    let out = loss(&mut net);
+    net.backward(&out.dlogits).unwrap();
+    let grads: Vec<Vec<f32>> = net.params().iter().map(|p| p.grad.clone()).collect();
+    assert_eq!(grads.len(), 8);
+    // Softmax curvature makes the truncation error of a wide step
+    // noticeable; 2e-3 keeps it and f32 rounding both well under tolerance.
+    let eps = 2e-3f32;
+    for (pi, grad) in grads.iter().enumerate() {
+        for (i, &analytic) in grad.iter().enumerate() {
+            let orig = net.params()[pi].value[i];
+            net.params_mut()[pi].value[i] = orig + eps;
+            let up = loss(&mut net).loss as f64;
+            net.params_mut()[pi].value[i] = orig - eps;
+            let down = loss(&mut net).loss as f64;
+            net.params_mut()[pi].value[i] = orig;
+            let numeric = (up - down) / (2.0 * eps as f64);
+            let name = net.params()[pi].name.clone();
+            assert_close(&format!("{name}[{i}]"), analytic, numeric, 5e-4, 2e-2);
+        }
+    }
+}

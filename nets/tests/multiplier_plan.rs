@@ -225,3 +225,56 @@ fn per_layer_plans_reach_only_their_layer_and_unknown_names_are_errors() {
         .set_layer_plan("relu1", MultiplierPlan::uniform(Multiplier::Fp32))
         .is_err());
 }
+
+#[test]
+fn shape_and_configuration_errors_name_the_layer() {
+    let mut rng = test_rng("shape_and_configuration_errors_name_the_layer");
+    let fp32 = MultiplierPlan::uniform(Multiplier::Fp32);
+    let mut fc = Dense::new("fc7", 5, 3, fp32.clone(), Init::HeNormal, &mut rng);
+    let msg = fc
+        .forward(&random(&mut rng, &[2, 4]), true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("fc7") && msg.contains("5 input features"),
+        "{msg}"
+    );
+
+    let mut spec = Conv2dSpec::square(3, 4, 3);
+    spec.groups = 2;
+    let msg = Conv2d::new("conv9", spec, fp32.clone(), Init::HeNormal, &mut rng)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("conv9") && msg.contains("groups 2"), "{msg}");
+
+    let mut conv = Conv2d::new(
+        "conv9",
+        Conv2dSpec::square(3, 4, 5),
+        fp32.clone(),
+        Init::HeNormal,
+        &mut rng,
+    )
+    .unwrap();
+    let msg = conv
+        .forward(&random(&mut rng, &[1, 3, 4, 4]), false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("conv9") && msg.contains("does not fit"),
+        "{msg}"
+    );
+
+    let mut net = Network::lenet5(fp32, 1);
+    let msg = net
+        .forward(&random(&mut rng, &[2, 28, 28]), false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("lenet5") && msg.contains("[N, 1, 28, 28]"),
+        "{msg}"
+    );
+    // Backward before any training forward is an error, not a panic.
+    assert!(conv
+        .backward(&random(&mut rng, &[1, 4, 1, 1]), true)
+        .is_err());
+}

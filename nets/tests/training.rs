@@ -264,8 +264,8 @@ fn checkpoint_errors_name_the_file_and_the_problem() {
         .contains("missing.ckpt"));
 }
 
-fn short_run(seed: u64, data: &ImageDataset) -> Vec<Vec<u32>> {
-    let net = Network::lenet5(mitchell_plan(7), seed);
+fn short_run(plan: &MultiplierPlan, seed: u64, data: &ImageDataset) -> Vec<Vec<u32>> {
+    let net = Network::lenet5(plan.clone(), seed);
     let opt = Optimizer::new(OptimizerConfig::sgd_momentum(0.9)).unwrap();
     let mut trainer = Trainer::new(net, opt, LrSchedule::constant(0.01), seed).unwrap();
     trainer.train_epoch(data, 6, &mut |_| {}).unwrap();
@@ -278,17 +278,24 @@ fn identical_trainings_give_bitwise_equal_parameters_at_one_and_two_threads() {
         test_rng("identical_trainings_give_bitwise_equal_parameters_at_one_and_two_threads");
     let data = synthetic(&mut rng, 20, 1, 28, 28);
     let seed: u64 = rng.gen();
-    let run_on = |threads: usize| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(|| short_run(seed, &data))
-    };
-    let one = run_on(1);
-    assert_eq!(one, run_on(1), "the same run twice differs");
-    assert_eq!(one, run_on(2), "1 and 2 threads differ");
-    assert_ne!(one, short_run(seed ^ 1, &data), "the seed must matter");
+    for plan in [mitchell_plan(7), MultiplierPlan::uniform(Multiplier::Fp32)] {
+        let label = plan.label();
+        let run_on = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| short_run(&plan, seed, &data))
+        };
+        let one = run_on(1);
+        assert_eq!(one, run_on(1), "{label}: the same run twice differs");
+        assert_eq!(one, run_on(2), "{label}: 1 and 2 threads differ");
+        assert_ne!(
+            one,
+            short_run(&plan, seed ^ 1, &data),
+            "{label}: the seed must matter"
+        );
+    }
 }
 
 #[test]

@@ -36,6 +36,23 @@ pub(crate) trait LutKernel: Sync {
     /// for `kk` in `0..kc`.
     unsafe fn expand_fma(&self, kc: usize, sa: &[f32], off: &[u32], v: &[f32], acc: &mut [f32]);
 
+    /// [`LutKernel::expand_fma`] on two panels that share the first
+    /// operand (`v`/`acc` and `v2`/`acc2`).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn expand_fma2(
+        &self,
+        kc: usize,
+        sa: &[f32],
+        off: &[u32],
+        v: &[f32],
+        v2: &[f32],
+        acc: &mut [f32],
+        acc2: &mut [f32],
+    ) {
+        self.expand_fma(kc, sa, off, v, acc);
+        self.expand_fma(kc, sa, off, v2, acc2);
+    }
+
     /// As [`LutKernel::expand_fma`] with the expansion row formed on the fly:
     /// `table[off[kk * MR + r] + index[kk * NR + jj]] * scale[kk * NR + jj]`.
     #[allow(clippy::too_many_arguments)]

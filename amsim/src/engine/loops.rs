@@ -42,7 +42,7 @@ struct Scratch {
     acc: Vec<f32>,
     v: Vec<f32>,
     px: PackedX,
-    py: PackedY,
+    py: [PackedY; 2],
 }
 
 thread_local! {
@@ -170,8 +170,12 @@ fn run_job<K: LutKernel>(
     let Scratch { acc, v, px, py } = s;
     acc.clear();
     acc.resize((panel1 - panel0) * mpanels * tile, 0.0);
+    // Panels go through the fused kernel two at a time where they can: the
+    // pair shares each row's scale and offset loads.
+    let group = if p.strategy == Strategy::Expand && std::env::var("AMSIM_NOPAIR").is_err() { 2 } else { 1 };
+    let vsz = p.kc << (bits + 4);
     if p.strategy == Strategy::Expand {
-        v.resize(p.kc << (bits + 4), 0.0);
+        v.resize(group * vsz, 0.0);
     }
     // X is packed for `xc` values of k at a time (a multiple of `kc`), so
     // that it is read along its rows even when the expansion block is short.
@@ -180,59 +184,101 @@ fn run_job<K: LutKernel>(
     while x0 < k {
         let xlen = xc.min(k - x0);
         pack_x(px, x, i0, rows, x0, xlen, mr, bits, p.kc, p.strategy);
-        for panel in panel0..panel1 {
-            let j0 = panel * NR;
+        let mut g0 = panel0;
+        while g0 < panel1 {
+            let g1 = (g0 + group).min(panel1);
             let mut k0 = x0;
             while k0 < x0 + xlen {
                 let kc = p.kc.min(x0 + xlen - k0);
-                pack_y(py, y, k0, kc, j0, bits);
-                let expandable = py.range.expandable();
-                if expandable && p.strategy == Strategy::Expand {
-                    // SAFETY: `py` was packed with this `kc` and `bits`, and
-                    // `v` holds `p.kc << (bits + 4)` floats.
-                    unsafe {
-                        kern.expand(table.entries, table.entries_t, bits, &py.index, &py.scale, kc, v)
-                    };
+                let mut expandable = [false; 2];
+                for (g, panel) in (g0..g1).enumerate() {
+                    pack_y(&mut py[g], y, k0, kc, panel * NR, bits);
+                    expandable[g] = py[g].range.expandable();
+                    if expandable[g] && p.strategy == Strategy::Expand {
+                        // SAFETY: `py[g]` was packed with this `kc` and
+                        // `bits`, and the slice holds `p.kc << (bits + 4)`.
+                        unsafe {
+                            kern.expand(
+                                table.entries,
+                                table.entries_t,
+                                bits,
+                                &py[g].index,
+                                &py[g].scale,
+                                kc,
+                                &mut v[g * vsz..(g + 1) * vsz],
+                            )
+                        };
+                    }
                 }
                 for mp in 0..mpanels {
-                    let t0 = ((panel - panel0) * mpanels + mp) * tile;
-                    let acc_tile = &mut acc[t0..t0 + tile];
                     let first = (mp * xlen + (k0 - x0)) * mr;
                     let sa = &px.scale[first..first + kc * mr];
                     let off = &px.off[first..first + kc * mr];
-                    if expandable && px.range[mp].fused_ok(&py.range) {
-                        // SAFETY: `px` and `py` were packed for this block
-                        // with this `bits` and strategy, and offsets relative
-                        // to blocks of `p.kc`.
+                    let fused = |g: usize| expandable[g] && px.range[mp].fused_ok(&py[g].range);
+                    let t0 = ((g0 - panel0) * mpanels + mp) * tile;
+                    if g1 - g0 == 2 && fused(0) && fused(1) {
+                        // The second panel's tile is `mpanels` tiles on.
+                        let (lo, hi) = acc.split_at_mut(t0 + mpanels * tile);
+                        let (v0, v1) = v.split_at(vsz);
+                        // SAFETY: as for `expand_fma`, for both panels.
                         unsafe {
-                            match p.strategy {
-                                Strategy::Expand => kern.expand_fma(kc, sa, off, v, acc_tile),
-                                Strategy::Direct => kern.direct_fma(
-                                    kc,
-                                    sa,
-                                    off,
-                                    table.entries,
-                                    &py.index,
-                                    &py.scale,
-                                    acc_tile,
-                                ),
+                            kern.expand_fma2(
+                                kc,
+                                sa,
+                                off,
+                                v0,
+                                v1,
+                                &mut lo[t0..t0 + tile],
+                                &mut hi[..tile],
+                            )
+                        };
+                        continue;
+                    }
+                    for (g, panel) in (g0..g1).enumerate() {
+                        let tg = ((panel - panel0) * mpanels + mp) * tile;
+                        let acc_tile = &mut acc[tg..tg + tile];
+                        if fused(g) {
+                            // SAFETY: `px` and `py[g]` were packed for this
+                            // block with this `bits` and strategy, offsets
+                            // relative to blocks of `p.kc`.
+                            unsafe {
+                                match p.strategy {
+                                    Strategy::Expand => kern.expand_fma(
+                                        kc,
+                                        sa,
+                                        off,
+                                        &v[g * vsz..(g + 1) * vsz],
+                                        acc_tile,
+                                    ),
+                                    Strategy::Direct => kern.direct_fma(
+                                        kc,
+                                        sa,
+                                        off,
+                                        table.entries,
+                                        &py[g].index,
+                                        &py[g].scale,
+                                        acc_tile,
+                                    ),
+                                }
                             }
+                        } else {
+                            let i_tile = i0 + mp * mr;
+                            let j0 = panel * NR;
+                            exact_tile(
+                                x,
+                                y,
+                                table,
+                                i_tile..(i_tile + mr).min(i0 + rows),
+                                j0..(j0 + NR).min(n),
+                                k0..k0 + kc,
+                                acc_tile,
+                            );
                         }
-                    } else {
-                        let i_tile = i0 + mp * mr;
-                        exact_tile(
-                            x,
-                            y,
-                            table,
-                            i_tile..(i_tile + mr).min(i0 + rows),
-                            j0..(j0 + NR).min(n),
-                            k0..k0 + kc,
-                            acc_tile,
-                        );
                     }
                 }
                 k0 += kc;
             }
+            g0 = g1;
         }
         x0 += xlen;
     }

@@ -53,6 +53,30 @@ impl LutKernel for Avx512 {
         expand_fma_avx512(kc, sa.as_ptr(), off.as_ptr(), v.as_ptr(), acc.as_mut_ptr())
     }
 
+    unsafe fn expand_fma2(
+        &self,
+        kc: usize,
+        sa: &[f32],
+        off: &[u32],
+        v: &[f32],
+        v2: &[f32],
+        acc: &mut [f32],
+        acc2: &mut [f32],
+    ) {
+        debug_assert!(sa.len() >= kc * MR512 && off.len() >= kc * MR512);
+        debug_assert!(acc.len() >= MR512 * NR && acc2.len() >= MR512 * NR);
+        debug_assert!(v.len() == v2.len());
+        expand_fma2_avx512(
+            kc,
+            sa.as_ptr(),
+            off.as_ptr(),
+            v.as_ptr(),
+            v2.as_ptr(),
+            acc.as_mut_ptr(),
+            acc2.as_mut_ptr(),
+        )
+    }
+
     unsafe fn direct_fma(
         &self,
         kc: usize,
@@ -232,6 +256,40 @@ unsafe fn expand_fma_avx512(
     }
     for (r, cr) in c.iter().enumerate() {
         _mm512_storeu_ps(acc.add(r * NR), *cr);
+    }
+}
+
+/// Two panels per step: one scale broadcast and offset load serve two
+/// expansion rows (the second panel's expansion is `v2`).
+#[target_feature(enable = "avx512f")]
+unsafe fn expand_fma2_avx512(
+    kc: usize,
+    sa: *const f32,
+    off: *const u32,
+    v: *const f32,
+    v2: *const f32,
+    acc: *mut f32,
+    acc2: *mut f32,
+) {
+    let mut c = [_mm512_setzero_ps(); MR512];
+    let mut d = [_mm512_setzero_ps(); MR512];
+    for r in 0..MR512 {
+        c[r] = _mm512_loadu_ps(acc.add(r * NR));
+        d[r] = _mm512_loadu_ps(acc2.add(r * NR));
+    }
+    for kk in 0..kc {
+        let sk = sa.add(kk * MR512);
+        let ok = off.add(kk * MR512);
+        for r in 0..MR512 {
+            let s = _mm512_set1_ps(*sk.add(r));
+            let o = *ok.add(r) as usize;
+            c[r] = _mm512_fmadd_ps(s, _mm512_loadu_ps(v.add(o)), c[r]);
+            d[r] = _mm512_fmadd_ps(s, _mm512_loadu_ps(v2.add(o)), d[r]);
+        }
+    }
+    for r in 0..MR512 {
+        _mm512_storeu_ps(acc.add(r * NR), c[r]);
+        _mm512_storeu_ps(acc2.add(r * NR), d[r]);
     }
 }
 
