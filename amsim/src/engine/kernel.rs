@@ -20,7 +20,9 @@ pub(crate) trait LutKernel: Sync {
 
     /// Tabulate a panel for every first-operand index `t`:
     /// `v[(kk << (bits + 4)) + (t << 4) + jj] = table[(t << bits) | index[kk * NR + jj]] * scale[kk * NR + jj]`;
-    /// `table_t` is the transpose of `table` (read along its rows).
+    /// `table_t` is the transpose of `table` with padded rows (see
+    /// `Table::entries_t`).
+    #[allow(clippy::too_many_arguments)]
     unsafe fn expand(
         &self,
         table: &[f32],
@@ -75,6 +77,7 @@ pub(crate) struct Portable;
 impl LutKernel for Portable {
     const MR: usize = 4;
 
+    #[allow(clippy::too_many_arguments)]
     unsafe fn expand(
         &self,
         _table: &[f32],
@@ -86,6 +89,7 @@ impl LutKernel for Portable {
         v: &mut [f32],
     ) {
         let n = 1usize << bits;
+        let st = super::padded_stride(bits);
         for kk in 0..kc {
             let vk = &mut v[(kk << (bits + 4))..((kk + 1) << (bits + 4))];
             // Column jj of the expansion is row `tb` of the transposed
@@ -93,7 +97,7 @@ impl LutKernel for Portable {
             for jj in 0..NR {
                 let tb = index[kk * NR + jj] as usize;
                 let sc = scale[kk * NR + jj];
-                let src = &table_t[tb * n..tb * n + n];
+                let src = &table_t[tb * st..tb * st + n];
                 for (t, &l) in src.iter().enumerate() {
                     vk[t * NR + jj] = l * sc;
                 }

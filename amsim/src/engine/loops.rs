@@ -6,13 +6,14 @@
 //!
 //! ```text
 //! for each block of X_BLOCK values of k:
-//!     pack the job's rows of X for the block              (scale, offset)
-//!     for each column panel of the job:
-//!         for each k-block (kc values of k, V fits in L2):
-//!             pack the panel of Y, expand it (2^m rows)   (V)
+//!     pack the job's rows of X for the block                (scale, offset)
+//!     for each pair of column panels of the job:
+//!         for each k-block (kc values of k):
+//!             pack both panels of Y, expand them (2^m rows) (V)
 //!             for each micro-panel of MR rows:
-//!                 fused micro-kernel, or the exact fallback where a block
-//!                 holds special values or out-of-range exponents
+//!                 fused micro-kernel on both panels, or per panel the
+//!                 exact fallback where a block holds special values or
+//!                 out-of-range exponents
 //! write the job's sums to C
 //! ```
 //!
@@ -27,7 +28,11 @@ use super::kernel::{LutKernel, Portable};
 use super::pack::{pack_x, pack_y, PackedX, PackedY, Strategy};
 use super::{Isa, OutPtr, Table, View, NR};
 
-/// Bytes of the expansion of one k-block of a panel that should stay in L2.
+/// Bytes of the expansion of one k-block of a panel, for 4 to 16 values of
+/// k (`kc`): 64 KiB at 7 bits, 16 KiB at 4 bits, 256 KiB at 10 bits, so the
+/// expansions of a pair of panels stay in L2. Measured on a Zen 4 core:
+/// 7 bits ran faster at 64 KiB than at 16 KiB, 4 bits faster with kc = 16
+/// than with kc = 64.
 const EXPANSION_BYTES: usize = 64 * 1024;
 
 /// Values of k for which the first operand is packed at once.
@@ -97,24 +102,16 @@ fn plan(m: usize, n: usize, k: usize, bits: u32, mr: usize, threads: usize) -> P
     let mc = m.div_ceil(row_jobs).div_ceil(mr).max(1) * mr;
     let row_jobs = m.div_ceil(mc).max(1);
     // The expansion costs about 2^m vector rows per k and panel and serves
-    // the job's rows; a direct lookup (a gather, several times the cost of
-    // a fused step) per product wins when it is not amortised.
-    let mut strategy = if (1usize << bits) <= 3 * mc {
+    // the job's rows; a direct lookup per product (a gather from the whole
+    // table, measured at about ten times the cost of an expansion row at
+    // 10 bits) wins only when the rows are far fewer than 2^m.
+    let strategy = if (1usize << bits) <= 8 * mc {
         Strategy::Expand
     } else {
         Strategy::Direct
     };
-    match std::env::var("AMSIM_STRATEGY").as_deref() {
-        Ok("direct") => strategy = Strategy::Direct,
-        Ok("expand") => strategy = Strategy::Expand,
-        _ => {}
-    }
-    let eb: usize = std::env::var("AMSIM_KC_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(EXPANSION_BYTES);
     let kc = match strategy {
-        Strategy::Expand => (eb / ((NR * 4) << bits)).clamp(4, 256),
+        Strategy::Expand => (EXPANSION_BYTES / ((NR * 4) << bits)).clamp(4, 16),
         Strategy::Direct => 256,
     }
     .min(k.max(1));
@@ -167,16 +164,28 @@ fn run_job<K: LutKernel>(
     let panel0 = cj * p.panels_per_job;
     let panel1 = (panel0 + p.panels_per_job).min(n.div_ceil(NR));
     let tile = mr * NR;
-    let Scratch { acc, v, px, py } = s;
-    acc.clear();
-    acc.resize((panel1 - panel0) * mpanels * tile, 0.0);
+    let Scratch {
+        acc: acc_buf,
+        v: v_buf,
+        px,
+        py,
+    } = s;
+    // Accumulator tiles and expansion rows are 16 floats: start both on a
+    // 64-byte boundary so that no register load or store splits a cache line.
+    let acc = aligned(acc_buf, (panel1 - panel0) * mpanels * tile);
+    acc.fill(0.0);
     // Panels go through the fused kernel two at a time where they can: the
     // pair shares each row's scale and offset loads.
-    let group = if p.strategy == Strategy::Expand && std::env::var("AMSIM_NOPAIR").is_err() { 2 } else { 1 };
+    let group = if p.strategy == Strategy::Expand { 2 } else { 1 };
     let vsz = p.kc << (bits + 4);
-    if p.strategy == Strategy::Expand {
-        v.resize(group * vsz, 0.0);
-    }
+    let v = aligned(
+        v_buf,
+        if p.strategy == Strategy::Expand {
+            group * vsz
+        } else {
+            0
+        },
+    );
     // X is packed for `xc` values of k at a time (a multiple of `kc`), so
     // that it is read along its rows even when the expansion block is short.
     let xc = p.kc * (X_BLOCK / p.kc).max(1);
@@ -294,6 +303,16 @@ fn run_job<K: LutKernel>(
             }
         }
     }
+}
+
+/// A `len`-float window of `buf` that starts on a 64-byte boundary (the
+/// buffer grows as needed and is reused across calls).
+fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len + NR {
+        buf.resize(len + NR, 0.0);
+    }
+    let start = buf.as_ptr().align_offset(64).min(NR);
+    &mut buf[start..start + len]
 }
 
 /// The exact fallback: one reference product per element, added in

@@ -1,6 +1,6 @@
 //! The fast CPU GEMM engine behind [`crate::gemm::gemm`].
 //!
-//! Native `fp32` and `bf16` go to an optimised SGEMM ([`native`]); `direct`
+//! Native `fp32` and `bf16` go to an optimised SGEMM (`native`); `direct`
 //! is a parallel loop over the model. AMSim (`Lut`) products use the
 //! *expansion* method, bit-exact with [`crate::gemm::gemm_reference`]:
 //!
@@ -18,16 +18,23 @@
 //! adding `±0` never changes an accumulator that started at `+0.0` (it can
 //! never become `-0.0` under round-to-nearest). Blocks holding NaN or
 //! infinite operands, or exponents whose products could overflow or flush to
-//! zero, take an exact per-product fallback ([`ExpRange::fused_ok`]).
+//! zero, take an exact per-product fallback (`ExpRange::fused_ok`).
 //!
-//! When `2^m` is large compared with the rows that share an expansion, the
-//! kernel instead looks each product up directly (`L[t_a][t_b] * s_b` by
-//! gather) and applies the same exact FMA.
+//! The expansion costs about `2^m * k * n / 16` vector rows and is shared by
+//! all the rows of a job, so it is cheap for narrow tables and the dominant
+//! cost for `m >= 10` (its rows are built from contiguous rows of the
+//! transposed table, transposed in registers). The engine expands the
+//! operand whose other dimension is the smaller one (working on `Cᵀ = Bᵀ Aᵀ`
+//! with the transposed table when `n > m`), and when `2^m` is large compared
+//! with the rows that would share an expansion it looks each product up
+//! directly instead (`L[t_a][t_b] * s_b` by gather) and applies the same
+//! exact FMA.
 //!
-//! Layout: [`loops`] is the one loop nest (blocks of output rows x column
-//! panels in parallel with rayon, `k` never split), [`pack`] splits and packs
-//! operands, [`kernel`] holds the micro-kernel trait and the portable kernel,
-//! [`x86`] the AVX-512 and AVX2 kernels, chosen once at run time.
+//! Layout: `loops` is the one loop nest (blocks of output rows x column
+//! panels in parallel with rayon, `k` never split), `pack` splits and packs
+//! operands, `kernel` holds the micro-kernel trait and the portable kernel,
+//! `x86` the AVX-512 and AVX2 kernels, chosen once at run time
+//! ([`Isa::detect`]).
 
 mod kernel;
 mod loops;
@@ -45,7 +52,8 @@ use crate::Lut;
 /// Columns of a panel of the second operand: one AVX-512 register of f32.
 pub(crate) const NR: usize = 16;
 
-/// The instruction set whose micro-kernels [`lut_gemm`] uses.
+/// The instruction set whose micro-kernels the AMSim engine uses (see
+/// [`crate::gemm::gemm_lut_with_isa`] to pick one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
     /// AVX-512F (16 lanes, gathers and permutes).
@@ -57,19 +65,10 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best instruction set this CPU supports (detected once). The
-    /// environment variable `AMSIM_ISA=portable|avx2|avx512` caps it, for
-    /// testing and comparison.
+    /// The best instruction set this CPU supports (detected once).
     pub fn detect() -> Isa {
         static ISA: OnceLock<Isa> = OnceLock::new();
-        *ISA.get_or_init(|| {
-            let best = best_isa();
-            match std::env::var("AMSIM_ISA").as_deref() {
-                Ok("portable") => Isa::Portable,
-                Ok("avx2") if best != Isa::Portable => Isa::Avx2,
-                _ => best,
-            }
-        })
+        *ISA.get_or_init(best_isa)
     }
 }
 
@@ -133,7 +132,8 @@ impl<'a> View<'a> {
 /// operand and `entries` is the transpose of the user's table.
 pub(crate) struct Table<'a> {
     pub entries: &'a [f32],
-    /// The transpose of `entries` (`entries_t[(ty << bits) | tx]`).
+    /// The transpose of `entries` with padded rows:
+    /// `entries_t[ty * padded_stride(bits) + tx]`.
     pub entries_t: &'a [f32],
     pub bits: u32,
     pub swapped: bool,
@@ -240,11 +240,32 @@ pub(crate) fn decompose(v: f32, bits: u32) -> (f32, u32, u32) {
     }
 }
 
-/// The transpose of `lut`'s table, cached per table (the engine works on the
-/// transposed problem when the first operand has fewer rows than the second
-/// has columns).
-fn transposed_table(lut: &Arc<Lut>) -> Arc<Vec<f32>> {
-    static CACHE: Mutex<Vec<(Weak<Lut>, Arc<Vec<f32>>)>> = Mutex::new(Vec::new());
+/// Floats of padding after each row of a table read along its rows by the
+/// expansion: rows of `2^m` floats (a multiple of 4 KiB for `m >= 10`) would
+/// otherwise all fall in the same L1 sets, and the 16 rows read together
+/// would evict each other.
+pub(crate) const ROW_PAD: usize = 16;
+
+/// Distance between rows of a padded table (`Table::entries_t`).
+#[inline]
+pub(crate) fn padded_stride(bits: u32) -> usize {
+    (1usize << bits) + ROW_PAD
+}
+
+/// The layouts of a table that the engine reads besides the table itself.
+struct Layouts {
+    /// The transpose, `n x n` (the table of the transposed problem).
+    transposed: Vec<f32>,
+    /// The transpose with padded rows (what the expansion reads).
+    padded_t: Vec<f32>,
+    /// The table with padded rows (the expansion of the transposed problem).
+    padded: Vec<f32>,
+}
+
+/// The extra layouts of `lut`, cached per table.
+fn layouts(lut: &Arc<Lut>) -> Arc<Layouts> {
+    type Entry = (Weak<Lut>, Arc<Layouts>);
+    static CACHE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     cache.retain(|(w, _)| w.strong_count() > 0);
     if let Some((_, t)) = cache
@@ -254,14 +275,23 @@ fn transposed_table(lut: &Arc<Lut>) -> Arc<Vec<f32>> {
         return t.clone();
     }
     let n = 1usize << lut.bits();
+    let st = padded_stride(lut.bits());
     let src = lut.table();
-    let mut t = vec![0.0f32; n * n];
+    let mut transposed = vec![0.0f32; n * n];
+    let mut padded_t = vec![0.0f32; n * st];
+    let mut padded = vec![0.0f32; n * st];
     for i in 0..n {
         for j in 0..n {
-            t[j * n + i] = src[i * n + j];
+            transposed[j * n + i] = src[i * n + j];
+            padded_t[j * st + i] = src[i * n + j];
+            padded[i * st + j] = src[i * n + j];
         }
     }
-    let t = Arc::new(t);
+    let t = Arc::new(Layouts {
+        transposed,
+        padded_t,
+        padded,
+    });
     cache.push((Arc::downgrade(lut), t.clone()));
     t
 }
@@ -366,11 +396,11 @@ pub(crate) fn lut_gemm_isa(
 /// smaller one) and run the loop nest.
 fn run_oriented(isa: Isa, lut: &Arc<Lut>, a: MatRef, b: MatRef, m: usize, n: usize, out: OutPtr) {
     let bits = lut.bits();
-    let lt = transposed_table(lut);
+    let lay = layouts(lut);
     if n <= m {
         let table = Table {
             entries: lut.table(),
-            entries_t: &lt,
+            entries_t: &lay.padded_t,
             bits,
             swapped: false,
         };
@@ -378,8 +408,8 @@ fn run_oriented(isa: Isa, lut: &Arc<Lut>, a: MatRef, b: MatRef, m: usize, n: usi
     } else {
         // C^T = B^T A^T with the transposed table: L^T[tb][ta] = L[ta][tb].
         let table = Table {
-            entries: &lt,
-            entries_t: lut.table(),
+            entries: &lay.transposed,
+            entries_t: &lay.padded,
             bits,
             swapped: true,
         };

@@ -59,12 +59,23 @@ pub(crate) fn sgemm(a: MatRef, b: MatRef, mut c: MatMut, accumulate: bool) {
 /// operands are rounded once into dense copies, then multiplied by the FP32
 /// SGEMM (a product of two bf16 values is exact in FP32).
 pub(crate) fn bf16_gemm(a: MatRef, b: MatRef, c: MatMut, accumulate: bool) {
-    let (m, k, n) = (a.rows(), a.cols(), b.cols());
-    let ar = rounded_copy(&a);
-    let br = rounded_copy(&b);
-    let a2 = MatRef::row_major(&ar, m, k).expect("dense copy fits");
-    let b2 = MatRef::row_major(&br, k, n).expect("dense copy fits");
-    sgemm(a2, b2, c, accumulate);
+    // The copies reuse this thread's buffers (taken out while in use, so a
+    // nested call simply allocates its own).
+    let (mut ab, mut bb) = BF16_COPIES.with(|s| {
+        let mut s = s.borrow_mut();
+        (std::mem::take(&mut s.0), std::mem::take(&mut s.1))
+    });
+    {
+        let a2 = rounded_copy(&a, &mut ab);
+        let b2 = rounded_copy(&b, &mut bb);
+        sgemm(a2, b2, c, accumulate);
+    }
+    BF16_COPIES.with(|s| *s.borrow_mut() = (ab, bb));
+}
+
+thread_local! {
+    static BF16_COPIES: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// [`round_bf16`] on the bits (round to nearest even by adding `0x7fff` plus
@@ -81,24 +92,49 @@ fn round_bf16_bits(x: f32) -> f32 {
     f32::from_bits(r & 0xffff_0000)
 }
 
-/// A dense row-major copy of `x` with every element rounded to bf16.
-fn rounded_copy(x: &MatRef) -> Vec<f32> {
+/// A dense copy of `x` in `buf` with every element rounded to bf16, in the
+/// orientation of `x` (row-major unless `x` is stored by columns), so that
+/// the source is read along its contiguous direction.
+fn rounded_copy<'b>(x: &MatRef, buf: &'b mut Vec<f32>) -> MatRef<'b> {
     let (rows, cols) = (x.rows(), x.cols());
-    let mut out = vec![0.0f32; rows * cols];
-    if cols == 0 {
-        return out;
-    }
-    let fill = |(i, row): (usize, &mut [f32])| {
-        for (j, o) in row.iter_mut().enumerate() {
-            *o = round_bf16_bits(x.at(i, j));
-        }
-    };
-    if rows * cols >= 1 << 16 {
-        out.par_chunks_mut(cols).enumerate().for_each(fill);
+    let by_rows = x.col_stride() <= x.row_stride();
+    // (outer, inner) dimensions and strides of the source walk.
+    let (outer, inner, so, si) = if by_rows {
+        (rows, cols, x.row_stride(), x.col_stride())
     } else {
-        out.chunks_mut(cols).enumerate().for_each(fill);
+        (cols, rows, x.col_stride(), x.row_stride())
+    };
+    buf.resize(rows * cols, 0.0);
+    let data = x.data();
+    if let Some(per) = 16384usize.checked_div(inner) {
+        // Blocks of whole outer lines, about 16 Ki elements per task.
+        let block = per.max(1);
+        let fill = |(bi, dst): (usize, &mut [f32])| {
+            for (r, line) in dst.chunks_mut(inner).enumerate() {
+                let start = (bi * block + r) * so;
+                if si == 1 {
+                    for (o, &v) in line.iter_mut().zip(&data[start..start + inner]) {
+                        *o = round_bf16_bits(v);
+                    }
+                } else {
+                    for (j, o) in line.iter_mut().enumerate() {
+                        *o = round_bf16_bits(data[start + j * si]);
+                    }
+                }
+            }
+        };
+        if outer * inner >= 1 << 16 {
+            buf.par_chunks_mut(block * inner).enumerate().for_each(fill);
+        } else {
+            buf.chunks_mut(block * inner).enumerate().for_each(fill);
+        }
     }
-    out
+    let (rs, cs) = if by_rows {
+        (cols.max(1), 1)
+    } else {
+        (1, rows.max(1))
+    };
+    MatRef::new(buf, rows, cols, rs, cs).expect("dense copy fits")
 }
 
 /// `C = A·B (+ C)` calling the model for every product, rows in parallel
@@ -167,13 +203,29 @@ mod tests {
             .unwrap_or(1);
         eprintln!("seed {seed}");
         let mut state = seed | 1;
-        let edges = [0x3f80_8000u32, 0x3f81_8000, 0x7f7f_ffff, 0xff7f_8000, 0x7fc0_0001, 0xff80_0001, 0x0000_8000, 0x8000_0001];
+        let edges = [
+            0x3f80_8000u32,
+            0x3f81_8000,
+            0x7f7f_ffff,
+            0xff7f_8000,
+            0x7fc0_0001,
+            0xff80_0001,
+            0x0000_8000,
+            0x8000_0001,
+        ];
         for i in 0..2_000_000u32 {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            let b = if (i as usize) < edges.len() { edges[i as usize] } else { state as u32 };
-            let (x, y) = (round_bf16_bits(f32::from_bits(b)), round_bf16(f32::from_bits(b)));
+            let b = if (i as usize) < edges.len() {
+                edges[i as usize]
+            } else {
+                state as u32
+            };
+            let (x, y) = (
+                round_bf16_bits(f32::from_bits(b)),
+                round_bf16(f32::from_bits(b)),
+            );
             assert!(
                 (x.is_nan() && y.is_nan() && x.is_sign_negative() == y.is_sign_negative())
                     || x.to_bits() == y.to_bits(),

@@ -57,15 +57,21 @@ pub(crate) fn pack_x(
             let i = i0 + mp * mr + r;
             // Row i, columns k0.. as a strided run of the buffer.
             let row = &x.data[i * x.rs + k0 * x.cs..];
+            // `kb` = kk modulo `kblock`, counted rather than divided.
+            let mut kb = 0u32;
             for kk in 0..kc {
                 let (s, t, e) = decompose(row[kk * x.cs], bits);
                 range.add(e);
                 let o = kk * mr + r;
                 scale[o] = s;
                 off[o] = match strategy {
-                    Strategy::Expand => (((kk % kblock) as u32) << (bits + 4)) | (t << 4),
+                    Strategy::Expand => (kb << (bits + 4)) | (t << 4),
                     Strategy::Direct => t << bits,
                 };
+                kb += 1;
+                if kb as usize == kblock {
+                    kb = 0;
+                }
             }
         }
         if strategy == Strategy::Expand {

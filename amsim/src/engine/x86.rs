@@ -9,7 +9,7 @@
 use std::arch::x86_64::*;
 
 use super::kernel::LutKernel;
-use super::NR;
+use super::{padded_stride, NR};
 
 /// AVX-512F kernels.
 pub(crate) struct Avx512;
@@ -24,6 +24,7 @@ const PERMUTE_MAX_BITS: u32 = 4;
 impl LutKernel for Avx512 {
     const MR: usize = MR512;
 
+    #[allow(clippy::too_many_arguments)]
     unsafe fn expand(
         &self,
         table: &[f32],
@@ -183,7 +184,7 @@ unsafe fn expand_block_avx512(
     let mut src = [table_t; NR];
     let mut sc = [_mm512_setzero_ps(); NR];
     for jj in 0..NR {
-        src[jj] = table_t.add((*index.add(jj) as usize) << bits);
+        src[jj] = table_t.add(*index.add(jj) as usize * padded_stride(bits));
         sc[jj] = _mm512_set1_ps(*scale.add(jj));
     }
     let mut t0 = 0;
@@ -332,6 +333,7 @@ const MR256: usize = 6;
 impl LutKernel for Avx2 {
     const MR: usize = MR256;
 
+    #[allow(clippy::too_many_arguments)]
     unsafe fn expand(
         &self,
         _table: &[f32],
@@ -402,8 +404,8 @@ unsafe fn expand_avx2(
         let s1 = _mm256_loadu_ps(scale.add(kk * NR + 8));
         let vk = v.add(kk << (bits + 4));
         // Gather from the transposed table (lane j reads along row `tb_j`).
-        let sh = _mm256_set1_epi32(bits as i32);
-        let (r0, r1) = (_mm256_sllv_epi32(i0, sh), _mm256_sllv_epi32(i1, sh));
+        let st = _mm256_set1_epi32(padded_stride(bits) as i32);
+        let (r0, r1) = (_mm256_mullo_epi32(i0, st), _mm256_mullo_epi32(i1, st));
         for t in 0..n {
             let e0 = _mm256_i32gather_ps::<4>(table_t.add(t), r0);
             let e1 = _mm256_i32gather_ps::<4>(table_t.add(t), r1);
