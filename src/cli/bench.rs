@@ -27,6 +27,41 @@ pub enum BenchCommand {
     ///
     /// Example: approxtrain bench conv --shape resnet20-layer1 --batch 32 --multiplier mbm:7,mitchell:7
     Conv(ConvArgs),
+    /// Time full training steps (forward, backward, update) of a network
+    /// per multiplier against FP32, over one epoch of real images.
+    ///
+    /// Example: approxtrain bench train --net lenet5 --data-dir ../shared/datasets --multiplier fp32,mbm:7 --json
+    Train(TrainBenchArgs),
+}
+
+/// Options of `bench train`.
+#[derive(clap::Args)]
+pub struct TrainBenchArgs {
+    /// Network: lenet5 or lenet300100.
+    #[arg(long, default_value = "lenet5")]
+    net: String,
+    /// Dataset: mnist or fashion-mnist.
+    #[arg(long, default_value = "mnist")]
+    dataset: String,
+    /// Data directory holding mnist/ ... [default: $APPROXTRAIN_DATA, ./data, then the shipped MNIST subset].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// Mini-batch size.
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Training images per timed epoch [default: the whole training set].
+    #[arg(long, value_name = "N")]
+    images: Option<usize>,
+    /// Comma-separated multiplier specs [default: fp32,bf16,mbm:7,mitchell:7].
+    /// FP32 is always timed first as the baseline.
+    #[arg(long, value_delimiter = ',', value_name = "SPEC,...")]
+    multiplier: Vec<String>,
+    /// Timed epochs per multiplier; the median is reported.
+    #[arg(long, default_value_t = 1, value_name = "R")]
+    repeats: usize,
+    /// Print one JSON object per row instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Options shared by every benchmark.
@@ -124,6 +159,7 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
     match c {
         BenchCommand::Gemm(a) => run_gemm(a),
         BenchCommand::Conv(a) => run_conv(a),
+        BenchCommand::Train(a) => run_train(a),
     }
 }
 
@@ -349,4 +385,125 @@ fn print_conv_table(rows: &[ConvBenchRow], s: &Conv2dShape, name: Option<&str>) 
             r.ratio_vs_fp32
         );
     }
+}
+
+/// One row of `bench train`.
+struct TrainBenchRow {
+    multiplier: String,
+    seconds: f64,
+    images: usize,
+    threads: usize,
+}
+
+/// Time `repeats` epochs of `net` under `mult` on `data` (median seconds).
+/// Each timed epoch starts from the same freshly initialised network, so
+/// every multiplier does the same work.
+fn time_training(
+    a: &TrainBenchArgs,
+    mult: &Multiplier,
+    data: &nets::data::ImageDataset,
+) -> anyhow::Result<f64> {
+    use nets::model::Network;
+    use nets::optim::{Optimizer, OptimizerConfig};
+    use nets::schedule::LrSchedule;
+    use nets::train::Trainer;
+    let shape = [data.channels, data.height, data.width];
+    let mut times = Vec::with_capacity(a.repeats);
+    for _ in 0..a.repeats {
+        let plan = amsim::MultiplierPlan::uniform(mult.clone());
+        let net = Network::by_name(&a.net, &shape, data.num_classes, plan, 1)?;
+        let opt = Optimizer::new(OptimizerConfig::sgd_momentum(0.9))?;
+        let mut trainer = Trainer::new(net, opt, LrSchedule::constant(0.01), 1)?;
+        let start = std::time::Instant::now();
+        match trainer.train_epoch(data, a.batch_size, &mut |_| {}) {
+            Ok(_) => {}
+            // A diverging multiplier still did the work of its batches up to
+            // the failure; report it rather than a misleading time.
+            Err(e) => bail!("{mult}: training failed during the timed epoch: {e}"),
+        }
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
+    if a.repeats == 0 {
+        bail!("--repeats must be at least 1");
+    }
+    if a.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let resolver = Resolver::new(MODELS);
+    let specs: Vec<String> = if a.multiplier.is_empty() {
+        DEFAULT_MULTIPLIERS.iter().map(|s| s.to_string()).collect()
+    } else {
+        a.multiplier.clone()
+    };
+    let mut mults = vec![Multiplier::Fp32];
+    for spec in &specs {
+        let parsed: MultiplierSpec = spec.parse()?;
+        let m = resolver
+            .resolve(&parsed)
+            .with_context(|| format!("--multiplier {spec}"))?;
+        if !matches!(m, Multiplier::Fp32) {
+            mults.push(m);
+        }
+    }
+    let location = nets::data::resolve_dataset_dir(a.data_dir.as_deref(), &a.dataset)?;
+    if let Some(notice) = &location.notice {
+        eprintln!("{notice}");
+    }
+    let data = location.load_images(nets::data::Split::Train, a.images)?;
+    let threads = rayon::current_num_threads();
+    let mut rows = Vec::new();
+    for m in &mults {
+        let seconds = time_training(&a, m, &data)?;
+        rows.push(TrainBenchRow {
+            multiplier: m.label(),
+            seconds,
+            images: data.len,
+            threads,
+        });
+    }
+    let base = rows[0].seconds;
+    if !a.json {
+        println!(
+            "train {} on {} ({} images per epoch, batch {}), {} threads, cpu",
+            a.net, a.dataset, data.len, a.batch_size, threads
+        );
+        println!(
+            "{:<16} {:>12} {:>12} {:>9}",
+            "multiplier", "s/epoch", "images/s", "vs fp32"
+        );
+    }
+    for r in &rows {
+        let ips = r.images as f64 / r.seconds;
+        let ratio = r.seconds / base;
+        if a.json {
+            println!(
+                "{}",
+                json!({
+                    "bench": "train",
+                    "device": "cpu",
+                    "net": a.net,
+                    "dataset": a.dataset,
+                    "multiplier": r.multiplier,
+                    "batch_size": a.batch_size,
+                    "images": r.images,
+                    "threads": r.threads,
+                    "repeats": a.repeats,
+                    "seconds": r.seconds,
+                    "images_per_s": ips,
+                    "ratio_vs_fp32": ratio,
+                })
+            );
+        } else {
+            println!(
+                "{:<16} {:>12.2} {:>12.1} {:>8.2}x",
+                r.multiplier, r.seconds, ips, ratio
+            );
+        }
+    }
+    Ok(())
 }
