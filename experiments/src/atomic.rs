@@ -3,42 +3,20 @@
 //! the new content, never a half-written file. A rename within one directory
 //! is atomic on POSIX file systems and replaces the target on Windows too.
 
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::error::{ExperimentError, Result};
+use crate::error::Result;
 
-/// The temporary name used for `path` while it is written.
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(".tmp{}", std::process::id()));
-    path.with_file_name(name)
-}
-
-/// Write `bytes` to `path` whole: temp file, flush to disk, rename.
+/// Write `bytes` to `path` whole (temp file, flushed to disk, rename); the
+/// one implementation lives with the checkpoints in `nets`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(ExperimentError::io(path, e));
-    }
-    Ok(())
+    Ok(nets::checkpoint::write_atomically(path, bytes)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn write_atomic_replaces_content_and_leaves_no_temp_file() {

@@ -8,13 +8,13 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ExperimentError {
     /// An I/O error on a named file or directory.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error (in the message, not a separate source, so
+        /// that a printed error chain says it once).
+        error: std::io::Error,
     },
 
     /// A file that exists but cannot be parsed.
@@ -27,15 +27,14 @@ pub enum ExperimentError {
     },
 
     /// A plan file with a malformed multiplier spec under `key`.
-    #[error("plan file {}: key '{key}': {source}", path.display())]
+    #[error("plan file {}: key '{key}': {error}", path.display())]
     BadPlanKey {
         /// The plan file.
         path: PathBuf,
         /// The TOML key holding the bad spec (`layers.fc3.dx`).
         key: String,
-        /// Why the spec is malformed.
-        #[source]
-        source: amsim::AmsimError,
+        /// Why the spec is malformed (in the message, not a separate source).
+        error: amsim::AmsimError,
     },
 
     /// A per-layer plan for a layer the network does not have.
@@ -114,10 +113,10 @@ pub type Result<T, E = ExperimentError> = std::result::Result<T, E>;
 
 impl ExperimentError {
     /// An I/O error on `path`.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         ExperimentError::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 }

@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use amsim::{MultiplierSpec, PlanSpec, Role};
+use amsim::{ModelInfo, MultiplierSpec, PlanSpec, Role};
 
 use crate::error::{ExperimentError, Result};
 
@@ -103,10 +103,10 @@ fn parse_table(path: &Path, prefix: &str, table: &toml::Table) -> Result<PlanOve
                 ),
             ));
         };
-        let spec_err = |source| ExperimentError::BadPlanKey {
+        let spec_err = |error| ExperimentError::BadPlanKey {
             path: path.to_path_buf(),
             key: key_name(k),
-            source,
+            error,
         };
         match role {
             None => out.plan = Some(s.parse().map_err(spec_err)?),
@@ -162,6 +162,37 @@ impl PlanFile {
         Self::parse(path, &text)
     }
 
+    /// Check that every model the file names is in `models` and supports
+    /// the width asked for, so that a typo is reported with the file and key
+    /// rather than later without them.
+    pub fn check_models(&self, models: &[ModelInfo]) -> Result<()> {
+        let tables = std::iter::once((String::new(), &self.default))
+            .chain(self.layers.iter().map(|(n, o)| (format!("layers.{n}."), o)));
+        for (prefix, o) in tables {
+            let mut specs: Vec<(String, &MultiplierSpec)> = Vec::new();
+            if let Some(plan) = &o.plan {
+                specs.extend(
+                    Role::ALL
+                        .iter()
+                        .map(|r| (format!("{prefix}multiplier"), plan.get(*r))),
+                );
+            }
+            specs.extend(
+                o.roles
+                    .iter()
+                    .map(|(r, s)| (format!("{prefix}{}", r.key()), s)),
+            );
+            for (key, spec) in specs {
+                check_model(spec, models).map_err(|error| ExperimentError::BadPlanKey {
+                    path: self.path.clone(),
+                    key,
+                    error,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Apply the file on top of `base` (the command line's plan).
     pub fn resolve(&self, base: &PlanSpec) -> ResolvedPlans {
         let default = self.default.apply(base);
@@ -172,6 +203,28 @@ impl PlanFile {
             .collect();
         ResolvedPlans { default, layers }
     }
+}
+
+/// Whether the model of `spec` (if it names one) is in `models` and
+/// supports its width.
+fn check_model(spec: &MultiplierSpec, models: &[ModelInfo]) -> amsim::Result<()> {
+    let (name, bits) = match spec {
+        MultiplierSpec::Model { name, bits } | MultiplierSpec::Direct { name, bits } => {
+            (name, *bits)
+        }
+        _ => return Ok(()),
+    };
+    let info = amsim::model::find(models, name)?;
+    if matches!(spec, MultiplierSpec::Model { .. }) && !info.supports_bits(bits) {
+        return Err(amsim::AmsimError::BadSpec {
+            spec: spec.to_string(),
+            reason: format!(
+                "model '{}' supports {}..={} bits",
+                info.name, info.min_bits, info.max_bits
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Check that every name in `layers` is one of `valid`; `origin` says where
@@ -259,6 +312,38 @@ dw = "bf16"
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("p.toml: "), "{e}");
+    }
+
+    fn model(_: f32, _: f32, _: u32) -> f32 {
+        1.0
+    }
+
+    #[test]
+    fn unknown_model_error_names_the_file_and_key() {
+        let models = [ModelInfo {
+            name: "mbm",
+            description: "",
+            min_bits: 1,
+            max_bits: 8,
+            area_um2: 0.0,
+            power_mw: 0.0,
+            delay_ns: 0.0,
+            func: model,
+        }];
+        let ok = "multiplier = \"mbm:7\"\n[layers.fc3]\ndw = \"direct:mbm\"\n";
+        PlanFile::parse(Path::new("p.toml"), ok)
+            .unwrap()
+            .check_models(&models)
+            .unwrap();
+        let f = PlanFile::parse(Path::new("p.toml"), "[layers.fc3]\ndx = \"mbmm:7\"\n").unwrap();
+        let e = f.check_models(&models).unwrap_err().to_string();
+        assert!(
+            e.contains("p.toml") && e.contains("layers.fc3.dx") && e.contains("'mbmm'"),
+            "{e}"
+        );
+        let f = PlanFile::parse(Path::new("p.toml"), "multiplier = \"fwd=mbm:9\"\n").unwrap();
+        let e = f.check_models(&models).unwrap_err().to_string();
+        assert!(e.contains("key 'multiplier'") && e.contains("1..=8"), "{e}");
     }
 
     #[test]

@@ -417,6 +417,7 @@ fn round_ms(seconds: f64) -> f64 {
 fn write_state(
     spec: &RunSpec,
     dir: &RunDir,
+    data_source: &str,
     status: RunStatus,
     rows: &[MetricsRow],
     message: Option<String>,
@@ -431,6 +432,7 @@ fn write_state(
             status,
             epochs_completed: completed.len(),
             test_accuracy: completed.last().map(|r| r.test_accuracy),
+            data: Some(data_source.to_string()),
             message,
         },
         spec: spec.clone(),
@@ -472,6 +474,7 @@ pub fn train(
     };
 
     let location = resolve_dataset_dir(spec.data_dir.as_deref(), &spec.dataset)?;
+    let data_source = location.describe();
     if let Some(notice) = &location.notice {
         observer.message(notice);
     }
@@ -503,7 +506,7 @@ pub fn train(
         }
     }
     write_metrics(&dir.metrics_csv(), &rows)?;
-    write_state(spec, &dir, RunStatus::Running, &rows, None)?;
+    write_state(spec, &dir, &data_source, RunStatus::Running, &rows, None)?;
 
     let macs = trainer.network.macs_per_image();
     let row_base = MetricsRow {
@@ -564,7 +567,14 @@ pub fn train(
                     ..row_base.clone()
                 });
                 write_metrics(&dir.metrics_csv(), &rows)?;
-                write_state(spec, &dir, RunStatus::Diverged, &rows, Some(d.to_string()))?;
+                write_state(
+                    spec,
+                    &dir,
+                    &data_source,
+                    RunStatus::Diverged,
+                    &rows,
+                    Some(d.to_string()),
+                )?;
                 return Ok(RunOutcome::Diverged(d));
             }
             Err(e) => return Err(e.into()),
@@ -594,11 +604,11 @@ pub fn train(
         } else {
             RunStatus::Running
         };
-        write_state(spec, &dir, status, &rows, None)?;
+        write_state(spec, &dir, &data_source, status, &rows, None)?;
         observer.epoch_done(&row);
     }
     if rows.len() == spec.epochs {
-        write_state(spec, &dir, RunStatus::Finished, &rows, None)?;
+        write_state(spec, &dir, &data_source, RunStatus::Finished, &rows, None)?;
     }
     Ok(RunOutcome::Finished(summary(spec, rows)))
 }

@@ -379,6 +379,10 @@ pub struct RunState {
     /// Test accuracy after the last completed epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_accuracy: Option<f32>,
+    /// Where the data came from (a folder, or the shipped MNIST subset):
+    /// runs of one spec on different data do not compare.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
     /// Why the run stopped, when it diverged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -481,6 +485,7 @@ mod tests {
                 status: RunStatus::Diverged,
                 epochs_completed: 1,
                 test_accuracy: Some(0.5),
+                data: Some("data/mnist".into()),
                 message: Some("training diverged at epoch 2 step 9: loss is NaN".into()),
             },
             spec,

@@ -216,6 +216,7 @@ fn spec_from_args(a: &TrainOptions) -> anyhow::Result<RunSpec> {
     }
     if let Some(path) = &a.plan {
         let file = PlanFile::read(path)?;
+        file.check_models(approxtrain::models::MODELS)?;
         if a.multiplier.is_some() && !file.default.is_empty() {
             bail!(
                 "{}: sets the default multiplier, and so does --multiplier; give it in one place",
