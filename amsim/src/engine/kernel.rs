@@ -56,11 +56,14 @@ pub(crate) trait LutKernel: Sync {
     }
 
     /// As [`LutKernel::expand_fma`] with the expansion row formed on the fly:
-    /// `table[off[kk * MR + r] + index[kk * NR + jj]] * scale[kk * NR + jj]`.
+    /// `table[off[kk * MR + r] + index[kk * NR + jj]] * scale[kk * NR + jj]`,
+    /// for the first `rows` rows of the tile only (the others are padding
+    /// and are left as they are).
     #[allow(clippy::too_many_arguments)]
     unsafe fn direct_fma(
         &self,
         kc: usize,
+        rows: usize,
         sa: &[f32],
         off: &[u32],
         table: &[f32],
@@ -129,6 +132,7 @@ impl LutKernel for Portable {
     unsafe fn direct_fma(
         &self,
         kc: usize,
+        rows: usize,
         sa: &[f32],
         off: &[u32],
         table: &[f32],
@@ -140,7 +144,7 @@ impl LutKernel for Portable {
         for kk in 0..kc {
             let idx = &index[kk * NR..kk * NR + NR];
             let sc = &scale[kk * NR..kk * NR + NR];
-            for r in 0..MR {
+            for r in 0..MR.min(rows) {
                 let s = sa[kk * MR + r];
                 let o = off[kk * MR + r] as usize;
                 let row = &mut acc[r * NR..r * NR + NR];

@@ -1,23 +1,28 @@
 //! The one loop nest of the AMSim engine, shared by every instruction set.
 //!
 //! The output is cut into jobs (a block of rows x a group of `NR`-column
-//! panels) run in parallel by rayon; `k` is never split, so each output
-//! element is summed by one thread in increasing `k`. Inside a job:
+//! panels, as [`plan`] prices best) run in parallel by rayon; `k` is never
+//! split, so each output element is summed by one thread in increasing `k`.
+//! Inside a job:
 //!
 //! ```text
-//! for each block of X_BLOCK values of k:
-//!     pack the job's rows of X for the block                (scale, offset)
-//!     for each pair of column panels of the job:
-//!         for each k-block (kc values of k):
-//!             pack both panels of Y, expand them (2^m rows) (V)
-//!             for each micro-panel of MR rows:
-//!                 fused micro-kernel on both panels, or per panel the
-//!                 exact fallback where a block holds special values or
-//!                 out-of-range exponents
-//! write the job's sums to C
+//! for each chunk of ROW_CHUNK rows of the job:
+//!     for each block of X_BLOCK values of k:
+//!         pack the chunk's rows of X for the block            (scale, offset)
+//!         for each pair of column panels of the job:
+//!             for each k-block (kc values of k):
+//!                 pack both panels of Y, expand them (2^m rows) (V)
+//!                 for each micro-panel of MR rows:
+//!                     fused micro-kernel on both panels, or per panel the
+//!                     exact fallback where a block holds special values or
+//!                     out-of-range exponents
+//!     write the chunk's sums to C
 //! ```
 //!
-//! The accumulator tiles live in a job buffer between k-blocks; buffers are
+//! Chunks keep the packed rows and the accumulator tiles in cache when a job
+//! has many rows; when the whole of `k` is one k-block (short `k`), the
+//! packed and expanded panels of the first chunk serve the later ones. The
+//! accumulator tiles live in a buffer between k-blocks; buffers are
 //! thread-local and reused across calls.
 
 use std::cell::RefCell;
@@ -36,7 +41,18 @@ use super::{Isa, OutPtr, Table, View, NR};
 const EXPANSION_BYTES: usize = 64 * 1024;
 
 /// Values of k for which the first operand is packed at once.
-const X_BLOCK: usize = 256;
+const X_BLOCK: usize = 128;
+
+/// Rows of a job computed at a time (a multiple of every `MR`): their
+/// packed operand (`ROW_CHUNK * X_BLOCK` scales and offsets) and their
+/// accumulator tiles stay in L2, instead of streaming through memory when a
+/// job holds many rows. Each chunk expands the second operand again, unless
+/// the whole of `k` is one expansion block (see [`WHOLE_K_BYTES`]).
+const ROW_CHUNK: usize = 480;
+
+/// Largest expansion of a job's panels over the whole of `k`: below it, `k`
+/// is one expansion block, expanded once and shared by every row chunk.
+const WHOLE_K_BYTES: usize = 256 * 1024;
 
 /// Largest job accumulator, in floats.
 const MAX_ACC: usize = 1 << 20;
@@ -54,86 +70,130 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-/// Run the loop nest with the kernels of `isa`.
-pub(crate) fn run_isa(isa: Isa, x: View, y: View, table: &Table, out: OutPtr) {
+/// Rows of the micro-kernel tile that [`run_isa`] will use for `isa`.
+pub(crate) fn kernel_mr(isa: Isa) -> usize {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if is_x86_feature_detected!("avx512f") => {
-            run(&super::x86::Avx512, x, y, table, out)
-        }
+        Isa::Avx512 if is_x86_feature_detected!("avx512f") => super::x86::Avx512::MR,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") => {
-            run(&super::x86::Avx2, x, y, table, out)
+            super::x86::Avx2::MR
         }
-        _ => run(&Portable, x, y, table, out),
+        _ => Portable::MR,
     }
 }
 
-/// How the work is cut: rows per job, panels per job, k-block, strategy.
-struct Plan {
+/// Run the loop nest with the kernels of `isa` and a plan made by [`plan`]
+/// for this shape and `kernel_mr(isa)`.
+pub(crate) fn run_isa(isa: Isa, x: View, y: View, table: &Table, out: OutPtr, p: &Plan) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if is_x86_feature_detected!("avx512f") => {
+            run(&super::x86::Avx512, x, y, table, out, p)
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") => {
+            run(&super::x86::Avx2, x, y, table, out, p)
+        }
+        _ => run(&Portable, x, y, table, out, p),
+    }
+}
+
+/// How the work is cut: rows per job, panels per job, k-block, strategy,
+/// and the estimated cost (in units of one vector FMA row).
+pub(crate) struct Plan {
     mc: usize,
     row_jobs: usize,
     panels_per_job: usize,
     col_jobs: usize,
     kc: usize,
     strategy: Strategy,
+    /// Rows per chunk of a job (a multiple of `MR`).
+    chunk: usize,
+    pub cost: f64,
 }
 
-fn plan(m: usize, n: usize, k: usize, bits: u32, mr: usize, threads: usize) -> Plan {
-    let panels = n.div_ceil(NR);
-    let target = if threads <= 1 { 1 } else { 2 * threads };
-    // Each extra column job packs X again (about m * k element splits);
-    // each extra row job expands Y again (about 2^bits * k * n / NR vector
-    // rows). Pick the split of `target` jobs that repeats the least.
-    let expand_rows = ((1usize << bits) * n).div_ceil(NR);
-    let (mut col_jobs, mut best) = (1, usize::MAX);
-    for cj in 1..=panels.min(target).max(1) {
-        let rj = target.div_ceil(cj).min(m.div_ceil(mr)).max(1);
-        let cost = (cj - 1) * m + (rj - 1) * expand_rows;
-        if cost < best {
-            (col_jobs, best) = (cj, cost);
+/// Relative costs of the work of one `k` (a fused micro-kernel row = 1),
+/// measured roughly on a Zen 4 core at 7 bits: an expansion row, a direct
+/// row (a gather from the table), and the packing of one element.
+const COST_EXPAND_ROW: f64 = 1.5;
+const COST_DIRECT_ROW: f64 = 12.0;
+const COST_PACK: f64 = 1.0;
+/// Fixed cost of a job (scheduling, buffers, writing the tile).
+const COST_JOB: f64 = 4000.0;
+
+/// The cheapest way to cut an `m x n` output with depth `k` over `threads`
+/// threads: every split of the rows and column panels into jobs (a few per
+/// thread at most) with either strategy, each priced by [`COST_EXPAND_ROW`]
+/// and friends, the jobs of the slowest thread counting.
+pub(crate) fn plan(m: usize, n: usize, k: usize, bits: u32, mr: usize, threads: usize) -> Plan {
+    let panels = n.div_ceil(NR).max(1);
+    let threads = threads.max(1);
+    let max_jobs = if threads <= 1 { 1 } else { 2 * threads };
+    let mpanels_all = m.div_ceil(mr).max(1);
+    let mut best: Option<Plan> = None;
+    for col_jobs in 1..=panels.min(max_jobs) {
+        let panels_per_job = panels.div_ceil(col_jobs);
+        let col_jobs = panels.div_ceil(panels_per_job);
+        let cols = panels_per_job * NR;
+        let min_rows = (m * cols).div_ceil(MAX_ACC).max(1);
+        for rj in 1..=mpanels_all.min(max_jobs) {
+            let rj = rj.max(min_rows);
+            let mc = m.div_ceil(rj).div_ceil(mr).max(1) * mr;
+            let row_jobs = m.div_ceil(mc).max(1);
+            let jobs = row_jobs * col_jobs;
+            let rounds = jobs.div_ceil(threads) as f64;
+            let tile_rows = mc as f64;
+            let live_rows = mc.min(m) as f64;
+            let chunk = (ROW_CHUNK / mr).max(1) * mr;
+            let whole_k = k * ((NR * 4) << bits) * panels_per_job <= WHOLE_K_BYTES;
+            let expansions = if whole_k && panels_per_job <= 2 {
+                1
+            } else {
+                mc.div_ceil(chunk)
+            };
+            for strategy in [Strategy::Expand, Strategy::Direct] {
+                let per_k = match strategy {
+                    Strategy::Expand => {
+                        panels_per_job as f64
+                            * ((1usize << bits) as f64 * COST_EXPAND_ROW * expansions as f64
+                                + tile_rows)
+                    }
+                    Strategy::Direct => panels_per_job as f64 * live_rows * COST_DIRECT_ROW,
+                } + (live_rows + cols as f64) * COST_PACK;
+                let cost = rounds * (per_k * k as f64 + COST_JOB);
+                if best.as_ref().is_none_or(|b| cost < b.cost) {
+                    let kc = match strategy {
+                        Strategy::Expand if whole_k => k,
+                        Strategy::Expand => (EXPANSION_BYTES / ((NR * 4) << bits)).clamp(4, 16),
+                        Strategy::Direct => 256,
+                    }
+                    .min(k)
+                    .max(1);
+                    best = Some(Plan {
+                        mc,
+                        row_jobs,
+                        panels_per_job,
+                        col_jobs,
+                        kc,
+                        strategy,
+                        chunk,
+                        cost,
+                    });
+                }
+            }
         }
     }
-    let panels_per_job = panels.div_ceil(col_jobs).max(1);
-    let col_jobs = panels.div_ceil(panels_per_job).max(1);
-    let mut row_jobs = target.div_ceil(col_jobs).max(1);
-    let cols = panels_per_job * NR;
-    row_jobs = row_jobs.max((m * cols).div_ceil(MAX_ACC));
-    let mc = m.div_ceil(row_jobs).div_ceil(mr).max(1) * mr;
-    let row_jobs = m.div_ceil(mc).max(1);
-    // The expansion costs about 2^m vector rows per k and panel and serves
-    // the job's rows; a direct lookup per product (a gather from the whole
-    // table, measured at about ten times the cost of an expansion row at
-    // 10 bits) wins only when the rows are far fewer than 2^m.
-    let strategy = if (1usize << bits) <= 8 * mc {
-        Strategy::Expand
-    } else {
-        Strategy::Direct
-    };
-    let kc = match strategy {
-        Strategy::Expand => (EXPANSION_BYTES / ((NR * 4) << bits)).clamp(4, 16),
-        Strategy::Direct => 256,
-    }
-    .min(k.max(1));
-    Plan {
-        mc,
-        row_jobs,
-        panels_per_job,
-        col_jobs,
-        kc,
-        strategy,
-    }
+    best.expect("at least one plan")
 }
 
 /// `out = X·Y` through `table` with kernel `kern`.
-fn run<K: LutKernel>(kern: &K, x: View, y: View, table: &Table, out: OutPtr) {
-    let (m, n, k) = (x.rows, y.cols, x.cols);
-    let p = plan(m, n, k, table.bits, K::MR, rayon::current_num_threads());
+fn run<K: LutKernel>(kern: &K, x: View, y: View, table: &Table, out: OutPtr, p: &Plan) {
     let jobs = p.row_jobs * p.col_jobs;
     let job = |jid: usize| {
         SCRATCH.with(|s| match s.try_borrow_mut() {
-            Ok(mut s) => run_job(kern, &x, &y, table, out, &p, jid, &mut s),
-            Err(_) => run_job(kern, &x, &y, table, out, &p, jid, &mut Scratch::default()),
+            Ok(mut s) => run_job(kern, &x, &y, table, out, p, jid, &mut s),
+            Err(_) => run_job(kern, &x, &y, table, out, p, jid, &mut Scratch::default()),
         })
     };
     if jobs == 1 {
@@ -155,14 +215,54 @@ fn run_job<K: LutKernel>(
     s: &mut Scratch,
 ) {
     let (m, n, k) = (x.rows, y.cols, x.cols);
-    let mr = K::MR;
-    let bits = table.bits;
     let (rj, cj) = (jid / p.col_jobs, jid % p.col_jobs);
     let i0 = rj * p.mc;
     let rows = p.mc.min(m - i0);
-    let mpanels = rows.div_ceil(mr);
     let panel0 = cj * p.panels_per_job;
     let panel1 = (panel0 + p.panels_per_job).min(n.div_ceil(NR));
+    // With one k-block and one group of panels, the packed and expanded
+    // second operand of the first chunk serves every later chunk.
+    let group = if p.strategy == Strategy::Expand { 2 } else { 1 };
+    let reusable = p.kc >= k && panel1 - panel0 <= group;
+    let mut c0 = 0;
+    while c0 < rows {
+        let crows = p.chunk.min(rows - c0);
+        let cols = Cols { panel0, panel1 };
+        let reuse = reusable && c0 > 0;
+        run_rows(kern, x, y, table, out, p, i0 + c0, crows, cols, reuse, s);
+        c0 += crows;
+    }
+}
+
+/// The column panels `panel0..panel1` of a job.
+#[derive(Clone, Copy)]
+struct Cols {
+    panel0: usize,
+    panel1: usize,
+}
+
+/// Rows `i0..i0 + rows` of a job (one chunk). With `reuse`, the scratch
+/// buffers already hold the packed and expanded second operand for these
+/// panels and the whole of `k` (from the job's previous chunk).
+#[allow(clippy::too_many_arguments)]
+fn run_rows<K: LutKernel>(
+    kern: &K,
+    x: &View,
+    y: &View,
+    table: &Table,
+    out: OutPtr,
+    p: &Plan,
+    i0: usize,
+    rows: usize,
+    cols: Cols,
+    reuse: bool,
+    s: &mut Scratch,
+) {
+    let (n, k) = (y.cols, x.cols);
+    let mr = K::MR;
+    let bits = table.bits;
+    let mpanels = rows.div_ceil(mr);
+    let Cols { panel0, panel1 } = cols;
     let tile = mr * NR;
     let Scratch {
         acc: acc_buf,
@@ -201,6 +301,10 @@ fn run_job<K: LutKernel>(
                 let kc = p.kc.min(x0 + xlen - k0);
                 let mut expandable = [false; 2];
                 for (g, panel) in (g0..g1).enumerate() {
+                    if reuse {
+                        expandable[g] = py[g].range.expandable();
+                        continue;
+                    }
                     pack_y(&mut py[g], y, k0, kc, panel * NR, bits);
                     expandable[g] = py[g].range.expandable();
                     if expandable[g] && p.strategy == Strategy::Expand {
@@ -261,6 +365,7 @@ fn run_job<K: LutKernel>(
                                     ),
                                     Strategy::Direct => kern.direct_fma(
                                         kc,
+                                        mr.min(rows - mp * mr),
                                         sa,
                                         off,
                                         table.entries,

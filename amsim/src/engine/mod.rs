@@ -23,12 +23,16 @@
 //! The expansion costs about `2^m * k * n / 16` vector rows and is shared by
 //! all the rows of a job, so it is cheap for narrow tables and the dominant
 //! cost for `m >= 10` (its rows are built from contiguous rows of the
-//! transposed table, transposed in registers). The engine expands the
-//! operand whose other dimension is the smaller one (working on `Cᵀ = Bᵀ Aᵀ`
-//! with the transposed table when `n > m`), and when `2^m` is large compared
-//! with the rows that would share an expansion it looks each product up
-//! directly instead (`L[t_a][t_b] * s_b` by gather) and applies the same
-//! exact FMA.
+//! transposed table, transposed in registers). Where `2^m` is large compared
+//! with the rows that would share an expansion, each product is looked up
+//! directly instead (`L[t_a][t_b] * s_b` by gather) with the same exact FMA.
+//! The orientation (`C = A·B`, or `Cᵀ = Bᵀ Aᵀ` with the transposed table),
+//! the strategy (expansion or direct lookups) and the cut of the output into
+//! jobs are chosen together by a cost model (`loops::plan`): expansion rows,
+//! kernel rows, gathers, packing and the jobs of the busiest thread. Small
+//! outputs over a long `k` (a convolution's weight gradient) are thus cut so
+//! that every thread has work, and narrow outputs use whichever operand
+//! fills the vector lanes better.
 //!
 //! Layout: `loops` is the one loop nest (blocks of output rows x column
 //! panels in parallel with rayon, `k` never split), `pack` splits and packs
@@ -189,7 +193,7 @@ impl Default for ExpRange {
 }
 
 impl ExpRange {
-    #[inline]
+    #[cfg(test)]
     pub fn add(&mut self, exp: u32) {
         if exp == 255 {
             self.special = true;
@@ -220,23 +224,6 @@ impl ExpRange {
             return true;
         }
         self.min + y.min >= 128 && self.max + y.max <= 380
-    }
-}
-
-/// Split an operand into `(scale, index, biased exponent)`: `scale` is
-/// `±2^(e-127)` for a normal value and `0` otherwise.
-#[inline]
-pub(crate) fn decompose(v: f32, bits: u32) -> (f32, u32, u32) {
-    let b = v.to_bits();
-    let e = (b >> 23) & 0xff;
-    if e == 0 || e == 255 {
-        (0.0, 0, e)
-    } else {
-        (
-            f32::from_bits(b & 0xff80_0000),
-            (b & 0x007f_ffff) >> (23 - bits),
-            e,
-        )
     }
 }
 
@@ -392,19 +379,25 @@ pub(crate) fn lut_gemm_isa(
     run_oriented(isa, lut, a, b, m, n, out);
 }
 
-/// Pick the orientation (expand the operand whose other dimension is the
-/// smaller one) and run the loop nest.
+/// Pick the orientation (`C = A·B`, or `Cᵀ = Bᵀ Aᵀ` with the transposed
+/// table) and the cut of the work whose estimated cost is the lower, and run
+/// the loop nest.
 fn run_oriented(isa: Isa, lut: &Arc<Lut>, a: MatRef, b: MatRef, m: usize, n: usize, out: OutPtr) {
     let bits = lut.bits();
     let lay = layouts(lut);
-    if n <= m {
+    let k = a.cols();
+    let mr = loops::kernel_mr(isa);
+    let threads = rayon::current_num_threads();
+    let plain = loops::plan(m, n, k, bits, mr, threads);
+    let swapped = loops::plan(n, m, k, bits, mr, threads);
+    if plain.cost <= swapped.cost {
         let table = Table {
             entries: lut.table(),
             entries_t: &lay.padded_t,
             bits,
             swapped: false,
         };
-        loops::run_isa(isa, View::of(&a), View::of(&b), &table, out);
+        loops::run_isa(isa, View::of(&a), View::of(&b), &table, out, &plain);
     } else {
         // C^T = B^T A^T with the transposed table: L^T[tb][ta] = L[ta][tb].
         let table = Table {
@@ -418,7 +411,14 @@ fn run_oriented(isa: Isa, lut: &Arc<Lut>, a: MatRef, b: MatRef, m: usize, n: usi
             cs: out.rs,
             ..out
         };
-        loops::run_isa(isa, View::of(&b).t(), View::of(&a).t(), &table, out_t);
+        loops::run_isa(
+            isa,
+            View::of(&b).t(),
+            View::of(&a).t(),
+            &table,
+            out_t,
+            &swapped,
+        );
     }
 }
 

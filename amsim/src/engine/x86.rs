@@ -81,6 +81,7 @@ impl LutKernel for Avx512 {
     unsafe fn direct_fma(
         &self,
         kc: usize,
+        rows: usize,
         sa: &[f32],
         off: &[u32],
         table: &[f32],
@@ -93,6 +94,7 @@ impl LutKernel for Avx512 {
         debug_assert!(acc.len() >= MR512 * NR);
         direct_fma_avx512(
             kc,
+            rows,
             sa.as_ptr(),
             off.as_ptr(),
             table.as_ptr(),
@@ -294,9 +296,11 @@ unsafe fn expand_fma2_avx512(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 unsafe fn direct_fma_avx512(
     kc: usize,
+    rows: usize,
     sa: *const f32,
     off: *const u32,
     table: *const f32,
@@ -314,6 +318,10 @@ unsafe fn direct_fma_avx512(
         let sk = sa.add(kk * MR512);
         let ok = off.add(kk * MR512);
         for (r, cr) in c.iter_mut().enumerate() {
+            if r >= rows {
+                // Padding rows of the last micro-panel: no lookups.
+                break;
+            }
             let row = _mm512_i32gather_ps::<4>(idx, table.add(*ok.add(r) as usize));
             let e = _mm512_mul_ps(row, sc);
             *cr = _mm512_fmadd_ps(_mm512_set1_ps(*sk.add(r)), e, *cr);
@@ -365,6 +373,7 @@ impl LutKernel for Avx2 {
     unsafe fn direct_fma(
         &self,
         kc: usize,
+        rows: usize,
         sa: &[f32],
         off: &[u32],
         table: &[f32],
@@ -377,6 +386,7 @@ impl LutKernel for Avx2 {
         debug_assert!(acc.len() >= MR256 * NR);
         direct_fma_avx2(
             kc,
+            rows,
             sa.as_ptr(),
             off.as_ptr(),
             table.as_ptr(),
@@ -442,9 +452,11 @@ unsafe fn expand_fma_avx2(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn direct_fma_avx2(
     kc: usize,
+    rows: usize,
     sa: *const f32,
     off: *const u32,
     table: *const f32,
@@ -463,7 +475,7 @@ unsafe fn direct_fma_avx2(
         let s1 = _mm256_loadu_ps(scale.add(kk * NR + 8));
         let sk = sa.add(kk * MR256);
         let ok = off.add(kk * MR256);
-        for r in 0..MR256 {
+        for r in 0..MR256.min(rows) {
             let s = _mm256_set1_ps(*sk.add(r));
             let row = table.add(*ok.add(r) as usize);
             let e0 = _mm256_mul_ps(_mm256_i32gather_ps::<4>(row, i0), s0);
