@@ -33,7 +33,7 @@ impl ModelInfo {
     /// Energy per multiply in picojoules (power x delay), when both are
     /// declared.
     pub fn energy_pj(&self) -> Option<f64> {
-        (self.power_mw > 0.0 && self.delay_ns > 0.0).then(|| self.power_mw * self.delay_ns)
+        (self.power_mw > 0.0 && self.delay_ns > 0.0).then_some(self.power_mw * self.delay_ns)
     }
 
     /// Whether the model declares support for `bits`.
