@@ -218,6 +218,29 @@ fn lut_gemm_large_blocks_match_reference_bit_exactly() {
 }
 
 #[test]
+fn wide_tables_in_multi_chunk_jobs_match_reference_bit_exactly() {
+    // From 9 bits on, one expansion serves row chunks of 2^bits rows or more:
+    // jobs of several chunks, chunks capped at the job's rows, and the
+    // transposed orientation (n > m).
+    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    for lut in luts().into_iter().filter(|l| l.bits() >= 9) {
+        let mult = Multiplier::Lut(lut.clone());
+        for (threads, shape) in [
+            (2, (1100, 40, 70)),
+            (1, (2200, 17, 30)),
+            (2, (50, 1500, 40)),
+            (2, (2100, 64, 9)),
+        ] {
+            pool(threads).install(|| {
+                check_case(&mut rng, &mult, shape, 0.0005, &|a, b, c, acc| {
+                    gemm(&mult, a, b, c, acc).unwrap()
+                })
+            });
+        }
+    }
+}
+
+#[test]
 fn every_kernel_set_matches_reference_bit_exactly() {
     let mut rng = ChaCha8Rng::seed_from_u64(seed());
     for lut in luts() {
