@@ -13,23 +13,41 @@
 //! weight gradient, operand order as in DESIGN.md. Bias additions,
 //! activations, pooling and the loss are plain FP32.
 
+pub mod attention;
 pub mod avgpool;
+pub mod basic_block;
+pub mod batchnorm;
+pub mod bottleneck;
 pub mod conv2d;
 pub mod dense;
 pub mod dropout;
+pub mod embedding;
 pub mod flatten;
+pub mod gelu;
+pub mod global_avgpool;
+pub mod layernorm;
 pub mod loss;
 pub mod maxpool;
 pub mod relu;
+pub mod shortcut;
 
+pub use attention::CausalSelfAttention;
 pub use avgpool::AvgPool2d;
+pub use basic_block::BasicBlock;
+pub use batchnorm::BatchNorm2d;
+pub use bottleneck::Bottleneck;
 pub use conv2d::Conv2d;
 pub use dense::Dense;
 pub use dropout::Dropout;
+pub use embedding::Embedding;
 pub use flatten::Flatten;
+pub use gelu::Gelu;
+pub use global_avgpool::GlobalAvgPool;
+pub use layernorm::LayerNorm;
 pub use loss::{softmax_cross_entropy, LossOutput};
 pub use maxpool::MaxPool2d;
 pub use relu::Relu;
+pub use shortcut::ShortcutKind;
 
 use amsim::MultiplierPlan;
 

@@ -1,0 +1,369 @@
+//! Causal multi-head self-attention (Vaswani et al., 2017, "Attention Is
+//! All You Need", arXiv:1706.03762, with the causal mask of GPT-2).
+//!
+//! Shapes: `x [N, T, C]`, `H` heads of `d = C / H`, `B = N·H`;
+//! `W_qkv [C, 3C]`, `b_qkv [3C]`, `W_o [C, C]`, `b_o [C]`; `y [N, T, C]`.
+//! Per-head stacks are head-major `[B, T, d]`; `S`, `A` are `[B, T, T]`.
+//!
+//! ```text
+//! forward:
+//!   [Q K V] = x·W_qkv + b_qkv     plan.forward,  operands x, W_qkv  (a Dense)
+//!   S  = Q·Kᵀ                     plan.attn_qk,  operands Q, Kᵀ
+//!   A  = softmax_j(S[t, j] / sqrt(d)) over j ≤ t;  A[t, j > t] = 0   (FP32)
+//!   Yh = A·V                      plan.attn_av,  operands A, V
+//!   y  = Yh·W_o + b_o             plan.forward,  operands Yh, W_o   (a Dense)
+//! backward (A and Q play the activation, V and Kᵀ the weight of
+//! DESIGN.md's operand table):
+//!   dA  = dYh·Vᵀ                  plan.attn_av,  operands dYh, V    (input gradient)
+//!   dV  = Aᵀ·dYh                  plan.attn_av,  operands A, dYh    (weight gradient)
+//!   dS  = A·(dA - Σ_j A·dA) / sqrt(d)                                (FP32)
+//!   dQ  = dS·K                    plan.attn_qk,  operands dS, K     (input gradient)
+//!   dKᵀ = Qᵀ·dS                   plan.attn_qk,  operands Q, dS     (weight gradient)
+//!   and the projections' gradients as in Dense (plan.grad_input, plan.grad_weight).
+//! ```
+//!
+//! The 1/sqrt(d) scale, the mask and the softmax are plain FP32, like other
+//! activations; softmax sums run in index order. Scores above the diagonal
+//! are computed and then masked, so every product of `Q·Kᵀ` and `A·V` is a
+//! full batched GEMM through [`gemm_batched`].
+
+use amsim::batched::{gemm_batched, BatchedMut, BatchedRef};
+use amsim::MultiplierPlan;
+use rand::Rng;
+use rayon::prelude::*;
+
+use super::{split_batch, Dense, Layer, MacCounts, Param};
+use crate::init::Init;
+use crate::{NetError, Result, Tensor};
+
+/// Causal multi-head self-attention with fused Q/K/V and output projections.
+#[derive(Debug, Clone)]
+pub struct CausalSelfAttention {
+    name: String,
+    dim: usize,
+    heads: usize,
+    plan: MultiplierPlan,
+    /// `[Q K V] = x·W_qkv + b_qkv`, `[N·T, C] -> [N·T, 3C]`.
+    pub qkv: Dense,
+    /// `y = Yh·W_o + b_o`, `[N·T, C] -> [N·T, C]`.
+    pub proj: Dense,
+    /// Backward cache: `Q`, `K`, `V` head-major, each `[B, T, d]`.
+    cache_q: Vec<f32>,
+    cache_k: Vec<f32>,
+    cache_v: Vec<f32>,
+    /// Backward cache: the attention weights `A [B, T, T]` (zero above the
+    /// diagonal).
+    cache_att: Vec<f32>,
+    /// Backward cache: `(N, T)` of the last training forward.
+    cache_batch_seq: (usize, usize),
+}
+
+impl CausalSelfAttention {
+    /// A layer over `dim` channels with `heads` heads (`dim` divisible by
+    /// `heads`); projection weights Glorot-uniform, biases zero.
+    pub fn new<R: Rng + ?Sized>(
+        name: &str,
+        dim: usize,
+        heads: usize,
+        plan: MultiplierPlan,
+        rng: &mut R,
+    ) -> Result<CausalSelfAttention> {
+        if dim == 0 || heads == 0 || dim % heads != 0 {
+            return Err(NetError::Config(format!(
+                "{name}: {dim} channels do not split into {heads} heads"
+            )));
+        }
+        let qkv = Dense::new(
+            &format!("{name}.qkv"),
+            dim,
+            3 * dim,
+            plan.clone(),
+            Init::GlorotUniform,
+            rng,
+        );
+        let proj = Dense::new(
+            &format!("{name}.proj"),
+            dim,
+            dim,
+            plan.clone(),
+            Init::GlorotUniform,
+            rng,
+        );
+        Ok(CausalSelfAttention {
+            name: name.to_string(),
+            dim,
+            heads,
+            plan,
+            qkv,
+            proj,
+            cache_q: Vec::new(),
+            cache_k: Vec::new(),
+            cache_v: Vec::new(),
+            cache_att: Vec::new(),
+            cache_batch_seq: (0, 0),
+        })
+    }
+
+    /// Channels C.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Heads H.
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
+    fn head_dim(&self) -> usize {
+        self.dim / self.heads
+    }
+}
+
+/// Copy column block `part` of a `[N·T, stride]` matrix into a head-major
+/// `[N·H, T, d]` stack (`stride` = 3C and `part` 0, 1, 2 for Q, K, V of
+/// `qkv`; `stride` = C and `part` 0 for `Yh`).
+fn split_heads(
+    m: &[f32],
+    (n, t, c, h): (usize, usize, usize, usize),
+    stride: usize,
+    part: usize,
+) -> Vec<f32> {
+    let d = c / h;
+    let mut out = vec![0.0f32; n * h * t * d];
+    for b in 0..n * h {
+        let (ni, hi) = (b / h, b % h);
+        for ti in 0..t {
+            let src = (ni * t + ti) * stride + part * c + hi * d;
+            let dst = (b * t + ti) * d;
+            out[dst..dst + d].copy_from_slice(&m[src..src + d]);
+        }
+    }
+    out
+}
+
+/// The inverse of [`split_heads`]: write a head-major `[N·H, T, d]` stack
+/// into column block `part` of a `[N·T, stride]` matrix.
+fn merge_heads(
+    heads: &[f32],
+    out: &mut [f32],
+    (n, t, c, h): (usize, usize, usize, usize),
+    stride: usize,
+    part: usize,
+) {
+    let d = c / h;
+    for b in 0..n * h {
+        let (ni, hi) = (b / h, b % h);
+        for ti in 0..t {
+            let dst = (ni * t + ti) * stride + part * c + hi * d;
+            let src = (b * t + ti) * d;
+            out[dst..dst + d].copy_from_slice(&heads[src..src + d]);
+        }
+    }
+}
+
+impl Layer for CausalSelfAttention {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "CausalSelfAttention({} channels, {} heads)",
+            self.dim, self.heads
+        )
+    }
+
+    fn output_shape(&self, sample: &[usize]) -> Result<Vec<usize>> {
+        match sample {
+            [t, c] if *c == self.dim => Ok(vec![*t, *c]),
+            _ => Err(NetError::shape(format!(
+                "{}: expected a sample [T, {}], got shape {sample:?}",
+                self.name, self.dim
+            ))),
+        }
+    }
+
+    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (n, sample) = split_batch(&self.name, x)?;
+        self.output_shape(sample)?;
+        let (t, c, h, d) = (sample[0], self.dim, self.heads, self.head_dim());
+        let b = n * h;
+        let qkv = self.qkv.forward(&x.clone().reshape(&[n * t, c])?, train)?;
+        let shape = (n, t, c, h);
+        let q = split_heads(&qkv.data, shape, 3 * c, 0);
+        let k = split_heads(&qkv.data, shape, 3 * c, 1);
+        let v = split_heads(&qkv.data, shape, 3 * c, 2);
+
+        // S = Q·Kᵀ
+        let mut att = vec![0.0f32; b * t * t];
+        gemm_batched(
+            &self.plan.attn_qk,
+            BatchedRef::row_major(&q, b, t, d)?,
+            BatchedRef::row_major(&k, b, t, d)?.t(),
+            BatchedMut::row_major(&mut att, b, t, t)?,
+            false,
+        )?;
+        // A = causal softmax of S / sqrt(d), row by row.
+        let scale = 1.0 / (d as f32).sqrt();
+        if t > 0 {
+            att.par_chunks_mut(t).enumerate().for_each(|(r, row)| {
+                let ti = r % t;
+                let (live, masked) = row.split_at_mut(ti + 1);
+                for s in live.iter_mut() {
+                    *s *= scale;
+                }
+                // Subtracting the row maximum keeps exp finite.
+                let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0f32;
+                for s in live.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                for s in live.iter_mut() {
+                    *s /= sum;
+                }
+                masked.fill(0.0);
+            });
+        }
+        // Yh = A·V
+        let mut yh_heads = vec![0.0f32; b * t * d];
+        gemm_batched(
+            &self.plan.attn_av,
+            BatchedRef::row_major(&att, b, t, t)?,
+            BatchedRef::row_major(&v, b, t, d)?,
+            BatchedMut::row_major(&mut yh_heads, b, t, d)?,
+            false,
+        )?;
+        let mut yh = Tensor::zeros(&[n * t, c]);
+        merge_heads(&yh_heads, &mut yh.data, shape, c, 0);
+        let y = self.proj.forward(&yh, train)?;
+        if train {
+            self.cache_q = q;
+            self.cache_k = k;
+            self.cache_v = v;
+            self.cache_att = att;
+            self.cache_batch_seq = (n, t);
+        }
+        y.reshape(&[n, t, c])
+    }
+
+    fn backward(&mut self, dy: &Tensor, need_input_grad: bool) -> Result<Option<Tensor>> {
+        let (n, t) = self.cache_batch_seq;
+        let (c, h, d) = (self.dim, self.heads, self.head_dim());
+        let b = n * h;
+        if dy.shape != [n, t, c] {
+            return Err(NetError::shape(format!(
+                "{}: backward expected dy [{n}, {t}, {c}] (after a training forward), got {:?}",
+                self.name, dy.shape
+            )));
+        }
+        let dyh = self
+            .proj
+            .backward(&dy.clone().reshape(&[n * t, c])?, true)?
+            .ok_or_else(|| NetError::shape(format!("{}: no gradient from proj", self.name)))?;
+        let shape = (n, t, c, h);
+        let dyh_heads = split_heads(&dyh.data, shape, c, 0);
+
+        // dA = dYh·Vᵀ, dV = Aᵀ·dYh
+        let mut datt = vec![0.0f32; b * t * t];
+        gemm_batched(
+            &self.plan.attn_av,
+            BatchedRef::row_major(&dyh_heads, b, t, d)?,
+            BatchedRef::row_major(&self.cache_v, b, t, d)?.t(),
+            BatchedMut::row_major(&mut datt, b, t, t)?,
+            false,
+        )?;
+        let mut dv = vec![0.0f32; b * t * d];
+        gemm_batched(
+            &self.plan.attn_av,
+            BatchedRef::row_major(&self.cache_att, b, t, t)?.t(),
+            BatchedRef::row_major(&dyh_heads, b, t, d)?,
+            BatchedMut::row_major(&mut dv, b, t, d)?,
+            false,
+        )?;
+        // dS = A·(dA - Σ_j A·dA) / sqrt(d), in place in datt; zero where
+        // masked because A is.
+        let scale = 1.0 / (d as f32).sqrt();
+        if t > 0 {
+            datt.par_chunks_mut(t)
+                .zip(self.cache_att.par_chunks(t))
+                .for_each(|(ds, a)| {
+                    let dot: f32 = ds.iter().zip(a).map(|(&g, &p)| g * p).sum();
+                    for (g, &p) in ds.iter_mut().zip(a) {
+                        *g = p * (*g - dot) * scale;
+                    }
+                });
+        }
+        // dQ = dS·K, dKᵀ = Qᵀ·dS
+        let mut dq = vec![0.0f32; b * t * d];
+        gemm_batched(
+            &self.plan.attn_qk,
+            BatchedRef::row_major(&datt, b, t, t)?,
+            BatchedRef::row_major(&self.cache_k, b, t, d)?,
+            BatchedMut::row_major(&mut dq, b, t, d)?,
+            false,
+        )?;
+        let mut dkt = vec![0.0f32; b * d * t];
+        gemm_batched(
+            &self.plan.attn_qk,
+            BatchedRef::row_major(&self.cache_q, b, t, d)?.t(),
+            BatchedRef::row_major(&datt, b, t, t)?,
+            BatchedMut::row_major(&mut dkt, b, d, t)?,
+            false,
+        )?;
+        // Q is the first operand, so the product gives dKᵀ [B, d, T];
+        // transpose it to the head-major layout of dK [B, T, d].
+        let mut dk = vec![0.0f32; b * t * d];
+        for bi in 0..b {
+            for ti in 0..t {
+                for di in 0..d {
+                    dk[(bi * t + ti) * d + di] = dkt[(bi * d + di) * t + ti];
+                }
+            }
+        }
+        let mut dqkv = Tensor::zeros(&[n * t, 3 * c]);
+        for (part, g) in [&dq, &dk, &dv].into_iter().enumerate() {
+            merge_heads(g, &mut dqkv.data, shape, 3 * c, part);
+        }
+        let dx = self.qkv.backward(&dqkv, need_input_grad)?;
+        dx.map(|dx| dx.reshape(&[n, t, c])).transpose()
+    }
+
+    fn params(&self) -> Vec<&Param> {
+        let mut p = self.qkv.params();
+        p.extend(self.proj.params());
+        p
+    }
+
+    fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut p = self.qkv.params_mut();
+        p.extend(self.proj.params_mut());
+        p
+    }
+
+    fn plan(&self) -> Option<&MultiplierPlan> {
+        Some(&self.plan)
+    }
+
+    fn set_plan(&mut self, plan: MultiplierPlan) -> bool {
+        self.qkv.set_plan(plan.clone());
+        self.proj.set_plan(plan.clone());
+        self.plan = plan;
+        true
+    }
+
+    /// Projection products per role as in [`Dense`], per position; the
+    /// score products counted by analogy: `Q·Kᵀ` and `A·V` as forward,
+    /// `dA` and `dQ` as input gradient, `dV` and `dKᵀ` as weight gradient
+    /// (each `T²·C` per sample, masked entries included).
+    fn macs(&self, sample: &[usize]) -> MacCounts {
+        let t = sample.first().copied().unwrap_or(0) as u64;
+        let c = self.dim as u64;
+        let per_role = t * (3 * c * c + c * c) + 2 * t * t * c;
+        MacCounts {
+            forward: per_role,
+            grad_input: per_role,
+            grad_weight: per_role,
+        }
+    }
+}
