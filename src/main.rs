@@ -42,6 +42,14 @@ enum Command {
     ///
     /// Example: approxtrain train --net lenet5 --dataset mnist --multiplier mbm:7 --epochs 2 --out runs/mbm7
     Train(cli::train::TrainArgs),
+    /// Run a sweep file: many training runs, resumable and shardable.
+    ///
+    /// Example: approxtrain sweep experiments/quickstart.toml --out results/quickstart
+    Sweep(cli::sweep::SweepArgs),
+    /// Merge every run below DIR into summary.csv, figures and report.md.
+    ///
+    /// Example: approxtrain plot results/mnist-lenet
+    Plot(cli::plot::PlotArgs),
     /// Datasets: download the public files.
     #[command(subcommand)]
     Data(cli::data::DataCommand),
@@ -69,7 +77,9 @@ fn main() {
         Command::Verify(a) => cli::lut::run_verify(a),
         Command::Bench(c) => cli::bench::run(c),
         Command::Train(a) => cli::train::run(a),
+        Command::Sweep(a) => cli::sweep::run(a),
         Command::Data(c) => cli::data::run(c),
+        Command::Plot(a) => cli::plot::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

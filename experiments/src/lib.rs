@@ -18,8 +18,11 @@ pub mod atomic;
 pub mod error;
 pub mod metrics;
 pub mod plan_file;
+pub mod plot;
+pub mod report;
 pub mod run;
 pub mod spec;
+pub mod sweep;
 
 pub use error::{ExperimentError, Result};
 pub use metrics::{MetricsRow, METRICS_HEADER};

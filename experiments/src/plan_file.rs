@@ -207,7 +207,7 @@ impl PlanFile {
 
 /// Whether the model of `spec` (if it names one) is in `models` and
 /// supports its width.
-fn check_model(spec: &MultiplierSpec, models: &[ModelInfo]) -> amsim::Result<()> {
+pub(crate) fn check_model(spec: &MultiplierSpec, models: &[ModelInfo]) -> amsim::Result<()> {
     let (name, bits) = match spec {
         MultiplierSpec::Model { name, bits } | MultiplierSpec::Direct { name, bits } => {
             (name, *bits)

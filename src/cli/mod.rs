@@ -3,4 +3,6 @@ pub mod bench;
 pub mod data;
 pub mod lut;
 pub mod models;
+pub mod plot;
+pub mod sweep;
 pub mod train;

@@ -1,0 +1,330 @@
+//! Many run directories as one result: discovery, `summary.csv` and the
+//! Markdown report.
+//!
+//! A run directory is any folder holding both `metrics.csv` and `run.toml`
+//! ([`crate`] docs), at any depth below the results folder, so the shards
+//! of a sweep copied side by side are merged by pointing at their parent.
+//! Runs are grouped by (net, dataset); within a group, the `fp32` runs are
+//! the reference for the accuracy gap and the slowdown.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::error::{ExperimentError, Result};
+use crate::metrics::{read_metrics, MetricsRow};
+use crate::spec::{RunFile, RunStatus};
+
+/// The merged metrics of every run, next to the report.
+pub const SUMMARY_FILE: &str = "summary.csv";
+/// The Markdown report.
+pub const REPORT_FILE: &str = "report.md";
+/// The plan that is the exact baseline of a group.
+pub const REFERENCE_PLAN: &str = "fp32";
+/// Deepest folder level searched below the results folder (symbolic links
+/// are followed, so a loop of links stops here).
+const MAX_DEPTH: usize = 16;
+
+/// One run directory, read.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    /// The directory, relative to the results folder (empty when the
+    /// results folder is itself the run).
+    pub dir: PathBuf,
+    /// Its `run.toml`.
+    pub file: RunFile,
+    /// Its `metrics.csv`, sorted by epoch.
+    pub rows: Vec<MetricsRow>,
+}
+
+impl RunRecord {
+    /// The plan label, as in `metrics.csv`.
+    pub fn plan(&self) -> String {
+        self.file.spec.plan_label()
+    }
+
+    /// Whether `run.toml` says the run diverged.
+    pub fn diverged(&self) -> bool {
+        self.file.run.status == RunStatus::Diverged
+    }
+
+    /// Test accuracy after the last recorded epoch; `None` for a run that
+    /// diverged or has no epoch yet.
+    pub fn final_accuracy(&self) -> Option<f32> {
+        if self.diverged() {
+            return None;
+        }
+        self.rows.last().map(|r| r.test_accuracy)
+    }
+
+    /// Mean wall time of an epoch, seconds; `None` without epochs.
+    pub fn mean_seconds(&self) -> Option<f64> {
+        if self.rows.is_empty() {
+            return None;
+        }
+        Some(self.rows.iter().map(|r| r.seconds).sum::<f64>() / self.rows.len() as f64)
+    }
+}
+
+/// Order of plans in tables, legends and colours: `fp32`, `bf16`, then by
+/// name.
+pub fn plan_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let rank = |p: &str| match p {
+        REFERENCE_PLAN => 0,
+        "bf16" => 1,
+        _ => 2,
+    };
+    rank(a).cmp(&rank(b)).then_with(|| a.cmp(b))
+}
+
+/// Every run directory below `root` (at any depth), read and sorted by
+/// (net, dataset, plan, seed, run id). An error names the directory that is
+/// missing, unreadable or holds no run at all, and a run id found in two
+/// directories (the same run copied twice).
+pub fn find_runs(root: &Path) -> Result<Vec<RunRecord>> {
+    let meta = std::fs::metadata(root).map_err(|e| {
+        ExperimentError::Other(format!(
+            "{}: cannot read the results folder: {e}",
+            root.display()
+        ))
+    })?;
+    if !meta.is_dir() {
+        return Err(ExperimentError::Other(format!(
+            "{}: not a directory; give the folder that holds the run directories",
+            root.display()
+        )));
+    }
+    let mut dirs = Vec::new();
+    collect_run_dirs(root, 0, &mut dirs)?;
+    if dirs.is_empty() {
+        return Err(ExperimentError::Other(format!(
+            "{}: no run directories below it (a run directory holds metrics.csv and run.toml, \
+             as written by `approxtrain train --out DIR`)",
+            root.display()
+        )));
+    }
+    let mut runs = Vec::with_capacity(dirs.len());
+    for dir in dirs {
+        let file = RunFile::read(&dir.join("run.toml"))?;
+        let mut rows = read_metrics(&dir.join("metrics.csv"))?;
+        rows.sort_by_key(|r| r.epoch);
+        let rel = dir.strip_prefix(root).unwrap_or(&dir).to_path_buf();
+        runs.push(RunRecord {
+            dir: rel,
+            file,
+            rows,
+        });
+    }
+    runs.sort_by(|a, b| {
+        (&a.file.spec.net, &a.file.spec.dataset)
+            .cmp(&(&b.file.spec.net, &b.file.spec.dataset))
+            .then_with(|| plan_order(&a.plan(), &b.plan()))
+            .then_with(|| a.file.spec.seed.cmp(&b.file.spec.seed))
+            .then_with(|| a.file.run.run_id.cmp(&b.file.run.run_id))
+            .then_with(|| a.dir.cmp(&b.dir))
+    });
+    let mut ids: Vec<(&str, &Path)> = runs
+        .iter()
+        .map(|r| (r.file.run.run_id.as_str(), r.dir.as_path()))
+        .collect();
+    ids.sort();
+    if let Some(w) = ids.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(ExperimentError::Other(format!(
+            "{}: run '{}' is in both {} and {}; keep one of them",
+            root.display(),
+            w[0].0,
+            root.join(w[0].1).display(),
+            root.join(w[1].1).display()
+        )));
+    }
+    Ok(runs)
+}
+
+/// Depth-first search for folders holding both `metrics.csv` and
+/// `run.toml`, in sorted order.
+fn collect_run_dirs(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+    if dir.join("metrics.csv").is_file() && dir.join("run.toml").is_file() {
+        out.push(dir.to_path_buf());
+    }
+    if depth >= MAX_DEPTH {
+        return Ok(());
+    }
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| ExperimentError::io(dir, e))? {
+        let path = entry.map_err(|e| ExperimentError::io(dir, e))?.path();
+        let hidden = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if !hidden && path.is_dir() {
+            children.push(path);
+        }
+    }
+    children.sort();
+    for child in children {
+        collect_run_dirs(&child, depth + 1, out)?;
+    }
+    Ok(())
+}
+
+/// Every row of every run, sorted by run id then epoch: the content of
+/// `summary.csv`.
+pub fn summary_rows(runs: &[RunRecord]) -> Vec<MetricsRow> {
+    let mut rows: Vec<MetricsRow> = runs.iter().flat_map(|r| r.rows.clone()).collect();
+    rows.sort_by(|a, b| (&a.run_id, a.epoch).cmp(&(&b.run_id, b.epoch)));
+    rows
+}
+
+/// The runs of one (net, dataset), in [`find_runs`] order.
+#[derive(Debug, Clone)]
+pub struct Group<'a> {
+    /// Network.
+    pub net: String,
+    /// Dataset.
+    pub dataset: String,
+    /// Its runs.
+    pub runs: Vec<&'a RunRecord>,
+}
+
+impl Group<'_> {
+    /// Mean final test accuracy and mean seconds per epoch of the `fp32`
+    /// runs that finished an epoch without diverging; `None` without such a
+    /// run.
+    pub fn reference(&self) -> Option<(f64, f64)> {
+        let base: Vec<(f32, f64)> = self
+            .runs
+            .iter()
+            .filter(|r| r.plan() == REFERENCE_PLAN)
+            .filter_map(|r| Some((r.final_accuracy()?, r.mean_seconds()?)))
+            .collect();
+        if base.is_empty() {
+            return None;
+        }
+        let n = base.len() as f64;
+        Some((
+            base.iter().map(|b| b.0 as f64).sum::<f64>() / n,
+            base.iter().map(|b| b.1).sum::<f64>() / n,
+        ))
+    }
+
+    /// The name of a run in legends and tables: its plan, with the seed
+    /// when another run of the group has the same plan.
+    pub fn label(&self, run: &RunRecord) -> String {
+        let plan = run.plan();
+        let same = self.runs.iter().filter(|r| r.plan() == plan).count();
+        if same > 1 {
+            format!("{plan} s{}", run.file.spec.seed)
+        } else {
+            plan
+        }
+    }
+}
+
+/// `runs` grouped by (net, dataset), in order.
+pub fn groups(runs: &[RunRecord]) -> Vec<Group<'_>> {
+    let mut out: Vec<Group> = Vec::new();
+    for r in runs {
+        let (net, dataset) = (&r.file.spec.net, &r.file.spec.dataset);
+        match out.last_mut() {
+            Some(g) if &g.net == net && &g.dataset == dataset => g.runs.push(r),
+            _ => out.push(Group {
+                net: net.clone(),
+                dataset: dataset.clone(),
+                runs: vec![r],
+            }),
+        }
+    }
+    out
+}
+
+/// Every plan of `runs`, once, in [`plan_order`]: plans keep their colour
+/// across figures and panels.
+pub fn all_plans(runs: &[RunRecord]) -> Vec<String> {
+    let mut plans: Vec<String> = runs.iter().map(|r| r.plan()).collect();
+    plans.sort_by(|a, b| plan_order(a, b));
+    plans.dedup();
+    plans
+}
+
+/// The Markdown report of `runs`: one table per (net, dataset), with
+/// `figures` (file names relative to the report, with their captions)
+/// embedded above the tables.
+pub fn markdown(title: &str, runs: &[RunRecord], figures: &[(&str, &str)]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# {title}\n");
+    let _ = writeln!(
+        s,
+        "Written by `approxtrain plot` from {} run director{}; every row of their \
+         `metrics.csv` is in [{SUMMARY_FILE}]({SUMMARY_FILE}). Accuracies are after \
+         the last recorded epoch; the gap is in percentage points against the mean \
+         of the group's `{REFERENCE_PLAN}` runs (`-` without one); seconds per epoch \
+         are wall time, only comparable between runs on the same machine.\n",
+        runs.len(),
+        if runs.len() == 1 { "y" } else { "ies" }
+    );
+    for (file, caption) in figures {
+        let _ = writeln!(s, "![{caption}]({file})\n");
+    }
+    for g in groups(runs) {
+        let _ = writeln!(s, "## {} on {}\n", g.net, g.dataset);
+        let _ = writeln!(
+            s,
+            "| plan | seed | status | epochs | final test accuracy | gap to {REFERENCE_PLAN} (points) \
+             | s/epoch | slowdown vs {REFERENCE_PLAN} | run |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+        let reference = g.reference();
+        for r in &g.runs {
+            let acc = r.final_accuracy();
+            let secs = r.mean_seconds();
+            let accuracy = match acc {
+                Some(a) => format!("{:.2}%", a as f64 * 100.0),
+                None if r.diverged() => "diverged".into(),
+                None => "-".into(),
+            };
+            let gap = match (acc, reference) {
+                (Some(a), Some((base, _))) => format!("{:+.2}", (a as f64 - base) * 100.0),
+                _ => "-".into(),
+            };
+            let slowdown = match (secs, reference) {
+                (Some(t), Some((_, base))) if base > 0.0 => format!("{:.2}x", t / base),
+                _ => "-".into(),
+            };
+            let dir = r.dir.to_string_lossy().replace('\\', "/");
+            let link = if dir.is_empty() {
+                "`.`".to_string()
+            } else {
+                format!("[{dir}]({dir}/)")
+            };
+            let _ = writeln!(
+                s,
+                "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} |",
+                g.label(r),
+                r.file.spec.seed,
+                r.file.run.status,
+                r.rows.last().map_or(0, |x| x.epoch),
+                accuracy,
+                gap,
+                secs.map_or("-".into(), |t| format!("{t:.2}")),
+                slowdown,
+                link
+            );
+        }
+        let diverged: Vec<_> = g.runs.iter().filter(|r| r.diverged()).collect();
+        if !diverged.is_empty() {
+            let _ = writeln!(s, "\nDiverged:\n");
+            for r in diverged {
+                let _ = writeln!(
+                    s,
+                    "- `{}`: {}",
+                    g.label(r),
+                    r.file
+                        .run
+                        .message
+                        .as_deref()
+                        .unwrap_or("the loss became NaN or infinite")
+                );
+            }
+        }
+        s.push('\n');
+    }
+    s
+}

@@ -1,0 +1,222 @@
+//! `plot_dir` on synthetic run directories written through the crate's own
+//! writers: the merged `summary.csv`, the report's numbers, the figures, and
+//! the errors for a folder without runs.
+
+use std::path::Path;
+
+use experiments::metrics::{read_metrics, write_metrics};
+use experiments::plot::{figure_size, plot_dir, Figure};
+use experiments::{MetricsRow, RunFile, RunSpec, RunState, RunStatus, METRICS_HEADER};
+
+/// Write a run directory at `dir` whose epoch `e` (1-based) has test
+/// accuracy `accs[e - 1]` and takes `seconds` seconds.
+fn write_run(
+    dir: &Path,
+    net: &str,
+    multiplier: &str,
+    seed: u64,
+    accs: &[f32],
+    seconds: f64,
+    status: RunStatus,
+) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut spec = RunSpec::with_defaults(net, "mnist");
+    spec.multiplier = multiplier.into();
+    spec.seed = seed;
+    spec.epochs = accs.len();
+    let run_id = spec.run_id();
+    let rows: Vec<MetricsRow> = accs
+        .iter()
+        .enumerate()
+        .map(|(i, &acc)| MetricsRow {
+            run_id: run_id.clone(),
+            net: net.into(),
+            dataset: "mnist".into(),
+            plan: spec.plan_label(),
+            seed,
+            epoch: i + 1,
+            step: 10 * (i as u64 + 1),
+            train_loss: 1.0 / (i as f32 + 2.0),
+            train_accuracy: acc,
+            test_loss: 0.5,
+            test_accuracy: acc,
+            seconds,
+            macs: 1000,
+        })
+        .collect();
+    // Written in reverse epoch order: the merge sorts.
+    let reversed: Vec<MetricsRow> = rows.iter().rev().cloned().collect();
+    write_metrics(&dir.join("metrics.csv"), &reversed).unwrap();
+    RunFile {
+        run: RunState {
+            run_id,
+            status,
+            epochs_completed: accs.len(),
+            test_accuracy: accs.last().copied(),
+            data: None,
+            message: (status == RunStatus::Diverged)
+                .then(|| "training diverged at epoch 3 step 25: loss is NaN".to_string()),
+        },
+        spec,
+    }
+    .write(&dir.join("run.toml"))
+    .unwrap();
+}
+
+/// Width and height from a PNG's IHDR chunk, after checking the signature.
+fn png_size(path: &Path) -> (u32, u32) {
+    let png = std::fs::read(path).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{}", path.display());
+    assert_eq!(&png[12..16], b"IHDR");
+    (
+        u32::from_be_bytes(png[16..20].try_into().unwrap()),
+        u32::from_be_bytes(png[20..24].try_into().unwrap()),
+    )
+}
+
+#[test]
+fn plot_dir_merges_runs_at_any_depth_and_reports_gaps_to_fp32() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let finished = RunStatus::Finished;
+    // lenet5: fp32 reference, mbm:7 at two depths (shards), a diverged run.
+    write_run(
+        &root.join("a/l5-fp32"),
+        "lenet5",
+        "fp32",
+        1,
+        &[0.9, 0.98],
+        2.0,
+        finished,
+    );
+    write_run(
+        &root.join("b/deep/l5-mbm"),
+        "lenet5",
+        "mbm:7",
+        1,
+        &[0.85, 0.9725],
+        5.0,
+        finished,
+    );
+    write_run(
+        &root.join("l5-mit"),
+        "lenet5",
+        "mitchell:7",
+        1,
+        &[0.5, 0.1],
+        3.0,
+        RunStatus::Diverged,
+    );
+    // lenet300100: no fp32 run, so no gap.
+    write_run(
+        &root.join("l3-bf16"),
+        "lenet300100",
+        "bf16",
+        2,
+        &[0.95, 0.96, 0.97],
+        1.0,
+        finished,
+    );
+    // Not a run (no run.toml): ignored.
+    std::fs::create_dir_all(root.join("notes")).unwrap();
+    std::fs::write(root.join("notes/metrics.csv"), METRICS_HEADER).unwrap();
+
+    let out = plot_dir(root).unwrap();
+    assert_eq!((out.runs, out.rows), (4, 9));
+
+    // summary.csv: the same header, every row, sorted by run id then epoch.
+    let text = std::fs::read_to_string(root.join("summary.csv")).unwrap();
+    assert_eq!(text.lines().next().unwrap(), METRICS_HEADER);
+    let rows = read_metrics(&root.join("summary.csv")).unwrap();
+    let keys: Vec<(String, usize)> = rows.iter().map(|r| (r.run_id.clone(), r.epoch)).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    assert_eq!(keys.len(), 9);
+    assert_eq!(keys[0], ("lenet300100-mnist-bf16-s2".to_string(), 1));
+    assert_eq!(keys[8], ("lenet5-mnist-mitchell7-s1".to_string(), 2));
+
+    // report.md: gap = (0.9725 - 0.98) * 100 = -0.75 points, slowdown 5/2.
+    let report = std::fs::read_to_string(root.join("report.md")).unwrap();
+    let line = |plan: &str| {
+        report
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{plan}` |")))
+            .unwrap_or_else(|| panic!("no row for {plan} in\n{report}"))
+            .to_string()
+    };
+    let mbm = line("mbm:7");
+    assert!(mbm.contains("| 97.25% | -0.75 | 5.00 | 2.50x |"), "{mbm}");
+    assert!(mbm.contains("[b/deep/l5-mbm](b/deep/l5-mbm/)"), "{mbm}");
+    let fp32 = line("fp32");
+    assert!(fp32.contains("| 98.00% | +0.00 | 2.00 | 1.00x |"), "{fp32}");
+    let mit = line("mitchell:7");
+    assert!(
+        mit.contains("| diverged | 2 | diverged | - | 3.00 | 1.50x |"),
+        "{mit}"
+    );
+    assert!(report.contains("loss is NaN"), "{report}");
+    let bf16 = line("bf16");
+    assert!(bf16.contains("| 97.00% | - | 1.00 | - |"), "{bf16}");
+    assert!(report.contains("## lenet300100 on mnist") && report.contains("## lenet5 on mnist"));
+
+    // Figures: PNG and SVG of each, linked from the report; two panels.
+    for figure in Figure::ALL {
+        let png = root.join(format!("{}.png", figure.stem()));
+        assert_eq!(png_size(&png), figure_size(2));
+        assert!(
+            report.contains(&format!("]({}.png)", figure.stem())),
+            "{report}"
+        );
+        let svg = std::fs::read_to_string(root.join(format!("{}.svg", figure.stem()))).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains(figure.title()),
+            "{}",
+            &svg[..80]
+        );
+    }
+    assert_eq!(figure_size(2), (1280, 480));
+    // No temporary file is left behind.
+    let hidden: Vec<_> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
+
+    // A second run gives the same summary (the report does not count
+    // itself or summary.csv as runs).
+    let again = plot_dir(root).unwrap();
+    assert_eq!((again.runs, again.rows), (4, 9));
+    assert_eq!(
+        std::fs::read_to_string(root.join("summary.csv")).unwrap(),
+        text
+    );
+}
+
+#[test]
+fn plot_dir_without_runs_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = plot_dir(tmp.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("no run directories") && e.contains("run.toml"),
+        "{e}"
+    );
+    let missing = tmp.path().join("missing");
+    let e = plot_dir(&missing).unwrap_err().to_string();
+    assert!(e.contains("missing") && e.contains("results folder"), "{e}");
+}
+
+#[test]
+fn plot_dir_rejects_the_same_run_in_two_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    for shard in ["s0", "s1"] {
+        let dir = tmp.path().join(shard).join("run");
+        write_run(&dir, "lenet5", "fp32", 1, &[0.9], 1.0, RunStatus::Finished);
+    }
+    let e = plot_dir(tmp.path()).unwrap_err().to_string();
+    assert!(
+        e.contains("lenet5-mnist-fp32-s1") && e.contains("s0") && e.contains("s1"),
+        "{e}"
+    );
+}
