@@ -21,9 +21,7 @@ use amsim::conv::{conv2d_forward_reference, Conv2dShape};
 use amsim::{Lut, Multiplier, MultiplierPlan};
 use nets::init::Init;
 use nets::layers::batchnorm::{BN_EPS, BN_MOMENTUM};
-use nets::layers::{
-    BasicBlock, BatchNorm2d, Bottleneck, GlobalAvgPool, Layer, Param, ShortcutKind,
-};
+use nets::layers::{BatchNorm2d, GlobalAvgPool, Layer, Param, ResidualBlock, ShortcutKind};
 use nets::optim::{Optimizer, OptimizerConfig};
 use nets::schedule::LrSchedule;
 use nets::train::Trainer;
@@ -208,7 +206,7 @@ fn basic_block_gradients_match_finite_differences_for_every_shortcut() {
         (2, 4, 2, ShortcutKind::Projection),
         (2, 4, 2, ShortcutKind::ZeroPad),
     ] {
-        let mut block = BasicBlock::new(
+        let mut block = ResidualBlock::basic(
             "block",
             cin,
             cout,
@@ -234,7 +232,7 @@ fn bottleneck_gradients_match_finite_differences() {
     let mut rng = test_rng("bottleneck_gradients_match_finite_differences");
     // Identity shortcut (4·2 = 8 channels in), then a projection with stride 2.
     for (cin, width, stride) in [(8, 2, 1), (4, 2, 2)] {
-        let mut block = Bottleneck::new(
+        let mut block = ResidualBlock::bottleneck(
             "block",
             cin,
             width,
@@ -457,7 +455,7 @@ fn relu(mut x: Tensor) -> Tensor {
 fn basic_block_on_a_lut_plan_routes_every_convolution_through_the_table() {
     let mut rng = test_rng("basic_block_on_a_lut_plan_routes_every_convolution_through_the_table");
     let lut = mitchell_lut();
-    let mut block = BasicBlock::new(
+    let mut block = ResidualBlock::basic(
         "block",
         2,
         4,

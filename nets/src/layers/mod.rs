@@ -15,9 +15,7 @@
 
 pub mod attention;
 pub mod avgpool;
-pub mod basic_block;
 pub mod batchnorm;
-pub mod bottleneck;
 pub mod conv2d;
 pub mod dense;
 pub mod dropout;
@@ -29,13 +27,12 @@ pub mod layernorm;
 pub mod loss;
 pub mod maxpool;
 pub mod relu;
+pub mod residual;
 pub mod shortcut;
 
 pub use attention::CausalSelfAttention;
 pub use avgpool::AvgPool2d;
-pub use basic_block::BasicBlock;
 pub use batchnorm::BatchNorm2d;
-pub use bottleneck::Bottleneck;
 pub use conv2d::Conv2d;
 pub use dense::Dense;
 pub use dropout::Dropout;
@@ -47,6 +44,7 @@ pub use layernorm::LayerNorm;
 pub use loss::{softmax_cross_entropy, LossOutput};
 pub use maxpool::MaxPool2d;
 pub use relu::Relu;
+pub use residual::{ResidualBlock, BOTTLENECK_EXPANSION};
 pub use shortcut::ShortcutKind;
 
 use amsim::MultiplierPlan;

@@ -1,6 +1,6 @@
 //! The shortcut branch of a residual block (He et al., "Deep Residual
 //! Learning for Image Recognition", CVPR 2016, section 3.3), shared by
-//! [`super::BasicBlock`] and [`super::Bottleneck`].
+//! [`super::ResidualBlock`] (basic and bottleneck).
 //!
 //! Shapes: `x [N, C_in, H, W]`, shortcut output `[N, C_out, OH, OW]` with
 //! `OH = (H-1)/s + 1` (likewise OW), the output shape of the block's main
