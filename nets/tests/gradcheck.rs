@@ -8,33 +8,17 @@
 //! Inputs of piecewise-linear layers (ReLU, max pooling) are kept at least
 //! 4ε away from their kinks so the difference does not straddle one.
 
-use amsim::{Multiplier, MultiplierPlan};
+mod gradcheck_support;
+
+use gradcheck_support::{assert_close, check_layer, fp32, no_setup, test_rng};
 use nets::init::Init;
 use nets::layers::conv2d::Conv2dSpec;
 use nets::layers::{
     softmax_cross_entropy, AvgPool2d, Conv2d, Dense, Dropout, Flatten, Layer, MaxPool2d, Relu,
 };
 use nets::Tensor;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-
-fn test_rng(test: &str) -> ChaCha8Rng {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("{test}: seed {seed} (set APPROXTRAIN_TEST_SEED to replay)");
-    ChaCha8Rng::seed_from_u64(seed)
-}
-
-fn fp32() -> MultiplierPlan {
-    MultiplierPlan::uniform(Multiplier::Fp32)
-}
 
 fn random_tensor(rng: &mut ChaCha8Rng, shape: &[usize]) -> Tensor {
     let n = shape.iter().product();
@@ -57,80 +41,6 @@ fn away_from_zero(rng: &mut ChaCha8Rng, shape: &[usize], lo: f32) -> Tensor {
     Tensor::from_vec(shape, data).unwrap()
 }
 
-fn objective(y: &Tensor, r: &[f32]) -> f64 {
-    y.data
-        .iter()
-        .zip(r)
-        .map(|(&a, &b)| a as f64 * b as f64)
-        .sum()
-}
-
-fn assert_close(what: &str, analytic: f32, numeric: f64, atol: f64, rtol: f64) {
-    let a = analytic as f64;
-    let tol = atol + rtol * a.abs().max(numeric.abs());
-    assert!(
-        (a - numeric).abs() <= tol,
-        "{what}: backward gives {a}, finite difference {numeric} (tolerance {tol})"
-    );
-}
-
-/// Check `layer`'s input and parameter gradients at `x`. `before_forward`
-/// runs before every forward pass (to fix a dropout mask).
-fn check_layer(
-    layer: &mut dyn Layer,
-    x: &Tensor,
-    eps: f32,
-    atol: f64,
-    rtol: f64,
-    rng: &mut ChaCha8Rng,
-    before_forward: &dyn Fn(&mut dyn Layer),
-) {
-    before_forward(layer);
-    let y = layer.forward(x, true).unwrap();
-    let r: Vec<f32> = (0..y.len()).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
-    let dy = Tensor::from_vec(&y.shape, r.clone()).unwrap();
-    let dx = layer.backward(&dy, true).unwrap().expect("input gradient");
-    assert_eq!(dx.shape, x.shape, "{}: dx shape", layer.name());
-    let grads: Vec<Vec<f32>> = layer.params().iter().map(|p| p.grad.clone()).collect();
-
-    let eval = |layer: &mut dyn Layer, x: &Tensor| {
-        before_forward(layer);
-        objective(&layer.forward(x, true).unwrap(), &r)
-    };
-    let mut xp = x.clone();
-    for i in 0..x.len() {
-        let orig = xp.data[i];
-        xp.data[i] = orig + eps;
-        let up = eval(layer, &xp);
-        xp.data[i] = orig - eps;
-        let down = eval(layer, &xp);
-        xp.data[i] = orig;
-        let numeric = (up - down) / (2.0 * eps as f64);
-        assert_close(
-            &format!("{} dx[{i}]", layer.name()),
-            dx.data[i],
-            numeric,
-            atol,
-            rtol,
-        );
-    }
-    for (pi, grad) in grads.iter().enumerate() {
-        for (i, &analytic) in grad.iter().enumerate() {
-            let orig = layer.params()[pi].value[i];
-            layer.params_mut()[pi].value[i] = orig + eps;
-            let up = eval(layer, x);
-            layer.params_mut()[pi].value[i] = orig - eps;
-            let down = eval(layer, x);
-            layer.params_mut()[pi].value[i] = orig;
-            let numeric = (up - down) / (2.0 * eps as f64);
-            let name = layer.params()[pi].name.clone();
-            assert_close(&format!("{name}[{i}]"), analytic, numeric, atol, rtol);
-        }
-    }
-}
-
-fn no_setup(_: &mut dyn Layer) {}
-
 #[test]
 fn dense_gradients_match_finite_differences() {
     let mut rng = test_rng("dense_gradients_match_finite_differences");
@@ -141,7 +51,7 @@ fn dense_gradients_match_finite_differences() {
     let x = random_tensor(&mut rng, &[3, 5]);
     // The objective is linear in each input and parameter, so a large step
     // costs no truncation error and keeps rounding small.
-    check_layer(&mut layer, &x, 0.25, 1e-4, 1e-4, &mut rng, &no_setup);
+    check_layer(&mut layer, &x, true, 0.25, 1e-4, 1e-4, &mut rng, &no_setup);
 }
 
 #[test]
@@ -155,7 +65,7 @@ fn conv2d_gradients_match_finite_differences_with_stride_and_padding() {
             *b = rng.gen_range(-1.0..1.0);
         }
         let x = random_tensor(&mut rng, &[2, 2, 5, 6]);
-        check_layer(&mut layer, &x, 0.25, 1e-4, 1e-4, &mut rng, &no_setup);
+        check_layer(&mut layer, &x, true, 0.25, 1e-4, 1e-4, &mut rng, &no_setup);
     }
 }
 
@@ -165,7 +75,7 @@ fn relu_gradients_match_finite_differences() {
     let mut layer = Relu::new("relu");
     let eps = 1e-2;
     let x = away_from_zero(&mut rng, &[3, 2, 4], 4.0 * eps);
-    check_layer(&mut layer, &x, eps, 1e-4, 1e-4, &mut rng, &no_setup);
+    check_layer(&mut layer, &x, true, eps, 1e-4, 1e-4, &mut rng, &no_setup);
 }
 
 /// A tensor whose values are a random permutation of a grid with spacing
@@ -186,7 +96,7 @@ fn maxpool_gradients_match_finite_differences() {
     for (k, s) in [(2, 2), (3, 2), (2, 1)] {
         let mut layer = MaxPool2d::new("pool", k, s);
         let x = distinct_values(&mut rng, &[2, 2, 5, 6], 5.0 * eps);
-        check_layer(&mut layer, &x, eps, 1e-3, 1e-3, &mut rng, &no_setup);
+        check_layer(&mut layer, &x, true, eps, 1e-3, 1e-3, &mut rng, &no_setup);
     }
 }
 
@@ -196,7 +106,7 @@ fn avgpool_gradients_match_finite_differences() {
     for (k, s) in [(2, 2), (3, 2), (2, 1)] {
         let mut layer = AvgPool2d::new("pool", k, s);
         let x = random_tensor(&mut rng, &[2, 2, 5, 6]);
-        check_layer(&mut layer, &x, 0.25, 1e-4, 1e-4, &mut rng, &no_setup);
+        check_layer(&mut layer, &x, true, 0.25, 1e-4, 1e-4, &mut rng, &no_setup);
     }
 }
 
@@ -208,7 +118,7 @@ fn dropout_gradients_match_finite_differences_with_a_fixed_mask() {
     let x = random_tensor(&mut rng, &[4, 8]);
     // Reseeding before every forward pass fixes the mask.
     let setup = move |l: &mut dyn Layer| l.reseed(mask_seed);
-    check_layer(&mut layer, &x, 0.25, 1e-4, 1e-4, &mut rng, &setup);
+    check_layer(&mut layer, &x, true, 0.25, 1e-4, 1e-4, &mut rng, &setup);
     // The mask drops something and keeps something, and scales by 1/(1-p).
     setup(&mut layer);
     let y = layer.forward(&x, true).unwrap();
@@ -231,7 +141,7 @@ fn flatten_gradients_match_finite_differences() {
     let mut layer = Flatten::new("flatten");
     let x = random_tensor(&mut rng, &[2, 3, 2, 2]);
     assert_eq!(layer.forward(&x, true).unwrap().shape, vec![2, 12]);
-    check_layer(&mut layer, &x, 0.25, 1e-5, 1e-5, &mut rng, &no_setup);
+    check_layer(&mut layer, &x, true, 0.25, 1e-5, 1e-5, &mut rng, &no_setup);
 }
 
 #[test]

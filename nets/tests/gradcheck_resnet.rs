@@ -15,6 +15,9 @@
 //! (where the step straddles kinks on both sides); a wrong gradient matches
 //! none.
 
+mod gradcheck_support;
+
+use gradcheck_support::{close, fp32, objective, test_rng};
 use std::sync::Arc;
 
 use amsim::conv::{conv2d_forward_reference, Conv2dShape};
@@ -26,43 +29,12 @@ use nets::optim::{Optimizer, OptimizerConfig};
 use nets::schedule::LrSchedule;
 use nets::train::Trainer;
 use nets::{Network, Tensor};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-
-fn test_rng(test: &str) -> ChaCha8Rng {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("{test}: seed {seed} (set APPROXTRAIN_TEST_SEED to replay)");
-    ChaCha8Rng::seed_from_u64(seed)
-}
-
-fn fp32() -> MultiplierPlan {
-    MultiplierPlan::uniform(Multiplier::Fp32)
-}
 
 fn random_tensor(rng: &mut ChaCha8Rng, shape: &[usize]) -> Tensor {
     let n = shape.iter().product();
     Tensor::from_vec(shape, (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()).unwrap()
-}
-
-fn objective(y: &Tensor, r: &[f32]) -> f64 {
-    y.data
-        .iter()
-        .zip(r)
-        .map(|(&a, &b)| a as f64 * b as f64)
-        .sum()
-}
-
-fn close(analytic: f32, numeric: f64, atol: f64, rtol: f64) -> bool {
-    let a = analytic as f64;
-    (a - numeric).abs() <= atol + rtol * a.abs().max(numeric.abs())
 }
 
 /// Randomise the trainable BN parameters (γ around 1, β around 0) so their

@@ -5,25 +5,14 @@
 //! (so `dL/dy = r`), evaluated in f64 from the layer's f32 outputs, and the
 //! backward pass is compared with `(L(θ + ε) - L(θ - ε)) / 2ε`.
 
+mod gradcheck_support;
+
 use amsim::{Multiplier, MultiplierPlan};
+use gradcheck_support::{assert_close, check_layer, no_setup, test_rng};
 use nets::layers::{CausalSelfAttention, Embedding, Gelu, Layer, LayerNorm};
 use nets::Tensor;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-
-fn test_rng(test: &str) -> ChaCha8Rng {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("{test}: seed {seed} (set APPROXTRAIN_TEST_SEED to replay)");
-    ChaCha8Rng::seed_from_u64(seed)
-}
 
 fn random_tensor(rng: &mut ChaCha8Rng, shape: &[usize], scale: f32) -> Tensor {
     let n = shape.iter().product();
@@ -34,72 +23,6 @@ fn random_tensor(rng: &mut ChaCha8Rng, shape: &[usize], scale: f32) -> Tensor {
             .collect(),
     )
     .unwrap()
-}
-
-fn objective(y: &Tensor, r: &[f32]) -> f64 {
-    y.data
-        .iter()
-        .zip(r)
-        .map(|(&a, &b)| a as f64 * b as f64)
-        .sum()
-}
-
-fn assert_close(what: &str, analytic: f32, numeric: f64, atol: f64, rtol: f64) {
-    let a = analytic as f64;
-    let tol = atol + rtol * a.abs().max(numeric.abs());
-    assert!(
-        (a - numeric).abs() <= tol,
-        "{what}: backward gives {a}, finite difference {numeric} (tolerance {tol})"
-    );
-}
-
-/// Check `layer`'s parameter gradients at `x`, and its input gradient when
-/// `check_input` (an embedding has none).
-fn check_layer(
-    layer: &mut dyn Layer,
-    x: &Tensor,
-    check_input: bool,
-    eps: f32,
-    atol: f64,
-    rtol: f64,
-    rng: &mut ChaCha8Rng,
-) {
-    let y = layer.forward(x, true).unwrap();
-    let r: Vec<f32> = (0..y.len()).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
-    let dy = Tensor::from_vec(&y.shape, r.clone()).unwrap();
-    let dx = layer.backward(&dy, check_input).unwrap();
-    let grads: Vec<Vec<f32>> = layer.params().iter().map(|p| p.grad.clone()).collect();
-    let eval = |layer: &mut dyn Layer, x: &Tensor| objective(&layer.forward(x, true).unwrap(), &r);
-
-    if check_input {
-        let dx = dx.expect("input gradient");
-        assert_eq!(dx.shape, x.shape, "{}: dx shape", layer.name());
-        let mut xp = x.clone();
-        for i in 0..x.len() {
-            let orig = xp.data[i];
-            xp.data[i] = orig + eps;
-            let up = eval(layer, &xp);
-            xp.data[i] = orig - eps;
-            let down = eval(layer, &xp);
-            xp.data[i] = orig;
-            let numeric = (up - down) / (2.0 * eps as f64);
-            let what = format!("{} dx[{i}]", layer.name());
-            assert_close(&what, dx.data[i], numeric, atol, rtol);
-        }
-    }
-    for (pi, grad) in grads.iter().enumerate() {
-        for (i, &analytic) in grad.iter().enumerate() {
-            let orig = layer.params()[pi].value[i];
-            layer.params_mut()[pi].value[i] = orig + eps;
-            let up = eval(layer, x);
-            layer.params_mut()[pi].value[i] = orig - eps;
-            let down = eval(layer, x);
-            layer.params_mut()[pi].value[i] = orig;
-            let numeric = (up - down) / (2.0 * eps as f64);
-            let name = layer.params()[pi].name.clone();
-            assert_close(&format!("{name}[{i}]"), analytic, numeric, atol, rtol);
-        }
-    }
 }
 
 #[test]
@@ -114,7 +37,7 @@ fn layernorm_input_and_parameter_gradients_match_finite_differences() {
     }
     assert!(!layer.gamma.decay && !layer.beta.decay);
     let x = random_tensor(&mut rng, &[2, 3, 5], 2.0);
-    check_layer(&mut layer, &x, true, 1e-2, 1e-3, 1e-2, &mut rng);
+    check_layer(&mut layer, &x, true, 1e-2, 1e-3, 1e-2, &mut rng, &no_setup);
 }
 
 #[test]
@@ -142,7 +65,7 @@ fn gelu_gradients_match_finite_differences_and_the_tanh_formula() {
     let mut rng = test_rng("gelu_gradients_match_finite_differences_and_the_tanh_formula");
     let mut layer = Gelu::new("gelu");
     let x = random_tensor(&mut rng, &[3, 2, 4], 4.0);
-    check_layer(&mut layer, &x, true, 1e-2, 1e-3, 1e-2, &mut rng);
+    check_layer(&mut layer, &x, true, 1e-2, 1e-3, 1e-2, &mut rng, &no_setup);
     // Values against the formula evaluated in f64.
     let y = layer.forward(&x, false).unwrap();
     for (&xv, &yv) in x.data.iter().zip(&y.data) {
@@ -174,7 +97,7 @@ fn embedding_table_gradient_matches_finite_differences_and_accumulates_repeated_
             &layer.table.value[id * dim..(id + 1) * dim]
         );
     }
-    check_layer(&mut layer, &x, false, 0.25, 1e-5, 1e-5, &mut rng);
+    check_layer(&mut layer, &x, false, 0.25, 1e-5, 1e-5, &mut rng, &no_setup);
 
     // The gradient row of an id is the sum of dy over its positions.
     let dy = random_tensor(&mut rng, &[n, t, dim], 1.0);
@@ -240,7 +163,7 @@ fn attention_input_and_parameter_gradients_match_finite_differences() {
     let mut layer = attention(&mut rng, 4, 2);
     assert_eq!(layer.params().len(), 4);
     let x = random_tensor(&mut rng, &[2, 4, 4], 1.0);
-    check_layer(&mut layer, &x, true, 1e-2, 1e-3, 1e-2, &mut rng);
+    check_layer(&mut layer, &x, true, 1e-2, 1e-3, 1e-2, &mut rng, &no_setup);
 }
 
 #[test]
