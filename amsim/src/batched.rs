@@ -120,6 +120,26 @@ impl<'a> BatchedRef<'a> {
     pub fn batch(&self) -> usize {
         self.batch
     }
+
+    /// Elements between consecutive slices.
+    pub fn batch_stride(&self) -> usize {
+        self.batch_stride
+    }
+
+    /// Elements between consecutive rows of a slice.
+    pub fn row_stride(&self) -> usize {
+        self.row_stride
+    }
+
+    /// Elements between consecutive columns of a slice.
+    pub fn col_stride(&self) -> usize {
+        self.col_stride
+    }
+
+    /// The buffer the slices live in.
+    pub fn data(&self) -> &'a [f32] {
+        self.data
+    }
     /// Rows of each matrix.
     pub fn rows(&self) -> usize {
         self.rows
@@ -205,6 +225,26 @@ impl<'a> BatchedMut<'a> {
     /// Number of matrices.
     pub fn batch(&self) -> usize {
         self.batch
+    }
+
+    /// Elements between consecutive slices.
+    pub fn batch_stride(&self) -> usize {
+        self.batch_stride
+    }
+
+    /// Elements between consecutive rows of a slice.
+    pub fn row_stride(&self) -> usize {
+        self.row_stride
+    }
+
+    /// Elements between consecutive columns of a slice.
+    pub fn col_stride(&self) -> usize {
+        self.col_stride
+    }
+
+    /// The buffer the slices live in, mutably.
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        self.data
     }
     /// Rows of each matrix.
     pub fn rows(&self) -> usize {

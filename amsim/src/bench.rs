@@ -19,7 +19,7 @@ use crate::gemm::{gemm, MatMut, MatRef};
 use crate::{AmsimError, Multiplier, Result};
 
 /// Seed of the benchmark inputs.
-const INPUT_SEED: u64 = 0x00a1_b2c3;
+pub(crate) const INPUT_SEED: u64 = 0x00a1_b2c3;
 
 /// How many times to run each measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,13 +176,13 @@ pub fn named_conv_shape(name: &str, batch: usize) -> Result<Conv2dShape> {
 }
 
 /// `len` values uniform in [-1, 1).
-fn random_values(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
+pub(crate) fn random_values(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
     (0..len).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
 }
 
 /// Median seconds of `opts.repeats` timed calls of `f` after `opts.warmup`
 /// untimed ones.
-fn time_median(opts: BenchOptions, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+pub(crate) fn time_median(opts: BenchOptions, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     for _ in 0..opts.warmup {
         f()?;
     }

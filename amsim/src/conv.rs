@@ -579,6 +579,7 @@ pub fn conv2d_forward(
     w: &[f32],
     y: &mut [f32],
 ) -> Result<()> {
+    let _timer = crate::timing::ProductTimer::start();
     s.check_buffers(x.len(), w.len(), y.len())?;
     let cpg = s.in_channels / s.groups;
     let opg = s.out_channels / s.groups;
@@ -638,6 +639,7 @@ pub fn conv2d_grad_input(
     w: &[f32],
     dx: &mut [f32],
 ) -> Result<()> {
+    let _timer = crate::timing::ProductTimer::start();
     s.check_buffers(dx.len(), w.len(), dy.len())?;
     let cpg = s.in_channels / s.groups;
     let opg = s.out_channels / s.groups;
@@ -709,6 +711,7 @@ pub fn conv2d_grad_weight(
     dy: &[f32],
     dw: &mut [f32],
 ) -> Result<()> {
+    let _timer = crate::timing::ProductTimer::start();
     s.check_buffers(x.len(), dw.len(), dy.len())?;
     let cpg = s.in_channels / s.groups;
     let opg = s.out_channels / s.groups;

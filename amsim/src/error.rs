@@ -48,6 +48,11 @@ pub enum AmsimError {
     #[error("shape error: {0}")]
     Shape(String),
 
+    /// The CUDA engine: a missing driver, library or GPU, a kernel that
+    /// does not compile, a failed launch, device memory exhausted.
+    #[error("CUDA: {0}")]
+    Cuda(String),
+
     /// Anything else, with its own message.
     #[error("{0}")]
     Other(String),

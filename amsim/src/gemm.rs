@@ -246,6 +246,7 @@ pub fn gemm_reference(
 /// AMSim engine of [`crate::engine`]. Threads come from the current rayon
 /// pool; the result does not depend on their number.
 pub fn gemm(mult: &Multiplier, a: MatRef, b: MatRef, c: MatMut, accumulate: bool) -> Result<()> {
+    let _timer = crate::timing::ProductTimer::start();
     check_gemm_shapes(&a, &b, &c)?;
     match mult {
         Multiplier::Fp32 => engine::native::sgemm(a, b, c, accumulate),

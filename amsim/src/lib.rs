@@ -12,6 +12,7 @@
 pub mod batched;
 pub mod bench;
 pub mod conv;
+pub mod cuda;
 pub mod engine;
 pub mod error;
 pub mod gemm;
@@ -23,6 +24,7 @@ pub mod model;
 pub mod multiplier;
 pub mod product;
 pub mod spec;
+pub mod timing;
 pub mod verify;
 
 pub use error::{AmsimError, Result};

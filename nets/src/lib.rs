@@ -42,6 +42,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod init;
 pub mod layers;

@@ -28,28 +28,30 @@ pub enum BenchCommand {
     /// Example: approxtrain bench conv --shape resnet20-layer1 --batch 32 --multiplier mbm:7,mitchell:7
     Conv(ConvArgs),
     /// Time full training steps (forward, backward, update) of a network
-    /// per multiplier against FP32, over one epoch of real images.
+    /// per multiplier against FP32, over one epoch of real images, and the
+    /// share of that time spent in AMSim products (GEMM and convolution
+    /// calls).
     ///
-    /// Example: approxtrain bench train --net lenet5 --data-dir ../shared/datasets --multiplier fp32,mbm:7 --json
+    /// Example: approxtrain bench train --net resnet20 --data-dir ../shared/datasets --multiplier fp32,mbm:7 --batch-size 128 --json
     Train(TrainBenchArgs),
 }
 
 /// Options of `bench train`.
 #[derive(clap::Args)]
 pub struct TrainBenchArgs {
-    /// Network: lenet5 or lenet300100.
+    /// Network: lenet5, lenet300100, resnet20, resnet32, resnet56, resnet18, resnet34, resnet50.
     #[arg(long, default_value = "lenet5")]
     net: String,
-    /// Dataset: mnist or fashion-mnist.
-    #[arg(long, default_value = "mnist")]
-    dataset: String,
+    /// Dataset: mnist, fashion-mnist or cifar10 [default: cifar10 for the ResNets, else mnist].
+    #[arg(long)]
+    dataset: Option<String>,
     /// Data directory holding mnist/ ... [default: $APPROXTRAIN_DATA, ./data, then the shipped MNIST subset].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<std::path::PathBuf>,
     /// Mini-batch size.
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
-    /// Training images per timed epoch [default: the whole training set].
+    /// Training images per timed epoch [default: the whole training set for the LeNets, 8 batches for the ResNets].
     #[arg(long, value_name = "N")]
     images: Option<usize>,
     /// Comma-separated multiplier specs [default: fp32,bf16,mbm:7,mitchell:7].
@@ -165,9 +167,6 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
 
 /// Check the device and resolve the multipliers and options.
 fn prepare(common: &CommonArgs) -> anyhow::Result<(Vec<Multiplier>, BenchOptions)> {
-    if common.device == Device::Cuda {
-        bail!("--device cuda: CUDA engine not built yet; use --device cpu");
-    }
     if common.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
@@ -207,15 +206,39 @@ fn prepare(common: &CommonArgs) -> anyhow::Result<(Vec<Multiplier>, BenchOptions
     Ok((mults, opts))
 }
 
+/// The GPU engine for `--device cuda` (a clear error naming what is
+/// missing otherwise), `None` for the CPU.
+pub fn cuda_engine(
+    device: Device,
+) -> anyhow::Result<Option<std::sync::Arc<amsim::cuda::CudaEngine>>> {
+    match device {
+        Device::Cpu => Ok(None),
+        Device::Cuda => {
+            let eng = amsim::cuda::CudaEngine::global().context("--device cuda")?;
+            eprintln!("device: {} ({})", eng.device_name(), eng.arch());
+            Ok(Some(eng))
+        }
+    }
+}
+
 fn run_gemm(a: GemmArgs) -> anyhow::Result<()> {
     let (mults, opts) = prepare(&a.common)?;
-    let rows = bench_gemm(&mults, a.m, a.n, a.k, opts)?;
+    let eng = cuda_engine(a.common.device)?;
+    let rows = match &eng {
+        Some(e) => amsim::cuda::bench::bench_gemm_cuda(e, &mults, a.m, a.n, a.k, opts)?,
+        None => bench_gemm(&mults, a.m, a.n, a.k, opts)?,
+    };
+    let device = eng
+        .as_ref()
+        .map_or("cpu".to_string(), |e| e.device_name().to_string());
     if a.common.json {
         for r in &rows {
-            println!("{}", gemm_json(r));
+            let mut j = gemm_json(r);
+            j["device"] = json!(device);
+            println!("{j}");
         }
     } else {
-        print_gemm_table(&rows);
+        print_gemm_table(&rows, &device);
     }
     Ok(())
 }
@@ -236,12 +259,19 @@ fn gemm_json(r: &GemmBenchRow) -> serde_json::Value {
     })
 }
 
-fn print_gemm_table(rows: &[GemmBenchRow]) {
+fn print_gemm_table(rows: &[GemmBenchRow], device: &str) {
     if let Some(r) = rows.first() {
-        println!(
-            "gemm {}x{}x{} (m x k x n), {} threads, cpu",
-            r.m, r.k, r.n, r.threads
-        );
+        if device == "cpu" {
+            println!(
+                "gemm {}x{}x{} (m x k x n), {} threads, cpu",
+                r.m, r.k, r.n, r.threads
+            );
+        } else {
+            println!(
+                "gemm {}x{}x{} (m x k x n), {device} (fp32 = cuBLAS SGEMM, TF32 off)",
+                r.m, r.k, r.n
+            );
+        }
     }
     println!(
         "{:<16} {:>8} {:>12} {:>10} {:>9}",
@@ -306,11 +336,20 @@ fn conv_shapes(a: &ConvArgs) -> anyhow::Result<Vec<(Conv2dShape, Option<String>)
 fn run_conv(a: ConvArgs) -> anyhow::Result<()> {
     let shapes = conv_shapes(&a)?;
     let (mults, opts) = prepare(&a.common)?;
+    let eng = cuda_engine(a.common.device)?;
+    let device = eng
+        .as_ref()
+        .map_or("cpu".to_string(), |e| e.device_name().to_string());
     for (i, (shape, name)) in shapes.iter().enumerate() {
-        let rows = bench_conv(&mults, shape, opts)?;
+        let rows = match &eng {
+            Some(e) => amsim::cuda::bench::bench_conv_cuda(e, &mults, shape, opts)?,
+            None => bench_conv(&mults, shape, opts)?,
+        };
         if a.common.json {
             for r in &rows {
-                println!("{}", conv_json(r, name.as_deref()));
+                let mut j = conv_json(r, name.as_deref());
+                j["device"] = json!(device);
+                println!("{j}");
             }
         } else {
             if i > 0 {
@@ -355,7 +394,7 @@ fn print_conv_table(rows: &[ConvBenchRow], s: &Conv2dShape, name: Option<&str>) 
         .first()
         .map_or(rayon::current_num_threads(), |r| r.threads);
     println!(
-        "conv {}batch {}, {} -> {} channels, {}x{} kernel on {}x{}, stride {:?}, padding {:?}, groups {}; {} MMAC per product, {} threads, cpu",
+        "conv {}batch {}, {} -> {} channels, {}x{} kernel on {}x{}, stride {:?}, padding {:?}, groups {}; {} MMAC per product, {}",
         name.map(|n| format!("{n}: ")).unwrap_or_default(),
         s.batch,
         s.in_channels,
@@ -368,7 +407,11 @@ fn print_conv_table(rows: &[ConvBenchRow], s: &Conv2dShape, name: Option<&str>) 
         s.padding,
         s.groups,
         s.macs() as f64 / 1e6,
-        threads,
+        if threads == 0 {
+            "GPU".to_string()
+        } else {
+            format!("{threads} threads, cpu")
+        },
     );
     println!(
         "{:<16} {:<12} {:>8} {:>12} {:>10} {:>9}",
@@ -391,18 +434,22 @@ fn print_conv_table(rows: &[ConvBenchRow], s: &Conv2dShape, name: Option<&str>) 
 struct TrainBenchRow {
     multiplier: String,
     seconds: f64,
+    /// Seconds of the timed epoch with an AMSim product call in flight
+    /// ([`amsim::timing`]).
+    product_seconds: f64,
     images: usize,
     threads: usize,
 }
 
-/// Time `repeats` epochs of `net` under `mult` on `data` (median seconds).
-/// Each timed epoch starts from the same freshly initialised network, so
-/// every multiplier does the same work.
+/// Time `repeats` epochs of `net` under `mult` on `data`: the median
+/// epoch's seconds and its seconds in AMSim products. Each timed epoch
+/// starts from the same freshly initialised network, so every multiplier
+/// does the same work.
 fn time_training(
     a: &TrainBenchArgs,
     mult: &Multiplier,
     data: &nets::data::ImageDataset,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, f64)> {
     use nets::model::Network;
     use nets::optim::{Optimizer, OptimizerConfig};
     use nets::schedule::LrSchedule;
@@ -414,6 +461,8 @@ fn time_training(
         let net = Network::by_name(&a.net, &shape, data.num_classes, plan, 1)?;
         let opt = Optimizer::new(OptimizerConfig::sgd_momentum(0.9))?;
         let mut trainer = Trainer::new(net, opt, LrSchedule::constant(0.01), 1)?;
+        amsim::timing::reset();
+        amsim::timing::set_enabled(true);
         let start = std::time::Instant::now();
         match trainer.train_epoch(data, a.batch_size, &mut |_| {}) {
             Ok(_) => {}
@@ -421,9 +470,11 @@ fn time_training(
             // the failure; report it rather than a misleading time.
             Err(e) => bail!("{mult}: training failed during the timed epoch: {e}"),
         }
-        times.push(start.elapsed().as_secs_f64());
+        let seconds = start.elapsed().as_secs_f64();
+        amsim::timing::set_enabled(false);
+        times.push((seconds, amsim::timing::product_nanos() as f64 * 1e-9));
     }
-    times.sort_by(f64::total_cmp);
+    times.sort_by(|x, y| x.0.total_cmp(&y.0));
     Ok(times[times.len() / 2])
 }
 
@@ -450,18 +501,25 @@ fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
             mults.push(m);
         }
     }
-    let location = nets::data::resolve_dataset_dir(a.data_dir.as_deref(), &a.dataset)?;
+    let resnet = a.net.starts_with("resnet");
+    let dataset = a
+        .dataset
+        .clone()
+        .unwrap_or_else(|| if resnet { "cifar10" } else { "mnist" }.to_string());
+    let location = nets::data::resolve_dataset_dir(a.data_dir.as_deref(), &dataset)?;
     if let Some(notice) = &location.notice {
         eprintln!("{notice}");
     }
-    let data = location.load_images(nets::data::Split::Train, a.images)?;
+    let images = a.images.or(resnet.then_some(8 * a.batch_size));
+    let data = location.load_images(nets::data::Split::Train, images)?;
     let threads = rayon::current_num_threads();
     let mut rows = Vec::new();
     for m in &mults {
-        let seconds = time_training(&a, m, &data)?;
+        let (seconds, product_seconds) = time_training(&a, m, &data)?;
         rows.push(TrainBenchRow {
             multiplier: m.label(),
             seconds,
+            product_seconds,
             images: data.len,
             threads,
         });
@@ -470,16 +528,17 @@ fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
     if !a.json {
         println!(
             "train {} on {} ({} images per epoch, batch {}), {} threads, cpu",
-            a.net, a.dataset, data.len, a.batch_size, threads
+            a.net, dataset, data.len, a.batch_size, threads
         );
         println!(
-            "{:<16} {:>12} {:>12} {:>9}",
-            "multiplier", "s/epoch", "images/s", "vs fp32"
+            "{:<16} {:>12} {:>12} {:>9} {:>9}",
+            "multiplier", "s/epoch", "images/s", "vs fp32", "products"
         );
     }
     for r in &rows {
         let ips = r.images as f64 / r.seconds;
         let ratio = r.seconds / base;
+        let share = r.product_seconds / r.seconds;
         if a.json {
             println!(
                 "{}",
@@ -487,7 +546,7 @@ fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
                     "bench": "train",
                     "device": "cpu",
                     "net": a.net,
-                    "dataset": a.dataset,
+                    "dataset": dataset,
                     "multiplier": r.multiplier,
                     "batch_size": a.batch_size,
                     "images": r.images,
@@ -496,12 +555,18 @@ fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
                     "seconds": r.seconds,
                     "images_per_s": ips,
                     "ratio_vs_fp32": ratio,
+                    "product_seconds": r.product_seconds,
+                    "product_share": share,
                 })
             );
         } else {
             println!(
-                "{:<16} {:>12.2} {:>12.1} {:>8.2}x",
-                r.multiplier, r.seconds, ips, ratio
+                "{:<16} {:>12.2} {:>12.1} {:>8.2}x {:>8.1}%",
+                r.multiplier,
+                r.seconds,
+                ips,
+                ratio,
+                100.0 * share
             );
         }
     }

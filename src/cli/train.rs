@@ -22,7 +22,9 @@ Examples:
   approxtrain train --net lenet5 --dataset mnist --multiplier mbm:7 --epochs 10 --out runs/lenet5-mbm7
   approxtrain train --net lenet300100 --multiplier fwd=mbm:7,dx=fp32,dw=mbm:7 --out runs/mixed
   approxtrain train --net lenet5 --plan plan.toml --out runs/per-layer
+  approxtrain train --net resnet20 --dataset cifar10 --multiplier mbm:7 --lr 0.1 --out runs/resnet20-mbm7
   approxtrain train --resume runs/lenet5-mbm7            # continue an interrupted run
+  approxtrain train --init runs/lenet5-fp32 --multiplier mitchell:7 --epochs 1 --lr 0.01 --out runs/ft   # fine-tune
   approxtrain train --spec runs/lenet5-mbm7/run.toml --out runs/again   # repeat a run
 
 A plan file sets multipliers per layer:
@@ -36,18 +38,23 @@ The run directory gets run.toml, metrics.csv (one row per epoch) and checkpoint.
 pub struct TrainArgs {
     #[command(flatten)]
     options: Box<TrainOptions>,
+    /// Where the products of convolution and dense layers run. With cuda,
+    /// AMSim results are bit-exact with the CPU, so the run is the same run
+    /// (fp32 runs through cuBLAS and may differ in the last bits).
+    #[arg(long, value_enum, default_value_t = crate::cli::bench::Device::Cpu)]
+    device: crate::cli::bench::Device,
 }
 
 /// The flags of `approxtrain train`.
 #[derive(clap::Args)]
 struct TrainOptions {
-    /// Network: lenet300100 or lenet5.
-    #[arg(long, required_unless_present_any = ["resume", "spec"])]
+    /// Network: lenet300100, lenet5, resnet20, resnet32, resnet56, resnet18, resnet34 or resnet50.
+    #[arg(long, required_unless_present_any = ["resume", "spec", "init"])]
     net: Option<String>,
-    /// Dataset: mnist or fashion-mnist [default: mnist].
+    /// Dataset: mnist, fashion-mnist or cifar10 [default: mnist].
     #[arg(long)]
     dataset: Option<String>,
-    /// Data directory holding mnist/, fashion-mnist/ [default: $APPROXTRAIN_DATA, ./data, then the shipped MNIST subset].
+    /// Data directory holding mnist/, fashion-mnist/, cifar-10/ [default: $APPROXTRAIN_DATA, ./data, then the shipped MNIST subset].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Multiplier plan: fp32, bf16, MODEL:BITS (mbm:7), lut:PATH, or fwd=..,dx=..,dw=.. [default: fp32].
@@ -86,7 +93,7 @@ struct TrainOptions {
     /// Nesterov momentum for SGD [default: true]; --nesterov false turns it off.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     nesterov: Option<bool>,
-    /// Learning-rate schedule: constant, step or cosine [default: cosine]; --warmup-epochs needs cosine.
+    /// Learning-rate schedule: constant, step, cosine or onecycle [default: cosine]; --warmup-epochs needs cosine or onecycle.
     #[arg(long)]
     schedule: Option<String>,
     /// Step schedule: epochs between decays [default: 5].
@@ -95,9 +102,18 @@ struct TrainOptions {
     /// Step schedule: decay factor [default: 0.1].
     #[arg(long)]
     gamma: Option<f64>,
-    /// Cosine schedule: epochs of linear warm-up, at most half the run [default: 1].
+    /// Cosine: epochs of linear warm-up, at most half the run [default: 1]; onecycle: epochs of the rise [default: 30% of the run].
     #[arg(long, value_name = "N")]
     warmup_epochs: Option<usize>,
+    /// Random crop (4-pixel padding) and horizontal flip of training images [default: true for cifar10, else false]; --augment false turns it off.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    augment: Option<bool>,
+    /// Label smoothing of the training loss, in [0, 1) [default: 0].
+    #[arg(long, value_name = "EPS")]
+    label_smoothing: Option<f64>,
+    /// Weight decay on biases and batch-norm parameters too [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    decay_bn_bias: Option<bool>,
     /// Train on the first N training images only (quick runs).
     #[arg(long, value_name = "N")]
     train_limit: Option<usize>,
@@ -106,11 +122,16 @@ struct TrainOptions {
     test_limit: Option<usize>,
     /// Continue the interrupted run in DIR from its last completed epoch
     /// (with --epochs: extend it to that many epochs).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["net", "dataset", "multiplier", "plan", "spec", "out", "force"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["net", "dataset", "multiplier", "plan", "spec", "out", "force", "init"])]
     resume: Option<PathBuf>,
     /// Take the run specification from a run.toml (flags given override it).
     #[arg(long, value_name = "RUN_TOML")]
     spec: Option<PathBuf>,
+    /// Fine-tune: start from the weights of a run directory (or a checkpoint
+    /// file in one) with fresh optimizer state and schedule; net and dataset
+    /// default to that run's. Recorded as `init` in run.toml.
+    #[arg(long, value_name = "DIR")]
+    init: Option<PathBuf>,
     /// Start over in an output directory that already holds this run.
     #[arg(long)]
     force: bool,
@@ -136,6 +157,9 @@ fn resume_conflicts(a: &TrainOptions) -> Vec<&'static str> {
     check(a.step_epochs.is_some(), "--step-epochs");
     check(a.gamma.is_some(), "--gamma");
     check(a.warmup_epochs.is_some(), "--warmup-epochs");
+    check(a.augment.is_some(), "--augment");
+    check(a.label_smoothing.is_some(), "--label-smoothing");
+    check(a.decay_bn_bias.is_some(), "--decay-bn-bias");
     check(a.train_limit.is_some(), "--train-limit");
     check(a.test_limit.is_some(), "--test-limit");
     check(a.eval_batch_size.is_some(), "--eval-batch-size");
@@ -144,18 +168,39 @@ fn resume_conflicts(a: &TrainOptions) -> Vec<&'static str> {
 
 /// The spec the flags describe, on top of `base` (defaults or --spec).
 fn spec_from_args(a: &TrainOptions) -> anyhow::Result<RunSpec> {
-    let mut spec = match &a.spec {
-        Some(p) => RunFile::read(p)?.spec,
-        None => RunSpec::with_defaults(
+    let mut spec = match (&a.spec, &a.init) {
+        (Some(p), _) => RunFile::read(p)?.spec,
+        (None, Some(init)) => {
+            // Net and dataset of the run the weights come from, fresh
+            // hyper-parameters (a mismatching --net is rejected when the
+            // weights are loaded).
+            let from = experiments::eval::load_checkpoint(init)?.run.spec;
+            let mut s = RunSpec::with_defaults(&from.net, &from.dataset);
+            s.data_dir = from.data_dir;
+            s
+        }
+        (None, None) => RunSpec::with_defaults(
             a.net.as_deref().unwrap_or_default(),
             a.dataset.as_deref().unwrap_or("mnist"),
         ),
     };
+    if a.init.is_some() {
+        spec.init = a.init.clone();
+    }
     if let Some(n) = &a.net {
         spec.net = n.clone();
     }
     if let Some(d) = &a.dataset {
         spec.dataset = d.clone();
+    }
+    if let Some(v) = a.augment {
+        spec.augment = v;
+    }
+    if let Some(v) = a.label_smoothing {
+        spec.label_smoothing = v;
+    }
+    if let Some(v) = a.decay_bn_bias {
+        spec.optimizer.decay_bn_bias = v;
     }
     if a.data_dir.is_some() {
         spec.data_dir = a.data_dir.clone();
@@ -194,7 +239,11 @@ fn spec_from_args(a: &TrainOptions) -> anyhow::Result<RunSpec> {
     }
     if let Some(s) = &a.schedule {
         spec.schedule.kind = s.parse::<ScheduleKind>()?;
-        if spec.schedule.kind != ScheduleKind::Cosine && a.warmup_epochs.is_none() {
+        if !matches!(
+            spec.schedule.kind,
+            ScheduleKind::Cosine | ScheduleKind::OneCycle
+        ) && a.warmup_epochs.is_none()
+        {
             spec.schedule.warmup_epochs = 0;
         }
     }
@@ -282,6 +331,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             (spec, dir, mode)
         }
     };
+    let engine = crate::cli::bench::cuda_engine(args.device)?;
+    if let Some(e) = &engine {
+        e.reset_transfer_stats();
+    }
+    nets::device::use_cuda(engine.clone());
+    let started = Instant::now();
     let mut progress = Progress::new();
     let outcome = train(
         &spec,
@@ -291,6 +346,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         &mut progress,
     )?;
     progress.finish();
+    if let Some(e) = &engine {
+        let t = e.transfer_stats();
+        let wall = started.elapsed().as_secs_f64();
+        eprintln!(
+            "GPU transfers: {:.2} GB to the device, {:.2} GB back, {:.1} s = {:.1}% of the {:.1} s run",
+            t.h2d_bytes as f64 / 1e9,
+            t.d2h_bytes as f64 / 1e9,
+            t.time.as_secs_f64(),
+            100.0 * t.time.as_secs_f64() / wall.max(1e-9),
+            wall
+        );
+    }
     match outcome {
         RunOutcome::Finished(summary) => {
             println!(

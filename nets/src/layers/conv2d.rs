@@ -99,6 +99,9 @@ pub struct Conv2d {
     cache_x: Vec<f32>,
     /// Backward cache: the geometry of that forward.
     cache_shape: Option<Conv2dShape>,
+    /// With the CUDA engine: the input and weights of the last training
+    /// forward, on the device, for the backward products.
+    gpu_cache: crate::device::GpuCache,
 }
 
 impl Conv2d {
@@ -137,6 +140,7 @@ impl Conv2d {
             bias: Param::zeros(format!("{name}.bias"), &[spec.out_channels], false),
             cache_x: Vec::new(),
             cache_shape: None,
+            gpu_cache: crate::device::GpuCache(None),
         })
     }
 
@@ -193,13 +197,25 @@ impl Layer for Conv2d {
         let s = self.geometry(n, sample)?;
         let (oh, ow) = (s.out_h(), s.out_w());
         let mut y = Tensor::zeros(&[n, s.out_channels, oh, ow]);
-        conv2d_forward(
-            &self.plan.forward,
-            &s,
-            &x.data,
-            &self.weight.value,
-            &mut y.data,
-        )?;
+        self.gpu_cache = crate::device::GpuCache(None);
+        if let Some(eng) = crate::device::cuda() {
+            let dx = eng.upload(&x.data)?;
+            let dw = eng.upload(&self.weight.value)?;
+            let mut dy = eng.alloc(y.data.len())?;
+            eng.conv2d_forward_dev(&self.plan.forward, &s, &dx, &dw, &mut dy)?;
+            eng.download(&dy, &mut y.data)?;
+            if train {
+                self.gpu_cache = crate::device::GpuCache(Some((dx, dw)));
+            }
+        } else {
+            conv2d_forward(
+                &self.plan.forward,
+                &s,
+                &x.data,
+                &self.weight.value,
+                &mut y.data,
+            )?;
+        }
         let plane = oh * ow;
         let bias = &self.bias.value;
         y.data
@@ -214,7 +230,9 @@ impl Layer for Conv2d {
             });
         if train {
             self.cache_x.clear();
-            self.cache_x.extend_from_slice(&x.data);
+            if self.gpu_cache.0.is_none() {
+                self.cache_x.extend_from_slice(&x.data);
+            }
             self.cache_shape = Some(s);
         }
         Ok(y)
@@ -231,13 +249,24 @@ impl Layer for Conv2d {
                 self.name, dy.shape
             )));
         }
-        conv2d_grad_weight(
-            &self.plan.grad_weight,
-            &s,
-            &self.cache_x,
-            &dy.data,
-            &mut self.weight.grad,
-        )?;
+        // On the GPU: dy goes up once for both products.
+        let gpu = match (&self.gpu_cache.0, crate::device::cuda()) {
+            (Some(cache), Some(eng)) => Some((cache, eng.upload(&dy.data)?, eng)),
+            _ => None,
+        };
+        if let Some(((gx, _), gdy, eng)) = &gpu {
+            let mut gdw = eng.alloc(self.weight.grad.len())?;
+            eng.conv2d_grad_weight_dev(&self.plan.grad_weight, &s, gx, gdy, &mut gdw)?;
+            eng.download(&gdw, &mut self.weight.grad)?;
+        } else {
+            conv2d_grad_weight(
+                &self.plan.grad_weight,
+                &s,
+                &self.cache_x,
+                &dy.data,
+                &mut self.weight.grad,
+            )?;
+        }
         // db[o] = Σ over the batch, then the plane, in memory order: one
         // task per channel, so the order does not depend on the threads.
         let plane = s.out_h() * s.out_w();
@@ -259,13 +288,19 @@ impl Layer for Conv2d {
             return Ok(None);
         }
         let mut dx = Tensor::zeros(&[s.batch, s.in_channels, s.in_h, s.in_w]);
-        conv2d_grad_input(
-            &self.plan.grad_input,
-            &s,
-            &dy.data,
-            &self.weight.value,
-            &mut dx.data,
-        )?;
+        if let Some(((_, gw), gdy, eng)) = &gpu {
+            let mut gdx = eng.alloc(dx.data.len())?;
+            eng.conv2d_grad_input_dev(&self.plan.grad_input, &s, gdy, gw, &mut gdx)?;
+            eng.download(&gdx, &mut dx.data)?;
+        } else {
+            conv2d_grad_input(
+                &self.plan.grad_input,
+                &s,
+                &dy.data,
+                &self.weight.value,
+                &mut dx.data,
+            )?;
+        }
         Ok(Some(dx))
     }
 

@@ -32,6 +32,9 @@ pub struct Dense {
     cache_x: Vec<f32>,
     /// Batch size of `cache_x`.
     cache_batch: usize,
+    /// With the CUDA engine: the input and weights of the last training
+    /// forward, on the device, for the backward products.
+    gpu_cache: crate::device::GpuCache,
 }
 
 impl Dense {
@@ -55,6 +58,7 @@ impl Dense {
             bias: Param::zeros(format!("{name}.bias"), &[out_features], false),
             cache_x: Vec::new(),
             cache_batch: 0,
+            gpu_cache: crate::device::GpuCache(None),
         }
     }
 
@@ -93,13 +97,36 @@ impl Layer for Dense {
         self.output_shape(sample)?;
         let (inf, outf) = (self.in_features, self.out_features);
         let mut y = Tensor::zeros(&[n, outf]);
-        gemm(
-            &self.plan.forward,
-            MatRef::row_major(&x.data, n, inf)?,
-            MatRef::row_major(&self.weight.value, inf, outf)?,
-            MatMut::row_major(&mut y.data, n, outf)?,
-            false,
-        )?;
+        self.gpu_cache = crate::device::GpuCache(None);
+        if let Some(eng) = crate::device::cuda() {
+            let gx = eng.upload(&x.data)?;
+            let gw = eng.upload(&self.weight.value)?;
+            let mut gy = eng.alloc(y.data.len())?;
+            eng.gemm_dev(
+                &self.plan.forward,
+                n,
+                outf,
+                inf,
+                &gx,
+                false,
+                &gw,
+                false,
+                &mut gy,
+                false,
+            )?;
+            eng.download(&gy, &mut y.data)?;
+            if train {
+                self.gpu_cache = crate::device::GpuCache(Some((gx, gw)));
+            }
+        } else {
+            gemm(
+                &self.plan.forward,
+                MatRef::row_major(&x.data, n, inf)?,
+                MatRef::row_major(&self.weight.value, inf, outf)?,
+                MatMut::row_major(&mut y.data, n, outf)?,
+                false,
+            )?;
+        }
         for row in y.data.chunks_exact_mut(outf) {
             for (v, b) in row.iter_mut().zip(&self.bias.value) {
                 *v += b;
@@ -107,7 +134,9 @@ impl Layer for Dense {
         }
         if train {
             self.cache_x.clear();
-            self.cache_x.extend_from_slice(&x.data);
+            if self.gpu_cache.0.is_none() {
+                self.cache_x.extend_from_slice(&x.data);
+            }
             self.cache_batch = n;
         }
         Ok(y)
@@ -121,14 +150,36 @@ impl Layer for Dense {
                 self.name, dy.shape
             )));
         }
+        // On the GPU: dy goes up once for both products.
+        let gpu = match (&self.gpu_cache.0, crate::device::cuda()) {
+            (Some(cache), Some(eng)) => Some((cache, eng.upload(&dy.data)?, eng)),
+            _ => None,
+        };
         // dW [IN, OUT] = xᵀ [IN, N] · dy [N, OUT]
-        gemm(
-            &self.plan.grad_weight,
-            MatRef::row_major(&self.cache_x, n, inf)?.t(),
-            MatRef::row_major(&dy.data, n, outf)?,
-            MatMut::row_major(&mut self.weight.grad, inf, outf)?,
-            false,
-        )?;
+        if let Some(((gx, _), gdy, eng)) = &gpu {
+            let mut gdw = eng.alloc(self.weight.grad.len())?;
+            eng.gemm_dev(
+                &self.plan.grad_weight,
+                inf,
+                outf,
+                n,
+                gx,
+                true,
+                gdy,
+                false,
+                &mut gdw,
+                false,
+            )?;
+            eng.download(&gdw, &mut self.weight.grad)?;
+        } else {
+            gemm(
+                &self.plan.grad_weight,
+                MatRef::row_major(&self.cache_x, n, inf)?.t(),
+                MatRef::row_major(&dy.data, n, outf)?,
+                MatMut::row_major(&mut self.weight.grad, inf, outf)?,
+                false,
+            )?;
+        }
         // db = Σ_n dy[n], summed in batch order.
         self.bias.grad.fill(0.0);
         for row in dy.data.chunks_exact(outf) {
@@ -141,13 +192,30 @@ impl Layer for Dense {
         }
         // dx [N, IN] = dy [N, OUT] · Wᵀ [OUT, IN]
         let mut dx = Tensor::zeros(&[n, inf]);
-        gemm(
-            &self.plan.grad_input,
-            MatRef::row_major(&dy.data, n, outf)?,
-            MatRef::row_major(&self.weight.value, inf, outf)?.t(),
-            MatMut::row_major(&mut dx.data, n, inf)?,
-            false,
-        )?;
+        if let Some(((_, gw), gdy, eng)) = &gpu {
+            let mut gdx = eng.alloc(dx.data.len())?;
+            eng.gemm_dev(
+                &self.plan.grad_input,
+                n,
+                inf,
+                outf,
+                gdy,
+                false,
+                gw,
+                true,
+                &mut gdx,
+                false,
+            )?;
+            eng.download(&gdx, &mut dx.data)?;
+        } else {
+            gemm(
+                &self.plan.grad_input,
+                MatRef::row_major(&dy.data, n, outf)?,
+                MatRef::row_major(&self.weight.value, inf, outf)?.t(),
+                MatMut::row_major(&mut dx.data, n, inf)?,
+                false,
+            )?;
+        }
         Ok(Some(dx))
     }
 
