@@ -1,0 +1,54 @@
+//! `--device cuda` on a machine without a usable GPU: a one-line error
+//! naming what is missing, no panic, nothing written. On a machine with a
+//! GPU the check prints why it is skipped (scripts/gpu-check.sh covers that
+//! case).
+
+use std::process::Command;
+
+#[test]
+fn device_cuda_without_a_gpu_is_a_clear_error() {
+    if let Ok(e) = amsim::cuda::CudaEngine::global() {
+        eprintln!(
+            "SKIPPED device_cuda_without_a_gpu_is_a_clear_error: this machine has a GPU ({})",
+            e.device_name()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("run");
+    for args in [
+        vec![
+            "bench", "gemm", "--device", "cuda", "--m", "8", "--n", "8", "--k", "8",
+        ],
+        vec!["bench", "conv", "--device", "cuda"],
+        vec![
+            "train",
+            "--device",
+            "cuda",
+            "--net",
+            "lenet5",
+            "--epochs",
+            "1",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_approxtrain"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded without a GPU");
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+        let last = err
+            .lines()
+            .rfind(|l| l.starts_with("error"))
+            .unwrap_or("");
+        assert!(
+            last.contains("--device cuda")
+                && (last.contains("driver") || last.contains("GPU") || last.contains("NVRTC")),
+            "{args:?}: expected an error naming what is missing, got: {err}"
+        );
+        assert!(!out_dir.exists(), "{args:?} wrote a run directory");
+    }
+}
