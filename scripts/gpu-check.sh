@@ -100,6 +100,15 @@ if [ -d "$B/data/mnist" ]; then
     train_one "lenet5-mnist-$m-cpu$NP" cpu lenet5 mnist "$m" all "$NP"
   done
 fi
+# Bit-exact training: the mbm:7 LeNet-5 runs on the GPU and on the CPU must
+# leave byte-identical checkpoints (same weights, optimizer state, metrics).
+if [ -f "$T/run-lenet5-mnist-mbm:7-cuda/checkpoint.bin" ] && [ -f "$T/run-lenet5-mnist-mbm:7-cpu$NP/checkpoint.bin" ]; then
+  if cmp -s "$T/run-lenet5-mnist-mbm:7-cuda/checkpoint.bin" "$T/run-lenet5-mnist-mbm:7-cpu$NP/checkpoint.bin"; then
+    SUMMARY+=("lenet5 mbm:7 cuda vs cpu|checkpoints after one epoch byte-identical")
+  else
+    SUMMARY+=("lenet5 mbm:7 cuda vs cpu|checkpoints DIFFER")
+  fi
+fi
 for m in fp32 mbm:7; do
   train_one "resnet20-cifar-$m-cuda" cuda resnet20 cifar10 "$m" 10000 "$NP"
   train_one "resnet20-cifar-$m-cpu$NP" cpu resnet20 cifar10 "$m" 2560 "$NP"
@@ -107,5 +116,5 @@ done
 
 echo
 echo "== summary ($gpu)"
-printf '%s\n' "${SUMMARY[@]}" | column -t -s '|'
+printf "%s\n" "${SUMMARY[@]}" | awk -F"|" "{ printf \"%-34s %s\\n\", \$1, \$2 }"
 printf '%s\n' "${SUMMARY[@]}" >"$OUT/summary.txt"

@@ -44,12 +44,24 @@ enum Command {
     Train(cli::train::TrainArgs),
     /// Run a sweep file: many training runs, resumable and shardable.
     ///
-    /// Example: approxtrain sweep experiments/quickstart.toml --out results/quickstart
+    /// Example: approxtrain sweep experiments/quickstart.toml --out runs/quickstart
     Sweep(cli::sweep::SweepArgs),
     /// Merge every run below DIR into summary.csv, figures and report.md.
     ///
     /// Example: approxtrain plot results/mnist-lenet
     Plot(cli::plot::PlotArgs),
+    /// Test accuracy of a trained checkpoint under other multiplier plans.
+    ///
+    /// Example: approxtrain eval --checkpoint runs/lenet5-fp32 --multiplier fp32,bf16,mbm:7,mitchell:7
+    Eval(cli::eval::EvalArgs),
+    /// Per-layer sensitivity to a multiplier and a greedy per-layer plan.
+    ///
+    /// Example: approxtrain sensitivity --checkpoint runs/lenet5-fp32 --multiplier mitchell:3 --max-drop 0.5
+    Sensitivity(cli::sensitivity::SensitivityArgs),
+    /// Operand histograms of one layer and operand-weighted error metrics.
+    ///
+    /// Example: approxtrain stats --checkpoint runs/lenet5-fp32 --layer conv2 --multiplier mbm:7
+    Stats(cli::stats::StatsArgs),
     /// Datasets: download the public files.
     #[command(subcommand)]
     Data(cli::data::DataCommand),
@@ -80,6 +92,9 @@ fn main() {
         Command::Sweep(a) => cli::sweep::run(a),
         Command::Data(c) => cli::data::run(c),
         Command::Plot(a) => cli::plot::run(a),
+        Command::Eval(a) => cli::eval::run(a),
+        Command::Sensitivity(a) => cli::sensitivity::run(a),
+        Command::Stats(a) => cli::stats::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -83,11 +83,15 @@ pub fn exact_product(ta: u32, tb: u32, bits: u32) -> f64 {
     (1.0 + ta as f64 * scale) * (1.0 + tb as f64 * scale)
 }
 
-/// Running sums over pairs.
+/// Running sums over pairs, each pair with a weight (1 for the uniform
+/// characterization, an observed product count for
+/// [`characterize_lut_weighted`]).
 struct Accumulator {
     bits: u32,
     n: u64,
-    errors: u64,
+    /// Sum of the weights.
+    weight: f64,
+    errors: f64,
     sum_e: f64,
     sum_abs_e: f64,
     sum_r: f64,
@@ -95,9 +99,10 @@ struct Accumulator {
     sum_r2: f64,
     worst: f64,
     worst_at: (u32, u32),
-    within_ulp: u64,
-    /// Every relative error, kept for the two-pass standard deviation.
-    rel: Vec<f64>,
+    within_ulp: f64,
+    /// Every relative error with its weight, kept for the two-pass
+    /// standard deviation.
+    rel: Vec<(f64, f64)>,
 }
 
 impl Accumulator {
@@ -105,7 +110,8 @@ impl Accumulator {
         Accumulator {
             bits,
             n: 0,
-            errors: 0,
+            weight: 0.0,
+            errors: 0.0,
             sum_e: 0.0,
             sum_abs_e: 0.0,
             sum_r: 0.0,
@@ -113,38 +119,45 @@ impl Accumulator {
             sum_r2: 0.0,
             worst: 0.0,
             worst_at: (0, 0),
-            within_ulp: 0,
+            within_ulp: 0.0,
             rel: Vec::with_capacity(capacity),
         }
     }
 
     fn add(&mut self, ta: u32, tb: u32, approx: f64, exact: f64) {
+        self.add_weighted(ta, tb, approx, exact, 1.0);
+    }
+
+    fn add_weighted(&mut self, ta: u32, tb: u32, approx: f64, exact: f64, w: f64) {
         let e = approx - exact;
         let r = e / exact;
         self.n += 1;
-        self.errors += u64::from(e != 0.0);
-        self.sum_e += e;
-        self.sum_abs_e += e.abs();
-        self.sum_r += r;
-        self.sum_abs_r += r.abs();
-        self.sum_r2 += r * r;
+        self.weight += w;
+        self.errors += if e != 0.0 { w } else { 0.0 };
+        self.sum_e += w * e;
+        self.sum_abs_e += w * e.abs();
+        self.sum_r += w * r;
+        self.sum_abs_r += w * r.abs();
+        self.sum_r2 += w * r * r;
         if r.abs() > self.worst.abs() {
             self.worst = r;
             self.worst_at = (ta, tb);
         }
         // exact is in [1, 4): floor(log2 exact) is 0 below 2 and 1 above.
         let ulp = (if exact >= 2.0 { 2.0 } else { 1.0 }) / (1u64 << self.bits) as f64;
-        self.within_ulp += u64::from(e.abs() <= ulp);
-        self.rel.push(r);
+        if e.abs() <= ulp {
+            self.within_ulp += w;
+        }
+        self.rel.push((r, w));
     }
 
     fn finish(self, model: &str, exhaustive: bool) -> Characterization {
-        let n = self.n.max(1) as f64;
+        let n = if self.weight > 0.0 { self.weight } else { 1.0 };
         let mean_r = self.sum_r / n;
         let var = self
             .rel
             .iter()
-            .map(|r| (r - mean_r) * (r - mean_r))
+            .map(|(r, w)| w * (r - mean_r) * (r - mean_r))
             .sum::<f64>()
             / n;
         Characterization {
@@ -152,7 +165,7 @@ impl Accumulator {
             bits: self.bits,
             pairs: self.n,
             exhaustive,
-            error_rate: self.errors as f64 / n,
+            error_rate: self.errors / n,
             mean_error: self.sum_e / n,
             mean_abs_error: self.sum_abs_e / n,
             mean_relative_error: mean_r,
@@ -161,7 +174,7 @@ impl Accumulator {
             max_relative_error_at: self.worst_at,
             rms_relative_error: (self.sum_r2 / n).sqrt(),
             std_relative_error: var.sqrt(),
-            within_one_ulp: self.within_ulp as f64 / n,
+            within_one_ulp: self.within_ulp / n,
         }
     }
 }
@@ -177,6 +190,42 @@ pub fn characterize_lut(lut: &Lut) -> Characterization {
         }
     }
     acc.finish(lut.model_name(), true)
+}
+
+/// Characterize a table over an observed distribution of operand pairs:
+/// `weights[ta << m | tb]` is how often pair `(ta, tb)` occurred (product
+/// counts from a layer's real operands, say), and every metric of the
+/// module doc becomes the weighted one (`mred = sum(w |r|) / sum(w)`, the
+/// shares weighted likewise); `max_relative_error` is the worst over the
+/// pairs that occur, and `pairs` counts the distinct pairs that occur. With
+/// all weights equal it is [`characterize_lut`]. An error when `weights`
+/// does not have `4^m` entries or sums to zero.
+pub fn characterize_lut_weighted(lut: &Lut, weights: &[u64]) -> Result<Characterization> {
+    let bits = lut.bits();
+    let n = 1u32 << bits;
+    if weights.len() != lut.table().len() {
+        return Err(AmsimError::Other(format!(
+            "weighted characterization at {bits} bits needs {} pair weights, got {}",
+            lut.table().len(),
+            weights.len()
+        )));
+    }
+    if weights.iter().all(|&w| w == 0) {
+        return Err(AmsimError::Other(
+            "weighted characterization: no operand pair occurs (all weights are zero)".into(),
+        ));
+    }
+    let mut acc = Accumulator::new(bits, 0);
+    for ta in 0..n {
+        for tb in 0..n {
+            let w = weights[((ta << bits) | tb) as usize];
+            if w > 0 {
+                let x = exact_product(ta, tb, bits);
+                acc.add_weighted(ta, tb, lut.get(ta, tb) as f64, x, w as f64);
+            }
+        }
+    }
+    Ok(acc.finish(lut.model_name(), true))
 }
 
 /// Call `model` on pair `(ta, tb)` and check its output as a table build
@@ -481,6 +530,48 @@ pub(crate) mod tests {
         let c = characterize_lut(&lut);
         assert!((c.max_relative_error + 1.0 / 9.0).abs() < 1e-15);
         assert_eq!(c.within_one_ulp, 1.0);
+    }
+
+    #[test]
+    fn weighted_characterization_weights_each_pair_by_its_count() {
+        // Same hand table: the wrong entry (1, 1) has relative error 5/9.
+        let lut = Lut::from_table("hand", 1, vec![1.0, 1.5, 1.5, 3.5]).unwrap();
+        let r = 1.25 / 2.25;
+        // Counts 1, 0, 2, 3: the wrong pair has 3 of 6 products.
+        let c = characterize_lut_weighted(&lut, &[1, 0, 2, 3]).unwrap();
+        assert_eq!(c.pairs, 3);
+        assert_eq!(c.error_rate, 0.5);
+        assert!((c.mred - r * 3.0 / 6.0).abs() < 1e-15);
+        assert!((c.mean_error - 1.25 * 3.0 / 6.0).abs() < 1e-15);
+        let mean = r / 2.0;
+        let var = (3.0 * mean * mean + 3.0 * (r - mean) * (r - mean)) / 6.0;
+        assert!((c.std_relative_error - var.sqrt()).abs() < 1e-15);
+        assert_eq!(c.within_one_ulp, 0.5);
+        // A pair that never occurs does not count, even as the worst case.
+        let c = characterize_lut_weighted(&lut, &[5, 1, 1, 0]).unwrap();
+        assert_eq!((c.error_rate, c.max_relative_error), (0.0, 0.0));
+        assert!(characterize_lut_weighted(&lut, &[0; 4]).is_err());
+        assert!(characterize_lut_weighted(&lut, &[1; 3]).is_err());
+    }
+
+    #[test]
+    fn weighted_characterization_with_equal_weights_is_the_uniform_one() {
+        let seed = test_seed("weighted_characterization_with_equal_weights_is_the_uniform_one");
+        let w = 1 + seed % 1000;
+        let lut = Lut::build("mitchell", mitchell, 5).unwrap();
+        let u = characterize_lut(&lut);
+        let c = characterize_lut_weighted(&lut, &vec![w; 1 << 10]).unwrap();
+        for (a, b) in [
+            (u.mred, c.mred),
+            (u.mean_relative_error, c.mean_relative_error),
+            (u.error_rate, c.error_rate),
+            (u.std_relative_error, c.std_relative_error),
+            (u.within_one_ulp, c.within_one_ulp),
+            (u.max_relative_error, c.max_relative_error),
+        ] {
+            assert!((a - b).abs() <= 1e-12 * a.abs().max(1.0), "{a} vs {b}");
+        }
+        assert_eq!(u.pairs, c.pairs);
     }
 
     #[test]

@@ -15,12 +15,16 @@
 //! interrupted run leaves the files of its last completed epoch.
 
 pub mod atomic;
+pub mod energy;
 pub mod error;
+pub mod eval;
 pub mod metrics;
+pub mod opstats;
 pub mod plan_file;
 pub mod plot;
 pub mod report;
 pub mod run;
+pub mod sensitivity;
 pub mod spec;
 pub mod sweep;
 

@@ -7,20 +7,29 @@
 //! named by its plan), and the final test accuracy as bars with the `fp32`
 //! reference as a horizontal line. A plan keeps its colour in every panel.
 //! Text uses the font embedded in `amsim` (no system font library).
+//!
+//! Each table a run uses (`MODEL:BITS`) also gets its relative-error heat
+//! map (`heatmap_MODEL_BITS.png`, [`amsim::heatmap`]) and a row of error
+//! metrics in the report; where a C model declares power and delay, the
+//! report adds the energy of the multiplies ([`crate::energy`]) and
+//! [`ENERGY_FILE`].
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
 
-use amsim::heatmap::{register_embedded_font, FONT_FAMILY};
+use amsim::heatmap::{register_embedded_font, write_heatmap, FONT_FAMILY};
+use amsim::metrics::characterize_lut;
+use amsim::{Lut, ModelInfo, MultiplierSpec, PlanSpec, Role, MAX_LUT_BITS};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::atomic::write_atomic;
+use crate::energy::{declares_energy, energy_of_layers, macs_per_layer, RunEnergy};
 use crate::error::{ExperimentError, Result};
 use crate::metrics::write_metrics;
 use crate::report::{
-    all_plans, find_runs, groups, markdown, summary_rows, Group, RunRecord, REFERENCE_PLAN,
-    REPORT_FILE, SUMMARY_FILE,
+    all_plans, find_runs, groups, markdown, summary_rows, Group, ModelSection, ReportExtras,
+    RunRecord, REFERENCE_PLAN, REPORT_FILE, SUMMARY_FILE,
 };
 
 /// Width of one panel, pixels.
@@ -92,10 +101,11 @@ pub struct PlotOutput {
     pub files: Vec<PathBuf>,
 }
 
-/// Merge, draw and report every run below `dir` (see the module docs).
-/// Every file is written whole; an error names the offending directory
-/// or file.
-pub fn plot_dir(dir: &Path) -> Result<PlotOutput> {
+/// Merge, draw and report every run below `dir` (see the module docs),
+/// with `models` (the C-model registry) for the heat maps and energy
+/// figures. Every file is written whole; an error names the offending
+/// directory or file.
+pub fn plot_dir(dir: &Path, models: &[ModelInfo]) -> Result<PlotOutput> {
     let runs = find_runs(dir)?;
     let summary = summary_rows(&runs);
     let mut files = Vec::new();
@@ -122,9 +132,28 @@ pub fn plot_dir(dir: &Path) -> Result<PlotOutput> {
         .iter()
         .map(|f| (format!("{}.png", f.stem()), f.title()))
         .collect();
-    let links: Vec<(&str, &str)> = pngs.iter().map(|(f, c)| (f.as_str(), *c)).collect();
+
+    let model_sections = draw_heatmaps(dir, &runs, models, &mut files)?;
+    let energy = energies(&runs, models)?;
+    let energy_path = dir.join(ENERGY_FILE);
+    if energy.is_empty() {
+        // A file of an earlier plot whose figures are gone would mislead.
+        if energy_path.exists() {
+            std::fs::remove_file(&energy_path).map_err(|e| ExperimentError::io(&energy_path, e))?;
+        }
+    } else {
+        write_energy_csv(&energy_path, &runs, &energy)?;
+        files.push(energy_path);
+    }
+
+    let extras = ReportExtras {
+        figures: pngs.iter().map(|(f, c)| (f.as_str(), *c)).collect(),
+        energy_csv: (!energy.is_empty()).then_some(ENERGY_FILE),
+        energy,
+        models: model_sections,
+    };
     let report_path = dir.join(REPORT_FILE);
-    let text = markdown(&format!("Results: {title}"), &runs, &links);
+    let text = markdown(&format!("Results: {title}"), &runs, &extras);
     write_atomic(&report_path, text.as_bytes())?;
     files.push(report_path);
     Ok(PlotOutput {
@@ -132,6 +161,133 @@ pub fn plot_dir(dir: &Path) -> Result<PlotOutput> {
         rows: summary.len(),
         files,
     })
+}
+
+/// The energy table of every run, written next to `summary.csv` only when
+/// some model of the runs declares figures ([`crate::energy`]).
+pub const ENERGY_FILE: &str = "energy.csv";
+
+/// The tables (`MODEL:BITS`, `direct:MODEL:BITS` up to the table limit)
+/// used by any product of any run, once each, in name then width order.
+fn tables_used(runs: &[RunRecord]) -> Vec<(String, u32)> {
+    let mut out: Vec<(String, u32)> = Vec::new();
+    for r in runs {
+        let spec = &r.file.spec;
+        let plans = std::iter::once(spec.multiplier.as_str())
+            .chain(spec.layers.values().map(|p| p.as_str()))
+            .filter_map(|p| p.parse::<PlanSpec>().ok());
+        for plan in plans {
+            for role in Role::ALL {
+                if let MultiplierSpec::Model { name, bits }
+                | MultiplierSpec::Direct { name, bits } = plan.get(role)
+                {
+                    if *bits <= MAX_LUT_BITS && !out.iter().any(|(n, b)| n == name && b == bits) {
+                        out.push((name.clone(), *bits));
+                    }
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Draw the heat map of every table the runs use into `dir`
+/// (`heatmap_MODEL_BITS.png`) and characterize it, for the report.
+fn draw_heatmaps(
+    dir: &Path,
+    runs: &[RunRecord],
+    models: &[ModelInfo],
+    files: &mut Vec<PathBuf>,
+) -> Result<Vec<ModelSection>> {
+    let mut sections = Vec::new();
+    for (name, bits) in tables_used(runs) {
+        let spec = format!("{name}:{bits}");
+        let Some(model) = models.iter().find(|m| m.name == name) else {
+            sections.push(ModelSection {
+                spec,
+                heatmap: None,
+                characterization: None,
+                note: Some(
+                    "this approxtrain has no such C model compiled in; no heat map".to_string(),
+                ),
+            });
+            continue;
+        };
+        let lut = Lut::build(&name, model.func, bits)?;
+        let file = format!("heatmap_{name}_{bits}.png");
+        let path = dir.join(&file);
+        write_heatmap(&lut, &path)?;
+        files.push(path);
+        sections.push(ModelSection {
+            spec,
+            heatmap: Some(file),
+            characterization: Some(characterize_lut(&lut)),
+            note: None,
+        });
+    }
+    Ok(sections)
+}
+
+/// Energy per image of every run of each (net, dataset) group in which
+/// some run uses a model that declares figures; empty when none does.
+fn energies(runs: &[RunRecord], models: &[ModelInfo]) -> Result<Vec<(String, RunEnergy)>> {
+    let mut out = Vec::new();
+    for g in groups(runs) {
+        if !g.runs.iter().any(|r| declares_energy(&r.file.spec, models)) {
+            continue;
+        }
+        // One count per network and seed is enough: plans do not change
+        // the multiply-accumulates.
+        let mut layers_of: Vec<(u64, Vec<(String, nets::layers::MacCounts)>)> = Vec::new();
+        for r in &g.runs {
+            let spec = &r.file.spec;
+            let layers = match layers_of.iter().find(|(seed, _)| *seed == spec.seed) {
+                Some((_, l)) => l.clone(),
+                None => {
+                    let l = macs_per_layer(spec)?;
+                    layers_of.push((spec.seed, l.clone()));
+                    l
+                }
+            };
+            out.push((
+                r.file.run.run_id.clone(),
+                energy_of_layers(&layers, spec, models)?,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Write [`ENERGY_FILE`]: one row per run with energy figures.
+fn write_energy_csv(path: &Path, runs: &[RunRecord], energy: &[(String, RunEnergy)]) -> Result<()> {
+    let mut text = String::from(
+        "run_id,net,dataset,plan,seed,macs_forward,macs_grad_input,macs_grad_weight,\
+         train_image_uj,fp32_train_image_uj,inference_image_uj,fp32_inference_image_uj\n",
+    );
+    let opt = |x: Option<f64>| x.map_or(String::new(), |x| format!("{x:e}"));
+    for (id, e) in energy {
+        let Some(r) = runs.iter().find(|r| &r.file.run.run_id == id) else {
+            continue;
+        };
+        let spec = &r.file.spec;
+        // The plan label may hold commas: quoted as CSV.
+        text.push_str(&format!(
+            "{id},{},{},\"{}\",{},{},{},{},{},{:e},{},{:e}\n",
+            spec.net,
+            spec.dataset,
+            r.plan().replace('"', "\"\""),
+            spec.seed,
+            e.macs.forward,
+            e.macs.grad_input,
+            e.macs.grad_weight,
+            opt(e.train_image_uj),
+            e.fp32_train_image_uj,
+            opt(e.inference_image_uj),
+            e.fp32_inference_image_uj,
+        ));
+    }
+    write_atomic(path, text.as_bytes())
 }
 
 fn draw_error(path: &Path, e: impl std::fmt::Display) -> ExperimentError {
@@ -286,6 +442,16 @@ where
             .collect()
     };
     let x_range = 1.0..max_epoch as f64;
+    // Epochs are whole numbers: a tick per epoch up to a dozen, and no
+    // label on a tick between two epochs.
+    let x_labels = max_epoch.min(12);
+    let epoch_label = |v: &f64| {
+        if (v - v.round()).abs() < 1e-6 {
+            format!("{v:.0}")
+        } else {
+            String::new()
+        }
+    };
     match curve {
         Curve::TestAccuracy => {
             let pad = ((hi - lo) * 0.05).max(0.05);
@@ -297,7 +463,8 @@ where
                 .y_desc("test accuracy (%)")
                 .label_style((FONT_FAMILY, 14))
                 .axis_desc_style((FONT_FAMILY, 15))
-                .x_label_formatter(&|v| format!("{v:.0}"))
+                .x_labels(x_labels)
+                .x_label_formatter(&epoch_label)
                 .y_label_formatter(&|v| format!("{v:.1}"))
                 .draw()?;
             for r in &group.runs {
@@ -329,7 +496,8 @@ where
                 .y_desc("training loss (nats, log scale)")
                 .label_style((FONT_FAMILY, 14))
                 .axis_desc_style((FONT_FAMILY, 15))
-                .x_label_formatter(&|v| format!("{v:.0}"))
+                .x_labels(x_labels)
+                .x_label_formatter(&epoch_label)
                 .y_label_formatter(&|v| format!("{:.3}", 10f64.powf(*v)))
                 .draw()?;
             for r in &group.runs {
@@ -389,6 +557,7 @@ where
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(0)
+        .x_desc("multiplier plan")
         .y_desc("final test accuracy (%)")
         .label_style((FONT_FAMILY, 14))
         .axis_desc_style((FONT_FAMILY, 15))

@@ -5,11 +5,12 @@
 //! ([`crate`] docs), at any depth below the results folder, so the shards
 //! of a sweep copied side by side are merged by pointing at their parent.
 //! Runs are grouped by (net, dataset); within a group, the `fp32` runs are
-//! the reference for the accuracy gap and the slowdown.
+//! the reference for the accuracy gap, the slowdown and the energy.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::energy::{RunEnergy, FP32_MULTIPLY_PJ};
 use crate::error::{ExperimentError, Result};
 use crate::metrics::{read_metrics, MetricsRow};
 use crate::spec::{RunFile, RunStatus};
@@ -244,10 +245,38 @@ pub fn all_plans(runs: &[RunRecord]) -> Vec<String> {
     plans
 }
 
-/// The Markdown report of `runs`: one table per (net, dataset), with
-/// `figures` (file names relative to the report, with their captions)
-/// embedded above the tables.
-pub fn markdown(title: &str, runs: &[RunRecord], figures: &[(&str, &str)]) -> String {
+/// A multiplier model used by the runs, for the report's last section.
+#[derive(Debug, Clone)]
+pub struct ModelSection {
+    /// The table spec, `MODEL:BITS`.
+    pub spec: String,
+    /// Its heat-map PNG, relative to the report.
+    pub heatmap: Option<String>,
+    /// Its error metrics over every pair of truncated mantissas.
+    pub characterization: Option<amsim::metrics::Characterization>,
+    /// Why there is no heat map, when there is none.
+    pub note: Option<String>,
+}
+
+/// Everything [`markdown`] writes beyond the runs' own numbers.
+#[derive(Debug, Clone, Default)]
+pub struct ReportExtras<'a> {
+    /// Figures (file name relative to the report, caption), embedded above
+    /// the tables.
+    pub figures: Vec<(&'a str, &'a str)>,
+    /// Energy per image by run id, for the runs of groups where a model
+    /// declares figures ([`crate::energy`]).
+    pub energy: Vec<(String, RunEnergy)>,
+    /// The name of the energy CSV, when written.
+    pub energy_csv: Option<&'a str>,
+    /// The multiplier models used, with their heat maps.
+    pub models: Vec<ModelSection>,
+}
+
+/// The Markdown report of `runs`: one table per (net, dataset), the
+/// energy of the multiplies where figures exist, and the models used, with
+/// the figures of `extras` embedded.
+pub fn markdown(title: &str, runs: &[RunRecord], extras: &ReportExtras) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# {title}\n");
     let _ = writeln!(
@@ -260,7 +289,7 @@ pub fn markdown(title: &str, runs: &[RunRecord], figures: &[(&str, &str)]) -> St
         runs.len(),
         if runs.len() == 1 { "y" } else { "ies" }
     );
-    for (file, caption) in figures {
+    for (file, caption) in &extras.figures {
         let _ = writeln!(s, "![{caption}]({file})\n");
     }
     for g in groups(runs) {
@@ -325,6 +354,123 @@ pub fn markdown(title: &str, runs: &[RunRecord], figures: &[(&str, &str)]) -> St
             }
         }
         s.push('\n');
+        energy_table(&mut s, &g, extras);
     }
+    models_section(&mut s, &extras.models);
     s
+}
+
+/// Format microjoules with three significant digits.
+fn format_uj(uj: f64) -> String {
+    if uj >= 100.0 {
+        format!("{uj:.0}")
+    } else if uj >= 10.0 {
+        format!("{uj:.1}")
+    } else if uj >= 1.0 {
+        format!("{uj:.2}")
+    } else {
+        format!("{uj:.3}")
+    }
+}
+
+/// The energy table of group `g`, when some of its runs have figures.
+fn energy_table(s: &mut String, g: &Group, extras: &ReportExtras) {
+    let rows: Vec<(&RunRecord, &RunEnergy)> = g
+        .runs
+        .iter()
+        .filter_map(|r| {
+            extras
+                .energy
+                .iter()
+                .find(|(id, _)| *id == r.file.run.run_id)
+                .map(|(_, e)| (*r, e))
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "Energy of the multiplies per image (µJ): multiply-accumulates per role \
+         times each role's energy per multiply (the power x delay its C model \
+         declares), against the same counts at {FP32_MULTIPLY_PJ} pJ per FP32 \
+         multiply (Horowitz, ISSCC 2014, 45 nm). `-`: a multiplier of the plan \
+         declares no figure.{}\n",
+        extras
+            .energy_csv
+            .map(|f| format!(" All numbers: [{f}]({f})."))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        s,
+        "| plan | MACs fwd | MACs dx | MACs dw | training image | {REFERENCE_PLAN} | ratio \
+         | inference image | {REFERENCE_PLAN} | ratio |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+    for (r, e) in rows {
+        let ratio =
+            |x: Option<f64>, base: f64| x.map_or("-".into(), |x| format!("{:.3}", x / base));
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            g.label(r),
+            e.macs.forward,
+            e.macs.grad_input,
+            e.macs.grad_weight,
+            e.train_image_uj.map_or("-".into(), format_uj),
+            format_uj(e.fp32_train_image_uj),
+            ratio(e.train_image_uj, e.fp32_train_image_uj),
+            e.inference_image_uj.map_or("-".into(), format_uj),
+            format_uj(e.fp32_inference_image_uj),
+            ratio(e.inference_image_uj, e.fp32_inference_image_uj),
+        );
+    }
+    s.push('\n');
+}
+
+/// The models section: error metrics and heat map of each table used.
+fn models_section(s: &mut String, models: &[ModelSection]) {
+    if models.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "## Multipliers\n");
+    let _ = writeln!(
+        s,
+        "Error of each table used, over every pair of truncated mantissas \
+         (`approxtrain characterize`): relative error (L - x) / x against the \
+         exact product x of the truncated operands.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| table | mean relative error (bias) | mean absolute relative error | \
+         largest relative error | share of products with an error |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|");
+    for m in models {
+        match &m.characterization {
+            Some(c) => {
+                let _ = writeln!(
+                    s,
+                    "| `{}` | {:+.3}% | {:.3}% | {:+.3}% | {:.1}% |",
+                    m.spec,
+                    c.mean_relative_error * 100.0,
+                    c.mred * 100.0,
+                    c.max_relative_error * 100.0,
+                    c.error_rate * 100.0
+                );
+            }
+            None => {
+                let _ = writeln!(s, "| `{}` | - | - | - | - |", m.spec);
+            }
+        }
+    }
+    s.push('\n');
+    for m in models {
+        if let Some(file) = &m.heatmap {
+            let _ = writeln!(s, "![{} relative error]({file})\n", m.spec);
+        }
+        if let Some(note) = &m.note {
+            let _ = writeln!(s, "`{}`: {note}\n", m.spec);
+        }
+    }
 }

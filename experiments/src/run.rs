@@ -184,9 +184,10 @@ impl RunDir {
 }
 
 /// Per-sample input shape and classes of a dataset the CLI trains on.
-fn dataset_shape(dataset: &str) -> Result<(Vec<usize>, usize)> {
+pub fn dataset_shape(dataset: &str) -> Result<(Vec<usize>, usize)> {
     match dataset {
         "mnist" | "fashion-mnist" => Ok((vec![1, 28, 28], 10)),
+        "cifar10" => Ok((vec![3, 32, 32], 10)),
         _ => Err(ExperimentError::UnknownDataset {
             name: dataset.to_string(),
             valid: crate::spec::DATASETS.join(", "),
@@ -203,7 +204,12 @@ pub fn layer_names(net: &str) -> Result<Vec<String>> {
             valid: crate::spec::NETS.join(", "),
         });
     }
-    let (shape, classes) = dataset_shape("mnist")?;
+    let home = if net.starts_with("resnet") {
+        "cifar10"
+    } else {
+        "mnist"
+    };
+    let (shape, classes) = dataset_shape(home)?;
     let network = nets::model::Network::by_name(
         net,
         &shape,
@@ -212,6 +218,26 @@ pub fn layer_names(net: &str) -> Result<Vec<String>> {
         0,
     )?;
     Ok(network.layer_names())
+}
+
+/// The network of `spec` with its plans resolved against `models` (every
+/// layer on the default plan, the per-layer plans applied), weights
+/// initialised from the spec's seed.
+pub fn network_for_spec(spec: &RunSpec, models: &[ModelInfo]) -> Result<Network> {
+    let (shape, classes) = dataset_shape(&spec.dataset)?;
+    let probe = Network::by_name(
+        &spec.net,
+        &shape,
+        classes,
+        amsim::MultiplierPlan::uniform(amsim::Multiplier::Fp32),
+        spec.seed,
+    )?;
+    let (default_plan, layer_plans) = resolve_plans(spec, models, &probe.layer_names())?;
+    let mut network = Network::by_name(&spec.net, &shape, classes, default_plan, spec.seed)?;
+    for (name, plan) in layer_plans {
+        network.set_layer_plan(&name, plan)?;
+    }
+    Ok(network)
 }
 
 /// What [`prepare`] found in the run directory.
@@ -400,6 +426,22 @@ fn schedule(spec: &RunSpec, batches: usize) -> LrSchedule {
             },
             Granularity::Step,
         ),
+        ScheduleKind::OneCycle => {
+            let total = (spec.epochs * batches) as u64;
+            let rise = match spec.schedule.warmup_epochs {
+                0 => (total * 3).div_ceil(10),
+                w => (w * batches) as u64,
+            };
+            (
+                Schedule::OneCycle {
+                    rise: rise.clamp(1, total.saturating_sub(1).max(1)),
+                    total,
+                    div: 25.0,
+                    final_div: 1e4,
+                },
+                Granularity::Step,
+            )
+        }
     };
     LrSchedule {
         base_lr,
@@ -454,23 +496,23 @@ pub fn train(
 ) -> Result<RunOutcome> {
     spec.validate()?;
     let dir = RunDir::new(dir);
-    let (shape, classes) = dataset_shape(&spec.dataset)?;
-    let probe = Network::by_name(
-        &spec.net,
-        &shape,
-        classes,
-        amsim::MultiplierPlan::uniform(amsim::Multiplier::Fp32),
-        spec.seed,
-    )?;
-    let (default_plan, layer_plans) = resolve_plans(spec, models, &probe.layer_names())?;
-    let mut network = Network::by_name(&spec.net, &shape, classes, default_plan, spec.seed)?;
-    for (name, plan) in layer_plans {
-        network.set_layer_plan(&name, plan)?;
-    }
+    let mut network = network_for_spec(spec, models)?;
 
     let (mut rows, state) = match prepare(spec, &dir, mode)? {
         Start::Done(s) => return Ok(RunOutcome::AlreadyFinished(s)),
         Start::Train { rows, state } => (rows, state),
+    };
+    // Fine-tuning starts from the weights of another run's checkpoint, with
+    // fresh optimizer state, counters and schedule; a resumed fine-tuning
+    // run continues from its own checkpoint and does not need it again.
+    let init = match (&spec.init, &state) {
+        (Some(from), None) => {
+            let init = crate::eval::load_checkpoint(from)?;
+            init.checkpoint
+                .apply_weights(&init.checkpoint_path, &mut network)?;
+            Some(init)
+        }
+        _ => None,
     };
 
     let location = resolve_dataset_dir(spec.data_dir.as_deref(), &spec.dataset)?;
@@ -481,12 +523,26 @@ pub fn train(
     let train_set = location.load_images(Split::Train, spec.train_limit)?;
     let test_set = location.load_images(Split::Test, spec.test_limit)?;
     let batches = train_set.len.div_ceil(spec.batch_size);
+    if spec.optimizer.decay_bn_bias {
+        for p in network.params_mut() {
+            // One-dimensional parameters: biases and batch-norm γ, β; the
+            // running statistics are never trained.
+            if p.shape.len() == 1
+                && !p.name.ends_with(".running_mean")
+                && !p.name.ends_with(".running_var")
+            {
+                p.decay = true;
+            }
+        }
+    }
     let mut trainer = Trainer::new(
         network,
         optimizer(spec)?,
         schedule(spec, batches),
         spec.seed,
     )?;
+    trainer.set_augmentation(spec.augment.then(nets::data::Augmentation::cifar));
+    trainer.set_label_smoothing(spec.label_smoothing as f32)?;
     if let Some(ck) = state {
         trainer.restore(&dir.checkpoint(), ck)?;
         observer.message(&format!(
@@ -494,6 +550,12 @@ pub fn train(
             dir.path().display(),
             trainer.epoch(),
             spec.epochs
+        ));
+    } else if let Some(init) = &init {
+        observer.message(&format!(
+            "starting from the weights of {} (epoch {})",
+            init.checkpoint_path.display(),
+            init.checkpoint.epoch
         ));
     }
 

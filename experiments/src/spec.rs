@@ -14,9 +14,18 @@ use crate::atomic::write_atomic;
 use crate::error::{ExperimentError, Result};
 
 /// Networks `approxtrain train` can build.
-pub const NETS: &[&str] = &["lenet300100", "lenet5"];
+pub const NETS: &[&str] = &[
+    "lenet300100",
+    "lenet5",
+    "resnet20",
+    "resnet32",
+    "resnet56",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+];
 /// Datasets `approxtrain train` can load.
-pub const DATASETS: &[&str] = &["mnist", "fashion-mnist"];
+pub const DATASETS: &[&str] = &["mnist", "fashion-mnist", "cifar10"];
 
 /// The optimizer family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +79,20 @@ pub struct OptimizerSpec {
     pub beta2: f64,
     /// Adam epsilon.
     pub eps: f64,
+    /// Apply weight decay to one-dimensional parameters too (biases and
+    /// batch-norm γ, β). Off by default: decaying them only pulls the
+    /// normalisation's scale towards zero (Goyal et al., "Accurate, Large
+    /// Minibatch SGD", 2017, section 5.1, and the usual ResNet recipes).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub decay_bn_bias: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// Learning-rate schedule over the epochs.
@@ -83,6 +106,10 @@ pub enum ScheduleKind {
     /// Cosine decay from the base rate to zero over the run's epochs
     /// (Loshchilov & Hutter, "SGDR", ICLR 2017, without restarts).
     Cosine,
+    /// One cycle (Smith & Topin, "Super-Convergence", 2019): cosine up from
+    /// lr/25 to lr over the warm-up epochs (30% of the run when none are
+    /// given), then cosine down to lr/250000, per step.
+    OneCycle,
 }
 
 impl fmt::Display for ScheduleKind {
@@ -91,6 +118,7 @@ impl fmt::Display for ScheduleKind {
             ScheduleKind::Constant => "constant",
             ScheduleKind::Step => "step",
             ScheduleKind::Cosine => "cosine",
+            ScheduleKind::OneCycle => "onecycle",
         })
     }
 }
@@ -102,8 +130,9 @@ impl FromStr for ScheduleKind {
             "constant" => Ok(ScheduleKind::Constant),
             "step" => Ok(ScheduleKind::Step),
             "cosine" => Ok(ScheduleKind::Cosine),
+            "onecycle" | "one-cycle" => Ok(ScheduleKind::OneCycle),
             _ => Err(ExperimentError::BadSpec(format!(
-                "unknown schedule '{s}'; valid schedules: constant, step, cosine"
+                "unknown schedule '{s}'; valid schedules: constant, step, cosine, onecycle"
             ))),
         }
     }
@@ -168,10 +197,23 @@ pub struct RunSpec {
     /// Evaluate on the first N test images only (quick runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_limit: Option<usize>,
+    /// Fine-tuning: start from the weights of this checkpoint (a run
+    /// directory or a checkpoint file in one) instead of the seed's
+    /// initialisation; the optimizer state and the schedule start fresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
     /// Optimizer.
     pub optimizer: OptimizerSpec,
     /// Learning-rate schedule.
     pub schedule: ScheduleSpec,
+    /// Random crop (4-pixel zero padding) and horizontal flip of training
+    /// images ([`nets::data::Augmentation::cifar`]); on by default for
+    /// cifar10.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub augment: bool,
+    /// Label smoothing ε of the training loss, in [0, 1).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub label_smoothing: f64,
 }
 
 impl RunSpec {
@@ -224,8 +266,19 @@ impl RunSpec {
         {
             return bad("step schedule needs step_epochs >= 1 and gamma > 0".into());
         }
-        if self.schedule.warmup_epochs > 0 && self.schedule.kind != ScheduleKind::Cosine {
-            return bad("warm-up is available with the cosine schedule only".into());
+        if self.schedule.warmup_epochs > 0
+            && !matches!(
+                self.schedule.kind,
+                ScheduleKind::Cosine | ScheduleKind::OneCycle
+            )
+        {
+            return bad("warm-up is available with the cosine and onecycle schedules only".into());
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad(format!(
+                "label smoothing must be in [0, 1), got {}",
+                self.label_smoothing
+            ));
         }
         Ok(())
     }
@@ -275,6 +328,9 @@ impl RunSpec {
                 "-layers{:08x}",
                 fnv1a32(self.plan_label().as_bytes())
             ));
+        }
+        if self.init.is_some() {
+            id.push_str("-finetune");
         }
         id
     }
@@ -434,7 +490,8 @@ impl RunSpec {
     /// A spec with the default hyper-parameters of `approxtrain train`:
     /// SGD with Nesterov momentum 0.9, learning rate 0.05 with one epoch of
     /// linear warm-up and cosine decay, weight decay 5e-4, batch 128, 10
-    /// epochs, seed 1, `fp32` everywhere.
+    /// epochs, seed 1, `fp32` everywhere; random crop and flip for
+    /// cifar10.
     pub fn with_defaults(net: &str, dataset: &str) -> RunSpec {
         RunSpec {
             net: net.to_string(),
@@ -449,6 +506,7 @@ impl RunSpec {
             threads: None,
             train_limit: None,
             test_limit: None,
+            init: None,
             optimizer: OptimizerSpec {
                 kind: OptimizerKind::Sgd,
                 lr: 0.05,
@@ -458,6 +516,7 @@ impl RunSpec {
                 beta1: 0.9,
                 beta2: 0.999,
                 eps: 1e-8,
+                decay_bn_bias: false,
             },
             schedule: ScheduleSpec {
                 kind: ScheduleKind::Cosine,
@@ -465,6 +524,8 @@ impl RunSpec {
                 gamma: 0.1,
                 warmup_epochs: 1,
             },
+            augment: dataset == "cifar10",
+            label_smoothing: 0.0,
         }
     }
 }
@@ -549,5 +610,38 @@ mod tests {
         RunSpec::with_defaults("lenet300100", "fashion-mnist")
             .validate()
             .unwrap();
+    }
+
+    /// CIFAR-10 runs augment by default and MNIST runs do not; the fields
+    /// added for ResNets are left out of run.toml at their defaults, so a
+    /// run.toml written before them still reads as the same spec.
+    #[test]
+    fn resnet_fields_default_per_dataset_and_old_run_files_still_parse() {
+        let cifar = RunSpec::with_defaults("resnet20", "cifar10");
+        cifar.validate().unwrap();
+        assert!(cifar.augment && cifar.label_smoothing == 0.0 && !cifar.optimizer.decay_bn_bias);
+        let mnist = RunSpec::with_defaults("lenet5", "mnist");
+        assert!(!mnist.augment);
+        let text = toml::to_string(&mnist).unwrap();
+        for key in ["augment", "label_smoothing", "decay_bn_bias"] {
+            assert!(!text.contains(key), "{key} written at its default:\n{text}");
+        }
+        let back: RunSpec = toml::from_str(&text).unwrap();
+        assert_eq!(back, mnist);
+        let mut smoothed = cifar.clone();
+        smoothed.label_smoothing = 0.1;
+        smoothed.schedule.kind = "onecycle".parse().unwrap();
+        let back: RunSpec = toml::from_str(&toml::to_string(&smoothed).unwrap()).unwrap();
+        assert_eq!(back, smoothed);
+        assert_eq!(
+            smoothed.differences(&cifar, false),
+            [
+                "label_smoothing: 0.1 -> (none)",
+                "schedule.kind: \"onecycle\" -> \"cosine\""
+            ]
+        );
+        smoothed.label_smoothing = 1.0;
+        let e = smoothed.validate().unwrap_err().to_string();
+        assert!(e.contains("label smoothing"), "{e}");
     }
 }

@@ -4,7 +4,7 @@
 //! ```toml
 //! # The cross product of these lists gives the entries.
 //! nets = ["lenet5", "lenet300100"]
-//! datasets = ["mnist"]
+//! datasets = ["mnist", "fashion-mnist"]
 //! multipliers = ["fp32", "bf16", "mbm:7", "fwd=mbm:7,dx=fp32,dw=mbm:7"]
 //! seeds = [1, 2]
 //!
@@ -21,13 +21,19 @@
 //! net = "lenet300100"
 //! [override.set]
 //! optimizer.lr = 0.1
+//!
+//! # Drop combinations that make no sense (an exclude matches like an
+//! # override; every exclude must drop something).
+//! [[exclude]]
+//! net = "lenet300100"
+//! dataset = "fashion-mnist"
 //! ```
 //!
 //! Entries are ordered with the lists nested as written above: nets
 //! outermost, then datasets, then multipliers, seeds innermost, each list
-//! in file order. Entry `k` (0-based) belongs to shard `k % N` of `N`
-//! ([`Shard`]), so shards are disjoint, together cover the sweep, and
-//! differ in size by at most one entry.
+//! in file order, excluded combinations left out. Entry `k` (0-based)
+//! belongs to shard `k % N` of `N` ([`Shard`]), so shards are disjoint,
+//! together cover the sweep, and differ in size by at most one entry.
 //!
 //! A spec is built as: the defaults of `approxtrain train`
 //! ([`RunSpec::with_defaults`]), then the shared settings, then every
@@ -46,7 +52,14 @@ use crate::run::{StartMode, RUN_TOML};
 use crate::spec::{RunFile, RunSpec, RunStatus};
 
 /// Keys of a sweep file that are not shared settings.
-const LIST_KEYS: &[&str] = &["nets", "datasets", "multipliers", "seeds", "override"];
+const LIST_KEYS: &[&str] = &[
+    "nets",
+    "datasets",
+    "multipliers",
+    "seeds",
+    "override",
+    "exclude",
+];
 /// RunSpec fields that a list sets, by the list's key.
 const LIST_FIELDS: &[(&str, &str)] = &[
     ("net", "nets"),
@@ -54,12 +67,17 @@ const LIST_FIELDS: &[(&str, &str)] = &[
     ("multiplier", "multipliers"),
     ("seed", "seeds"),
 ];
-/// Optional RunSpec fields (absent from the defaults) and their TOML type.
+/// Optional RunSpec fields (absent from the defaults) and their TOML type,
+/// listed in the message for an unknown key; a field missing here is
+/// still accepted when a spec holding it deserialises ([`spec_accepts`]).
 const OPTIONAL_FIELDS: &[(&str, &str)] = &[
     ("data_dir", "string"),
     ("train_limit", "integer"),
     ("test_limit", "integer"),
     ("layers", "table"),
+    ("init", "string"),
+    ("augment", "boolean"),
+    ("label_smoothing", "float"),
 ];
 
 /// Which entries of an override apply: an absent key matches all.
@@ -149,12 +167,22 @@ impl Sweep {
     pub fn parse(path: &Path, text: &str) -> Result<Sweep> {
         let bad = |key: &str, reason: String| ExperimentError::BadFile {
             path: path.to_path_buf(),
-            reason: format!("key '{key}': {reason}"),
+            reason: match key_line(text, key) {
+                Some(line) => format!("line {line}: key '{key}': {reason}"),
+                None => format!("key '{key}': {reason}"),
+            },
         };
         let mut table: toml::Table =
             toml::from_str(text).map_err(|e| ExperimentError::BadFile {
                 path: path.to_path_buf(),
-                reason: e.message().replace('\n', " "),
+                reason: match e.span() {
+                    Some(span) => format!(
+                        "line {}: {}",
+                        line_of_offset(text, span.start),
+                        e.message().replace('\n', " ")
+                    ),
+                    None => e.message().replace('\n', " "),
+                },
             })?;
 
         let nets = string_list(&mut table, "nets", &bad)?;
@@ -198,6 +226,21 @@ impl Sweep {
             }
         };
 
+        let excludes = match table.remove("exclude") {
+            None => Vec::new(),
+            Some(toml::Value::Array(a)) => a
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| parse_exclude(i, v, &bad))
+                .collect::<Result<Vec<_>>>()?,
+            Some(_) => {
+                return Err(bad(
+                    "exclude",
+                    "must be an array of tables ([[exclude]])".into(),
+                ))
+            }
+        };
+
         let defaults = toml::Value::try_from(RunSpec::with_defaults("lenet5", "mnist"))
             .map_err(|e| ExperimentError::Other(format!("cannot serialise defaults: {e}")))?;
         let toml::Value::Table(defaults) = defaults else {
@@ -210,9 +253,17 @@ impl Sweep {
 
         let mut entries = Vec::new();
         let mut used = vec![false; overrides.len()];
+        let mut excluded = vec![false; excludes.len()];
         for net in &nets {
             for dataset in &datasets {
                 for multiplier in &multipliers {
+                    let drop: Vec<usize> = (0..excludes.len())
+                        .filter(|&i| excludes[i].matches(net, dataset, multiplier))
+                        .collect();
+                    if !drop.is_empty() {
+                        drop.iter().for_each(|&i| excluded[i] = true);
+                        continue;
+                    }
                     for &seed in &seeds {
                         let mut spec = RunSpec::with_defaults(net, dataset);
                         let mut value = toml::Value::try_from(&spec).map_err(|e| {
@@ -220,10 +271,7 @@ impl Sweep {
                         })?;
                         merge(&mut value, &table);
                         for (i, (m, set)) in overrides.iter().enumerate() {
-                            let hit = m.net.iter().all(|n| n == net)
-                                && m.dataset.iter().all(|d| d == dataset)
-                                && m.multiplier.iter().all(|p| p == multiplier);
-                            if hit {
+                            if m.matches(net, dataset, multiplier) {
                                 used[i] = true;
                                 merge(&mut value, set);
                             }
@@ -249,6 +297,18 @@ impl Sweep {
                     }
                 }
             }
+        }
+        if let Some(i) = excluded.iter().position(|u| !u) {
+            return Err(bad(
+                &format!("exclude[{i}]"),
+                "matches no entry of the sweep (check its net, dataset, multiplier)".into(),
+            ));
+        }
+        if entries.is_empty() {
+            return Err(ExperimentError::BadFile {
+                path: path.to_path_buf(),
+                reason: "the excludes drop every entry of the sweep".into(),
+            });
         }
         if let Some(i) = used.iter().position(|u| !u) {
             return Err(bad(
@@ -343,16 +403,13 @@ fn string_list(
     }
 }
 
-/// Parse `[[override]]` number `i` into its match and its settings.
-fn parse_override(
-    i: usize,
-    value: toml::Value,
+/// Take the match keys (`net`, `dataset`, `multiplier`) of the table
+/// named `key` out of `t`.
+fn parse_matcher(
+    key: &str,
+    t: &mut toml::Table,
     bad: &dyn Fn(&str, String) -> ExperimentError,
-) -> Result<(OverrideMatch, toml::Table)> {
-    let key = format!("override[{i}]");
-    let toml::Value::Table(mut t) = value else {
-        return Err(bad(&key, "not a table".into()));
-    };
+) -> Result<OverrideMatch> {
     let mut matcher = OverrideMatch::default();
     for (field, slot) in [
         ("net", &mut matcher.net),
@@ -371,6 +428,29 @@ fn parse_override(
             .map_err(|e| bad(&format!("{key}.multiplier"), e.to_string()))?
             .to_string();
     }
+    Ok(matcher)
+}
+
+impl OverrideMatch {
+    /// Whether the entry (net, dataset, normalised plan) matches.
+    pub fn matches(&self, net: &str, dataset: &str, multiplier: &str) -> bool {
+        self.net.as_deref().is_none_or(|n| n == net)
+            && self.dataset.as_deref().is_none_or(|d| d == dataset)
+            && self.multiplier.as_deref().is_none_or(|p| p == multiplier)
+    }
+}
+
+/// Parse `[[override]]` number `i` into its match and its settings.
+fn parse_override(
+    i: usize,
+    value: toml::Value,
+    bad: &dyn Fn(&str, String) -> ExperimentError,
+) -> Result<(OverrideMatch, toml::Table)> {
+    let key = format!("override[{i}]");
+    let toml::Value::Table(mut t) = value else {
+        return Err(bad(&key, "not a table".into()));
+    };
+    let matcher = parse_matcher(&key, &mut t, bad)?;
     let set = match t.remove("set") {
         Some(toml::Value::Table(s)) => s,
         Some(_) => return Err(bad(&format!("{key}.set"), "not a table".into())),
@@ -388,6 +468,33 @@ fn parse_override(
         ));
     }
     Ok((matcher, set))
+}
+
+/// Parse `[[exclude]]` number `i`: the entries it drops from the cross
+/// product.
+fn parse_exclude(
+    i: usize,
+    value: toml::Value,
+    bad: &dyn Fn(&str, String) -> ExperimentError,
+) -> Result<OverrideMatch> {
+    let key = format!("exclude[{i}]");
+    let toml::Value::Table(mut t) = value else {
+        return Err(bad(&key, "not a table".into()));
+    };
+    let matcher = parse_matcher(&key, &mut t, bad)?;
+    if let Some(k) = t.keys().next() {
+        return Err(bad(
+            &format!("{key}.{k}"),
+            "unknown key; an exclude has net, dataset, multiplier (to match)".into(),
+        ));
+    }
+    if matcher == OverrideMatch::default() {
+        return Err(bad(
+            &key,
+            "matches every entry; give at least one of net, dataset, multiplier".into(),
+        ));
+    }
+    Ok(matcher)
 }
 
 /// Check that every key of `settings` is a RunSpec field with a value of
@@ -419,6 +526,10 @@ fn check_settings(
             Some(d) => d.type_str(),
             None => match OPTIONAL_FIELDS.iter().find(|(f, _)| f == k) {
                 Some((_, t)) => t,
+                // A field that the defaults leave out (an optional or
+                // skipped one, added to RunSpec later): valid when a spec
+                // holding it deserialises.
+                None if spec_accepts(defaults, &[k], v) => continue,
                 None => {
                     let mut valid: Vec<&str> = defaults
                         .keys()
@@ -457,6 +568,9 @@ fn check_settings(
             for (sk, sv) in sub {
                 let skey = format!("{inner}{sk}");
                 let Some(d) = sub_defaults.get(sk) else {
+                    if spec_accepts(defaults, &[k, sk], sv) {
+                        continue;
+                    }
                     let valid: Vec<&str> = sub_defaults.keys().map(|s| s.as_str()).collect();
                     let hint = if LIST_KEYS.contains(&sk.as_str()) || defaults.contains_key(sk) {
                         format!(
@@ -487,6 +601,24 @@ fn check_settings(
     Ok(())
 }
 
+/// Whether a spec of the `defaults` with `value` set at `path` (a
+/// top-level key, or a key of one of its tables) deserialises: the check
+/// for fields that [`RunSpec::with_defaults`] does not serialise (skipped
+/// when off or empty), which the spec's `deny_unknown_fields` would
+/// otherwise reject by name.
+fn spec_accepts(defaults: &toml::Table, path: &[&str], value: &toml::Value) -> bool {
+    let mut spec = defaults.clone();
+    let mut table = &mut spec;
+    for key in &path[..path.len() - 1] {
+        match table.get_mut(*key) {
+            Some(toml::Value::Table(t)) => table = t,
+            _ => return false,
+        }
+    }
+    table.insert(path[path.len() - 1].to_string(), value.clone());
+    toml::Value::Table(spec).try_into::<RunSpec>().is_ok()
+}
+
 /// Merge `settings` into the table `value`, tables key by key, integers
 /// given for floats converted.
 fn merge(value: &mut toml::Value, settings: &toml::Table) {
@@ -504,4 +636,155 @@ fn merge(value: &mut toml::Value, settings: &toml::Table) {
             }
         }
     }
+}
+
+/// 1-based line number of byte `offset` in `text`.
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// `line` up to a `#` comment that is not inside a quoted string.
+fn strip_comment(line: &str) -> &str {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match quote {
+            Some('"') if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '#' => return &line[..i],
+            None => {}
+        }
+    }
+    line
+}
+
+/// A dotted TOML key (`a.b`, `"a".b`) as its plain segments.
+fn key_segments(key: &str) -> Vec<String> {
+    key.split('.')
+        .map(|s| s.trim().trim_matches(|c| c == '"' || c == '\'').to_string())
+        .collect()
+}
+
+/// 1-based line of the key named `path` in a sweep file, as errors name
+/// keys: dotted, with `[[override]]` tables numbered from 0
+/// (`optimizer.lr`, `override[1].set.epochs`). The line assigning the key
+/// if there is one, else the line of the innermost table or assignment
+/// that contains it (an inline table, a `[table]` header). A line scanner,
+/// not a TOML parser: the file has already parsed, this only points the
+/// user at the place.
+fn key_line(text: &str, path: &str) -> Option<usize> {
+    let mut arrays: Vec<(String, usize)> = Vec::new();
+    let mut prefix = String::new();
+    let mut best: Option<(usize, usize)> = None; // (matched length, line)
+    let consider = |full: &str, line: usize, best: &mut Option<(usize, usize)>| {
+        let contains = path.len() > full.len()
+            && path.starts_with(full)
+            && matches!(path.as_bytes()[full.len()], b'.' | b'[');
+        if (full == path || contains) && best.is_none_or(|(len, _)| full.len() > len) {
+            *best = Some((full.len(), line));
+        }
+    };
+    for (i, raw) in text.lines().enumerate() {
+        let line = strip_comment(raw).trim();
+        let number = i + 1;
+        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
+            let name = key_segments(name).join(".");
+            let k = match arrays.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, count)) => {
+                    *count += 1;
+                    *count - 1
+                }
+                None => {
+                    arrays.push((name.clone(), 1));
+                    0
+                }
+            };
+            prefix = format!("{name}[{k}]");
+            consider(&prefix, number, &mut best);
+        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            let segments = key_segments(name);
+            // `[override.set]` belongs to the latest `[[override]]`.
+            prefix = match arrays.iter().find(|(n, _)| *n == segments[0]) {
+                Some((n, count)) => {
+                    let mut p = format!("{n}[{}]", count - 1);
+                    for s in &segments[1..] {
+                        p.push('.');
+                        p.push_str(s);
+                    }
+                    p
+                }
+                None => segments.join("."),
+            };
+            consider(&prefix, number, &mut best);
+        } else if let Some((key, _)) = line.split_once('=') {
+            let key = key_segments(key).join(".");
+            let full = if prefix.is_empty() {
+                key
+            } else {
+                format!("{prefix}.{key}")
+            };
+            consider(&full, number, &mut best);
+        }
+        if best.is_some_and(|(len, _)| len == path.len()) {
+            break;
+        }
+    }
+    best.map(|(_, line)| line)
+}
+
+/// The lock file inside a run directory (see [`lock_run_dir`]).
+pub const LOCK_FILE: &str = ".lock";
+
+/// An exclusive hold on a run directory, released when dropped or when
+/// the process ends in any way (the operating system drops the lock of a
+/// killed process, so an interruption never leaves a stale lock).
+#[derive(Debug)]
+pub struct RunDirLock {
+    _file: std::fs::File,
+}
+
+/// Take the run directory `dir` (created if needed) for this process, so
+/// that two sweeps pointed at the same output folder (two shards given the
+/// same `I/N` by mistake, or a rerun started while the first still runs)
+/// never train the same entry at once and interleave its files. The lock
+/// is an advisory lock (`flock` on Unix, `LockFileEx` on Windows) on
+/// `dir/.lock`; the file stays, holding the pid of its last owner. An
+/// error names the directory and what to do.
+pub fn lock_run_dir(dir: &Path) -> Result<RunDirLock> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir).map_err(|e| ExperimentError::io(dir, e))?;
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| ExperimentError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let owner = std::fs::read_to_string(&path).unwrap_or_default();
+            let owner = owner.trim();
+            return Err(ExperimentError::Other(format!(
+                "{}: another process is running this entry ({}); wait for it, or run the \
+                 other shards (each shard of a sweep needs its own I/N)",
+                dir.display(),
+                if owner.is_empty() { "lock held" } else { owner }
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(ExperimentError::io(&path, e)),
+    }
+    // Who holds it, for the message above; not needed for correctness.
+    let _ = file
+        .set_len(0)
+        .and_then(|_| write!(file, "pid {}", std::process::id()));
+    Ok(RunDirLock { _file: file })
 }

@@ -180,7 +180,7 @@ fn shards_partition_the_entries() {
         }
         assert!(seen.iter().all(|&n| n == 1), "{count} shards: {seen:?}");
     }
-    for bad in ["2/2", "0/0", "1", "a/2", "-1/2"] {
+    for bad in ["2/2", "3/2", "0/0", "1", "a/2", "-1/2", "1/0"] {
         assert!(bad.parse::<Shard>().is_err(), "{bad}");
     }
 }
@@ -260,4 +260,105 @@ seeds = [1]
         matches!(outcome, RunOutcome::AlreadyFinished(_)),
         "{outcome:?}"
     );
+}
+
+#[test]
+fn errors_name_the_line_of_the_offending_key() {
+    // (file text, key named, its 1-based line)
+    let cases: &[(&str, &str, usize)] = &[
+        ("epochs = 2\nepochz = 3\n", "key 'epochz'", 7),
+        (
+            "[optimizer]\nlr = 0.1\n# a comment\nlrr = 0.2\n",
+            "key 'optimizer.lrr'",
+            9,
+        ),
+        (
+            "[[override]]\nnet = \"lenet5\"\n[override.set]\nepochs = 1\n\
+             [[override]]\nnet = \"lenet5\"\n[override.set]\noptimizer.momentum = true\n",
+            "key 'override[1].set.optimizer.momentum'",
+            13,
+        ),
+        (
+            "[[override]]\nseed = 1\n[override.set]\nepochs = 1\n",
+            "key 'override[0].seed'",
+            7,
+        ),
+        (
+            "schedule = { kind = \"cosine\", gamma = \"x\" }\n",
+            "key 'schedule.gamma'",
+            6,
+        ),
+    ];
+    for (settings, key, line) in cases {
+        // The lists take lines 1-4, line 5 is empty, the settings start
+        // at line 6.
+        let e = parse_err(&format!("{}\n{settings}", LISTS.trim_start()));
+        assert!(
+            e.contains(&format!("line {line}: {key}")),
+            "{settings:?}: expected line {line}: {e}"
+        );
+    }
+    // A TOML syntax error names its line too.
+    let e = parse_err(&format!("{}\nepochs = = 2\n", LISTS.trim_start()));
+    assert!(e.contains("line 6"), "{e}");
+}
+
+#[test]
+fn excludes_drop_matching_entries_and_must_match_something() {
+    let sweep = parse(&format!(
+        "{LISTS}[[exclude]]\nnet = \"lenet300100\"\ndataset = \"fashion-mnist\"\n\
+         [[exclude]]\nmultiplier = \"mbm:7\"\ndataset = \"mnist\"\n"
+    ))
+    .unwrap();
+    let ids: Vec<String> = sweep.entries.iter().map(|e| e.spec.run_id()).collect();
+    // 16 - 4 (lenet300100 on fashion-mnist) - 2 x 2 (mbm:7 on mnist) = 8.
+    assert_eq!(ids.len(), 8, "{ids:?}");
+    assert!(ids
+        .iter()
+        .all(|id| !id.contains("mnist-mbm7") || id.contains("fashion")));
+    assert!(!ids.iter().any(|id| id.starts_with("lenet300100-fashion")));
+    for (i, e) in sweep.entries.iter().enumerate() {
+        assert_eq!(e.index, i, "indices stay dense for the shards");
+    }
+    let e = parse_err(&format!("{LISTS}[[exclude]]\nnet = \"resnet18\"\n"));
+    assert!(
+        e.contains("'exclude[0]'") && e.contains("matches no entry"),
+        "{e}"
+    );
+    let e = parse_err(&format!("{LISTS}[[exclude]]\n"));
+    assert!(
+        e.contains("'exclude[0]'") && e.contains("every entry"),
+        "{e}"
+    );
+    let e = parse_err(&format!(
+        "{LISTS}[[exclude]]\nnet = \"lenet5\"\nepochs = 2\n"
+    ));
+    assert!(
+        e.contains("'exclude[0].epochs'") && e.contains("unknown key"),
+        "{e}"
+    );
+    let e = parse_err(&format!(
+        "{LISTS}[[exclude]]\nnets = [\"lenet5\"]\n[[exclude]]\nnet = \"lenet300100\"\n"
+    ));
+    assert!(e.contains("'exclude[0].nets'"), "{e}");
+    let e = parse_err(&format!(
+        "{LISTS}[[exclude]]\nnet = \"lenet5\"\n[[exclude]]\nnet = \"lenet300100\"\n"
+    ));
+    assert!(e.contains("drop every entry"), "{e}");
+}
+
+#[test]
+fn fields_the_defaults_leave_out_can_be_set_and_are_type_checked() {
+    let sweep = parse(&format!(
+        "augment = true\nlabel_smoothing = 0.1\n{LISTS}[optimizer]\ndecay_bn_bias = true\n"
+    ))
+    .unwrap();
+    for e in &sweep.entries {
+        assert!(e.spec.augment && e.spec.optimizer.decay_bn_bias);
+        assert_eq!(e.spec.label_smoothing, 0.1);
+    }
+    let e = parse_err(&format!("augment = 3\n{LISTS}"));
+    assert!(e.contains("line 1: key 'augment'"), "{e}");
+    let e = parse_err(&format!("{LISTS}[optimizer]\ndecay_bn_bias = \"yes\"\n"));
+    assert!(e.contains("key 'optimizer.decay_bn_bias'"), "{e}");
 }

@@ -30,6 +30,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::model::Network;
 use crate::{NetError, Result};
 
 /// File magic.
@@ -210,6 +211,48 @@ impl Checkpoint {
         })?;
         Checkpoint::from_bytes(path, &bytes)
     }
+
+    /// Copy the saved parameters into `network`, leaving everything else
+    /// (plans, optimizer, counters) alone: what evaluation and fine-tuning
+    /// from a checkpoint need. An error naming the file and the mismatch,
+    /// with `network` unchanged, when the checkpoint was saved from another
+    /// network or its parameters do not have the network's names and shapes.
+    pub fn apply_weights(&self, path: &Path, network: &mut Network) -> Result<()> {
+        let bad = |reason: String| NetError::Checkpoint {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if self.network != network.name() {
+            return Err(bad(format!(
+                "saved from network '{}', not '{}'",
+                self.network,
+                network.name()
+            )));
+        }
+        {
+            let params = network.params();
+            if params.len() != self.params.len() {
+                return Err(bad(format!(
+                    "holds {} parameters, {} has {}",
+                    self.params.len(),
+                    network.name(),
+                    params.len()
+                )));
+            }
+            for (p, s) in params.iter().zip(&self.params) {
+                if p.name != s.name || p.shape != s.shape || s.values.len() != p.len() {
+                    return Err(bad(format!(
+                        "parameter '{}' {:?} does not match the network's '{}' {:?}",
+                        s.name, s.shape, p.name, p.shape
+                    )));
+                }
+            }
+        }
+        for (p, s) in network.params_mut().into_iter().zip(&self.params) {
+            p.value.copy_from_slice(&s.values);
+        }
+        Ok(())
+    }
 }
 
 /// A bounds-checked little-endian reader.
@@ -307,6 +350,52 @@ mod tests {
             ),
             ("lenet5", 7, 3, 2814)
         );
+    }
+
+    #[test]
+    fn apply_weights_copies_parameters_and_refuses_another_network_unchanged() {
+        use amsim::{Multiplier, MultiplierPlan};
+        let plan = || MultiplierPlan::uniform(Multiplier::Fp32);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(1);
+        eprintln!("seed {seed}");
+        let source = Network::lenet5(plan(), seed);
+        let ck = Checkpoint {
+            network: "lenet5".into(),
+            seed,
+            epoch: 1,
+            global_step: 1,
+            optimizer: "sgd".into(),
+            optimizer_steps: 0,
+            params: source
+                .params()
+                .iter()
+                .map(|p| SavedParam {
+                    name: p.name.clone(),
+                    shape: p.shape.clone(),
+                    values: p.value.clone(),
+                })
+                .collect(),
+            optimizer_slots: Vec::new(),
+        };
+        let mut target = Network::lenet5(plan(), seed.wrapping_add(1));
+        ck.apply_weights(Path::new("c.bin"), &mut target).unwrap();
+        let values =
+            |n: &Network| -> Vec<Vec<f32>> { n.params().iter().map(|p| p.value.clone()).collect() };
+        assert_eq!(values(&target), values(&source));
+        let mut other = Network::lenet300100(plan(), seed);
+        let before = values(&other);
+        let e = ck
+            .apply_weights(Path::new("c.bin"), &mut other)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.bin") && e.contains("'lenet5'") && e.contains("'lenet300100'"),
+            "{e}"
+        );
+        assert_eq!(values(&other), before);
     }
 
     #[test]

@@ -5,12 +5,76 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::init::Init;
 use crate::layers::conv2d::Conv2dSpec;
-use crate::layers::{Conv2d, Dense, Flatten, Layer, MacCounts, MaxPool2d, Param, Relu};
+use crate::layers::{
+    BatchNorm2d, Conv2d, Dense, Flatten, GlobalAvgPool, Layer, MacCounts, MaxPool2d, Param, Relu,
+    ResidualBlock, ShortcutKind, BOTTLENECK_EXPANSION,
+};
 use crate::rng::{derive_seed, rng_for, Purpose};
 use crate::{NetError, Result, Tensor};
 
 /// The networks [`Network::by_name`] builds.
-pub const NETWORK_NAMES: [&str; 2] = ["lenet300100", "lenet5"];
+pub const NETWORK_NAMES: [&str; 8] = [
+    "lenet300100",
+    "lenet5",
+    "resnet20",
+    "resnet32",
+    "resnet56",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+];
+
+/// Weight initialisation of every ResNet convolution: He (Kaiming) normal,
+/// std `sqrt(2 / fan_in)`, as He et al. 2016 train them (section 3.4, citing
+/// "Delving Deep into Rectifiers", ICCV 2015). The final dense layer is
+/// Glorot uniform.
+pub const RESNET_CONV_INIT: Init = Init::HeNormal;
+
+/// The residual-block layout of a ResNet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResNetLayout {
+    /// He et al. 2016, section 4.2: a 3x3 stem of 16 channels, three stages
+    /// of `n` basic blocks with 16, 32, 64 channels (stride 2 at the start
+    /// of stages 2 and 3), zero-padding (option A) shortcuts; depth 6n + 2.
+    Cifar { blocks_per_stage: usize },
+    /// He et al. 2016, table 1, adapted to 32x32 inputs: a 3x3 stride-1 stem
+    /// of 64 channels and no max-pool; four stages of 64, 128, 256, 512
+    /// channels (stride 2 at stages 2-4) with basic or bottleneck blocks and
+    /// projection (option B) shortcuts.
+    ImageNet {
+        blocks: [usize; 4],
+        bottleneck: bool,
+    },
+}
+
+impl ResNetLayout {
+    fn by_name(name: &str) -> Option<ResNetLayout> {
+        Some(match name {
+            "resnet20" => ResNetLayout::Cifar {
+                blocks_per_stage: 3,
+            },
+            "resnet32" => ResNetLayout::Cifar {
+                blocks_per_stage: 5,
+            },
+            "resnet56" => ResNetLayout::Cifar {
+                blocks_per_stage: 9,
+            },
+            "resnet18" => ResNetLayout::ImageNet {
+                blocks: [2, 2, 2, 2],
+                bottleneck: false,
+            },
+            "resnet34" => ResNetLayout::ImageNet {
+                blocks: [3, 4, 6, 3],
+                bottleneck: false,
+            },
+            "resnet50" => ResNetLayout::ImageNet {
+                blocks: [3, 4, 6, 3],
+                bottleneck: true,
+            },
+            _ => return None,
+        })
+    }
+}
 
 /// A feed-forward network: layers applied in order.
 pub struct Network {
@@ -108,6 +172,9 @@ impl Network {
                 Self::build_lenet300100(input_shape, num_classes, plan, seed)
             }
             "lenet5" | "lenet-5" => Self::build_lenet5(input_shape, num_classes, plan, seed),
+            _ if ResNetLayout::by_name(name).is_some() => {
+                Self::build_resnet(name, input_shape, num_classes, plan, seed)
+            }
             _ => Err(NetError::UnknownNetwork {
                 name: name.to_string(),
                 known: NETWORK_NAMES.join(", "),
@@ -226,6 +293,113 @@ impl Network {
         Network::new("lenet5", input_shape, classes, layers)
     }
 
+    /// A ResNet ([`NETWORK_NAMES`] `resnet*`) for image inputs `[C, H, W]`.
+    ///
+    /// Layers, and so the names plan files address (every name here but
+    /// `bn1`, `relu1`, `pool` takes a plan):
+    /// - `conv1` (3x3 stem convolution, stride 1, padding 1), `bn1`, `relu1`;
+    /// - `sSbB`: block B of stage S, both from 1 (`s1b1`, `s1b2`, ...,
+    ///   `s3b3` for ResNet-20); its plan covers every convolution of the
+    ///   block, the projection shortcut's included;
+    /// - `pool` (global average pool), `fc` (dense to the classes).
+    ///
+    /// The stem convolution keeps the zero-initialised bias every `Conv2d`
+    /// has; batch norm right after it makes it redundant (its gradient is
+    /// zero up to rounding) but harmless. Block convolutions have none.
+    /// Weights: [`RESNET_CONV_INIT`] for convolutions, one stream per layer.
+    fn build_resnet(
+        name: &str,
+        input_shape: &[usize],
+        classes: usize,
+        plan: MultiplierPlan,
+        seed: u64,
+    ) -> Result<Network> {
+        let layout = ResNetLayout::by_name(name)
+            .ok_or_else(|| NetError::Config(format!("{name} is not a ResNet")))?;
+        if input_shape.len() != 3 {
+            return Err(NetError::shape(format!(
+                "{name} needs image inputs [C, H, W], got {input_shape:?}"
+            )));
+        }
+        let init = RESNET_CONV_INIT;
+        let (stem, widths, blocks, bottleneck, shortcut): (usize, Vec<usize>, Vec<usize>, bool, _) =
+            match layout {
+                ResNetLayout::Cifar { blocks_per_stage } => (
+                    16,
+                    vec![16, 32, 64],
+                    vec![blocks_per_stage; 3],
+                    false,
+                    ShortcutKind::ZeroPad,
+                ),
+                ResNetLayout::ImageNet { blocks, bottleneck } => (
+                    64,
+                    vec![64, 128, 256, 512],
+                    blocks.to_vec(),
+                    bottleneck,
+                    ShortcutKind::Projection,
+                ),
+            };
+        let mut layers: Vec<Box<dyn Layer>> = vec![
+            Box::new(Conv2d::new(
+                "conv1",
+                Conv2dSpec::square(input_shape[0], stem, 3).padding(1),
+                plan.clone(),
+                init,
+                &mut layer_rng(seed, 1),
+            )?),
+            Box::new(BatchNorm2d::new("bn1", stem)),
+            Box::new(Relu::new("relu1")),
+        ];
+        let mut channels = stem;
+        let mut rng_index = 2;
+        for (s, (&width, &count)) in widths.iter().zip(&blocks).enumerate() {
+            for b in 0..count {
+                let stride = if s > 0 && b == 0 { 2 } else { 1 };
+                let block_name = format!("s{}b{}", s + 1, b + 1);
+                let mut rng = layer_rng(seed, rng_index);
+                rng_index += 1;
+                let block = if bottleneck {
+                    ResidualBlock::bottleneck(
+                        &block_name,
+                        channels,
+                        width,
+                        stride,
+                        plan.clone(),
+                        init,
+                        &mut rng,
+                    )?
+                } else {
+                    ResidualBlock::basic(
+                        &block_name,
+                        channels,
+                        width,
+                        stride,
+                        shortcut,
+                        plan.clone(),
+                        init,
+                        &mut rng,
+                    )?
+                };
+                channels = if bottleneck {
+                    width * BOTTLENECK_EXPANSION
+                } else {
+                    width
+                };
+                layers.push(Box::new(block));
+            }
+        }
+        layers.push(Box::new(GlobalAvgPool::new("pool")));
+        layers.push(Box::new(Dense::new(
+            "fc",
+            channels,
+            classes,
+            plan,
+            Init::GlorotUniform,
+            &mut layer_rng(seed, rng_index),
+        )));
+        Network::new(name, input_shape, classes, layers)
+    }
+
     /// The network's name (`lenet5`).
     pub fn name(&self) -> &str {
         &self.name
@@ -244,6 +418,13 @@ impl Network {
     /// The layers, in order.
     pub fn layers(&self) -> &[Box<dyn Layer>] {
         &self.layers
+    }
+
+    /// The layers, mutably: for tools that run a network layer by layer
+    /// (per-layer operand statistics need one layer's input and output
+    /// gradient).
+    pub fn layers_mut(&mut self) -> &mut [Box<dyn Layer>] {
+        &mut self.layers
     }
 
     /// Names of the layers that have a multiplier plan (those

@@ -16,6 +16,8 @@ pub enum Purpose {
     Shuffle = 2,
     /// Dropout masks of one batch (tagged by epoch, batch, layer index).
     Dropout = 3,
+    /// Data augmentation of one sample (tagged by epoch, sample index).
+    Augment = 4,
 }
 
 /// SplitMix64 finaliser (Steele, Lea and Flood, "Fast splittable

@@ -11,6 +11,12 @@
 //!   2017): `lr = base·(t+1)/warmup` for `t < warmup`, then
 //!   `lr = min + (base - min)·(1 + cos(π·p))/2` with
 //!   `p = min(1, (t - warmup)/(total - warmup))`.
+//! - one-cycle (Smith and Topin, "Super-Convergence", 2019; the cosine
+//!   annealing form and defaults of PyTorch's `OneCycleLR`): from
+//!   `base/div` up to `base` over `rise` units, then down to
+//!   `base/(div·final_div)` at `total`, both halves cosine:
+//!   `lr = a + (b - a)·(1 - cos(π·p))/2` going from `a` to `b` with `p` the
+//!   fraction of the half done.
 
 use crate::{NetError, Result};
 
@@ -35,6 +41,18 @@ pub enum Schedule {
         total: u64,
         /// The rate at the end.
         min_lr: f32,
+    },
+    /// One cycle: cosine up from `base/div` to `base` over `rise` units,
+    /// then cosine down to `base/(div·final_div)` at `total`.
+    OneCycle {
+        /// Length of the rising half.
+        rise: u64,
+        /// Length of the whole schedule.
+        total: u64,
+        /// Initial rate is `base / div` (PyTorch's default 25).
+        div: f32,
+        /// Final rate is the initial one over `final_div` (default 1e4).
+        final_div: f32,
     },
 }
 
@@ -101,6 +119,23 @@ impl LrSchedule {
                     ));
                 }
             }
+            Schedule::OneCycle {
+                rise,
+                total,
+                div,
+                final_div,
+            } => {
+                if rise == 0 || total <= rise {
+                    return bad(format!(
+                        "one-cycle schedule needs 0 < rise {rise} < length {total}"
+                    ));
+                }
+                if !(div >= 1.0 && div.is_finite() && final_div >= 1.0 && final_div.is_finite()) {
+                    return bad(format!(
+                        "one-cycle divisors must be >= 1, got {div} and {final_div}"
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -135,6 +170,24 @@ impl LrSchedule {
                     let p = ((t - warmup) as f64 / span).min(1.0);
                     let min = min_lr as f64;
                     min + (base - min) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+                }
+            }
+            Schedule::OneCycle {
+                rise,
+                total,
+                div,
+                final_div,
+            } => {
+                let start = base / div as f64;
+                let end = start / final_div as f64;
+                let anneal = |a: f64, b: f64, p: f64| {
+                    a + (b - a) * 0.5 * (1.0 - (std::f64::consts::PI * p).cos())
+                };
+                if t < rise {
+                    anneal(start, base, t as f64 / rise as f64)
+                } else {
+                    let span = total.saturating_sub(rise).max(1) as f64;
+                    anneal(base, end, ((t - rise) as f64 / span).min(1.0))
                 }
             }
         };
@@ -188,6 +241,33 @@ mod tests {
     }
 
     #[test]
+    fn one_cycle_rises_to_the_peak_then_falls_to_the_final_rate() {
+        let s = LrSchedule {
+            base_lr: 0.5,
+            schedule: Schedule::OneCycle {
+                rise: 30,
+                total: 100,
+                div: 25.0,
+                final_div: 1e4,
+            },
+            granularity: Granularity::Step,
+        };
+        s.validate().unwrap();
+        assert!((s.lr_at(0) - 0.02).abs() < 1e-8);
+        assert_eq!(s.lr_at(30), 0.5);
+        // Half-way up: the mean of the start and the peak.
+        assert!((s.lr_at(15) - 0.26).abs() < 1e-6);
+        assert!((s.lr_at(100) - 0.02 / 1e4).abs() < 1e-10);
+        assert!((s.lr_at(500) - 0.02 / 1e4).abs() < 1e-10);
+        for t in 0..30 {
+            assert!(s.lr_at(t + 1) > s.lr_at(t), "not rising at {t}");
+        }
+        for t in 30..100 {
+            assert!(s.lr_at(t + 1) < s.lr_at(t), "not falling at {t}");
+        }
+    }
+
+    #[test]
     fn per_epoch_granularity_ignores_the_step() {
         let s = LrSchedule {
             base_lr: 1.0,
@@ -218,6 +298,24 @@ mod tests {
                     warmup: 5,
                     total: 5,
                     min_lr: 0.0,
+                },
+                ..LrSchedule::constant(0.1)
+            },
+            LrSchedule {
+                schedule: Schedule::OneCycle {
+                    rise: 10,
+                    total: 10,
+                    div: 25.0,
+                    final_div: 1e4,
+                },
+                ..LrSchedule::constant(0.1)
+            },
+            LrSchedule {
+                schedule: Schedule::OneCycle {
+                    rise: 3,
+                    total: 10,
+                    div: 0.5,
+                    final_div: 1e4,
                 },
                 ..LrSchedule::constant(0.1)
             },

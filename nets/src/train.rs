@@ -7,6 +7,12 @@
 //! batch `b` come from `(seed, Dropout, e, b)`. So the state to save is the
 //! parameters, the optimizer buffers and the counters, and a run resumed at
 //! an epoch boundary is bit-identical to one that never stopped.
+//!
+//! With an [`Augmentation`], sample `i` of epoch `e` is transformed by the
+//! stream `(seed, Augment, e, i)`. Training batches are gathered (and
+//! augmented) on a background thread one or two batches ahead of the
+//! compute, through a bounded channel, so data preparation overlaps the
+//! products; what each batch holds does not depend on that thread.
 
 use std::path::Path;
 use std::time::Instant;
@@ -14,8 +20,8 @@ use std::time::Instant;
 use rand::seq::SliceRandom;
 
 use crate::checkpoint::{Checkpoint, SavedParam};
-use crate::data::ImageDataset;
-use crate::layers::softmax_cross_entropy;
+use crate::data::{Augmentation, ImageDataset};
+use crate::layers::{softmax_cross_entropy, softmax_cross_entropy_smoothed};
 use crate::model::Network;
 use crate::optim::Optimizer;
 use crate::rng::{derive_seed, rng_for, Purpose};
@@ -86,7 +92,14 @@ pub struct Trainer {
     epoch: usize,
     /// Optimizer steps taken in the run.
     global_step: u64,
+    /// Training-time augmentation (none by default).
+    augmentation: Option<Augmentation>,
+    /// Label smoothing ε of the training loss (0 by default).
+    label_smoothing: f32,
 }
+
+/// Batches the background thread may prepare ahead of the compute.
+const PREFETCH_BATCHES: usize = 2;
 
 impl Trainer {
     /// A trainer at epoch 0; an error if the schedule is invalid.
@@ -104,7 +117,27 @@ impl Trainer {
             seed,
             epoch: 0,
             global_step: 0,
+            augmentation: None,
+            label_smoothing: 0.0,
         })
+    }
+
+    /// Augment training batches with `augmentation` (`None`: use the
+    /// images as they are). Evaluation is never augmented.
+    pub fn set_augmentation(&mut self, augmentation: Option<Augmentation>) {
+        self.augmentation = augmentation;
+    }
+
+    /// Train against label-smoothed targets with `epsilon` in `[0, 1)`
+    /// ([`softmax_cross_entropy_smoothed`]); evaluation keeps the plain loss.
+    pub fn set_label_smoothing(&mut self, epsilon: f32) -> Result<()> {
+        if !(0.0..1.0).contains(&epsilon) {
+            return Err(NetError::Config(format!(
+                "label smoothing must be in [0, 1), got {epsilon}"
+            )));
+        }
+        self.label_smoothing = epsilon;
+        Ok(())
     }
 
     /// The run seed.
@@ -177,43 +210,66 @@ impl Trainer {
         let order = self.epoch_permutation(epoch, data.len);
         let batches = data.len.div_ceil(batch_size);
         let img = data.image_len();
-        let mut x = Tensor::zeros(&[0]);
-        let mut labels = Vec::with_capacity(batch_size);
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         let mut lr = self.schedule.lr(epoch, self.global_step);
-        for (b, idx) in order.chunks(batch_size).enumerate() {
-            gather(data, idx, &mut x, &mut labels);
-            self.network.reseed(derive_seed(
-                self.seed,
-                Purpose::Dropout,
-                &[epoch as u64, b as u64],
-            ));
-            let logits = self.network.forward(&x, true)?;
-            let out = softmax_cross_entropy(&logits, &labels)?;
-            if !out.loss.is_finite() {
-                return Err(NetError::NonFiniteLoss {
+        let (seed, augmentation) = (self.seed, self.augmentation);
+        std::thread::scope(|scope| -> Result<()> {
+            // The producer stops when the receiver is dropped (an error
+            // below ends the epoch early).
+            let (tx, rx) = std::sync::mpsc::sync_channel(PREFETCH_BATCHES);
+            let order = &order;
+            scope.spawn(move || {
+                for idx in order.chunks(batch_size) {
+                    let mut x = Tensor::zeros(&[0]);
+                    let mut labels = Vec::with_capacity(idx.len());
+                    gather(data, idx, &mut x, &mut labels);
+                    if let Some(aug) = &augmentation {
+                        for (&i, out) in idx.iter().zip(x.data.chunks_exact_mut(img)) {
+                            aug.apply(data.image(i), data.height, data.width, seed, epoch, i, out);
+                        }
+                    }
+                    if tx.send((x, labels, idx.len())).is_err() {
+                        break;
+                    }
+                }
+            });
+            for b in 0..batches {
+                let (x, labels, count) = rx.recv().map_err(|_| {
+                    NetError::Config("the batch preparation thread stopped early".into())
+                })?;
+                self.network.reseed(derive_seed(
+                    self.seed,
+                    Purpose::Dropout,
+                    &[epoch as u64, b as u64],
+                ));
+                let logits = self.network.forward(&x, true)?;
+                let out = softmax_cross_entropy_smoothed(&logits, &labels, self.label_smoothing)?;
+                if !out.loss.is_finite() {
+                    return Err(NetError::NonFiniteLoss {
+                        epoch,
+                        batch: b,
+                        loss: out.loss,
+                    });
+                }
+                self.network.backward(&out.dlogits)?;
+                lr = self.schedule.lr(epoch, self.global_step);
+                self.optimizer.step(&mut self.network.params_mut(), lr)?;
+                self.global_step += 1;
+                loss_sum += out.loss as f64 * count as f64;
+                correct += out.correct;
+                seen += count;
+                on_batch(BatchProgress {
                     epoch,
                     batch: b,
+                    batches,
+                    samples: seen,
                     loss: out.loss,
+                    accuracy: correct as f32 / seen as f32,
+                    lr,
                 });
             }
-            self.network.backward(&out.dlogits)?;
-            lr = self.schedule.lr(epoch, self.global_step);
-            self.optimizer.step(&mut self.network.params_mut(), lr)?;
-            self.global_step += 1;
-            loss_sum += out.loss as f64 * idx.len() as f64;
-            correct += out.correct;
-            seen += idx.len();
-            on_batch(BatchProgress {
-                epoch,
-                batch: b,
-                batches,
-                samples: seen,
-                loss: out.loss,
-                accuracy: correct as f32 / seen as f32,
-                lr,
-            });
-        }
+            Ok(())
+        })?;
         debug_assert_eq!(seen * img, data.images.len());
         self.epoch += 1;
         Ok(EpochStats {

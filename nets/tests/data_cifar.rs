@@ -77,8 +77,15 @@ fn batch_that_is_not_whole_records_is_an_error_naming_it() {
     std::fs::write(&path, &bytes[..bytes.len() - cut]).unwrap();
     let err = load_cifar10(tmp.path(), Split::Train, None, &Normalization::UnitRange).unwrap_err();
     eprintln!("{err}");
-    assert!(matches!(err, DataError::Truncated { .. }), "{err:?}");
-    assert!(err.to_string().contains("data_batch_3.bin"));
+    let DataError::IncompleteRecord { index, found, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!((*index, *found), (2, CIFAR10_RECORD - cut));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("data_batch_3.bin") && msg.contains("record 2") && !msg.contains('\n'),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -11,16 +11,18 @@ use std::time::Instant;
 
 use anyhow::bail;
 use experiments::run::{train, RunObserver, RunOutcome, StartMode, RUN_TOML};
-use experiments::sweep::{start_mode, Shard, Sweep, SweepEntry};
+use experiments::sweep::{lock_run_dir, start_mode, Shard, Sweep, SweepEntry};
 use experiments::{MetricsRow, RunFile, RunStatus};
 
 /// Options of `approxtrain sweep`.
 #[derive(clap::Args)]
 #[command(after_help = "\
 Examples:
-  approxtrain sweep experiments/quickstart.toml --out results/quickstart
+  approxtrain sweep experiments/quickstart.toml --out runs/quickstart
   approxtrain sweep experiments/big.toml --shard 0/4 --out runs/big   # shards 0/4 .. 3/4
   approxtrain sweep experiments/big.toml --jobs 4                     # 4 entries at a time
+  approxtrain sweep experiments/paper.toml --list                     # index and run id of each entry
+  scripts/slurm-sweep.sh experiments/paper.toml runs/paper            # a Slurm array, one task per entry
 
 A sweep file sets shared RunSpec fields and lists whose cross product gives
 the entries (nets outermost, then datasets, multipliers, seeds):
@@ -35,6 +37,9 @@ the entries (nets outermost, then datasets, multipliers, seeds):
   multiplier = \"mbm:7\"
   [override.set]
   optimizer.lr = 0.02
+  [[exclude]]               # entries left out (net, dataset, multiplier)
+  net = \"lenet5\"
+  multiplier = \"bf16\"
 
 Entry k (0-based) belongs to shard k % N. Rerunning skips finished entries and
 resumes interrupted ones from their checkpoints.")]
@@ -51,6 +56,10 @@ pub struct SweepArgs {
     /// Entries run at the same time; the worker threads are split among them.
     #[arg(long, value_name = "J", default_value_t = 1)]
     jobs: usize,
+    /// Print the shard's entries (index and run id, one a line) and exit
+    /// without running them; `--list | wc -l` counts the entries.
+    #[arg(long)]
+    list: bool,
 }
 
 /// How one entry ended, for the final summary.
@@ -76,6 +85,12 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         Path::new("runs").join(stem)
     });
     let entries = sweep.shard(args.shard);
+    if args.list {
+        for e in &entries {
+            println!("{}\t{}", e.index, e.spec.run_id());
+        }
+        return Ok(());
+    }
     let total = sweep.entries.len();
     println!(
         "sweep {}: {} of {total} entries (shard {}) into {}",
@@ -175,6 +190,15 @@ fn run_entry(
     let id = spec.run_id();
     let dir = out.join(&id);
     let tag = format!("#{} {id}", entry.index);
+    // Held until the entry is done: another sweep on the same folder skips
+    // it with an error instead of writing the same files.
+    let _lock = match lock_run_dir(&dir) {
+        Ok(lock) => lock,
+        Err(e) => {
+            println!("{tag}: {e}");
+            return EntryResult::Failed(e.to_string());
+        }
+    };
     // `train` would refuse a stored diverged run and point to --force,
     // which a sweep does not have.
     if let Ok(stored) = RunFile::read(&dir.join(RUN_TOML)) {
@@ -199,7 +223,11 @@ fn run_entry(
         _ => println!("{tag}: start (epochs {})", spec.epochs),
     }
     let started = Instant::now();
-    let mut observer = EntryLog { tag: &tag, notices };
+    let mut observer = EntryLog {
+        tag: &tag,
+        notices,
+        abort_after: abort_after_batches(),
+    };
     let outcome = train(
         &spec,
         &dir,
@@ -251,9 +279,49 @@ struct EntryLog<'a> {
     /// Messages already shown: the data-source notice is the same for
     /// every entry, so it is shown once.
     notices: &'a Mutex<BTreeSet<String>>,
+    /// See [`ABORT_AFTER_BATCHES_ENV`].
+    abort_after: Option<&'static AtomicUsize>,
+}
+
+/// Test hook: when set to K, the process aborts (no unwinding, no file
+/// closed in order: what `kill -9` or a lost node does) after the K-th
+/// training batch of this process, counted over all entries. The tests of
+/// resumption use it to interrupt a sweep in the middle of an entry.
+pub const ABORT_AFTER_BATCHES_ENV: &str = "APPROXTRAIN_TEST_ABORT_AFTER_BATCHES";
+
+/// The batches left before the abort of [`ABORT_AFTER_BATCHES_ENV`], shared
+/// by the entries of this process; `None` when the variable is not set.
+fn abort_after_batches() -> Option<&'static AtomicUsize> {
+    static LEFT: std::sync::OnceLock<Option<AtomicUsize>> = std::sync::OnceLock::new();
+    LEFT.get_or_init(|| {
+        std::env::var(ABORT_AFTER_BATCHES_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(AtomicUsize::new)
+    })
+    .as_ref()
 }
 
 impl RunObserver for EntryLog<'_> {
+    fn batch_done(
+        &mut self,
+        batch: usize,
+        batches: usize,
+        _loss: f64,
+        _images: usize,
+    ) -> std::ops::ControlFlow<()> {
+        if let Some(left) = self.abort_after {
+            if left.fetch_sub(1, Ordering::SeqCst) <= 1 {
+                eprintln!(
+                    "{}: {ABORT_AFTER_BATCHES_ENV}: aborting after batch {batch} of {batches}",
+                    self.tag
+                );
+                std::process::abort();
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+
     fn message(&mut self, text: &str) {
         let new = self
             .notices

@@ -47,14 +47,17 @@ pub fn cifar10_files(split: Split) -> &'static [&'static str] {
 }
 
 /// Checks one batch file's bytes: a positive whole number of records and
-/// every label `< 10`. Returns the number of records.
+/// every label `< 10`. Returns the number of records. A size that is not a
+/// multiple of [`CIFAR10_RECORD`] names the incomplete record.
 pub fn check_cifar10_batch(bytes: &[u8], path: &Path) -> Result<usize> {
     let whole = bytes.len() / CIFAR10_RECORD;
     if bytes.is_empty() || whole * CIFAR10_RECORD != bytes.len() {
-        return Err(DataError::Truncated {
+        return Err(DataError::IncompleteRecord {
             path: path.to_path_buf(),
-            expected: ((whole + 1) * CIFAR10_RECORD) as u64,
-            found: bytes.len() as u64,
+            index: whole,
+            found: bytes.len() - whole * CIFAR10_RECORD,
+            record: CIFAR10_RECORD,
+            len: bytes.len(),
         });
     }
     for (index, record) in bytes.chunks_exact(CIFAR10_RECORD).enumerate() {

@@ -9,6 +9,7 @@
 //! label ranges) and reports a problem as a [`DataError`] naming the file,
 //! what is wrong with it and what to do next.
 
+pub mod augment;
 pub mod cifar;
 pub mod dir;
 pub mod idx;
@@ -17,6 +18,7 @@ pub mod text;
 
 use std::path::PathBuf;
 
+pub use augment::Augmentation;
 pub use cifar::load_cifar10;
 pub use dir::{data_root, resolve_dataset_dir, DatasetLocation, DatasetSource, DATA_ENV};
 pub use idx::{load_mnist_like, load_mnist_like_with};
@@ -87,6 +89,24 @@ pub enum DataError {
         expected: u64,
         /// Bytes present.
         found: u64,
+    },
+    /// A file of fixed-size records whose last record is cut short.
+    #[error(
+        "{}: truncated: record {index} has {found} of its {record} bytes (the file's {len} bytes \
+         are not a whole number of records); delete the file and fetch it again",
+        path.display()
+    )]
+    IncompleteRecord {
+        /// The file.
+        path: PathBuf,
+        /// The incomplete record, from 0.
+        index: usize,
+        /// Bytes of it present.
+        found: usize,
+        /// Bytes of a record.
+        record: usize,
+        /// Bytes in the file.
+        len: usize,
     },
     /// More bytes than the header promises: not the file it claims to be.
     #[error(

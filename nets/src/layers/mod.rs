@@ -41,7 +41,7 @@ pub use flatten::Flatten;
 pub use gelu::Gelu;
 pub use global_avgpool::GlobalAvgPool;
 pub use layernorm::LayerNorm;
-pub use loss::{softmax_cross_entropy, LossOutput};
+pub use loss::{softmax_cross_entropy, softmax_cross_entropy_smoothed, LossOutput};
 pub use maxpool::MaxPool2d;
 pub use relu::Relu;
 pub use residual::{ResidualBlock, BOTTLENECK_EXPANSION};

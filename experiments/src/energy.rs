@@ -1,0 +1,255 @@
+//! Energy of the multiplies of a run, where the hardware figures exist.
+//!
+//! A C model may declare the power (mW) and delay (ns) of its circuit
+//! (`multipliers/approx_model.h`); their product is its energy per multiply
+//! in picojoules (the power-delay product, the usual figure of merit of
+//! approximate multipliers: one multiply per delay period), as
+//! [`amsim::ModelInfo::energy_pj`] computes it. The exact baseline is
+//! [`FP32_MULTIPLY_PJ`]. A run's energy per image is then, over its layers
+//! and the three products of each (forward, input gradient, weight
+//! gradient),
+//!
+//! ```text
+//! E_train = sum over layers l, roles r of MACs(l, r) * E(plan(l, r))
+//! E_infer = sum over layers l of MACs(l, forward) * E(plan(l, forward))
+//! ```
+//!
+//! with `MACs(l, r)` from [`nets::Network::macs_per_layer`] (the counts of
+//! `metrics.csv`'s `macs` column, per image). Only the multiplies are
+//! counted: additions, memory traffic and the table look-ups of the
+//! simulation itself are not hardware costs of the multiplier. A plan with
+//! any product whose multiplier declares no figure (`bf16`, a model without
+//! figures, a `lut:` file) has no energy: a partial sum would understate it.
+//!
+//! Figures from different sources (process node, voltage, synthesis flow)
+//! do not compare; a designer declaring a model's figures should take them
+//! from the same flow as the FP32 reference, or compare ratios only.
+
+use amsim::{ModelInfo, MultiplierSpec, PlanSpec, Role};
+use nets::layers::MacCounts;
+
+use crate::error::{ExperimentError, Result};
+use crate::spec::RunSpec;
+
+/// Energy of one IEEE FP32 multiply, picojoules: M. Horowitz, "Computing's
+/// energy problem (and what we can do about it)", ISSCC 2014, doi
+/// 10.1109/ISSCC.2014.6757323, table of energy per operation at 45 nm and
+/// 0.9 V ("FP Mult 32 bit: 3.7 pJ").
+pub const FP32_MULTIPLY_PJ: f64 = 3.7;
+
+/// Energy of one multiply with `m`, picojoules, where a figure exists:
+/// [`FP32_MULTIPLY_PJ`] for `fp32`, the declared figure of the model for
+/// `MODEL:BITS` and `direct:MODEL` (the same circuit), `None` otherwise.
+pub fn multiply_energy_pj(m: &MultiplierSpec, models: &[ModelInfo]) -> Option<f64> {
+    match m {
+        MultiplierSpec::Fp32 => Some(FP32_MULTIPLY_PJ),
+        MultiplierSpec::Model { name, .. } | MultiplierSpec::Direct { name, .. } => models
+            .iter()
+            .find(|info| info.name == name)
+            .and_then(|info| info.energy_pj()),
+        MultiplierSpec::Bf16 | MultiplierSpec::LutFile(_) => None,
+    }
+}
+
+/// The plans of `spec`: the default, then each per-layer plan by layer.
+fn plans(spec: &RunSpec) -> Result<(PlanSpec, Vec<(String, PlanSpec)>)> {
+    let layers = spec
+        .layers
+        .iter()
+        .map(|(name, plan)| {
+            plan.parse::<PlanSpec>()
+                .map(|p| (name.clone(), p))
+                .map_err(|e| ExperimentError::BadSpec(format!("plan of layer '{name}': {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((spec.plan()?, layers))
+}
+
+/// Whether some product of `spec` goes through a model that declares a
+/// figure: only then is an energy table worth computing and showing
+/// (`fp32` alone has nothing to compare with).
+pub fn declares_energy(spec: &RunSpec, models: &[ModelInfo]) -> bool {
+    let Ok((default, layers)) = plans(spec) else {
+        return false;
+    };
+    std::iter::once(&default)
+        .chain(layers.iter().map(|(_, p)| p))
+        .any(|plan| {
+            Role::ALL.iter().any(|&role| {
+                !matches!(plan.get(role), MultiplierSpec::Fp32)
+                    && multiply_energy_pj(plan.get(role), models).is_some()
+            })
+        })
+}
+
+/// Multiplies and their energy for one image of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunEnergy {
+    /// Multiply-accumulates per training image, by role; an inference
+    /// (test) image takes the `forward` ones.
+    pub macs: MacCounts,
+    /// Energy of the multiplies of one training image (forward, input
+    /// gradient, weight gradient) with the run's plan, microjoules; `None`
+    /// when a multiplier of the plan declares no figure.
+    pub train_image_uj: Option<f64>,
+    /// The same with `fp32` everywhere.
+    pub fp32_train_image_uj: f64,
+    /// Energy of the multiplies of one inference image with the plan, µJ.
+    pub inference_image_uj: Option<f64>,
+    /// The same with `fp32` everywhere.
+    pub fp32_inference_image_uj: f64,
+}
+
+/// Per-role multiply-accumulates of each layer of `spec`'s network for
+/// one image of its dataset.
+pub fn macs_per_layer(spec: &RunSpec) -> Result<Vec<(String, MacCounts)>> {
+    let (shape, classes) = crate::run::dataset_shape(&spec.dataset)?;
+    let network = nets::Network::by_name(
+        &spec.net,
+        &shape,
+        classes,
+        amsim::MultiplierPlan::uniform(amsim::Multiplier::Fp32),
+        spec.seed,
+    )?;
+    Ok(network.macs_per_layer())
+}
+
+/// The energy of `spec`'s multiplies per image, from the per-layer
+/// counts `layers` of its network ([`macs_per_layer`]; see the module docs).
+pub fn energy_of_layers(
+    layers: &[(String, MacCounts)],
+    spec: &RunSpec,
+    models: &[ModelInfo],
+) -> Result<RunEnergy> {
+    let (default, per_layer) = plans(spec)?;
+    let mut macs = MacCounts::default();
+    let mut train_pj = Some(0.0);
+    let mut infer_pj = Some(0.0);
+    for (name, m) in layers {
+        macs += *m;
+        let plan = per_layer
+            .iter()
+            .find(|(layer, _)| layer == name)
+            .map_or(&default, |(_, p)| p);
+        let energy = |role: Role| multiply_energy_pj(plan.get(role), models);
+        let counts = [
+            (Role::Forward, m.forward),
+            (Role::GradInput, m.grad_input),
+            (Role::GradWeight, m.grad_weight),
+        ];
+        for (role, n) in counts {
+            if n == 0 {
+                continue;
+            }
+            let e = energy(role);
+            train_pj = train_pj.zip(e).map(|(sum, e)| sum + n as f64 * e);
+            if role == Role::Forward {
+                infer_pj = infer_pj.zip(e).map(|(sum, e)| sum + n as f64 * e);
+            }
+        }
+    }
+    let uj = |pj: f64| pj * 1e-6;
+    Ok(RunEnergy {
+        macs,
+        train_image_uj: train_pj.map(uj),
+        fp32_train_image_uj: uj(macs.total() as f64 * FP32_MULTIPLY_PJ),
+        inference_image_uj: infer_pj.map(uj),
+        fp32_inference_image_uj: uj(macs.forward as f64 * FP32_MULTIPLY_PJ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(name: &'static str, power_mw: f64, delay_ns: f64) -> ModelInfo {
+        fn product(a: f32, b: f32, _bits: u32) -> f32 {
+            a * b
+        }
+        ModelInfo {
+            name,
+            description: "test model with declared figures",
+            min_bits: 1,
+            max_bits: 23,
+            area_um2: 0.0,
+            power_mw,
+            delay_ns,
+            func: product,
+        }
+    }
+
+    fn counts(forward: u64, grad_input: u64, grad_weight: u64) -> MacCounts {
+        MacCounts {
+            forward,
+            grad_input,
+            grad_weight,
+        }
+    }
+
+    #[test]
+    fn energy_is_macs_per_role_times_the_energy_of_each_roles_multiplier() {
+        // 2 mW x 0.5 ns = 1 pJ per multiply for "cheap".
+        let models = [model("cheap", 2.0, 0.5), model("silent", 0.0, 0.0)];
+        let layers = vec![
+            ("conv1".to_string(), counts(100, 0, 100)),
+            ("fc1".to_string(), counts(10, 10, 10)),
+        ];
+        let mut spec = RunSpec::with_defaults("lenet5", "mnist");
+        spec.multiplier = "fwd=cheap:7,dx=fp32,dw=cheap:7".into();
+        let e = energy_of_layers(&layers, &spec, &models).unwrap();
+        assert_eq!(e.macs, counts(110, 10, 110));
+        // forward 110 x 1 + dx 10 x 3.7 + dw 110 x 1 pJ.
+        let expect = (110.0 + 10.0 * FP32_MULTIPLY_PJ + 110.0) * 1e-6;
+        assert!((e.train_image_uj.unwrap() - expect).abs() < 1e-15, "{e:?}");
+        assert!((e.inference_image_uj.unwrap() - 110e-6).abs() < 1e-15);
+        assert!((e.fp32_train_image_uj - 230.0 * FP32_MULTIPLY_PJ * 1e-6).abs() < 1e-15);
+        assert!((e.fp32_inference_image_uj - 110.0 * FP32_MULTIPLY_PJ * 1e-6).abs() < 1e-15);
+        assert!(declares_energy(&spec, &models));
+
+        // A per-layer plan overrides the default for its layer only.
+        spec.layers.insert("fc1".into(), "fp32".into());
+        let e = energy_of_layers(&layers, &spec, &models).unwrap();
+        let expect = (100.0 + 100.0 + 30.0 * FP32_MULTIPLY_PJ) * 1e-6;
+        assert!((e.train_image_uj.unwrap() - expect).abs() < 1e-15, "{e:?}");
+
+        // A training product on a multiplier without figures: no training
+        // energy (a partial sum would understate it); inference has one.
+        spec.layers.clear();
+        spec.multiplier = "fwd=cheap:7,dx=bf16,dw=cheap:7".into();
+        let e = energy_of_layers(&layers, &spec, &models).unwrap();
+        assert_eq!(e.train_image_uj, None);
+        assert!((e.inference_image_uj.unwrap() - 110e-6).abs() < 1e-15);
+        assert!(declares_energy(&spec, &models));
+
+        // No figure anywhere: no energy at all.
+        for plan in ["silent:7", "mbm:7", "fwd=bf16,dx=silent:7,dw=mbm:7"] {
+            spec.layers.clear();
+            spec.multiplier = plan.into();
+            let e = energy_of_layers(&layers, &spec, &models).unwrap();
+            assert_eq!(
+                (e.train_image_uj, e.inference_image_uj),
+                (None, None),
+                "{plan}"
+            );
+            assert!(!declares_energy(&spec, &models), "{plan}");
+        }
+        // fp32 has its figure but declares nothing to compare.
+        spec.multiplier = "fp32".into();
+        let e = energy_of_layers(&layers, &spec, &models).unwrap();
+        assert_eq!(e.train_image_uj, Some(e.fp32_train_image_uj));
+        assert!(!declares_energy(&spec, &models));
+    }
+
+    #[test]
+    fn direct_mode_uses_the_models_figure_and_lut_files_have_none() {
+        let models = [model("cheap", 4.0, 0.25)];
+        let direct: MultiplierSpec = "direct:cheap:7".parse().unwrap();
+        assert_eq!(multiply_energy_pj(&direct, &models), Some(1.0));
+        let file: MultiplierSpec = "lut:cheap7.lut".parse().unwrap();
+        assert_eq!(multiply_energy_pj(&file, &models), None);
+        assert_eq!(
+            multiply_energy_pj(&MultiplierSpec::Fp32, &[]),
+            Some(FP32_MULTIPLY_PJ)
+        );
+    }
+}

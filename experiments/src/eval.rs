@@ -1,0 +1,323 @@
+//! Inference of a trained network under other multiplier plans
+//! (`approxtrain eval`), and the checkpoint loading that fine-tuning
+//! (`train --init`) shares with it.
+//!
+//! A checkpoint is named by its run directory (which holds `run.toml` and
+//! `checkpoint.bin`) or by a checkpoint file inside one: `run.toml` says
+//! which network, dataset and plan the weights were trained with, the
+//! checkpoint holds the weights. Evaluation builds the network of the run's
+//! spec with the plan asked for, copies the weights in
+//! ([`Checkpoint::apply_weights`]) and measures test loss and accuracy.
+//! Only the forward products run in evaluation, so only the `fwd` role of a
+//! plan matters.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use amsim::{ModelInfo, PlanSpec};
+use nets::checkpoint::Checkpoint;
+use nets::data::{resolve_dataset_dir, ImageDataset, Split};
+use nets::optim::{Optimizer, OptimizerConfig};
+use nets::schedule::LrSchedule;
+use nets::train::Trainer;
+
+use crate::atomic::write_atomic;
+use crate::error::{ExperimentError, Result};
+use crate::plan_file::{check_layer_names, PlanFile};
+use crate::run::{layer_names, network_for_spec, CHECKPOINT_BIN, RUN_TOML};
+use crate::spec::{RunFile, RunSpec};
+
+/// A checkpoint with the run it belongs to.
+#[derive(Debug, Clone)]
+pub struct LoadedCheckpoint {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// The checkpoint file.
+    pub checkpoint_path: PathBuf,
+    /// The run's `run.toml`.
+    pub run: RunFile,
+    /// The decoded checkpoint (format and checksum verified).
+    pub checkpoint: Checkpoint,
+}
+
+/// Load a checkpoint named by `path`: a run directory (its
+/// `checkpoint.bin`) or a checkpoint file whose directory holds the run's
+/// `run.toml`. Errors name the missing or corrupt file, and a checkpoint
+/// saved from another network than `run.toml` describes.
+pub fn load_checkpoint(path: &Path) -> Result<LoadedCheckpoint> {
+    let not_found = |reason: String| ExperimentError::BadFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (run_dir, checkpoint_path) = if path.is_dir() {
+        (path.to_path_buf(), path.join(CHECKPOINT_BIN))
+    } else if path.is_file() {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        (dir, path.to_path_buf())
+    } else {
+        return Err(not_found(
+            "no such run directory or checkpoint file".to_string(),
+        ));
+    };
+    let run_toml = run_dir.join(RUN_TOML);
+    if !run_toml.is_file() {
+        return Err(not_found(format!(
+            "not a run directory: {} is missing (a checkpoint is read with the run.toml of its run)",
+            run_toml.display()
+        )));
+    }
+    if !checkpoint_path.is_file() {
+        return Err(not_found(format!(
+            "{} is missing: the run has no completed epoch",
+            checkpoint_path.display()
+        )));
+    }
+    let run = RunFile::read(&run_toml)?;
+    let checkpoint = Checkpoint::load(&checkpoint_path)?;
+    if checkpoint.network != run.spec.net {
+        return Err(ExperimentError::BadFile {
+            path: checkpoint_path,
+            reason: format!(
+                "saved from network '{}', but {} describes '{}'",
+                checkpoint.network,
+                run_toml.display(),
+                run.spec.net
+            ),
+        });
+    }
+    Ok(LoadedCheckpoint {
+        run_dir,
+        checkpoint_path,
+        run,
+        checkpoint,
+    })
+}
+
+/// A multiplier plan to evaluate: the default plan of every layer and
+/// per-layer plans, as strings in the form of [`RunSpec`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalPlan {
+    /// Label for tables and CSV (the spec, or the plan file's name).
+    pub label: String,
+    /// Plan of every layer not in `layers`.
+    pub multiplier: String,
+    /// Per-layer plans.
+    pub layers: BTreeMap<String, String>,
+}
+
+impl EvalPlan {
+    /// One plan for every layer (`mbm:7`, `fwd=mbm:7,dx=fp32,dw=fp32`).
+    pub fn uniform(spec: &PlanSpec) -> EvalPlan {
+        EvalPlan {
+            label: spec.to_string(),
+            multiplier: spec.to_string(),
+            layers: BTreeMap::new(),
+        }
+    }
+
+    /// The plan a plan file describes on top of `base` (the run's own
+    /// plan), after checking its models against `models` and its layer names
+    /// against `net`.
+    pub fn from_file(
+        file: &PlanFile,
+        base: &PlanSpec,
+        net: &str,
+        models: &[ModelInfo],
+    ) -> Result<EvalPlan> {
+        file.check_models(models)?;
+        check_layer_names(
+            file.layers.keys(),
+            &layer_names(net)?,
+            net,
+            &format!("plan file {}", file.path.display()),
+        )?;
+        let resolved = file.resolve(base);
+        Ok(EvalPlan {
+            label: file
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| file.path.display().to_string()),
+            multiplier: resolved.default.to_string(),
+            layers: resolved
+                .layers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
+        })
+    }
+
+    /// The plan recorded in a run spec (what the checkpoint was trained with).
+    pub fn of_run(spec: &RunSpec) -> EvalPlan {
+        EvalPlan {
+            label: spec.plan_label(),
+            multiplier: spec.multiplier.clone(),
+            layers: spec.layers.clone(),
+        }
+    }
+}
+
+/// Test loss and accuracy of one plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalResult {
+    /// [`EvalPlan::label`].
+    pub label: String,
+    /// The full plan (`RunSpec::plan_label` form).
+    pub plan: String,
+    /// Mean test loss (nats).
+    pub loss: f32,
+    /// Test accuracy in [0, 1].
+    pub accuracy: f32,
+    /// Test images evaluated.
+    pub samples: usize,
+    /// Wall-clock seconds of the evaluation.
+    pub seconds: f64,
+}
+
+/// A trained network and its test set, ready to evaluate plans.
+pub struct Evaluator {
+    /// Where the weights come from.
+    pub source: LoadedCheckpoint,
+    /// The spec networks are built from (the run's, with the dataset and
+    /// data directory asked for).
+    pub spec: RunSpec,
+    /// The test images.
+    pub test_set: ImageDataset,
+    /// Where they came from (a folder or the shipped subset).
+    pub data_source: String,
+    /// A notice about the data source, if any (the shipped subset).
+    pub data_notice: Option<String>,
+}
+
+impl Evaluator {
+    /// Load the test set for `source`: its run's dataset unless `dataset`
+    /// names another one of the same image shape, from `data_dir` (else the
+    /// run's own data directory and the usual fall-backs), the first
+    /// `test_limit` images when given.
+    pub fn new(
+        source: LoadedCheckpoint,
+        dataset: Option<&str>,
+        data_dir: Option<&Path>,
+        test_limit: Option<usize>,
+    ) -> Result<Evaluator> {
+        let mut spec = source.run.spec.clone();
+        if let Some(d) = dataset {
+            spec.dataset = d.to_string();
+        }
+        if let Some(d) = data_dir {
+            spec.data_dir = Some(d.to_path_buf());
+        }
+        if test_limit == Some(0) {
+            return Err(ExperimentError::BadSpec(
+                "--test-limit must be at least 1".into(),
+            ));
+        }
+        spec.test_limit = test_limit;
+        spec.init = None;
+        spec.validate()?;
+        let location = resolve_dataset_dir(spec.data_dir.as_deref(), &spec.dataset)?;
+        let test_set = location.load_images(Split::Test, test_limit)?;
+        Ok(Evaluator {
+            source,
+            spec,
+            test_set,
+            data_source: location.describe(),
+            data_notice: location.notice.clone(),
+        })
+    }
+
+    /// The spec of the run with `plan` in place of its own.
+    pub fn spec_with(&self, plan: &EvalPlan) -> RunSpec {
+        let mut spec = self.spec.clone();
+        spec.multiplier = plan.multiplier.clone();
+        spec.layers = plan.layers.clone();
+        spec
+    }
+
+    /// Evaluate the trained weights under `plan`.
+    pub fn evaluate(&self, plan: &EvalPlan, models: &[ModelInfo]) -> Result<EvalResult> {
+        let spec = self.spec_with(plan);
+        spec.validate()?;
+        let mut network = network_for_spec(&spec, models)?;
+        self.source
+            .checkpoint
+            .apply_weights(&self.source.checkpoint_path, &mut network)?;
+        let started = Instant::now();
+        // The optimizer and schedule are never used: evaluation does not train.
+        let mut trainer = Trainer::new(
+            network,
+            Optimizer::new(OptimizerConfig::sgd())?,
+            LrSchedule::constant(1.0),
+            spec.seed,
+        )?;
+        let stats = trainer.evaluate(&self.test_set, spec.eval_batch_size)?;
+        Ok(EvalResult {
+            label: plan.label.clone(),
+            plan: spec.plan_label(),
+            loss: stats.loss,
+            accuracy: stats.accuracy,
+            samples: stats.samples,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// Header of the evaluation CSV.
+pub const EVAL_CSV_HEADER: [&str; 9] = [
+    "checkpoint",
+    "net",
+    "dataset",
+    "label",
+    "plan",
+    "samples",
+    "test_loss",
+    "test_accuracy",
+    "seconds",
+];
+
+/// Write evaluation results as CSV, whole; an existing file is an error
+/// unless `overwrite`.
+pub fn write_eval_csv(
+    path: &Path,
+    evaluator: &Evaluator,
+    results: &[EvalResult],
+    overwrite: bool,
+) -> Result<()> {
+    refuse_existing(path, overwrite)?;
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let err = |e: csv::Error| ExperimentError::Other(format!("{}: {e}", path.display()));
+    w.write_record(EVAL_CSV_HEADER).map_err(err)?;
+    for r in results {
+        w.write_record([
+            evaluator.source.checkpoint_path.display().to_string(),
+            evaluator.spec.net.clone(),
+            evaluator.spec.dataset.clone(),
+            r.label.clone(),
+            r.plan.clone(),
+            r.samples.to_string(),
+            r.loss.to_string(),
+            r.accuracy.to_string(),
+            format!("{:.3}", r.seconds),
+        ])
+        .map_err(err)?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| ExperimentError::Other(format!("{}: {e}", path.display())))?;
+    write_atomic(path, &bytes)
+}
+
+/// An error if `path` exists and may not be replaced.
+pub fn refuse_existing(path: &Path, overwrite: bool) -> Result<()> {
+    if path.exists() && !overwrite {
+        return Err(ExperimentError::BadFile {
+            path: path.to_path_buf(),
+            reason: "already exists; choose another file or pass --force to replace it".into(),
+        });
+    }
+    Ok(())
+}

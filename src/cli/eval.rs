@@ -1,0 +1,163 @@
+//! `approxtrain eval`: test loss and accuracy of a trained checkpoint under
+//! one or more multiplier plans (see [`experiments::eval`]).
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use experiments::eval::{load_checkpoint, write_eval_csv, EvalPlan, EvalResult, Evaluator};
+use experiments::PlanFile;
+
+/// Options of `approxtrain eval`.
+#[derive(clap::Args)]
+#[command(after_help = "\
+Examples:
+  approxtrain eval --checkpoint runs/lenet5-fp32 --multiplier fp32,bf16,mbm:7,mitchell:7 --csv eval.csv
+  approxtrain eval --checkpoint runs/lenet5-fp32/checkpoint.bin --plan greedy.toml
+
+--checkpoint takes a run directory (its checkpoint.bin is read) or a
+checkpoint file inside a run directory; the run's run.toml says which
+network, dataset and plan the weights were trained with. Only the forward
+products run in evaluation, so only the fwd role of a plan matters. A plan
+file applies on top of the run's own plan.")]
+pub struct EvalArgs {
+    /// Run directory, or a checkpoint file in one.
+    #[arg(long, value_name = "DIR")]
+    checkpoint: PathBuf,
+    /// Comma-separated multipliers, one evaluation each: fp32,bf16,mbm:7,mitchell:7
+    /// (a per-role plan fwd=..,dx=.. is one evaluation) [default: the run's own plan].
+    #[arg(long, value_name = "SPEC[,SPEC...]", conflicts_with = "plan")]
+    multiplier: Option<String>,
+    /// Per-layer plan file (as for train --plan); may be given several times.
+    #[arg(long, value_name = "FILE")]
+    plan: Vec<PathBuf>,
+    /// Evaluate on this dataset instead of the run's (same image shape).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Data directory [default: the run's, $APPROXTRAIN_DATA, ./data, the shipped MNIST subset].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Evaluate on the first N test images only.
+    #[arg(long, value_name = "N")]
+    test_limit: Option<usize>,
+    /// Write the table as CSV (refuses to replace a file without --force).
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// Replace an existing --csv file.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Split `fp32,bf16,fwd=mbm:7,dx=fp32` into plans: a comma starts a new
+/// plan unless the next item is a role key (`dx=...`) continuing a per-role
+/// plan.
+pub fn split_specs(list: &str) -> anyhow::Result<Vec<amsim::PlanSpec>> {
+    let mut groups: Vec<String> = Vec::new();
+    for item in list.split(',').map(str::trim) {
+        if item.is_empty() {
+            bail!("--multiplier '{list}': empty item");
+        }
+        let continues = item
+            .split_once('=')
+            .is_some_and(|(k, _)| amsim::Role::from_key(k).is_some())
+            && groups.last().is_some_and(|g| g.contains('='))
+            && !item.starts_with("fwd=");
+        match groups.last_mut() {
+            Some(g) if continues => {
+                g.push(',');
+                g.push_str(item);
+            }
+            _ => groups.push(item.to_string()),
+        }
+    }
+    groups
+        .iter()
+        .map(|g| Ok(g.parse::<amsim::PlanSpec>()?))
+        .collect()
+}
+
+/// Print results as a table, with the change against the first row.
+pub fn print_table(results: &[EvalResult]) {
+    let width = results
+        .iter()
+        .map(|r| r.label.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:<width$}  {:>9}  {:>9}  {:>10}  {:>8}",
+        "plan", "test loss", "accuracy", "vs first", "seconds"
+    );
+    let first = results.first().map(|r| r.accuracy).unwrap_or(0.0);
+    for r in results {
+        println!(
+            "{:<width$}  {:>9.4}  {:>8.2}%  {:>+9.2}pt  {:>8.1}",
+            r.label,
+            r.loss,
+            100.0 * r.accuracy,
+            100.0 * (r.accuracy - first),
+            r.seconds
+        );
+    }
+}
+
+/// Run `eval`.
+pub fn run(a: EvalArgs) -> anyhow::Result<()> {
+    let models = approxtrain::models::MODELS;
+    if let Some(csv) = &a.csv {
+        experiments::eval::refuse_existing(csv, a.force)?;
+    }
+    let source = load_checkpoint(&a.checkpoint)?;
+    let own = source.run.spec.plan()?;
+    let net = source.run.spec.net.clone();
+    let mut plans = Vec::new();
+    if let Some(list) = &a.multiplier {
+        for spec in split_specs(list)? {
+            // Resolving checks models and widths before any data is read.
+            amsim::spec::Resolver::new(models).resolve_plan(&spec)?;
+            plans.push(EvalPlan::uniform(&spec));
+        }
+    }
+    for path in &a.plan {
+        let file = PlanFile::read(path)?;
+        plans.push(EvalPlan::from_file(&file, &own, &net, models)?);
+    }
+    if plans.is_empty() {
+        plans.push(EvalPlan::of_run(&source.run.spec));
+    }
+    let evaluator = Evaluator::new(
+        source,
+        a.dataset.as_deref(),
+        a.data_dir.as_deref(),
+        a.test_limit,
+    )?;
+    if let Some(n) = &evaluator.data_notice {
+        eprintln!("{n}");
+    }
+    eprintln!(
+        "{} ({} epochs, trained with {}) on {} test images of {} from {}",
+        evaluator.source.checkpoint_path.display(),
+        evaluator.source.checkpoint.epoch,
+        evaluator.source.run.spec.plan_label(),
+        evaluator.test_set.len,
+        evaluator.spec.dataset,
+        evaluator.data_source
+    );
+    let mut results = Vec::new();
+    for plan in &plans {
+        let r = evaluator.evaluate(plan, models)?;
+        eprintln!(
+            "{}: accuracy {:.2}%, loss {:.4} ({:.1} s)",
+            r.label,
+            100.0 * r.accuracy,
+            r.loss,
+            r.seconds
+        );
+        results.push(r);
+    }
+    print_table(&results);
+    if let Some(csv) = &a.csv {
+        write_eval_csv(csv, &evaluator, &results, a.force)?;
+        eprintln!("wrote {}", csv.display());
+    }
+    Ok(())
+}
