@@ -74,7 +74,7 @@ fn check_device_mult(mults: &[Multiplier]) -> Result<()> {
 }
 
 /// Time the three products of `shape` on the GPU for FP32 and each of
-/// `mults` (FP32 here is the kernel's plain FP32 mode for all three).
+/// `mults` (FP32: the lowered GEMMs through cuBLAS).
 pub fn bench_conv_cuda(
     eng: &CudaEngine,
     mults: &[Multiplier],
