@@ -62,6 +62,10 @@ enum Command {
     ///
     /// Example: approxtrain stats --checkpoint runs/lenet5-fp32 --layer conv2 --multiplier mbm:7
     Stats(cli::stats::StatsArgs),
+    /// Generate text with a trained transformer run.
+    ///
+    /// Example: approxtrain sample --checkpoint runs/lm-fp32 --prompt 'ROMEO.' --tokens 300
+    Sample(cli::sample::SampleArgs),
     /// Datasets: download the public files.
     #[command(subcommand)]
     Data(cli::data::DataCommand),
@@ -95,6 +99,7 @@ fn main() {
         Command::Eval(a) => cli::eval::run(a),
         Command::Sensitivity(a) => cli::sensitivity::run(a),
         Command::Stats(a) => cli::stats::run(a),
+        Command::Sample(a) => cli::sample::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -75,7 +75,8 @@ fn resnet20_cifar10_run_records_its_options_and_resumes_exactly() {
     let plan = tmp.path().join("plan.toml");
     std::fs::write(
         &plan,
-        "multiplier = \"mbm:7\"\n[layers.s2b1]\nmultiplier = \"fp32\"\n",
+        "multiplier = \"mbm:7\"\n[layers.s2b1]\nmultiplier = \"fp32\"\n\
+         [layers.\"s3b3.conv2\"]\nmultiplier = \"bf16\"\n",
     )
     .unwrap();
     let run = |out: &Path, epochs: &str, schedule: &[&str]| {
@@ -121,6 +122,7 @@ fn resnet20_cifar10_run_records_its_options_and_resumes_exactly() {
         "label_smoothing = 0.1",
         "kind = \"step\"",
         "s2b1 = \"fp32\"",
+        "\"s3b3.conv2\" = \"bf16\"",
         "multiplier = \"mbm:7\"",
     ] {
         assert!(toml.contains(line), "run.toml lacks {line}:\n{toml}");
@@ -130,7 +132,7 @@ fn resnet20_cifar10_run_records_its_options_and_resumes_exactly() {
     for r in &rows {
         let acc: f64 = r[10].parse().unwrap();
         assert!((0.0..=1.0).contains(&acc), "{r:?}");
-        assert_eq!(r[3], "mbm:7;s2b1=fp32");
+        assert_eq!(r[3], "mbm:7;s2b1=fp32;s3b3.conv2=bf16");
     }
     assert!(run(&parts, "1", &step).status.success());
     let o = approxtrain(&[

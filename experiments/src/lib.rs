@@ -18,6 +18,8 @@ pub mod atomic;
 pub mod energy;
 pub mod error;
 pub mod eval;
+pub mod lm;
+pub mod lm_plot;
 pub mod metrics;
 pub mod opstats;
 pub mod plan_file;

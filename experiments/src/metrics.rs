@@ -74,6 +74,28 @@ pub fn write_metrics(path: &Path, rows: &[MetricsRow]) -> Result<()> {
     write_atomic(path, &metrics_csv(rows)?)
 }
 
+/// The extra last column of a language model's `metrics.csv`.
+pub const PERPLEXITY_COLUMN: &str = "test_perplexity";
+
+/// [`write_metrics`] with the extra last column [`PERPLEXITY_COLUMN`],
+/// `exp(test_loss)` (the validation perplexity per character of a
+/// language model). [`read_metrics`] reads such files too.
+pub fn write_metrics_with_perplexity(path: &Path, rows: &[MetricsRow]) -> Result<()> {
+    let plain = metrics_csv(rows)?;
+    let text = String::from_utf8(plain)
+        .map_err(|e| ExperimentError::Other(format!("metrics are not UTF-8: {e}")))?;
+    let mut out = String::with_capacity(text.len() + 16 * (rows.len() + 1));
+    for (i, line) in text.lines().enumerate() {
+        out.push_str(line);
+        match i {
+            0 => out.push_str(&format!(",{PERPLEXITY_COLUMN}")),
+            _ => out.push_str(&format!(",{}", (rows[i - 1].test_loss as f64).exp() as f32)),
+        }
+        out.push('\n');
+    }
+    write_atomic(path, out.as_bytes())
+}
+
 /// Read a `metrics.csv`, checking its header.
 pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
     let text = std::fs::read_to_string(path).map_err(|e| ExperimentError::io(path, e))?;
@@ -82,7 +104,10 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
         reason,
     };
     let header = text.lines().next().unwrap_or_default();
-    if header != METRICS_HEADER {
+    let with_perplexity = header
+        .strip_prefix(METRICS_HEADER)
+        .is_some_and(|rest| rest == format!(",{PERPLEXITY_COLUMN}"));
+    if header != METRICS_HEADER && !with_perplexity {
         return Err(bad(format!(
             "unexpected header '{header}' (expected '{METRICS_HEADER}')"
         )));
@@ -91,8 +116,14 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>> {
     r.records()
         .zip(2..)
         .map(|(rec, line)| {
-            rec.and_then(|rec| rec.deserialize(None))
-                .map_err(|e| bad(format!("line {line}: {e}")))
+            // The perplexity column, when present, is derived from
+            // test_loss: only the first columns are read.
+            rec.and_then(|rec| {
+                let columns = METRICS_HEADER.split(',').count();
+                let fields: csv::StringRecord = rec.iter().take(columns).collect();
+                fields.deserialize(None)
+            })
+            .map_err(|e| bad(format!("line {line}: {e}")))
         })
         .collect()
 }

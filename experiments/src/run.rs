@@ -196,7 +196,8 @@ pub fn dataset_shape(dataset: &str) -> Result<(Vec<usize>, usize)> {
 }
 
 /// Names of the layers of `net` that take a multiplier plan (what a plan
-/// file may name), in order.
+/// file may name), in order: `Network::plan_names`, so ResNet blocks
+/// (`s1b1`) and their inner convolutions (`s1b1.conv1`).
 pub fn layer_names(net: &str) -> Result<Vec<String>> {
     if !crate::spec::NETS.contains(&net) {
         return Err(ExperimentError::UnknownNet {
@@ -217,7 +218,7 @@ pub fn layer_names(net: &str) -> Result<Vec<String>> {
         amsim::MultiplierPlan::uniform(amsim::Multiplier::Fp32),
         0,
     )?;
-    Ok(network.layer_names())
+    Ok(network.plan_names())
 }
 
 /// The network of `spec` with its plans resolved against `models` (every
@@ -232,16 +233,18 @@ pub fn network_for_spec(spec: &RunSpec, models: &[ModelInfo]) -> Result<Network>
         amsim::MultiplierPlan::uniform(amsim::Multiplier::Fp32),
         spec.seed,
     )?;
-    let (default_plan, layer_plans) = resolve_plans(spec, models, &probe.layer_names())?;
+    let (default_plan, layer_plans) = resolve_plans(spec, models, &probe.plan_names())?;
     let mut network = Network::by_name(&spec.net, &shape, classes, default_plan, spec.seed)?;
+    // In name order, so a block's plan comes before those of its inner
+    // convolutions (`s1b1` < `s1b1.conv1`): the more specific name wins.
     for (name, plan) in layer_plans {
-        network.set_layer_plan(&name, plan)?;
+        network.set_plan_by_name(&name, plan)?;
     }
     Ok(network)
 }
 
 /// What [`prepare`] found in the run directory.
-enum Start {
+pub(crate) enum Start {
     /// Nothing to do: the run is finished.
     Done(RunSummary),
     /// Train on from the trainer state `state` (`None`: from scratch),
@@ -252,7 +255,7 @@ enum Start {
     },
 }
 
-fn summary(spec: &RunSpec, rows: Vec<MetricsRow>) -> RunSummary {
+pub(crate) fn summary(spec: &RunSpec, rows: Vec<MetricsRow>) -> RunSummary {
     RunSummary {
         run_id: spec.run_id(),
         epochs: rows.len(),
@@ -261,8 +264,15 @@ fn summary(spec: &RunSpec, rows: Vec<MetricsRow>) -> RunSummary {
     }
 }
 
-/// Look at the directory and decide where to start, per [`StartMode`].
-fn prepare(spec: &RunSpec, dir: &RunDir, mode: StartMode) -> Result<Start> {
+/// Look at the directory and decide where to start, per [`StartMode`];
+/// `units` is the number of rows (and checkpoints) the finished run has:
+/// its epochs, or a language model's evaluations.
+pub(crate) fn prepare(
+    spec: &RunSpec,
+    dir: &RunDir,
+    mode: StartMode,
+    units: usize,
+) -> Result<Start> {
     let fresh = Start::Train {
         rows: Vec::new(),
         state: None,
@@ -279,7 +289,8 @@ fn prepare(spec: &RunSpec, dir: &RunDir, mode: StartMode) -> Result<Start> {
     }
     let stored = RunFile::read(&run_toml)?;
     let differences = stored.spec.differences(spec, true);
-    if differences.is_empty() && stored.spec.epochs != spec.epochs && mode == StartMode::New {
+    let length_changed = stored.spec.epochs != spec.epochs || stored.spec.steps != spec.steps;
+    if differences.is_empty() && length_changed && mode == StartMode::New {
         return Err(ExperimentError::Other(format!(
             "{}: holds this run with {} epochs, not {}; extend it with --resume {} --epochs {}, \
              or start over with --force",
@@ -344,13 +355,13 @@ fn prepare(spec: &RunSpec, dir: &RunDir, mode: StartMode) -> Result<Start> {
                     ),
                 });
             }
-            if epochs_completed >= spec.epochs {
-                if epochs_completed > spec.epochs {
+            if epochs_completed >= units {
+                if epochs_completed > units {
                     return Err(ExperimentError::NotResumable {
                         dir: dir.path().to_path_buf(),
                         reason: format!(
                             "{epochs_completed} epochs are already done, more than the {} asked for",
-                            spec.epochs
+                            units
                         ),
                     });
                 }
@@ -365,7 +376,7 @@ fn prepare(spec: &RunSpec, dir: &RunDir, mode: StartMode) -> Result<Start> {
 }
 
 /// Resolve the run's plans and check per-layer names against the network.
-fn resolve_plans(
+pub(crate) fn resolve_plans(
     spec: &RunSpec,
     models: &[ModelInfo],
     layer_names: &[String],
@@ -384,7 +395,7 @@ fn resolve_plans(
 }
 
 /// The optimizer of `spec`.
-fn optimizer(spec: &RunSpec) -> Result<Optimizer> {
+pub(crate) fn optimizer(spec: &RunSpec) -> Result<Optimizer> {
     let o = &spec.optimizer;
     let config = match o.kind {
         OptimizerKind::Sgd => OptimizerConfig::Sgd {
@@ -451,12 +462,12 @@ fn schedule(spec: &RunSpec, batches: usize) -> LrSchedule {
 }
 
 /// Seconds rounded to milliseconds for the CSV.
-fn round_ms(seconds: f64) -> f64 {
+pub(crate) fn round_ms(seconds: f64) -> f64 {
     (seconds * 1000.0).round() / 1000.0
 }
 
 /// Write `run.toml` with the current state.
-fn write_state(
+pub(crate) fn write_state(
     spec: &RunSpec,
     dir: &RunDir,
     data_source: &str,
@@ -495,10 +506,13 @@ pub fn train(
     observer: &mut dyn RunObserver,
 ) -> Result<RunOutcome> {
     spec.validate()?;
+    if spec.net == crate::lm::TRANSFORMER {
+        return crate::lm::train_lm(spec, dir, mode, models, observer);
+    }
     let dir = RunDir::new(dir);
     let mut network = network_for_spec(spec, models)?;
 
-    let (mut rows, state) = match prepare(spec, &dir, mode)? {
+    let (mut rows, state) = match prepare(spec, &dir, mode, spec.epochs)? {
         Start::Done(s) => return Ok(RunOutcome::AlreadyFinished(s)),
         Start::Train { rows, state } => (rows, state),
     };

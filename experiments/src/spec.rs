@@ -23,8 +23,10 @@ pub const NETS: &[&str] = &[
     "resnet18",
     "resnet34",
     "resnet50",
+    "transformer",
 ];
-/// Datasets `approxtrain train` can load.
+/// Datasets `approxtrain train` can load (and `text:PATH`, a UTF-8 text
+/// file, for the transformer).
 pub const DATASETS: &[&str] = &["mnist", "fashion-mnist", "cifar10"];
 
 /// The optimizer family.
@@ -214,6 +216,18 @@ pub struct RunSpec {
     /// Label smoothing ε of the training loss, in [0, 1).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub label_smoothing: f64,
+    /// Transformer: optimizer steps of the run (instead of `epochs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    /// Transformer: steps between evaluations (one `metrics.csv` row each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_every: Option<usize>,
+    /// Transformer: clip the global gradient norm to this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_norm: Option<f64>,
+    /// Transformer: model size and options ([`crate::lm`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transformer: Option<crate::lm::TransformerSpec>,
 }
 
 impl RunSpec {
@@ -225,7 +239,9 @@ impl RunSpec {
                 valid: NETS.join(", "),
             });
         }
-        if !DATASETS.contains(&self.dataset.as_str()) {
+        if !DATASETS.contains(&self.dataset.as_str())
+            && crate::lm::text_path(&self.dataset).is_none()
+        {
             return Err(ExperimentError::UnknownDataset {
                 name: self.dataset.clone(),
                 valid: DATASETS.join(", "),
@@ -280,7 +296,7 @@ impl RunSpec {
                 self.label_smoothing
             ));
         }
-        Ok(())
+        crate::lm::validate(self)
     }
 
     /// The parsed default plan.
@@ -316,10 +332,18 @@ impl RunSpec {
                 })
                 .collect()
         };
+        // A text corpus is named by its file stem (`text-first-folio`).
+        let dataset = match crate::lm::text_path(&self.dataset) {
+            Some(p) => format!(
+                "text-{}",
+                squeeze(&p.file_stem().unwrap_or_default().to_string_lossy())
+            ),
+            None => self.dataset.clone(),
+        };
         let mut id = format!(
             "{}-{}-{}-s{}",
             self.net,
-            self.dataset,
+            dataset,
             squeeze(&self.multiplier),
             self.seed
         );
@@ -346,6 +370,7 @@ impl RunSpec {
             s.threads = None;
             if ignore_epochs {
                 s.epochs = 0;
+                s.steps = None;
             }
         }
         let (ta, tb) = (flat_toml(&a), flat_toml(&b));
@@ -492,8 +517,10 @@ impl RunSpec {
     /// linear warm-up and cosine decay, weight decay 5e-4, batch 128, 10
     /// epochs, seed 1, `fp32` everywhere; random crop and flip for
     /// cifar10.
+    /// For `transformer`, the language-model defaults of
+    /// [`crate::lm::apply_defaults`] instead.
     pub fn with_defaults(net: &str, dataset: &str) -> RunSpec {
-        RunSpec {
+        let mut spec = RunSpec {
             net: net.to_string(),
             dataset: dataset.to_string(),
             data_dir: None,
@@ -526,7 +553,15 @@ impl RunSpec {
             },
             augment: dataset == "cifar10",
             label_smoothing: 0.0,
+            steps: None,
+            eval_every: None,
+            clip_norm: None,
+            transformer: None,
+        };
+        if net == crate::lm::TRANSFORMER {
+            crate::lm::apply_defaults(&mut spec);
         }
+        spec
     }
 }
 

@@ -48,14 +48,7 @@ fn run(spec: &RunSpec) -> Vec<[f32; 4]> {
         RunOutcome::Finished(s) => s
             .rows
             .iter()
-            .map(|r: &MetricsRow| {
-                [
-                    r.train_loss,
-                    r.train_accuracy,
-                    r.test_loss,
-                    r.test_accuracy,
-                ]
-            })
+            .map(|r: &MetricsRow| [r.train_loss, r.train_accuracy, r.test_loss, r.test_accuracy])
             .collect(),
         other => panic!("expected a finished run, got {other:?}"),
     }

@@ -11,8 +11,11 @@
 //!   (`forward(x, train)` / `backward(dy, need_input_grad)` side by side),
 //!   and [`layers::softmax_cross_entropy`].
 //! - [`model::Network`]: a sequence of layers; `lenet300100`, `lenet5`,
-//!   `by_name`; per-layer plans (`layer_names`, `set_layer_plan`); MAC
+//!   `by_name` (the LeNets and ResNet-20/32/56/18/34/50); per-layer plans (`layer_names`, `set_layer_plan`); MAC
 //!   counts per role (`macs_per_image`).
+//! - [`transformer::Transformer`]: the character-level language model
+//!   (pre-LN blocks, attention scores on the plan's `attn_qk` / `attn_av`),
+//!   trained step by step and sampled by [`lm`].
 //! - [`optim::Optimizer`] (SGD / Adam / AdamW) and [`schedule::LrSchedule`].
 //! - [`init`]: He and Glorot initialisation; [`rng`]: every random stream is
 //!   derived from the run seed.
@@ -46,12 +49,14 @@ pub mod device;
 pub mod error;
 pub mod init;
 pub mod layers;
+pub mod lm;
 pub mod model;
 pub mod optim;
 pub mod rng;
 pub mod schedule;
 pub mod tensor;
 pub mod train;
+pub mod transformer;
 
 pub use error::{NetError, Result};
 pub use model::Network;

@@ -296,11 +296,13 @@ impl Network {
     /// A ResNet ([`NETWORK_NAMES`] `resnet*`) for image inputs `[C, H, W]`.
     ///
     /// Layers, and so the names plan files address (every name here but
-    /// `bn1`, `relu1`, `pool` takes a plan):
+    /// `bn1`, `relu1`, `pool` takes a plan; see [`Network::plan_names`]):
     /// - `conv1` (3x3 stem convolution, stride 1, padding 1), `bn1`, `relu1`;
     /// - `sSbB`: block B of stage S, both from 1 (`s1b1`, `s1b2`, ...,
     ///   `s3b3` for ResNet-20); its plan covers every convolution of the
-    ///   block, the projection shortcut's included;
+    ///   block, the projection shortcut's included; one convolution of it
+    ///   is `sSbB.conv1`, `sSbB.conv2` (`sSbB.conv3` in a bottleneck) or
+    ///   `sSbB.shortcut.conv`;
     /// - `pool` (global average pool), `fc` (dense to the classes).
     ///
     /// The stem convolution keeps the zero-initialised bias every `Conv2d`
@@ -435,6 +437,58 @@ impl Network {
             .filter(|l| l.plan().is_some())
             .map(|l| l.name().to_string())
             .collect()
+    }
+
+    /// Every name a plan can be given to, in order: each layer of
+    /// [`Network::layer_names`] followed by its inner layers with products
+    /// (for a ResNet block `s1b1`: `s1b1.conv1`, `s1b1.conv2`, and
+    /// `s1b1.shortcut.conv` with a projection shortcut).
+    pub fn plan_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for l in self.layers.iter().filter(|l| l.plan().is_some()) {
+            names.push(l.name().to_string());
+            names.extend(l.inner_plan_names());
+        }
+        names
+    }
+
+    /// [`Network::set_layer_plan`] for any of [`Network::plan_names`]: a
+    /// layer (for a block, all its convolutions) or one inner layer. An
+    /// error listing the valid names when there is no such name.
+    pub fn set_plan_by_name(&mut self, name: &str, plan: MultiplierPlan) -> Result<()> {
+        if self
+            .layers
+            .iter()
+            .any(|l| l.name() == name && l.plan().is_some())
+        {
+            return self.set_layer_plan(name, plan);
+        }
+        for l in &mut self.layers {
+            if l.inner_plan_names().iter().any(|n| n == name) {
+                l.set_inner_plan(name, plan);
+                return Ok(());
+            }
+        }
+        Err(NetError::UnknownLayer {
+            net: self.name.clone(),
+            name: name.to_string(),
+            valid: self.plan_names().join(", "),
+        })
+    }
+
+    /// The plan of any of [`Network::plan_names`].
+    pub fn plan_by_name(&self, name: &str) -> Result<&MultiplierPlan> {
+        if let Ok(p) = self.layer_plan(name) {
+            return Ok(p);
+        }
+        self.layers
+            .iter()
+            .find_map(|l| l.inner_plan(name))
+            .ok_or_else(|| NetError::UnknownLayer {
+                net: self.name.clone(),
+                name: name.to_string(),
+                valid: self.plan_names().join(", "),
+            })
     }
 
     /// The plan of layer `name`.

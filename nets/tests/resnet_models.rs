@@ -105,6 +105,53 @@ fn resnet_layer_names_are_the_stem_the_blocks_and_fc() {
     assert_eq!(r50.layer_names().len(), 1 + 3 + 4 + 6 + 3 + 1);
 }
 
+/// Plans reach single convolutions inside blocks by `BLOCK.convK` and
+/// `BLOCK.shortcut.conv`, without touching the block's other convolutions.
+#[test]
+fn inner_convolutions_of_blocks_take_their_own_plans() {
+    let mut net = Network::by_name("resnet20", &[3, 32, 32], 10, fp32(), 1).unwrap();
+    let names = net.plan_names();
+    assert_eq!(names.len(), 1 + 9 * 3 + 1);
+    assert_eq!(&names[..4], ["conv1", "s1b1", "s1b1.conv1", "s1b1.conv2"]);
+    let bf16 = MultiplierPlan::uniform(Multiplier::Bf16);
+    net.set_plan_by_name("s2b2.conv2", bf16.clone()).unwrap();
+    assert_eq!(
+        net.plan_by_name("s2b2.conv2").unwrap().forward.label(),
+        "bf16"
+    );
+    assert_eq!(
+        net.plan_by_name("s2b2.conv1").unwrap().forward.label(),
+        "fp32"
+    );
+    net.set_plan_by_name("s3b1", bf16.clone()).unwrap();
+    assert_eq!(
+        net.plan_by_name("s3b1.conv2").unwrap().forward.label(),
+        "bf16"
+    );
+    let e = net
+        .set_plan_by_name("s1b1.shortcut.conv", bf16.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("s1b1.shortcut.conv") && e.contains("s3b3.conv2"),
+        "{e}"
+    );
+    let mut r18 = Network::by_name("resnet18", &[3, 32, 32], 10, fp32(), 1).unwrap();
+    assert!(r18.plan_names().iter().any(|n| n == "s2b1.shortcut.conv"));
+    r18.set_plan_by_name("s2b1.shortcut.conv", bf16).unwrap();
+    assert_eq!(
+        r18.plan_by_name("s2b1.shortcut.conv")
+            .unwrap()
+            .forward
+            .label(),
+        "bf16"
+    );
+    assert_eq!(
+        r18.plan_by_name("s2b1.conv1").unwrap().forward.label(),
+        "fp32"
+    );
+}
+
 #[test]
 fn every_resnet_maps_a_batch_of_images_to_class_logits() {
     let mut rng = rng("every_resnet_maps_a_batch");

@@ -5,6 +5,7 @@ pub mod eval;
 pub mod lut;
 pub mod models;
 pub mod plot;
+pub mod sample;
 pub mod sensitivity;
 pub mod stats;
 pub mod sweep;

@@ -21,7 +21,10 @@ pub struct PlotArgs {
 
 /// Merge, draw and report.
 pub fn run(args: PlotArgs) -> Result<()> {
-    let out = experiments::plot::plot_dir(&args.dir, approxtrain::models::MODELS)?;
+    let mut out = experiments::plot::plot_dir(&args.dir, approxtrain::models::MODELS)?;
+    // Language-model runs also get their validation-loss curves.
+    out.files
+        .extend(experiments::lm_plot::plot_validation_loss(&args.dir)?);
     println!("{} runs, {} rows merged; wrote:", out.runs, out.rows);
     for f in &out.files {
         println!("  {}", f.display());

@@ -26,6 +26,7 @@ Examples:
   approxtrain train --resume runs/lenet5-mbm7            # continue an interrupted run
   approxtrain train --init runs/lenet5-fp32 --multiplier mitchell:7 --epochs 1 --lr 0.01 --out runs/ft   # fine-tune
   approxtrain train --spec runs/lenet5-mbm7/run.toml --out runs/again   # repeat a run
+  approxtrain train --net transformer --dataset text:data/shakespeare/first-folio.txt --multiplier mbm:7 --steps 2000 --out runs/lm-mbm7
 
 A plan file sets multipliers per layer:
   multiplier = \"mbm:7\"      # default for every layer (or fwd/dx/dw keys)
@@ -34,7 +35,12 @@ A plan file sets multipliers per layer:
   [layers.fc3]
   dx = \"fp32\"
 
-The run directory gets run.toml, metrics.csv (one row per epoch) and checkpoint.bin.")]
+Transformer plan files name block0 .. blockN-1 (every product of a block), blockI.attn (its
+projections; attn_qk and attn_av keys set the score products), blockI.mlp.fc1, blockI.mlp.fc2
+and head.
+
+The run directory gets run.toml, metrics.csv (one row per epoch, or per evaluation for a
+transformer) and checkpoint.bin.")]
 pub struct TrainArgs {
     #[command(flatten)]
     options: Box<TrainOptions>,
@@ -48,10 +54,10 @@ pub struct TrainArgs {
 /// The flags of `approxtrain train`.
 #[derive(clap::Args)]
 struct TrainOptions {
-    /// Network: lenet300100, lenet5, resnet20, resnet32, resnet56, resnet18, resnet34 or resnet50.
+    /// Network: lenet300100, lenet5, resnet20, resnet32, resnet56, resnet18, resnet34, resnet50 or transformer (a character-level language model).
     #[arg(long, required_unless_present_any = ["resume", "spec", "init"])]
     net: Option<String>,
-    /// Dataset: mnist, fashion-mnist or cifar10 [default: mnist].
+    /// Dataset: mnist, fashion-mnist, cifar10, or text:PATH (any UTF-8 file, for --net transformer) [default: mnist].
     #[arg(long)]
     dataset: Option<String>,
     /// Data directory holding mnist/, fashion-mnist/, cifar-10/ [default: $APPROXTRAIN_DATA, ./data, then the shipped MNIST subset].
@@ -135,6 +141,107 @@ struct TrainOptions {
     /// Start over in an output directory that already holds this run.
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    lm: LmOptions,
+}
+
+/// The flags of `--net transformer`.
+#[derive(clap::Args)]
+struct LmOptions {
+    /// Transformer: optimizer steps, instead of --epochs [default: 2000].
+    #[arg(long, value_name = "N")]
+    steps: Option<usize>,
+    /// Transformer: steps between validation evaluations (one metrics.csv row each) [default: 100].
+    #[arg(long, value_name = "N")]
+    eval_every: Option<usize>,
+    /// Transformer: clip the global gradient norm to this [default: 1].
+    #[arg(long, value_name = "NORM")]
+    clip_norm: Option<f64>,
+    /// Transformer: blocks [default: 4].
+    #[arg(long, value_name = "N")]
+    layers: Option<usize>,
+    /// Transformer: width [default: 128].
+    #[arg(long, value_name = "C")]
+    width: Option<usize>,
+    /// Transformer: attention heads, dividing the width [default: 4].
+    #[arg(long, value_name = "H")]
+    heads: Option<usize>,
+    /// Transformer: context length of training and validation windows [default: 128].
+    #[arg(long, value_name = "T")]
+    context: Option<usize>,
+    /// Transformer: position encoding, learned or sinusoidal [default: learned].
+    #[arg(long, value_name = "KIND")]
+    positions: Option<String>,
+    /// Transformer: output head tied to the token embedding [default: true]; --tied-head false unties it.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    tied_head: Option<bool>,
+    /// Transformer: steps of learning-rate warm-up before the cosine decay [default: 100].
+    #[arg(long, value_name = "N")]
+    warmup_steps: Option<usize>,
+    /// Transformer: validation windows per evaluation [default: 128].
+    #[arg(long, value_name = "N")]
+    eval_windows: Option<usize>,
+}
+
+impl LmOptions {
+    /// Flags that change the run (all but --steps, which may extend a
+    /// resumed run).
+    fn given(&self) -> Vec<&'static str> {
+        [
+            (self.eval_every.is_some(), "--eval-every"),
+            (self.clip_norm.is_some(), "--clip-norm"),
+            (self.layers.is_some(), "--layers"),
+            (self.width.is_some(), "--width"),
+            (self.heads.is_some(), "--heads"),
+            (self.context.is_some(), "--context"),
+            (self.positions.is_some(), "--positions"),
+            (self.tied_head.is_some(), "--tied-head"),
+            (self.warmup_steps.is_some(), "--warmup-steps"),
+            (self.eval_windows.is_some(), "--eval-windows"),
+        ]
+        .into_iter()
+        .filter_map(|(given, flag)| given.then_some(flag))
+        .collect()
+    }
+
+    /// Apply the flags to `spec`.
+    fn apply(&self, spec: &mut RunSpec, epochs_given: bool) {
+        if let Some(n) = self.steps {
+            spec.steps = Some(n);
+        } else if epochs_given && spec.net == experiments::lm::TRANSFORMER {
+            spec.steps = None;
+        }
+        if self.eval_every.is_some() {
+            spec.eval_every = self.eval_every;
+        }
+        if self.clip_norm.is_some() {
+            spec.clip_norm = self.clip_norm;
+        }
+        let model_flags = self.given().len()
+            - usize::from(self.eval_every.is_some())
+            - usize::from(self.clip_norm.is_some());
+        if model_flags == 0 {
+            return;
+        }
+        let t = spec.transformer.get_or_insert_with(Default::default);
+        let set = |dst: &mut usize, src: Option<usize>| {
+            if let Some(v) = src {
+                *dst = v;
+            }
+        };
+        set(&mut t.layers, self.layers);
+        set(&mut t.width, self.width);
+        set(&mut t.heads, self.heads);
+        set(&mut t.context, self.context);
+        set(&mut t.warmup_steps, self.warmup_steps);
+        set(&mut t.eval_windows, self.eval_windows);
+        if let Some(p) = &self.positions {
+            t.positions = p.clone();
+        }
+        if let Some(v) = self.tied_head {
+            t.tied_head = v;
+        }
+    }
 }
 
 /// Whether any training flag other than --epochs / --data-dir was given
@@ -163,6 +270,7 @@ fn resume_conflicts(a: &TrainOptions) -> Vec<&'static str> {
     check(a.train_limit.is_some(), "--train-limit");
     check(a.test_limit.is_some(), "--test-limit");
     check(a.eval_batch_size.is_some(), "--eval-batch-size");
+    v.extend(a.lm.given());
     v
 }
 
@@ -211,6 +319,7 @@ fn spec_from_args(a: &TrainOptions) -> anyhow::Result<RunSpec> {
         }
     };
     set(&mut spec.epochs, a.epochs);
+    a.lm.apply(&mut spec, a.epochs.is_some());
     set(&mut spec.batch_size, a.batch_size);
     set(&mut spec.eval_batch_size, a.eval_batch_size);
     set(&mut spec.schedule.step_epochs, a.step_epochs);
@@ -279,7 +388,11 @@ fn spec_from_args(a: &TrainOptions) -> anyhow::Result<RunSpec> {
             .iter()
             .map(|(k, v)| (k.clone(), v.to_string()))
             .collect();
-        let valid = experiments::run::layer_names(&spec.net)?;
+        let valid = if spec.net == experiments::lm::TRANSFORMER {
+            experiments::lm::plan_names(&spec)?
+        } else {
+            experiments::run::layer_names(&spec.net)?
+        };
         experiments::plan_file::check_layer_names(
             file.layers.keys(),
             &valid,
@@ -310,6 +423,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             if let Some(e) = a.epochs {
                 spec.epochs = e;
             }
+            a.lm.apply(&mut spec, a.epochs.is_some());
             if a.data_dir.is_some() {
                 spec.data_dir = a.data_dir.clone();
             }
@@ -359,6 +473,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         );
     }
     match outcome {
+        RunOutcome::Finished(summary) if spec.net == experiments::lm::TRANSFORMER => {
+            let last = summary.rows.last();
+            let loss = last.map_or(f32::NAN, |r| r.test_loss);
+            println!(
+                "{}: validation loss {loss:.4} nats/char (perplexity {:.3}) after {} steps; results in {}",
+                summary.run_id,
+                (loss as f64).exp(),
+                last.map_or(0, |r| r.step),
+                dir.display()
+            );
+            Ok(())
+        }
         RunOutcome::Finished(summary) => {
             println!(
                 "{}: final test accuracy {:.2}% after {} epoch{}; results in {}",
@@ -491,6 +617,20 @@ impl RunObserver for Progress {
     }
 
     fn epoch_done(&mut self, row: &MetricsRow) {
+        if row.net == experiments::lm::TRANSFORMER {
+            self.finish();
+            eprintln!(
+                "step {}: train loss {:.4}, validation loss {:.4} nats/char (perplexity {:.3}, \
+                 next-character accuracy {:.2}%), {:.1} s",
+                row.step,
+                row.train_loss,
+                row.test_loss,
+                (row.test_loss as f64).exp(),
+                100.0 * row.test_accuracy,
+                row.seconds
+            );
+            return;
+        }
         let line = format!(
             "epoch {}/{}: train loss {:.4} acc {:.2}%, test loss {:.4} acc {:.2}%, {:.1} s",
             row.epoch,

@@ -46,6 +46,24 @@ pub fn softmax_cross_entropy_smoothed(
     labels: &[u8],
     epsilon: f32,
 ) -> Result<LossOutput> {
+    cross_entropy(logits, labels, epsilon)
+}
+
+/// [`softmax_cross_entropy`] with `u32` targets: the per-token loss of a
+/// language model, `logits [N·T, V]` against the next token of each of
+/// the `N·T` positions (vocabularies may exceed 256). The loss is the mean
+/// over positions, in nats per token.
+pub fn softmax_cross_entropy_tokens(logits: &Tensor, targets: &[u32]) -> Result<LossOutput> {
+    cross_entropy(logits, targets, 0.0)
+}
+
+/// The loss and gradient of both entry points, for labels of any unsigned
+/// width.
+fn cross_entropy<L: Copy + Into<u32>>(
+    logits: &Tensor,
+    labels: &[L],
+    epsilon: f32,
+) -> Result<LossOutput> {
     if !(0.0..1.0).contains(&epsilon) {
         return Err(NetError::Config(format!(
             "label smoothing must be in [0, 1), got {epsilon}"
@@ -59,7 +77,7 @@ pub fn softmax_cross_entropy_smoothed(
         )));
     }
     let (n, k) = (logits.shape[0], logits.shape[1]);
-    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= k) {
+    if let Some(bad) = labels.iter().map(|&l| l.into()).find(|&l| l as usize >= k) {
         return Err(NetError::shape(format!(
             "softmax cross-entropy: label {bad} is out of range for {k} classes"
         )));
@@ -77,7 +95,7 @@ pub fn softmax_cross_entropy_smoothed(
         .zip(dlogits.data.chunks_exact_mut(k))
         .zip(labels)
     {
-        let label = label as usize;
+        let label = label.into() as usize;
         let mut argmax = 0;
         for (j, &v) in row.iter().enumerate() {
             if v > row[argmax] {

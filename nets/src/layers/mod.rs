@@ -41,7 +41,9 @@ pub use flatten::Flatten;
 pub use gelu::Gelu;
 pub use global_avgpool::GlobalAvgPool;
 pub use layernorm::LayerNorm;
-pub use loss::{softmax_cross_entropy, softmax_cross_entropy_smoothed, LossOutput};
+pub use loss::{
+    softmax_cross_entropy, softmax_cross_entropy_smoothed, softmax_cross_entropy_tokens, LossOutput,
+};
 pub use maxpool::MaxPool2d;
 pub use relu::Relu;
 pub use residual::{ResidualBlock, BOTTLENECK_EXPANSION};
@@ -156,6 +158,23 @@ pub trait Layer: Send {
     /// Replace the plan; `false` when the layer has no products.
     fn set_plan(&mut self, _plan: MultiplierPlan) -> bool {
         false
+    }
+
+    /// Names of the inner layers of a composite layer that can take their
+    /// own plan (`s1b1.conv1`, ...), in order; empty for simple layers.
+    fn inner_plan_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Give inner layer `name` (one of [`Layer::inner_plan_names`]) its own
+    /// plan; `false` when there is no such inner layer.
+    fn set_inner_plan(&mut self, _name: &str, _plan: MultiplierPlan) -> bool {
+        false
+    }
+
+    /// The plan of inner layer `name`.
+    fn inner_plan(&self, _name: &str) -> Option<&MultiplierPlan> {
+        None
     }
 
     /// Multiply-accumulates of one sample with this per-sample input shape.

@@ -265,6 +265,42 @@ impl Layer for ResidualBlock {
         true
     }
 
+    /// `NAME.conv1`, `NAME.conv2` (`NAME.conv3` for a bottleneck), and
+    /// `NAME.shortcut.conv` for a projection shortcut.
+    fn inner_plan_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .stages
+            .iter()
+            .map(|s| s.conv.name().to_string())
+            .collect();
+        if let Some(conv) = self.shortcut.conv() {
+            names.push(conv.name().to_string());
+        }
+        names
+    }
+
+    fn set_inner_plan(&mut self, name: &str, plan: MultiplierPlan) -> bool {
+        let conv = self
+            .stages
+            .iter_mut()
+            .map(|s| &mut s.conv)
+            .chain(self.shortcut.conv_mut())
+            .find(|c| c.name() == name);
+        match conv {
+            Some(c) => c.set_plan(plan),
+            None => false,
+        }
+    }
+
+    fn inner_plan(&self, name: &str) -> Option<&MultiplierPlan> {
+        self.stages
+            .iter()
+            .map(|s| &s.conv)
+            .chain(self.shortcut.conv())
+            .find(|c| c.name() == name)
+            .and_then(|c| c.plan())
+    }
+
     fn macs(&self, sample: &[usize]) -> MacCounts {
         let mut m = MacCounts::default();
         let mut shape = Some(sample.to_vec());

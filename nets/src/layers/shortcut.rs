@@ -268,6 +268,22 @@ impl Shortcut {
         }
     }
 
+    /// The projection's convolution, if any.
+    pub(crate) fn conv(&self) -> Option<&Conv2d> {
+        match self {
+            Shortcut::Projection { conv, .. } => Some(conv),
+            _ => None,
+        }
+    }
+
+    /// The projection's convolution, mutably, if any.
+    pub(crate) fn conv_mut(&mut self) -> Option<&mut Conv2d> {
+        match self {
+            Shortcut::Projection { conv, .. } => Some(conv),
+            _ => None,
+        }
+    }
+
     pub(crate) fn set_plan(&mut self, plan: MultiplierPlan) {
         if let Shortcut::Projection { conv, .. } = self {
             conv.set_plan(plan);

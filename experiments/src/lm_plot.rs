@@ -1,0 +1,122 @@
+//! The validation-loss figure of language-model runs
+//! (`validation_loss.png` / `.svg`), drawn by `approxtrain plot` next to
+//! the figures of [`crate::plot`] when the folder holds `--net transformer`
+//! runs: one line per run, validation loss (nats per character) against
+//! the optimizer step.
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+
+use amsim::heatmap::{register_embedded_font, FONT_FAMILY};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::atomic::write_atomic;
+use crate::error::{ExperimentError, Result};
+use crate::lm::TRANSFORMER;
+use crate::report::{find_runs, RunRecord};
+
+/// File stem of the figure.
+pub const VALIDATION_LOSS_FIGURE: &str = "validation_loss";
+
+/// Pixel size of the figure.
+const SIZE: (u32, u32) = (800, 520);
+
+/// Draw the figure for the transformer runs below `dir`; the files written
+/// (none when there is no such run).
+pub fn plot_validation_loss(dir: &Path) -> Result<Vec<PathBuf>> {
+    let runs: Vec<RunRecord> = find_runs(dir)?
+        .into_iter()
+        .filter(|r| r.file.spec.net == TRANSFORMER && !r.rows.is_empty())
+        .collect();
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    register_embedded_font();
+    let draw_error = |path: &Path, e: Box<dyn Error>| ExperimentError::BadFile {
+        path: path.to_path_buf(),
+        reason: format!("cannot draw the figure: {e}"),
+    };
+    let svg_path = dir.join(format!("{VALIDATION_LOSS_FIGURE}.svg"));
+    let mut svg = String::new();
+    draw(
+        SVGBackend::with_string(&mut svg, SIZE).into_drawing_area(),
+        &runs,
+    )
+    .map_err(|e| draw_error(&svg_path, e))?;
+    write_atomic(&svg_path, svg.as_bytes())?;
+    // plotters picks the PNG encoder by extension: draw into a temporary
+    // `.png` and rename it, so the file is written whole.
+    let png_path = dir.join(format!("{VALIDATION_LOSS_FIGURE}.png"));
+    let tmp = dir.join(format!(
+        ".{VALIDATION_LOSS_FIGURE}-{}.tmp.png",
+        std::process::id()
+    ));
+    if let Err(e) = draw(BitMapBackend::new(&tmp, SIZE).into_drawing_area(), &runs) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(draw_error(&png_path, e));
+    }
+    std::fs::rename(&tmp, &png_path).map_err(|e| ExperimentError::io(&png_path, e))?;
+    Ok(vec![png_path, svg_path])
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    runs: &[RunRecord],
+) -> std::result::Result<(), Box<dyn Error>>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let points = |r: &RunRecord| -> Vec<(f64, f64)> {
+        r.rows
+            .iter()
+            .filter(|x| x.test_loss.is_finite())
+            .map(|x| (x.step as f64, x.test_loss as f64))
+            .collect()
+    };
+    let all: Vec<(f64, f64)> = runs.iter().flat_map(points).collect();
+    let max_step = all.iter().map(|p| p.0).fold(1.0, f64::max);
+    let lo = all.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let hi = all.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (1.0, 2.0) };
+    let pad = ((hi - lo) * 0.05).max(0.01);
+    let mut chart = ChartBuilder::on(&root)
+        .margin(14)
+        .caption(
+            "Validation loss of the character-level Transformer",
+            (FONT_FAMILY, 20),
+        )
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..max_step, (lo - pad)..(hi + pad))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("validation loss (nats/char)")
+        .label_style((FONT_FAMILY, 14))
+        .axis_desc_style((FONT_FAMILY, 15))
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.2}"))
+        .draw()?;
+    for (k, r) in runs.iter().enumerate() {
+        let c = Palette99::pick(k).to_rgba();
+        let colour = RGBColor(c.0, c.1, c.2);
+        let label = format!("{} ({})", r.plan(), r.dir.display());
+        chart
+            .draw_series(LineSeries::new(points(r), colour.stroke_width(2)))?
+            .label(label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT_FAMILY, 13))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
