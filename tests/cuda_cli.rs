@@ -40,10 +40,7 @@ fn device_cuda_without_a_gpu_is_a_clear_error() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} succeeded without a GPU");
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-        let last = err
-            .lines()
-            .rfind(|l| l.starts_with("error"))
-            .unwrap_or("");
+        let last = err.lines().rfind(|l| l.starts_with("error")).unwrap_or("");
         assert!(
             last.contains("--device cuda")
                 && (last.contains("driver") || last.contains("GPU") || last.contains("NVRTC")),
