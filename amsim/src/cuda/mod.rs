@@ -231,7 +231,7 @@ impl ConvGeom {
 
 /// A table on the device.
 struct DeviceLut {
-    _lut: Arc<Lut>,
+    lut: Arc<Lut>,
     table: CudaSlice<f32>,
     bits: u32,
     /// Every entry is a normal float in `[1, 4)`: the fast path is exact.
@@ -241,7 +241,6 @@ struct DeviceLut {
 /// One GPU with its compiled kernels, a stream, cuBLAS and the tables
 /// uploaded so far.
 pub struct CudaEngine {
-    ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     funcs: HashMap<&'static str, CudaFunction>,
     blas: blas_sys::cublasHandle_t,
@@ -360,7 +359,6 @@ impl CudaEngine {
             )?;
         }
         Ok(CudaEngine {
-            ctx,
             stream,
             funcs,
             blas: handle,
@@ -515,7 +513,7 @@ impl CudaEngine {
     /// The device copy of `lut`, uploaded on first use.
     fn lut_on_device(&self, lut: &Arc<Lut>) -> Result<(u64, u32, bool)> {
         let mut luts = self.luts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(d) = luts.iter().find(|d| Arc::ptr_eq(&d._lut, lut)) {
+        if let Some(d) = luts.iter().find(|d| Arc::ptr_eq(&d.lut, lut)) {
             let (p, _s) = d.table.device_ptr(&self.stream);
             return Ok((p, d.bits, d.fast_ok));
         }
@@ -534,7 +532,7 @@ impl CudaEngine {
             p
         };
         luts.push(DeviceLut {
-            _lut: lut.clone(),
+            lut: lut.clone(),
             table,
             bits: lut.bits(),
             fast_ok,
@@ -888,10 +886,6 @@ impl CudaEngine {
         Ok(())
     }
 
-    fn check_conv(s: &Conv2dShape, x: usize, w: usize, y: usize) -> Result<()> {
-        s.check_buffers(x, w, y)
-    }
-
     /// Forward convolution on device buffers; bit-exact with
     /// [`crate::conv::conv2d_forward`] for AMSim multipliers.
     pub fn conv2d_forward_dev(
@@ -902,8 +896,7 @@ impl CudaEngine {
         w: &DeviceBuffer,
         y: &mut DeviceBuffer,
     ) -> Result<()> {
-        Self::check_conv(
-            s,
+        s.check_buffers(
             x.len().min(s.x_len()),
             w.len().min(s.w_len()),
             y.len().min(s.y_len()),
@@ -997,8 +990,7 @@ impl CudaEngine {
         w: &DeviceBuffer,
         dx: &mut DeviceBuffer,
     ) -> Result<()> {
-        Self::check_conv(
-            s,
+        s.check_buffers(
             dx.len().min(s.x_len()),
             w.len().min(s.w_len()),
             dy.len().min(s.y_len()),
@@ -1070,8 +1062,7 @@ impl CudaEngine {
         dy: &DeviceBuffer,
         dw: &mut DeviceBuffer,
     ) -> Result<()> {
-        Self::check_conv(
-            s,
+        s.check_buffers(
             x.len().min(s.x_len()),
             dw.len().min(s.w_len()),
             dy.len().min(s.y_len()),
@@ -1215,20 +1206,6 @@ impl CudaEngine {
         let cv = self.view("C", cp, c.len(), 0, 1, m, n, n, 1, 0)?;
         self.launch_gemm(mult, 1, m, n, k, av, bv, cv, accumulate)
     }
-
-    /// cuBLAS SGEMM of row-major device matrices (`C = A·B`), the
-    /// native baseline of `bench gemm --device cuda`.
-    pub fn sgemm_dev(
-        &self,
-        m: usize,
-        n: usize,
-        k: usize,
-        a: &DeviceBuffer,
-        b: &DeviceBuffer,
-        c: &mut DeviceBuffer,
-    ) -> Result<()> {
-        self.gemm_dev(&Multiplier::Fp32, m, n, k, a, false, b, false, c, false)
-    }
 }
 
 impl Drop for CudaEngine {
@@ -1237,7 +1214,6 @@ impl Drop for CudaEngine {
         unsafe {
             let _ = blas_sys::cublasDestroy_v2(self.blas);
         }
-        let _ = &self.ctx;
     }
 }
 
