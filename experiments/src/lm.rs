@@ -39,7 +39,7 @@ use crate::error::{ExperimentError, Result};
 use crate::metrics::{write_metrics_with_perplexity, MetricsRow};
 use crate::run::{
     optimizer, prepare, resolve_plans, round_ms, summary, write_state, Divergence, EpochStart,
-    RunDir, RunObserver, RunOutcome, Start, StartMode,
+    LmPeriod, RunDir, RunObserver, RunOutcome, Start, StartMode,
 };
 use crate::spec::{RunFile, RunSpec, RunStatus, ScheduleKind};
 
@@ -367,6 +367,11 @@ pub fn train_lm(
             epochs: eval_at.len(),
             batches: steps,
             images: steps * batch,
+            lm: Some(LmPeriod {
+                first_step: first,
+                total_steps: total as u64,
+                context,
+            }),
         });
         let started = Instant::now();
         let (mut loss_sum, mut acc_sum) = (0.0f64, 0.0f64);

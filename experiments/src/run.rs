@@ -68,6 +68,20 @@ pub struct EpochStart {
     pub batches: usize,
     /// Training images in this epoch.
     pub images: usize,
+    /// Language models, whose "epochs" are the periods between
+    /// validations: where this period starts in the run's steps.
+    pub lm: Option<LmPeriod>,
+}
+
+/// Steps of a language-model run, for progress in steps and characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LmPeriod {
+    /// Steps completed before this period.
+    pub first_step: u64,
+    /// Steps of the whole run.
+    pub total_steps: u64,
+    /// Characters per training window (the context).
+    pub context: usize,
 }
 
 /// Receives progress of a run; the library itself prints nothing.
@@ -608,6 +622,7 @@ pub fn train(
             epochs: spec.epochs,
             batches,
             images: train_set.len,
+            lm: None,
         });
         let started = Instant::now();
         let mut stop = false;

@@ -527,6 +527,8 @@ struct Progress {
     started: Instant,
     last_line: Instant,
     images: usize,
+    /// Language models: progress counts steps of the run and characters.
+    lm: Option<experiments::run::LmPeriod>,
 }
 
 impl Progress {
@@ -539,6 +541,7 @@ impl Progress {
             started: Instant::now(),
             last_line: Instant::now(),
             images: 0,
+            lm: None,
         }
     }
 
@@ -550,6 +553,15 @@ impl Progress {
 
     fn images_per_second(&self) -> f64 {
         self.images as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
+    }
+
+    /// `123 img/s`, or `45678 chars/s` for a language model (windows of
+    /// `context` characters).
+    fn rate(&self) -> String {
+        match self.lm {
+            Some(p) => format!("{:.0} chars/s", self.images_per_second() * p.context as f64),
+            None => format!("{:.0} img/s", self.images_per_second()),
+        }
     }
 }
 
@@ -568,14 +580,28 @@ impl RunObserver for Progress {
         self.started = Instant::now();
         self.last_line = Instant::now();
         self.images = 0;
+        self.lm = e.lm;
         if self.terminal {
-            let bar = ProgressBar::new(e.batches as u64);
+            let (bar, template) = match e.lm {
+                // One bar over the run's steps; it restarts its rate and
+                // ETA after each validation.
+                Some(p) => {
+                    let bar = ProgressBar::new(p.total_steps);
+                    bar.set_position(p.first_step);
+                    bar.reset_eta();
+                    (bar, "step [{bar:25}] {pos}/{len} {msg} {eta}")
+                }
+                None => {
+                    let bar = ProgressBar::new(e.batches as u64);
+                    bar.set_prefix(format!("{}/{}", e.epoch, e.epochs));
+                    (bar, "epoch {prefix} [{bar:25}] {pos}/{len} {msg} {eta}")
+                }
+            };
             bar.set_style(
-                ProgressStyle::with_template("epoch {prefix} [{bar:25}] {pos}/{len} {msg} {eta}")
+                ProgressStyle::with_template(template)
                     .expect("valid progress template")
                     .progress_chars("=> "),
             );
-            bar.set_prefix(format!("{}/{}", e.epoch, e.epochs));
             bar.enable_steady_tick(Duration::from_millis(250));
             self.bar = Some(bar);
         }
@@ -589,27 +615,37 @@ impl RunObserver for Progress {
         images: usize,
     ) -> ControlFlow<()> {
         self.images += images;
+        let first = self.lm.map_or(0, |p| p.first_step);
         match &self.bar {
             Some(bar) => {
-                bar.set_position(batch as u64);
+                bar.set_position(first + batch as u64);
                 if batch == batches {
-                    bar.set_message("evaluating on the test set");
+                    bar.set_message(if self.lm.is_some() {
+                        "evaluating on the validation windows"
+                    } else {
+                        "evaluating on the test set"
+                    });
                 } else {
-                    bar.set_message(format!(
-                        "loss {loss:.4} {:.0} img/s",
-                        self.images_per_second()
-                    ));
+                    bar.set_message(format!("loss {loss:.4} {}", self.rate()));
                 }
             }
             None => {
                 if self.last_line.elapsed() >= Duration::from_secs(15) && batch < batches {
                     self.last_line = Instant::now();
-                    eprintln!(
-                        "epoch {}/{}: batch {batch}/{batches}, loss {loss:.4}, {:.0} img/s",
-                        self.epoch,
-                        self.epochs,
-                        self.images_per_second()
-                    );
+                    match self.lm {
+                        Some(p) => eprintln!(
+                            "step {}/{}: loss {loss:.4}, {}",
+                            first + batch as u64,
+                            p.total_steps,
+                            self.rate()
+                        ),
+                        None => eprintln!(
+                            "epoch {}/{}: batch {batch}/{batches}, loss {loss:.4}, {}",
+                            self.epoch,
+                            self.epochs,
+                            self.rate()
+                        ),
+                    }
                 }
             }
         }
