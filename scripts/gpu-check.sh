@@ -9,11 +9,17 @@
 # Prints one short table at the end; full logs go to OUT_DIR (default
 # gpu-check-out). Steps:
 #   1. CUDA parity tests (bit-exact GEMM, batched GEMM, convolutions, all
-#      widths 1..=11; NVRTC compile; out-of-memory), a GPU required;
+#      widths 1..=11; NVRTC compile; out-of-memory), and the Transformer
+#      trained on the GPU against the CPU (bit-identical for mbm:7 and a
+#      mixed plan, fp32 within rounding), a GPU required;
 #   2. GEMM 4096^3: cuBLAS SGEMM (TF32 off) vs the AMSim kernels;
 #   3. ResNet-20 convolution products at batch 128;
 #   4. training: LeNet-5 on MNIST (one epoch) and ResNet-20 on CIFAR-10-format
-#      data, --device cuda vs the CPU of the same machine.
+#      data, --device cuda vs the CPU of the same machine;
+#   5. training: 50 steps of the default Transformer (4 layers, width 128,
+#      4 heads, context 128, batch 32) on the bundled Shakespeare text, fp32
+#      and mbm:7, --device cuda vs the CPU: seconds per step and the share
+#      of the run spent in host-device transfers.
 set -uo pipefail
 B=$(cd "${1:-gpu-bundle}" && pwd)
 OUT=${2:-gpu-check-out}
@@ -43,6 +49,16 @@ else
   SUMMARY+=("parity tests|FAILED (see tests.txt): $(grep -E 'panicked|FAILED|error' "$OUT/tests.txt" | head -2 | tr '\n' ' ')")
 fi
 grep -E "seed =|^test |running on" "$OUT/tests.txt" | head -20
+if [ -x "$B/transformer-cuda-tests" ]; then
+  if APPROXTRAIN_REQUIRE_GPU=1 "$B/transformer-cuda-tests" --test-threads=1 >"$OUT/transformer-tests.txt" 2>&1; then
+    SUMMARY+=("transformer parity tests|$(grep -E '^test result' "$OUT/transformer-tests.txt" | tail -1)")
+  else
+    SUMMARY+=("transformer parity tests|FAILED (see transformer-tests.txt): $(grep -E 'panicked|FAILED|error' "$OUT/transformer-tests.txt" | head -2 | tr '\n' ' ')")
+  fi
+  grep -E "seed =|^test |running on" "$OUT/transformer-tests.txt" | head -12
+else
+  SUMMARY+=("transformer parity tests|MISSING: transformer-cuda-tests is not in the bundle")
+fi
 
 # 2. GEMM 4096^3.
 echo "== 2. GEMM 4096x4096x4096"
@@ -113,6 +129,36 @@ for m in fp32 mbm:7; do
   train_one "resnet20-cifar-$m-cuda" cuda resnet20 cifar10 "$m" 10000 "$NP"
   train_one "resnet20-cifar-$m-cpu$NP" cpu resnet20 cifar10 "$m" 2560 "$NP"
 done
+
+# 5. Transformer steps. s/step is taken over steps 11-50 (the first ten
+# include table uploads and allocator warm-up); the evaluation after every
+# ten steps reads 8 windows only. The transfer share is of the whole run.
+echo "== 5. Transformer training, 50 steps"
+TEXT="$B/data/shakespeare/first-folio.txt"
+lm_one() { # label device mult
+  local label=$1 dev=$2 mult=$3
+  local dir="$T/run-$label"
+  if timeout 600 "$A" --threads "$NP" train --device "$dev" --net transformer --dataset "text:$TEXT" \
+      --multiplier "$mult" --layers 4 --width 128 --heads 4 --context 128 --batch-size 32 \
+      --steps 50 --eval-every 10 --eval-windows 8 --out "$dir" --force >"$OUT/train-$label.txt" 2>&1; then
+    SUMMARY+=("$label|$(python3 -c 'import csv,sys
+r=list(csv.DictReader(open(sys.argv[1]+"/metrics.csv")))
+late=r[1:]
+steps=int(late[-1]["step"])-int(r[0]["step"])
+s=sum(float(x["seconds"]) for x in late)
+print("%.3f s/step (steps %d-%d), %.1f s for all %s steps" % (s/steps, int(r[0]["step"])+1, int(late[-1]["step"]), sum(float(x["seconds"]) for x in r), late[-1]["step"]))' "$dir" 2>/dev/null || echo "no metrics") $(grep -m1 'GPU transfers' "$OUT/train-$label.txt" | sed 's/GPU transfers: //')")
+  else
+    SUMMARY+=("$label|FAILED: $(tail -2 "$OUT/train-$label.txt" | tr '\n' ' ')")
+  fi
+}
+if [ -f "$TEXT" ]; then
+  for m in fp32 mbm:7; do
+    lm_one "transformer-$m-cuda" cuda "$m"
+    lm_one "transformer-$m-cpu$NP" cpu "$m"
+  done
+else
+  SUMMARY+=("transformer timing|SKIPPED: $TEXT is not in the bundle")
+fi
 
 echo
 echo "== summary ($gpu)"

@@ -1,7 +1,7 @@
-//! `--device cuda` on a machine without a usable GPU: a one-line error
-//! naming what is missing, no panic, nothing written. On a machine with a
-//! GPU the check prints why it is skipped (scripts/gpu-check.sh covers that
-//! case).
+//! `--device cuda` on a machine without a usable GPU (bench gemm and conv,
+//! training a LeNet-5 and the Transformer): a one-line error naming what
+//! is missing, no panic, nothing written. On a machine with a GPU the
+//! check prints why it is skipped (scripts/gpu-check.sh covers that case).
 
 use std::process::Command;
 
@@ -16,6 +16,14 @@ fn device_cuda_without_a_gpu_is_a_clear_error() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("run");
+    // A valid text, so that only the device can make the transformer run fail.
+    let text = dir.path().join("text.txt");
+    std::fs::write(
+        &text,
+        "to be or not to be, that is the question.\n".repeat(50),
+    )
+    .unwrap();
+    let dataset = format!("text:{}", text.display());
     for args in [
         vec![
             "bench", "gemm", "--device", "cuda", "--m", "8", "--n", "8", "--k", "8",
@@ -29,6 +37,27 @@ fn device_cuda_without_a_gpu_is_a_clear_error() {
             "lenet5",
             "--epochs",
             "1",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        vec![
+            "train",
+            "--device",
+            "cuda",
+            "--net",
+            "transformer",
+            "--dataset",
+            &dataset,
+            "--layers",
+            "1",
+            "--width",
+            "16",
+            "--heads",
+            "2",
+            "--context",
+            "16",
+            "--steps",
+            "2",
             "--out",
             out_dir.to_str().unwrap(),
         ],

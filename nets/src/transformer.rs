@@ -20,7 +20,9 @@
 //! products follow DESIGN.md's operand table with the table `E` as the
 //! weight: forward `(h, Eᵀ)`, input gradient `(dlogits, E)`, weight gradient
 //! `(h, dlogits)`, which gives `dEᵀ [C, V]`, transposed into `E`'s gradient
-//! on top of the embedding lookup's own.
+//! on top of the embedding lookup's own. The head's products, like every
+//! other product of the model, run on the CUDA engine when one is in use
+//! ([`crate::device`]).
 //!
 //! Positions are learned (a second embedding table, GPT-2) or the fixed
 //! sinusoids of Vaswani et al. 2017, section 3.5:
@@ -31,9 +33,10 @@
 //! projections and, through the plan's `attn_qk` / `attn_av` roles, the
 //! score products), `block{i}.mlp.fc1`, `block{i}.mlp.fc2`, and `head`.
 
-use amsim::gemm::{gemm, MatMut, MatRef};
+use amsim::gemm::{MatMut, MatRef};
 use amsim::MultiplierPlan;
 
+use crate::device::gemm;
 use crate::init::Init;
 use crate::layers::{
     CausalSelfAttention, Dense, Embedding, Gelu, Layer, LayerNorm, MacCounts, Param,

@@ -44,7 +44,7 @@ transformer) and checkpoint.bin.")]
 pub struct TrainArgs {
     #[command(flatten)]
     options: Box<TrainOptions>,
-    /// Where the products of convolution and dense layers run. With cuda,
+    /// Where the products of convolution, dense and attention layers run. With cuda,
     /// AMSim results are bit-exact with the CPU, so the run is the same run
     /// (fp32 runs through cuBLAS and may differ in the last bits).
     #[arg(long, value_enum, default_value_t = crate::cli::bench::Device::Cpu)]

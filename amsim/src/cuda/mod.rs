@@ -717,6 +717,31 @@ impl CudaEngine {
         Ok(true)
     }
 
+    /// The device copy of a host-memory output `C` (its span `host`, a
+    /// `batch x m x n` view with strides `(rs, cs, bs)`). Its values go up
+    /// when the product accumulates, or when the view has gaps (elements of
+    /// the span it does not cover must come back unchanged); a contiguous
+    /// row- or column-major C that is overwritten needs only a zeroed
+    /// buffer, which saves a transfer as large as the result (attention
+    /// scores are the largest products of a Transformer step).
+    fn output_buffer(
+        &self,
+        host: &[f32],
+        batch: usize,
+        m: usize,
+        n: usize,
+        (rs, cs, bs): (usize, usize, usize),
+        accumulate: bool,
+    ) -> Result<DeviceBuffer> {
+        let whole = batch <= 1 || bs == m * n;
+        let contiguous = whole && ((cs == 1 && rs == n) || (rs == 1 && cs == m));
+        if !accumulate && contiguous && host.len() == batch * m * n {
+            self.alloc(host.len())
+        } else {
+            self.upload(host)
+        }
+    }
+
     /// Host-memory `C = A·B (+ C)` on the GPU: uploads, runs, downloads.
     /// Bit-exact with [`crate::gemm::gemm`] for AMSim multipliers.
     pub fn gemm(
@@ -735,9 +760,7 @@ impl CudaEngine {
         let da = self.upload(&a.data()[..ea])?;
         let db = self.upload(&b.data()[..eb])?;
         let (crs, ccs) = (c.row_stride(), c.col_stride());
-        // C's span goes up even when not accumulating, so that elements
-        // between strided outputs come back unchanged.
-        let mut dc = self.upload(&c.data_mut()[..ec])?;
+        let mut dc = self.output_buffer(&c.data_mut()[..ec], 1, m, n, (crs, ccs, 0), accumulate)?;
         let av = self.view(
             "A",
             self.ptr(&da),
@@ -819,9 +842,14 @@ impl CudaEngine {
         let ec = extent(batch, m, n, crs, ccs, cbs);
         let da = self.upload(&a.data()[..ea])?;
         let db = self.upload(&b.data()[..eb])?;
-        // Uploading C even when not accumulating keeps the gaps between
-        // strided output elements intact on the way back.
-        let mut dc = self.upload(&c.data_mut()[..ec])?;
+        let mut dc = self.output_buffer(
+            &c.data_mut()[..ec],
+            batch,
+            m,
+            n,
+            (crs, ccs, cbs),
+            accumulate,
+        )?;
         let av = self.view(
             "A",
             self.ptr(&da),

@@ -25,14 +25,16 @@
 //! The 1/sqrt(d) scale, the mask and the softmax are plain FP32, like other
 //! activations; softmax sums run in index order. Scores above the diagonal
 //! are computed and then masked, so every product of `Q·Kᵀ` and `A·V` is a
-//! full batched GEMM through [`gemm_batched`].
+//! full batched GEMM through [`gemm_batched`], which runs on the CUDA engine
+//! when one is in use ([`crate::device`]) and on the CPU otherwise.
 
-use amsim::batched::{gemm_batched, BatchedMut, BatchedRef};
+use amsim::batched::{BatchedMut, BatchedRef};
 use amsim::MultiplierPlan;
 use rand::Rng;
 use rayon::prelude::*;
 
 use super::{split_batch, Dense, Layer, MacCounts, Param};
+use crate::device::gemm_batched;
 use crate::init::Init;
 use crate::{NetError, Result, Tensor};
 
