@@ -128,10 +128,37 @@ impl EvalPlan {
         net: &str,
         models: &[ModelInfo],
     ) -> Result<EvalPlan> {
+        Self::from_file_with_names(file, base, net, &layer_names(net)?, models)
+    }
+
+    /// The plan a plan file describes on top of the plan of the run `spec`
+    /// (what `eval --plan` evaluates), its layer names checked against the
+    /// run's network: a classifier's layers, or a Transformer's plan names
+    /// ([`crate::lm::plan_names`], which depend on its number of blocks).
+    pub fn from_file_for_spec(
+        file: &PlanFile,
+        spec: &RunSpec,
+        models: &[ModelInfo],
+    ) -> Result<EvalPlan> {
+        let names = if spec.net == crate::lm::TRANSFORMER {
+            crate::lm::plan_names(spec)?
+        } else {
+            layer_names(&spec.net)?
+        };
+        Self::from_file_with_names(file, &spec.plan()?, &spec.net, &names, models)
+    }
+
+    fn from_file_with_names(
+        file: &PlanFile,
+        base: &PlanSpec,
+        net: &str,
+        names: &[String],
+        models: &[ModelInfo],
+    ) -> Result<EvalPlan> {
         file.check_models(models)?;
         check_layer_names(
             file.layers.keys(),
-            &layer_names(net)?,
+            names,
             net,
             &format!("plan file {}", file.path.display()),
         )?;

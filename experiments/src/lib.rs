@@ -19,6 +19,7 @@ pub mod energy;
 pub mod error;
 pub mod eval;
 pub mod lm;
+pub mod lm_eval;
 pub mod lm_plot;
 pub mod metrics;
 pub mod opstats;

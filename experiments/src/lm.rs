@@ -472,11 +472,7 @@ impl Sampler {
                 reason: format!("a {} run; sample needs a --net transformer run", spec.net),
             });
         }
-        let vocab_path = loaded.run_dir.join(VOCAB_TXT);
-        let vocab: Vec<char> = std::fs::read_to_string(&vocab_path)
-            .map_err(|e| ExperimentError::io(&vocab_path, e))?
-            .chars()
-            .collect();
+        let vocab = crate::lm_eval::read_vocab(&loaded.run_dir)?;
         if let Some((default, layers)) = plan {
             spec.multiplier = default;
             spec.layers = layers;

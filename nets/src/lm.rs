@@ -216,30 +216,9 @@ impl LmTrainer {
 
     /// Mean loss (nats per token) and next-token accuracy over the windows
     /// of `text` starting at `starts`, `batch` windows at a time, without
-    /// training caches.
+    /// training caches ([`evaluate_windows`]).
     pub fn evaluate(&mut self, text: &[u32], starts: &[usize], batch: usize) -> Result<EvalStats> {
-        let t = self.model.config().context;
-        if let Some(&s) = starts.iter().find(|&&s| s + t + 1 > text.len()) {
-            return Err(NetError::Config(format!(
-                "a validation window at {s} runs past the text's {} tokens",
-                text.len()
-            )));
-        }
-        let (mut loss_sum, mut correct, mut tokens) = (0.0f64, 0usize, 0usize);
-        for chunk in starts.chunks(batch.max(1)) {
-            let (ids, targets) = gather_windows(text, chunk, t);
-            let logits = self.model.forward(&ids, chunk.len(), t, false)?;
-            let out = softmax_cross_entropy_tokens(&logits, &targets)?;
-            loss_sum += out.loss as f64 * targets.len() as f64;
-            correct += out.correct;
-            tokens += targets.len();
-        }
-        let n = tokens.max(1) as f64;
-        Ok(EvalStats {
-            loss: (loss_sum / n) as f32,
-            accuracy: (correct as f64 / n) as f32,
-            samples: starts.len(),
-        })
+        evaluate_windows(&mut self.model, text, starts, batch)
     }
 
     /// The current state as a [`Checkpoint`] (`epoch` counts evaluations).
@@ -302,6 +281,41 @@ impl LmTrainer {
         self.step = ck.global_step;
         Ok(())
     }
+}
+
+/// Mean loss (nats per token) and next-token accuracy of `model` over the
+/// windows of `text` starting at `starts` (each `T + 1` tokens, `T` the
+/// model's context), `batch` windows at a time, without training caches.
+/// Training's validation rows and `approxtrain eval` both measure with
+/// this, so the two agree to the bit for the same weights and plan.
+pub fn evaluate_windows(
+    model: &mut Transformer,
+    text: &[u32],
+    starts: &[usize],
+    batch: usize,
+) -> Result<EvalStats> {
+    let t = model.config().context;
+    if let Some(&s) = starts.iter().find(|&&s| s + t + 1 > text.len()) {
+        return Err(NetError::Config(format!(
+            "a validation window at {s} runs past the text's {} tokens",
+            text.len()
+        )));
+    }
+    let (mut loss_sum, mut correct, mut tokens) = (0.0f64, 0usize, 0usize);
+    for chunk in starts.chunks(batch.max(1)) {
+        let (ids, targets) = gather_windows(text, chunk, t);
+        let logits = model.forward(&ids, chunk.len(), t, false)?;
+        let out = softmax_cross_entropy_tokens(&logits, &targets)?;
+        loss_sum += out.loss as f64 * targets.len() as f64;
+        correct += out.correct;
+        tokens += targets.len();
+    }
+    let n = tokens.max(1) as f64;
+    Ok(EvalStats {
+        loss: (loss_sum / n) as f32,
+        accuracy: (correct as f64 / n) as f32,
+        samples: starts.len(),
+    })
 }
 
 /// Copy the parameters of `ck` into `model`; an error naming the file and

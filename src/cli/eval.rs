@@ -1,10 +1,16 @@
 //! `approxtrain eval`: test loss and accuracy of a trained checkpoint under
-//! one or more multiplier plans (see [`experiments::eval`]).
+//! one or more multiplier plans (see [`experiments::eval`]; for a
+//! transformer run, validation loss, perplexity and next-character accuracy,
+//! see [`experiments::lm_eval`]).
 
 use std::path::PathBuf;
 
 use anyhow::bail;
-use experiments::eval::{load_checkpoint, write_eval_csv, EvalPlan, EvalResult, Evaluator};
+use experiments::eval::{
+    load_checkpoint, write_eval_csv, EvalPlan, EvalResult, Evaluator, LoadedCheckpoint,
+};
+use experiments::lm::TRANSFORMER;
+use experiments::lm_eval::{perplexity, write_lm_eval_csv, LmEvaluator};
 use experiments::PlanFile;
 
 /// Options of `approxtrain eval`.
@@ -13,12 +19,20 @@ use experiments::PlanFile;
 Examples:
   approxtrain eval --checkpoint runs/lenet5-fp32 --multiplier fp32,bf16,mbm:7,mitchell:7 --csv eval.csv
   approxtrain eval --checkpoint runs/lenet5-fp32/checkpoint.bin --plan greedy.toml
+  approxtrain eval --checkpoint runs/lm-fp32 --multiplier fp32,bf16,mbm:7 --csv lm-eval.csv
 
 --checkpoint takes a run directory (its checkpoint.bin is read) or a
 checkpoint file inside a run directory; the run's run.toml says which
 network, dataset and plan the weights were trained with. Only the forward
 products run in evaluation, so only the fwd role of a plan matters. A plan
-file applies on top of the run's own plan.")]
+file applies on top of the run's own plan.
+
+For a transformer run: validation loss (nats/char), perplexity and
+next-character accuracy on the run's own validation windows (the last tenth
+of its text; --eval-windows N takes N windows instead), or on the whole of
+another text with --dataset text:PATH (its characters must be in the run's
+vocabulary). The run's own plan reproduces the last test_loss of its
+metrics.csv.")]
 pub struct EvalArgs {
     /// Run directory, or a checkpoint file in one.
     #[arg(long, value_name = "DIR")]
@@ -30,7 +44,8 @@ pub struct EvalArgs {
     /// Per-layer plan file (as for train --plan); may be given several times.
     #[arg(long, value_name = "FILE")]
     plan: Vec<PathBuf>,
-    /// Evaluate on this dataset instead of the run's (same image shape).
+    /// Evaluate on this dataset instead of the run's (same image shape, or
+    /// text:PATH with the run's characters for a transformer run).
     #[arg(long)]
     dataset: Option<String>,
     /// Data directory [default: the run's, $APPROXTRAIN_DATA, ./data, the shipped MNIST subset].
@@ -39,6 +54,9 @@ pub struct EvalArgs {
     /// Evaluate on the first N test images only.
     #[arg(long, value_name = "N")]
     test_limit: Option<usize>,
+    /// Transformer runs: validation windows to score [default: the run's --eval-windows].
+    #[arg(long, value_name = "N")]
+    eval_windows: Option<usize>,
     /// Write the table as CSV (refuses to replace a file without --force).
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
@@ -100,15 +118,38 @@ pub fn print_table(results: &[EvalResult]) {
     }
 }
 
-/// Run `eval`.
-pub fn run(a: EvalArgs) -> anyhow::Result<()> {
-    let models = approxtrain::models::MODELS;
-    if let Some(csv) = &a.csv {
-        experiments::eval::refuse_existing(csv, a.force)?;
+/// Print language-model results as a table, with the change of the
+/// validation loss against the first row.
+pub fn print_lm_table(results: &[EvalResult]) {
+    let width = results
+        .iter()
+        .map(|r| r.label.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:<width$}  {:>9}  {:>10}  {:>8}  {:>9}  {:>8}",
+        "plan", "val loss", "perplexity", "accuracy", "vs first", "seconds"
+    );
+    let first = results.first().map(|r| r.loss).unwrap_or(0.0);
+    for r in results {
+        println!(
+            "{:<width$}  {:>9.4}  {:>10.4}  {:>7.2}%  {:>+9.4}  {:>8.1}",
+            r.label,
+            r.loss,
+            perplexity(r),
+            100.0 * r.accuracy,
+            r.loss - first,
+            r.seconds
+        );
     }
-    let source = load_checkpoint(&a.checkpoint)?;
-    let own = source.run.spec.plan()?;
-    let net = source.run.spec.net.clone();
+    println!("(loss in nats/char; vs first: change of the validation loss against the first row)");
+}
+
+/// The plans asked for: one per `--multiplier` item and `--plan` file, or
+/// the run's own.
+fn plans_of(a: &EvalArgs, source: &LoadedCheckpoint) -> anyhow::Result<Vec<EvalPlan>> {
+    let models = approxtrain::models::MODELS;
     let mut plans = Vec::new();
     if let Some(list) = &a.multiplier {
         for spec in split_specs(list)? {
@@ -119,11 +160,36 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     }
     for path in &a.plan {
         let file = PlanFile::read(path)?;
-        plans.push(EvalPlan::from_file(&file, &own, &net, models)?);
+        plans.push(EvalPlan::from_file_for_spec(
+            &file,
+            &source.run.spec,
+            models,
+        )?);
     }
     if plans.is_empty() {
         plans.push(EvalPlan::of_run(&source.run.spec));
     }
+    Ok(plans)
+}
+
+/// Run `eval`.
+pub fn run(a: EvalArgs) -> anyhow::Result<()> {
+    if let Some(csv) = &a.csv {
+        experiments::eval::refuse_existing(csv, a.force)?;
+    }
+    let source = load_checkpoint(&a.checkpoint)?;
+    if source.run.spec.net == TRANSFORMER {
+        return run_lm(a, source);
+    }
+    if a.eval_windows.is_some() {
+        bail!(
+            "--eval-windows applies to transformer runs; {} is a {} run (use --test-limit)",
+            a.checkpoint.display(),
+            source.run.spec.net
+        );
+    }
+    let models = approxtrain::models::MODELS;
+    let plans = plans_of(&a, &source)?;
     let evaluator = Evaluator::new(
         source,
         a.dataset.as_deref(),
@@ -157,6 +223,52 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     print_table(&results);
     if let Some(csv) = &a.csv {
         write_eval_csv(csv, &evaluator, &results, a.force)?;
+        eprintln!("wrote {}", csv.display());
+    }
+    Ok(())
+}
+
+/// `eval` of a transformer run.
+fn run_lm(a: EvalArgs, source: LoadedCheckpoint) -> anyhow::Result<()> {
+    let models = approxtrain::models::MODELS;
+    for (given, flag) in [
+        (a.test_limit.is_some(), "--test-limit"),
+        (a.data_dir.is_some(), "--data-dir"),
+    ] {
+        if given {
+            bail!(
+                "{flag} applies to image classifiers; {} is a transformer run (use --eval-windows N, \
+                 or --dataset text:PATH for another text)",
+                a.checkpoint.display()
+            );
+        }
+    }
+    let plans = plans_of(&a, &source)?;
+    let evaluator = LmEvaluator::new(source, a.dataset.as_deref(), a.eval_windows)?;
+    eprintln!(
+        "{} (step {}, trained with {}) on {} windows ({} characters) of {}",
+        evaluator.source.checkpoint_path.display(),
+        evaluator.source.checkpoint.global_step,
+        evaluator.source.run.spec.plan_label(),
+        evaluator.starts.len(),
+        evaluator.characters(),
+        evaluator.text_source
+    );
+    let mut results = Vec::new();
+    for plan in &plans {
+        let r = evaluator.evaluate(plan, models)?;
+        eprintln!(
+            "{}: loss {:.4} nats/char, accuracy {:.2}% ({:.1} s)",
+            r.label,
+            r.loss,
+            100.0 * r.accuracy,
+            r.seconds
+        );
+        results.push(r);
+    }
+    print_lm_table(&results);
+    if let Some(csv) = &a.csv {
+        write_lm_eval_csv(csv, &evaluator, &results, a.force)?;
         eprintln!("wrote {}", csv.display());
     }
     Ok(())

@@ -1,14 +1,17 @@
 //! `approxtrain sensitivity`: per-layer sensitivity of a trained network to
 //! an approximate multiplier and a greedy per-layer plan (see
-//! [`experiments::sensitivity`]).
+//! [`experiments::sensitivity`]); classifiers and transformer runs.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use experiments::atomic::write_atomic;
 use experiments::eval::{load_checkpoint, Evaluator};
+use experiments::lm::TRANSFORMER;
+use experiments::lm_eval::LmEvaluator;
 use experiments::sensitivity::{
-    plan_file_text, sensitivity, sensitivity_csv, write_sensitivity_png, SensitivityReport,
+    plan_file_text, sensitivity, sensitivity_csv, write_sensitivity_png, Harm, PlanEvaluator,
+    SensitivityReport,
 };
 
 /// Options of `approxtrain sensitivity`.
@@ -16,6 +19,7 @@ use experiments::sensitivity::{
 #[command(after_help = "\
 Example:
   approxtrain sensitivity --checkpoint runs/lenet5-fp32 --multiplier mitchell:3 --max-drop 0.5 --out sens-mit3
+  approxtrain sensitivity --checkpoint runs/lm-fp32 --multiplier mbm:7 --max-rise 0.05 --out sens-lm
 
 For each layer with products: the test accuracy with only that layer's
 forward products on the multiplier, and with all but that layer on it,
@@ -23,6 +27,12 @@ against the run's own plan (the baseline). Then a greedy search moves layers
 onto the multiplier in order of least harm while the accuracy drop stays
 within --max-drop percentage points, and writes the plan for
 `eval --plan` / `train --plan`.
+
+For a transformer run the items are, per block, the attention projections
+(blockI.attn), the score products Q·Kᵀ (blockI.attn_qk) and A·V
+(blockI.attn_av), the MLP layers (blockI.mlp.fc1, blockI.mlp.fc2), and the
+head; the harm is the rise of the validation loss on the run's validation
+windows, and the budget is --max-rise nats/char.
 
 --out gets sensitivity.csv, sensitivity.png and plan.toml; it must be a new
 or empty directory (or pass --force to replace those three files), and never
@@ -34,9 +44,15 @@ pub struct SensitivityArgs {
     /// The approximate multiplier (one spec, e.g. mitchell:3).
     #[arg(long, value_name = "SPEC")]
     multiplier: String,
-    /// Largest accuracy drop of the greedy plan, percentage points.
-    #[arg(long, value_name = "P", default_value_t = 0.5)]
-    max_drop: f64,
+    /// Classifiers: largest accuracy drop of the greedy plan, percentage points [default: 0.5].
+    #[arg(long, value_name = "P")]
+    max_drop: Option<f64>,
+    /// Transformer runs: largest validation-loss rise of the greedy plan, nats/char [default: 0.05].
+    #[arg(long, value_name = "NATS")]
+    max_rise: Option<f64>,
+    /// Transformer runs: validation windows to score [default: the run's --eval-windows].
+    #[arg(long, value_name = "N")]
+    eval_windows: Option<usize>,
     /// Output directory [default: sensitivity-MULT next to the run directory].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -85,28 +101,58 @@ pub fn check_output_dir(out: &Path, force: bool) -> anyhow::Result<()> {
 }
 
 fn print_report(r: &SensitivityReport) {
+    let h = r.harm;
+    let metric = |e: &experiments::eval::EvalResult| match h {
+        Harm::AccuracyDrop => format!("{:.2}%", 100.0 * e.accuracy),
+        Harm::LossRise => format!("{:.4}", e.loss),
+    };
+    let (unit, digits) = match h {
+        Harm::AccuracyDrop => ("pt", 2),
+        Harm::LossRise => ("", 4),
+    };
     println!(
-        "baseline ({}): {:.2}%; all layers fwd={}: {:.2}% ({:+.2} pt)",
+        "baseline ({}): {}; all items fwd={}: {} ({} {:+.digits$}{unit})",
         r.baseline_plan.label,
-        100.0 * r.baseline.accuracy,
+        metric(&r.baseline),
         r.approx,
-        100.0 * r.all_approx.accuracy,
-        -r.drop_points(&r.all_approx)
+        metric(&r.all_approx),
+        h.word(),
+        r.harm_of(&r.all_approx),
     );
+    let name_width = r
+        .layers
+        .iter()
+        .map(|l| l.layer.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let what = match h {
+        Harm::AccuracyDrop => "accuracy",
+        Harm::LossRise => "loss",
+    };
     println!(
-        "{:<10} {:>10} {:>7} {:>12} {:>10} {:>14} {:>10}  greedy",
-        "layer", "fwd MACs", "share", "only this", "drop", "all but this", "drop"
+        "{:<name_width$} {:>10} {:>7} {:>12} {:>10} {:>14} {:>10}  greedy",
+        match h {
+            Harm::AccuracyDrop => "layer",
+            Harm::LossRise => "item",
+        },
+        "fwd MACs",
+        "share",
+        format!("only: {what}"),
+        h.word(),
+        format!("all but: {what}"),
+        h.word()
     );
     for l in &r.layers {
         println!(
-            "{:<10} {:>10} {:>6.1}% {:>11.2}% {:>8.2}pt {:>13.2}% {:>8.2}pt  {}",
+            "{:<name_width$} {:>10} {:>6.1}% {:>12} {:>+8.digits$}{unit:2} {:>14} {:>+8.digits$}{unit:2}  {}",
             l.layer,
             l.forward_macs,
             100.0 * l.forward_macs as f64 / r.total_forward_macs.max(1) as f64,
-            100.0 * l.only_this.accuracy,
-            r.drop_points(&l.only_this),
-            100.0 * l.all_but_this.accuracy,
-            r.drop_points(&l.all_but_this),
+            metric(&l.only_this),
+            r.harm_of(&l.only_this),
+            metric(&l.all_but_this),
+            r.harm_of(&l.all_but_this),
             if r.chosen.contains(&l.layer) {
                 "approximate"
             } else {
@@ -115,19 +161,27 @@ fn print_report(r: &SensitivityReport) {
         );
     }
     println!(
-        "greedy plan (--max-drop {}): {} on {}; accuracy {:.2}% (drop {:.2} pt); {:.1}% of forward multiplies ({} of {} per image) on {}",
-        r.max_drop,
+        "greedy plan ({} {} {}): {} on {}; {} ({} {:.digits$} {}); {:.1}% of forward multiplies ({} of {} per {}) on {}",
+        h.flag(),
+        r.budget,
+        h.unit(),
         if r.chosen.is_empty() {
-            "no layer".to_string()
+            "nothing".to_string()
         } else {
             r.chosen.join(", ")
         },
         r.approx,
-        100.0 * r.chosen_result.accuracy,
-        r.drop_points(&r.chosen_result),
+        match h {
+            Harm::AccuracyDrop => format!("accuracy {}", metric(&r.chosen_result)),
+            Harm::LossRise => format!("validation loss {} nats/char", metric(&r.chosen_result)),
+        },
+        h.word(),
+        r.harm_of(&r.chosen_result),
+        h.unit(),
         100.0 * r.mac_share(),
         r.chosen_forward_macs,
         r.total_forward_macs,
+        r.mac_unit,
         r.approx
     );
     match (r.approx_energy_pj, r.energy_ratio()) {
@@ -148,6 +202,42 @@ pub fn run(a: SensitivityArgs) -> anyhow::Result<()> {
     let approx: amsim::MultiplierSpec = a.multiplier.parse()?;
     amsim::spec::Resolver::new(models).resolve(&approx)?;
     let source = load_checkpoint(&a.checkpoint)?;
+    let net = source.run.spec.net.clone();
+    let lm = net == TRANSFORMER;
+    let wrong = |flag: &str, right: &str| {
+        anyhow::anyhow!(
+            "{flag} does not apply to {}, a {net} run: use {right}",
+            a.checkpoint.display()
+        )
+    };
+    let budget = if lm {
+        if a.max_drop.is_some() {
+            return Err(wrong(
+                "--max-drop (accuracy points)",
+                "--max-rise NATS (validation-loss rise, nats/char)",
+            ));
+        }
+        for (given, flag) in [
+            (a.test_limit.is_some(), "--test-limit"),
+            (a.data_dir.is_some(), "--data-dir"),
+        ] {
+            if given {
+                return Err(wrong(flag, "--eval-windows N"));
+            }
+        }
+        a.max_rise.unwrap_or(0.05)
+    } else {
+        if a.max_rise.is_some() {
+            return Err(wrong(
+                "--max-rise (validation-loss rise of a language model)",
+                "--max-drop POINTS (test-accuracy drop)",
+            ));
+        }
+        if a.eval_windows.is_some() {
+            return Err(wrong("--eval-windows", "--test-limit N"));
+        }
+        a.max_drop.unwrap_or(0.5)
+    };
     let out = a.out.clone().unwrap_or_else(|| {
         let name = format!(
             "sensitivity-{}",
@@ -160,18 +250,32 @@ pub fn run(a: SensitivityArgs) -> anyhow::Result<()> {
     });
     check_output_dir(&out, a.force)?;
     let checkpoint_label = a.checkpoint.display().to_string();
-    let evaluator = Evaluator::new(source, None, a.data_dir.as_deref(), a.test_limit)?;
-    if let Some(n) = &evaluator.data_notice {
-        eprintln!("{n}");
-    }
-    eprintln!(
-        "{} ({}) on {} test images of {}",
-        evaluator.source.checkpoint_path.display(),
-        evaluator.spec.net,
-        evaluator.test_set.len,
-        evaluator.spec.dataset
-    );
-    let report = sensitivity(&evaluator, &approx, a.max_drop, models, &mut |line| {
+    let evaluator: Box<dyn PlanEvaluator> = if lm {
+        let e = LmEvaluator::new(source, None, a.eval_windows)?;
+        eprintln!(
+            "{} ({}) on {} windows ({} characters) of {}",
+            e.source.checkpoint_path.display(),
+            e.spec.net,
+            e.starts.len(),
+            e.characters(),
+            e.text_source
+        );
+        Box::new(e)
+    } else {
+        let e = Evaluator::new(source, None, a.data_dir.as_deref(), a.test_limit)?;
+        if let Some(n) = &e.data_notice {
+            eprintln!("{n}");
+        }
+        eprintln!(
+            "{} ({}) on {} test images of {}",
+            e.source.checkpoint_path.display(),
+            e.spec.net,
+            e.test_set.len,
+            e.spec.dataset
+        );
+        Box::new(e)
+    };
+    let report = sensitivity(evaluator.as_ref(), &approx, budget, models, &mut |line| {
         eprintln!("{line}")
     })?;
     print_report(&report);

@@ -27,7 +27,10 @@ the index pairs the products actually look up, next to the uniform
 characterization.
 
 --out gets histograms.csv, metrics.csv and operands.png; it must not be a
-run directory, and existing files need --force.")]
+run directory, and existing files need --force.
+
+Image classifiers only: a transformer's layers sit inside its blocks, out of
+the recorder's reach; for a transformer run use eval or sensitivity.")]
 pub struct StatsArgs {
     /// Run directory, or a checkpoint file in one.
     #[arg(long, value_name = "DIR")]
@@ -68,6 +71,14 @@ pub fn run(a: StatsArgs) -> anyhow::Result<()> {
         ),
     };
     let source = load_checkpoint(&a.checkpoint)?;
+    if source.run.spec.net == experiments::lm::TRANSFORMER {
+        // The recorder steps through a classifier's layer list; a
+        // Transformer's layers sit inside its blocks, out of its reach.
+        bail!(
+            "stats supports image classifiers only; transformer run {}: use eval or sensitivity",
+            a.checkpoint.display()
+        );
+    }
     let out = a.out.clone().unwrap_or_else(|| {
         let name = format!(
             "stats-{}-{}",
