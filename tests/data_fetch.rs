@@ -4,6 +4,8 @@
 //! corrupt file, a wrong md5 or a cut connection is a clear error that
 //! leaves no file behind.
 
+mod support;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -15,8 +17,8 @@ use std::sync::Arc;
 use approxtrain::fetch::{fetch_dataset, FetchError, FetchEvent, FetchOptions};
 use nets::data::dir::resolve_in;
 use nets::data::{Dataset, DatasetSource, Split};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
+use support::test_rng;
 
 const MNIST_FILES: [&str; 4] = [
     "train-images-idx3-ubyte.gz",
@@ -24,20 +26,6 @@ const MNIST_FILES: [&str; 4] = [
     "t10k-images-idx3-ubyte.gz",
     "t10k-labels-idx1-ubyte.gz",
 ];
-
-fn rng(test: &str) -> ChaCha8Rng {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-        });
-    eprintln!("{test}: seed {seed} (set APPROXTRAIN_TEST_SEED={seed} to replay)");
-    ChaCha8Rng::seed_from_u64(seed)
-}
 
 /// What the test server answers for a path.
 #[derive(Clone)]
@@ -204,7 +192,7 @@ fn the_full_shared_mnist_passes_the_published_md5s() {
 
 #[test]
 fn a_404_is_a_clear_error_and_leaves_no_file() {
-    let mut rng = rng("a_404_is_a_clear_error");
+    let mut rng = test_rng();
     let mut files = subset_files();
     let gone = MNIST_FILES[rng.gen_range(0..4)];
     files.remove(gone);
@@ -227,7 +215,7 @@ fn a_404_is_a_clear_error_and_leaves_no_file() {
 
 #[test]
 fn a_corrupt_download_is_a_clear_error_and_leaves_no_file() {
-    let mut rng = rng("a_corrupt_download_is_a_clear_error");
+    let mut rng = test_rng();
     let mut files = subset_files();
     let name = MNIST_FILES[rng.gen_range(0..4)];
     let Some(Reply::File(bytes)) = files.get_mut(name) else {
@@ -320,7 +308,7 @@ fn cifar_archive(rng: &mut impl Rng, per_batch: usize) -> (Vec<u8>, Vec<u8>) {
 
 #[test]
 fn cifar10_archive_is_extracted_flat_and_loads() {
-    let mut rng = rng("cifar10_archive_is_extracted_flat_and_loads");
+    let mut rng = test_rng();
     let per_batch = rng.gen_range(1..5);
     let (archive, test_records) = cifar_archive(&mut rng, per_batch);
     let (base, _) = serve(HashMap::from([(
@@ -363,7 +351,7 @@ fn cifar10_archive_is_extracted_flat_and_loads() {
 
 #[test]
 fn shakespeare_text_is_fetched_and_loads_as_a_corpus() {
-    let mut rng = rng("shakespeare_text_is_fetched");
+    let mut rng = test_rng();
     let text: String = (0..rng.gen_range(100..1000))
         .map(|_| ['a', 'b', ' ', '\n', 'æ'][rng.gen_range(0..5)])
         .collect();

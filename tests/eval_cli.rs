@@ -8,57 +8,16 @@
 //! else the shipped subset. Seeds are fresh (or `$APPROXTRAIN_TEST_SEED`)
 //! and printed.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn test_seed() -> u64 {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos() as u64
-                % 100_000
-        });
-    eprintln!("seed = {seed} (set APPROXTRAIN_TEST_SEED={seed} to repeat)");
-    seed
-}
-
-fn data_dir() -> PathBuf {
-    std::env::var_os("APPROXTRAIN_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets"))
-}
-
-fn approxtrain(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_approxtrain"))
-        .args(args)
-        .env_remove("APPROXTRAIN_DATA")
-        .output()
-        .expect("run approxtrain");
-    eprintln!(
-        "approxtrain {}\n-- status {:?}\n-- stdout:\n{}\n-- stderr:\n{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use support::{approxtrain, failure_stderr, s, shared_data_dir, stderr, test_seed};
 
 /// Train `net` for one epoch on 256 images (test set: 200) into `out`.
 fn tiny_run(out: &Path, net: &str, seed: u64, extra: &[&str]) {
-    let data = data_dir();
+    let data = shared_data_dir();
     let seed = seed.to_string();
     let mut args = vec![
         "train",
@@ -81,6 +40,32 @@ fn tiny_run(out: &Path, net: &str, seed: u64, extra: &[&str]) {
     ];
     args.extend_from_slice(extra);
     assert!(approxtrain(&args).status.success());
+}
+
+/// `eval` of the run or checkpoint file `checkpoint` on the shared data
+/// with `extra` flags, writing `csv`.
+fn eval_into(checkpoint: &Path, extra: &[&str], csv: &Path) -> Output {
+    let data = shared_data_dir();
+    let mut args = vec![
+        "eval",
+        "--checkpoint",
+        s(checkpoint),
+        "--data-dir",
+        s(&data),
+    ];
+    args.extend_from_slice(extra);
+    args.extend(["--csv", s(csv)]);
+    approxtrain(&args)
+}
+
+/// A temporary directory holding `run`, a tiny run of `net` from a fresh
+/// seed, and the path of that run.
+fn trained(net: &str) -> (tempfile::TempDir, PathBuf) {
+    let seed = test_seed();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    tiny_run(&run, net, seed, &[]);
+    (tmp, run)
 }
 
 /// The recorded test accuracy of a run's last epoch.
@@ -117,25 +102,18 @@ fn eval_rows(path: &Path) -> Vec<(String, f32)> {
 
 #[test]
 fn eval_reproduces_the_training_accuracy_and_refuses_to_overwrite_its_csv() {
-    let seed = test_seed();
-    let tmp = tempfile::tempdir().unwrap();
-    let run = tmp.path().join("run");
-    tiny_run(&run, "lenet5", seed, &[]);
-    let data = data_dir();
+    let (tmp, run) = trained("lenet5");
     let csv = tmp.path().join("eval.csv");
-    let o = approxtrain(&[
-        "eval",
-        "--checkpoint",
-        s(&run),
-        "--data-dir",
-        s(&data),
-        "--test-limit",
-        "200",
-        "--multiplier",
-        "fp32,mbm:7,fwd=mitchell:4,dx=fp32",
-        "--csv",
-        s(&csv),
-    ]);
+    let o = eval_into(
+        &run,
+        &[
+            "--test-limit",
+            "200",
+            "--multiplier",
+            "fp32,mbm:7,fwd=mitchell:4,dx=fp32",
+        ],
+        &csv,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let rows = eval_rows(&csv);
     let labels: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
@@ -149,37 +127,18 @@ fn eval_reproduces_the_training_accuracy_and_refuses_to_overwrite_its_csv() {
 
     // A checkpoint file inside the run directory names the same weights.
     let csv2 = tmp.path().join("eval2.csv");
-    let o = approxtrain(&[
-        "eval",
-        "--checkpoint",
-        s(&run.join("checkpoint.bin")),
-        "--data-dir",
-        s(&data),
-        "--test-limit",
-        "200",
-        "--multiplier",
-        "mbm:7",
-        "--csv",
-        s(&csv2),
-    ]);
+    let o = eval_into(
+        &run.join("checkpoint.bin"),
+        &["--test-limit", "200", "--multiplier", "mbm:7"],
+        &csv2,
+    );
     assert!(o.status.success());
     assert_eq!(eval_rows(&csv2)[0], rows[1]);
 
     // The CSV exists: refused before any work, content unchanged.
     let before = std::fs::read(&csv).unwrap();
-    let o = approxtrain(&[
-        "eval",
-        "--checkpoint",
-        s(&run),
-        "--data-dir",
-        s(&data),
-        "--multiplier",
-        "bf16",
-        "--csv",
-        s(&csv),
-    ]);
-    assert!(!o.status.success());
-    let e = stderr(&o);
+    let o = eval_into(&run, &["--multiplier", "bf16"], &csv);
+    let e = failure_stderr(&o);
     assert!(e.contains("eval.csv") && e.contains("--force"), "{e}");
     assert_eq!(std::fs::read(&csv).unwrap(), before);
 }
@@ -192,7 +151,7 @@ fn bad_checkpoints_and_plans_are_one_line_errors_naming_the_problem() {
     let other = tmp.path().join("lenet300100");
     tiny_run(&run, "lenet5", seed, &[]);
     tiny_run(&other, "lenet300100", seed, &[]);
-    let data = data_dir();
+    let data = shared_data_dir();
     let eval = |dir: &Path, extra: &[&str]| {
         let mut args = vec![
             "eval",
@@ -207,8 +166,7 @@ fn bad_checkpoints_and_plans_are_one_line_errors_naming_the_problem() {
         approxtrain(&args)
     };
     let one_line_error = |o: &Output, needles: &[&str]| {
-        assert!(!o.status.success());
-        let e = stderr(o);
+        let e = failure_stderr(o);
         assert_eq!(e.trim_end().lines().count(), 1, "{e}");
         assert!(e.starts_with("error: "), "{e}");
         for n in needles {
@@ -285,11 +243,8 @@ fn bad_checkpoints_and_plans_are_one_line_errors_naming_the_problem() {
 
 #[test]
 fn fine_tuning_starts_from_the_checkpoint_weights_and_records_its_origin() {
-    let seed = test_seed();
-    let tmp = tempfile::tempdir().unwrap();
-    let run = tmp.path().join("run");
-    tiny_run(&run, "lenet300100", seed, &[]);
-    let data = data_dir();
+    let (tmp, run) = trained("lenet300100");
+    let data = shared_data_dir();
     let ft = tmp.path().join("ft");
     // One step at a learning rate of 1e-30 leaves the weights as they were
     // (to the last bit for all but the tiniest weights): the test accuracy
@@ -327,19 +282,11 @@ fn fine_tuning_starts_from_the_checkpoint_weights_and_records_its_origin() {
     let toml = std::fs::read_to_string(ft.join("run.toml")).unwrap();
     assert!(toml.contains("init = "), "{toml}");
     assert!(toml.contains("multiplier = \"mbm:7\""), "{toml}");
-    let o = approxtrain(&[
-        "eval",
-        "--checkpoint",
-        s(&run),
-        "--data-dir",
-        s(&data),
-        "--test-limit",
-        "200",
-        "--multiplier",
-        "mbm:7",
-        "--csv",
-        s(&tmp.path().join("e.csv")),
-    ]);
+    let o = eval_into(
+        &run,
+        &["--test-limit", "200", "--multiplier", "mbm:7"],
+        &tmp.path().join("e.csv"),
+    );
     assert!(o.status.success());
     let expected = eval_rows(&tmp.path().join("e.csv"))[0].1;
     assert_eq!(run_accuracy(&ft), expected);
@@ -352,11 +299,8 @@ fn fine_tuning_starts_from_the_checkpoint_weights_and_records_its_origin() {
 
 #[test]
 fn sensitivity_writes_a_plan_that_eval_reproduces_and_never_writes_into_a_run_directory() {
-    let seed = test_seed();
-    let tmp = tempfile::tempdir().unwrap();
-    let run = tmp.path().join("run");
-    tiny_run(&run, "lenet5", seed, &[]);
-    let data = data_dir();
+    let (tmp, run) = trained("lenet5");
+    let data = shared_data_dir();
     let out = tmp.path().join("sens");
     let args = |out: &Path| {
         vec![
@@ -413,19 +357,11 @@ fn sensitivity_writes_a_plan_that_eval_reproduces_and_never_writes_into_a_run_di
         );
     }
     let csv = tmp.path().join("plan-eval.csv");
-    let o = approxtrain(&[
-        "eval",
-        "--checkpoint",
-        s(&run),
-        "--data-dir",
-        s(&data),
-        "--test-limit",
-        "100",
-        "--plan",
-        s(&out.join("plan.toml")),
-        "--csv",
-        s(&csv),
-    ]);
+    let o = eval_into(
+        &run,
+        &["--test-limit", "100", "--plan", s(&out.join("plan.toml"))],
+        &csv,
+    );
     assert!(o.status.success());
     let acc = eval_rows(&csv)[0].1;
     assert!(
@@ -447,11 +383,8 @@ fn sensitivity_writes_a_plan_that_eval_reproduces_and_never_writes_into_a_run_di
 
 #[test]
 fn stats_report_uniform_and_operand_weighted_metrics_for_each_product() {
-    let seed = test_seed();
-    let tmp = tempfile::tempdir().unwrap();
-    let run = tmp.path().join("run");
-    tiny_run(&run, "lenet5", seed, &[]);
-    let data = data_dir();
+    let (tmp, run) = trained("lenet5");
+    let data = shared_data_dir();
     let out = tmp.path().join("stats");
     let o = approxtrain(&[
         "stats",

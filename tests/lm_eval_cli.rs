@@ -3,66 +3,12 @@
 //! context 32, 20 steps, 8 validation windows) is trained in each test on a
 //! text generated from the printed seed.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use rand::{Rng, SeedableRng};
-
-fn test_seed() -> u64 {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos() as u64
-                % 100_000
-        });
-    eprintln!("seed = {seed} (set APPROXTRAIN_TEST_SEED={seed} to repeat)");
-    seed
-}
-
-fn approxtrain(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_approxtrain"))
-        .args(args)
-        .output()
-        .expect("run approxtrain");
-    eprintln!(
-        "approxtrain {}\n-- status {:?}\n-- stdout:\n{}\n-- stderr:\n{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-const WORDS: [&str; 12] = [
-    "the", "king", "queen", "is", "dead", "long", "live", "and", "to", "be", "or", "not",
-];
-
-/// `chars` characters of random sentences over [`WORDS`].
-fn random_text(rng: &mut impl Rng, chars: usize) -> String {
-    let mut text = String::new();
-    while text.len() < chars {
-        let n = rng.gen_range(3..9);
-        let sentence: Vec<&str> = (0..n)
-            .map(|_| WORDS[rng.gen_range(0..WORDS.len())])
-            .collect();
-        text.push_str(&sentence.join(" "));
-        text.push_str(".\n");
-    }
-    text
-}
+use support::{approxtrain, failure_stderr, random_text, s, stderr, test_seed};
 
 /// Train the tiny model on `text` into `out`; `extra` flags are appended.
 fn train_tiny(text: &Path, out: &Path, seed: u64, extra: &[&str]) {
@@ -244,8 +190,7 @@ fn lm_eval_plan_files_address_blocks_and_head() {
 
     let bad = write("bad.toml", "[layers.block7]\nmultiplier = \"mbm:7\"\n");
     let o = approxtrain(&["eval", "--checkpoint", s(&run), "--plan", s(&bad)]);
-    assert!(!o.status.success());
-    let e = stderr(&o);
+    let e = failure_stderr(&o);
     assert!(
         e.contains("'block7'") && e.contains("block0.mlp.fc1"),
         "{e}"
@@ -290,8 +235,7 @@ fn lm_eval_other_texts_and_bad_input() {
         let mut args = vec!["eval", "--checkpoint", s(&run)];
         args.extend(extra.iter().map(String::as_str));
         let o = approxtrain(&args);
-        assert!(!o.status.success());
-        let e = stderr(&o);
+        let e = failure_stderr(&o);
         assert_eq!(e.trim().lines().count(), 1, "{e}");
         for n in needles {
             assert!(e.contains(n), "{n} in {e}");
@@ -308,8 +252,7 @@ fn lm_eval_other_texts_and_bad_input() {
         "--out",
         s(&tmp.path().join("stats")),
     ]);
-    assert!(!o.status.success());
-    let e = stderr(&o);
+    let e = failure_stderr(&o);
     assert!(
         e.contains("image classifiers only") && e.contains("use eval or sensitivity"),
         "{e}"
@@ -410,8 +353,7 @@ fn lm_sensitivity_writes_a_plan_within_the_loss_budget_that_eval_reproduces() {
         "--out",
         s(&tmp.path().join("sens2")),
     ]);
-    assert!(!o.status.success());
-    let e = stderr(&o);
+    let e = failure_stderr(&o);
     assert!(e.contains("--max-drop") && e.contains("--max-rise"), "{e}");
     assert!(!tmp.path().join("sens2").exists());
 }

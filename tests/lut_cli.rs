@@ -1,11 +1,14 @@
 //! End-to-end tests of `approxtrain lut`, `characterize` and `verify`: the
 //! built binary is run on the registered C models and on hand-made files.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use amsim::lut_file;
 use amsim::Lut;
+use support::test_seed;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_approxtrain"))
@@ -42,20 +45,6 @@ fn fails(args: &[&str], dir: &Path, needles: &[&str]) {
     for n in needles {
         assert!(lines[0].contains(n), "{args:?}: '{n}' missing in: {stderr}");
     }
-}
-
-fn seed() -> u64 {
-    let s = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    eprintln!("APPROXTRAIN_TEST_SEED={s}");
-    s
 }
 
 fn read_lut(path: PathBuf) -> Lut {
@@ -405,7 +394,7 @@ fn characterize_mitchell_at_7_bits_reports_published_figures() {
 #[test]
 fn verify_all_models_is_bit_exact_at_7_bits() {
     let dir = tempfile::tempdir().unwrap();
-    let s = seed().to_string();
+    let s = test_seed().to_string();
     let out = ok(
         &[
             "verify",

@@ -3,30 +3,19 @@
 //! Random inputs come from a seed printed on stderr; set
 //! `APPROXTRAIN_TEST_SEED` to replay a run.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use amsim::{Lut, ModelFn, ModelInfo, Multiplier};
 use approxtrain::models::{self, CompiledInfo, MODELS};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use support::test_rng;
 
 /// The widest table tested exhaustively (4M pairs per model).
 const EXHAUSTIVE_BITS: u32 = 11;
-
-fn rng(test: &str) -> ChaCha8Rng {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-        });
-    eprintln!("{test}: APPROXTRAIN_TEST_SEED={seed}");
-    ChaCha8Rng::seed_from_u64(seed)
-}
 
 fn model(name: &str) -> &'static ModelInfo {
     models::find(name).unwrap_or_else(|e| panic!("{e}"))
@@ -91,7 +80,7 @@ fn every_model_returns_a_normal_value_in_1_4_for_all_pairs_up_to_11_bits() {
 
 #[test]
 fn every_model_tabulates_through_amsim_and_matches_its_direct_calls() {
-    let mut rng = rng("every_model_tabulates_through_amsim_and_matches_its_direct_calls");
+    let mut rng = test_rng();
     for m in MODELS {
         for bits in m.min_bits..=m.max_bits.min(EXHAUSTIVE_BITS) {
             let lut = Lut::build(m.name, m.func, bits)
@@ -118,7 +107,7 @@ fn every_model_tabulates_through_amsim_and_matches_its_direct_calls() {
 
 #[test]
 fn every_model_ignores_the_fraction_bits_below_its_width() {
-    let mut rng = rng("every_model_ignores_the_fraction_bits_below_its_width");
+    let mut rng = test_rng();
     for m in MODELS {
         for bits in m.min_bits..=m.max_bits {
             for _ in 0..2000 {
@@ -164,7 +153,7 @@ fn exact_is_the_product_of_the_truncated_operands() {
         assert_tables_equal("exact", bits, &table(exact, bits), &want);
     }
     // Wider: one IEEE rounding of the exact (at most 48-bit) product.
-    let mut rng = rng("exact_is_the_product_of_the_truncated_operands");
+    let mut rng = test_rng();
     for bits in EXHAUSTIVE_BITS + 1..=23 {
         for _ in 0..10_000 {
             let (a, b) = (random_mantissa(&mut rng), random_mantissa(&mut rng));
@@ -303,7 +292,7 @@ fn bf16trunc_equals_approxtrains_masked_bfloat16_product() {
     }
     let want = formula_table(|i, j, _| mask(mask(operand(i, 7)) * mask(operand(j, 7))), 7);
     assert_tables_equal("bf16trunc", 7, &table(bf16.func, 7), &want);
-    let mut rng = rng("bf16trunc_equals_approxtrains_masked_bfloat16_product");
+    let mut rng = test_rng();
     for _ in 0..10_000 {
         let (a, b) = (random_mantissa(&mut rng), random_mantissa(&mut rng));
         assert_eq!(

@@ -11,6 +11,8 @@
 //! CIFAR-10 (`APPROXTRAIN_SHARED_DATA`, else `../shared/datasets`); without
 //! it the tests print why and pass.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use amsim::spec::Resolver;
@@ -20,40 +22,21 @@ use nets::model::Network;
 use nets::optim::{Optimizer, OptimizerConfig};
 use nets::schedule::{Granularity, LrSchedule, Schedule};
 use nets::train::Trainer;
+use support::{shared_data_with, test_seed};
 
 const IMAGES: usize = 512;
 const BATCH: usize = 32;
 const MAX_EPOCHS: usize = 16;
 const TARGET: f32 = 0.99;
 
-fn seed(test: &str) -> u64 {
-    let s = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-        });
-    eprintln!("{test}: APPROXTRAIN_TEST_SEED={s}");
-    s
-}
-
 fn cifar_dir() -> Option<PathBuf> {
-    let root = std::env::var_os("APPROXTRAIN_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets"));
-    let dir = root.join("cifar-10");
-    if dir.join("data_batch_1.bin").is_file() {
-        Some(dir)
-    } else {
+    let Some(root) = shared_data_with("cifar-10/data_batch_1.bin") else {
         eprintln!(
-            "skipped: {} has no CIFAR-10 batches (set APPROXTRAIN_SHARED_DATA to the shared datasets folder)",
-            dir.display()
+            "skipped: the shared datasets have no CIFAR-10 batches (set APPROXTRAIN_SHARED_DATA to the shared datasets folder)"
         );
-        None
-    }
+        return None;
+    };
+    Some(root.join("cifar-10"))
 }
 
 fn first_images(dir: &Path) -> ImageDataset {
@@ -108,7 +91,7 @@ fn memorise(data: &ImageDataset, mult: Multiplier, seed: u64) -> (f32, usize) {
 fn resnet20_memorises_512_cifar_images_with_fp32_products() {
     let Some(dir) = cifar_dir() else { return };
     let data = first_images(&dir);
-    let (accuracy, epochs) = memorise(&data, Multiplier::Fp32, seed("fp32"));
+    let (accuracy, epochs) = memorise(&data, Multiplier::Fp32, test_seed());
     assert!(
         accuracy >= TARGET,
         "fp32: {:.2}% after {epochs} epochs",
@@ -125,7 +108,7 @@ fn resnet20_memorises_512_cifar_images_with_mbm7_products() {
         .resolve(&spec)
         .unwrap();
     assert!(matches!(mult, Multiplier::Lut(_)), "mbm:7 is a table");
-    let (accuracy, epochs) = memorise(&data, mult, seed("mbm:7"));
+    let (accuracy, epochs) = memorise(&data, mult, test_seed());
     assert!(
         accuracy >= TARGET,
         "mbm:7: {:.2}% after {epochs} epochs",

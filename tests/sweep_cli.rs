@@ -7,36 +7,16 @@
 //! Data: the full MNIST from `../shared/datasets` (or
 //! `$APPROXTRAIN_SHARED_DATA`) when present, else the shipped subset.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("APPROXTRAIN_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets"));
-    dir.join("mnist").is_dir().then_some(dir)
-}
-
-fn approxtrain(cwd: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_approxtrain"))
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("APPROXTRAIN_DATA")
-        .output()
-        .expect("run approxtrain");
-    eprintln!(
-        "approxtrain {}\n-- status {:?}\n-- stdout:\n{}\n-- stderr:\n{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use support::{approxtrain_in, command, shared_data_with, stdout, test_seed};
 
 /// A sweep file of one epoch on 200 training and 100 test images.
 fn write_sweep(dir: &Path, multipliers: &str) -> PathBuf {
-    let data = data_dir()
+    let data = shared_data_with("mnist")
         .map(|d| format!("data_dir = {:?}\n", d.display().to_string()))
         .unwrap_or_default();
     let text = format!(
@@ -46,10 +26,6 @@ fn write_sweep(dir: &Path, multipliers: &str) -> PathBuf {
     let path = dir.join("tiny.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 #[test]
@@ -63,7 +39,7 @@ fn shards_run_disjoint_entries_and_a_rerun_skips_finished_ones() {
     ];
 
     for (shard, id) in ["0/2", "1/2"].iter().zip(ids) {
-        let o = approxtrain(
+        let o = approxtrain_in(
             tmp.path(),
             &["sweep", file, "--out", "out", "--shard", shard],
         );
@@ -85,7 +61,7 @@ fn shards_run_disjoint_entries_and_a_rerun_skips_finished_ones() {
         );
     }
 
-    let o = approxtrain(tmp.path(), &["sweep", file, "--out", "out", "--jobs", "2"]);
+    let o = approxtrain_in(tmp.path(), &["sweep", file, "--out", "out", "--jobs", "2"]);
     assert!(o.status.success());
     let s = stdout(&o);
     for id in ids {
@@ -112,7 +88,7 @@ fn a_diverged_entry_is_reported_and_the_sweep_goes_on_exiting_non_zero() {
          schedule = { kind = \"constant\", warmup_epochs = 0 }\n",
     );
     std::fs::write(&file, text).unwrap();
-    let o = approxtrain(
+    let o = approxtrain_in(
         tmp.path(),
         &["sweep", file.to_str().unwrap(), "--out", "out"],
     );
@@ -129,7 +105,7 @@ fn a_diverged_entry_is_reported_and_the_sweep_goes_on_exiting_non_zero() {
     );
 
     // A rerun leaves the diverged entry alone and still fails.
-    let o = approxtrain(
+    let o = approxtrain_in(
         tmp.path(),
         &["sweep", file.to_str().unwrap(), "--out", "out"],
     );
@@ -143,7 +119,7 @@ fn a_diverged_entry_is_reported_and_the_sweep_goes_on_exiting_non_zero() {
 fn an_unknown_model_stops_the_sweep_before_any_entry_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let file = write_sweep(tmp.path(), r#"["fp32", "nosuchmodel:7"]"#);
-    let o = approxtrain(
+    let o = approxtrain_in(
         tmp.path(),
         &["sweep", file.to_str().unwrap(), "--out", "out"],
     );
@@ -170,23 +146,6 @@ fn the_quickstart_sweep_parses() {
         .entries
         .iter()
         .all(|e| e.spec.net == "lenet5" && e.spec.epochs == 2 && e.spec.data_dir.is_none()));
-}
-
-/// A seed for the runs of a test: `APPROXTRAIN_TEST_SEED`, else the clock;
-/// printed so that a failure can be repeated.
-fn test_seed() -> u64 {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                % 1000
-        });
-    eprintln!("run seed {seed} (set APPROXTRAIN_TEST_SEED to repeat)");
-    seed
 }
 
 /// Three entries of 2 epochs of 4 batches (256 training images, batch 64).
@@ -220,10 +179,9 @@ fn a_sweep_interrupted_mid_entry_and_rerun_in_two_shards_equals_the_uninterrupte
 
     // Shard 0/2 (entries 0 and 2) dies in entry 0, batch 2 of epoch 2: the
     // process aborts, as under `kill -9`.
-    let o = Command::new(env!("CARGO_BIN_EXE_approxtrain"))
+    let o = command()
         .args(["sweep", file, "--out", "split", "--shard", "0/2"])
         .current_dir(tmp.path())
-        .env_remove("APPROXTRAIN_DATA")
         .env("APPROXTRAIN_TEST_ABORT_AFTER_BATCHES", "6")
         .output()
         .unwrap();
@@ -250,7 +208,7 @@ fn a_sweep_interrupted_mid_entry_and_rerun_in_two_shards_equals_the_uninterrupte
         .exists());
 
     // Rerun the shard: the entry resumes from its checkpoint.
-    let o = approxtrain(
+    let o = approxtrain_in(
         tmp.path(),
         &["sweep", file, "--out", "split", "--shard", "0/2"],
     );
@@ -261,17 +219,21 @@ fn a_sweep_interrupted_mid_entry_and_rerun_in_two_shards_equals_the_uninterrupte
         "{s}"
     );
     assert!(s.contains("2 trained, 0 already finished, 0 failed"), "{s}");
-    let o = approxtrain(
+    let o = approxtrain_in(
         tmp.path(),
         &["sweep", file, "--out", "split", "--shard", "1/2"],
     );
     assert!(o.status.success());
-    assert!(approxtrain(tmp.path(), &["plot", "split"]).status.success());
+    assert!(approxtrain_in(tmp.path(), &["plot", "split"])
+        .status
+        .success());
 
     // The same sweep, uninterrupted, in one shard.
-    let o = approxtrain(tmp.path(), &["sweep", file, "--out", "whole"]);
+    let o = approxtrain_in(tmp.path(), &["sweep", file, "--out", "whole"]);
     assert!(o.status.success());
-    assert!(approxtrain(tmp.path(), &["plot", "whole"]).status.success());
+    assert!(approxtrain_in(tmp.path(), &["plot", "whole"])
+        .status
+        .success());
 
     let split = summary_without_times(&tmp.path().join("split"));
     let whole = summary_without_times(&tmp.path().join("whole"));
@@ -295,7 +257,7 @@ fn a_run_directory_held_by_another_process_is_left_alone() {
         "{e}"
     );
 
-    let o = approxtrain(tmp.path(), &["sweep", file, "--out", "out"]);
+    let o = approxtrain_in(tmp.path(), &["sweep", file, "--out", "out"]);
     assert!(!o.status.success());
     let s = stdout(&o);
     assert!(
@@ -310,7 +272,7 @@ fn a_run_directory_held_by_another_process_is_left_alone() {
     );
 
     drop(lock);
-    let o = approxtrain(tmp.path(), &["sweep", file, "--out", "out"]);
+    let o = approxtrain_in(tmp.path(), &["sweep", file, "--out", "out"]);
     assert!(o.status.success());
     assert!(stdout(&o).contains("1 trained, 1 already finished, 0 failed"));
 }
@@ -457,7 +419,7 @@ fn a_bad_shard_is_an_error_naming_it_before_anything_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let file = write_sweep(tmp.path(), r#"["fp32"]"#);
     for bad in ["3/2", "0/0", "2/2", "1"] {
-        let o = approxtrain(
+        let o = approxtrain_in(
             tmp.path(),
             &[
                 "sweep",

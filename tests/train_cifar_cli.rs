@@ -7,69 +7,18 @@
 //! Data: the shared CIFAR-10 (`$APPROXTRAIN_SHARED_DATA`, else
 //! `../shared/datasets`); without it the tests print why and pass.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
 
-fn test_seed() -> u64 {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos() as u64
-                % 100_000
-        });
-    eprintln!("seed = {seed} (set APPROXTRAIN_TEST_SEED={seed} to repeat)");
-    seed
-}
+use std::path::Path;
 
-fn data_dir() -> Option<PathBuf> {
-    let root = std::env::var_os("APPROXTRAIN_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets"));
-    if root.join("cifar-10/test_batch.bin").is_file() {
-        Some(root)
-    } else {
-        eprintln!(
-            "skipped: no CIFAR-10 in {} (set APPROXTRAIN_SHARED_DATA)",
-            root.display()
-        );
-        None
-    }
-}
-
-fn approxtrain(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_approxtrain"))
-        .args(args)
-        .env_remove("APPROXTRAIN_DATA")
-        .output()
-        .expect("run approxtrain");
-    eprintln!(
-        "approxtrain {}\n-- status {:?}\n-- stdout:\n{}\n-- stderr:\n{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn metrics_without_seconds(dir: &Path) -> Vec<Vec<String>> {
-    let mut r = csv::Reader::from_path(dir.join("metrics.csv")).unwrap();
-    r.records()
-        .map(|rec| {
-            let mut f: Vec<String> = rec.unwrap().iter().map(str::to_string).collect();
-            f[11] = "_".into();
-            f
-        })
-        .collect()
-}
+use support::{approxtrain, metrics_without_seconds, shared_data_with, test_seed};
 
 #[test]
 fn resnet20_cifar10_run_records_its_options_and_resumes_exactly() {
-    let Some(data) = data_dir() else { return };
+    let Some(data) = shared_data_with("cifar-10/test_batch.bin") else {
+        eprintln!("skipped: no CIFAR-10 in the shared datasets (set APPROXTRAIN_SHARED_DATA)");
+        return;
+    };
     let seed = test_seed().to_string();
     let tmp = tempfile::tempdir().unwrap();
     let plan = tmp.path().join("plan.toml");

@@ -7,49 +7,16 @@
 //! library. The seed of every run is fresh (or `$APPROXTRAIN_TEST_SEED`) and
 //! printed.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
 
-fn test_seed() -> u64 {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos() as u64
-                % 100_000
-        });
-    eprintln!("seed = {seed} (set APPROXTRAIN_TEST_SEED={seed} to repeat)");
-    seed
-}
+use std::path::Path;
+use std::process::Output;
 
-fn data_dir() -> PathBuf {
-    std::env::var_os("APPROXTRAIN_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets"))
-}
-
-fn approxtrain(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_approxtrain"))
-        .args(args)
-        .env_remove("APPROXTRAIN_DATA")
-        .output()
-        .expect("run approxtrain");
-    eprintln!(
-        "approxtrain {}\n-- status {:?}\n-- stdout:\n{}\n-- stderr:\n{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use support::{approxtrain, failure_stderr, metrics_without_seconds, shared_data_dir, test_seed};
 
 /// `train` with small-run flags, the given seed and output directory.
 fn quick_train(out: &Path, seed: u64, extra: &[&str]) -> Output {
-    let data = data_dir();
+    let data = shared_data_dir();
     let seed = seed.to_string();
     let mut args = vec![
         "train",
@@ -72,21 +39,36 @@ fn quick_train(out: &Path, seed: u64, extra: &[&str]) -> Output {
     approxtrain(&args)
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+/// [`quick_train`] of LeNet-300-100 with `multiplier` for `epochs`.
+fn lenet300100(out: &Path, seed: u64, multiplier: &str, epochs: &str) -> Output {
+    quick_train(
+        out,
+        seed,
+        &[
+            "--net",
+            "lenet300100",
+            "--multiplier",
+            multiplier,
+            "--epochs",
+            epochs,
+        ],
+    )
 }
 
-/// The rows of metrics.csv with the `seconds` column (the 12th) blanked.
-fn metrics_without_seconds(dir: &Path) -> Vec<Vec<String>> {
-    let mut r = csv::Reader::from_path(dir.join("metrics.csv")).unwrap();
-    r.records()
-        .map(|rec| {
-            let mut f: Vec<String> = rec.unwrap().iter().map(str::to_string).collect();
-            assert_eq!(f.len(), 13, "{f:?}");
-            f[11] = "_".into();
-            f
-        })
-        .collect()
+/// One epoch of [`quick_train`] of `net` from a fresh seed into
+/// `dir/run`, with the plan file `dir/plan.toml` holding `plan`.
+fn train_with_plan(dir: &Path, net: &str, plan: &str) -> Output {
+    let path = dir.join("plan.toml");
+    std::fs::write(&path, plan).unwrap();
+    let args = [
+        "--net",
+        net,
+        "--plan",
+        path.to_str().unwrap(),
+        "--epochs",
+        "1",
+    ];
+    quick_train(&dir.join("run"), test_seed(), &args)
 }
 
 #[test]
@@ -94,18 +76,7 @@ fn quick_run_writes_metrics_with_exact_header_and_a_parsable_run_toml() {
     let seed = test_seed();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let o = quick_train(
-        &out,
-        seed,
-        &[
-            "--net",
-            "lenet300100",
-            "--multiplier",
-            "fp32",
-            "--epochs",
-            "2",
-        ],
-    );
+    let o = lenet300100(&out, seed, "fp32", "2");
     assert!(o.status.success());
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("final test accuracy"), "{stdout}");
@@ -161,18 +132,7 @@ fn quick_run_writes_metrics_with_exact_header_and_a_parsable_run_toml() {
 
     // The same command again finds the finished run and does nothing.
     let before = std::fs::read(out.join("metrics.csv")).unwrap();
-    let o = quick_train(
-        &out,
-        seed,
-        &[
-            "--net",
-            "lenet300100",
-            "--multiplier",
-            "fp32",
-            "--epochs",
-            "2",
-        ],
-    );
+    let o = lenet300100(&out, seed, "fp32", "2");
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("already holds this finished run"));
     assert_eq!(std::fs::read(out.join("metrics.csv")).unwrap(), before);
@@ -190,37 +150,13 @@ fn quick_run_writes_metrics_with_exact_header_and_a_parsable_run_toml() {
     assert_eq!(metrics_without_seconds(&again), rows);
 
     // More epochs for the same run point to --resume.
-    let o = quick_train(
-        &out,
-        seed,
-        &[
-            "--net",
-            "lenet300100",
-            "--multiplier",
-            "fp32",
-            "--epochs",
-            "3",
-        ],
-    );
-    assert!(!o.status.success());
-    let e = stderr(&o);
+    let o = lenet300100(&out, seed, "fp32", "3");
+    let e = failure_stderr(&o);
     assert!(e.contains("--resume") && e.contains("--epochs 3"), "{e}");
 
     // A different spec in the same directory is an error naming the difference.
-    let o = quick_train(
-        &out,
-        seed,
-        &[
-            "--net",
-            "lenet300100",
-            "--multiplier",
-            "bf16",
-            "--epochs",
-            "2",
-        ],
-    );
-    assert!(!o.status.success());
-    let e = stderr(&o);
+    let o = lenet300100(&out, seed, "bf16", "2");
+    let e = failure_stderr(&o);
     assert!(
         e.contains("different run") && e.contains("multiplier: \"fp32\" -> \"bf16\""),
         "{e}"
@@ -298,28 +234,13 @@ fn resumed_run_matches_an_uninterrupted_one() {
 
 #[test]
 fn plan_file_naming_a_missing_layer_fails_naming_it() {
-    let seed = test_seed();
     let tmp = tempfile::tempdir().unwrap();
-    let plan = tmp.path().join("plan.toml");
-    std::fs::write(
-        &plan,
+    let o = train_with_plan(
+        tmp.path(),
+        "lenet5",
         "multiplier = \"mbm:7\"\n[layers.conv7]\nmultiplier = \"fp32\"\n",
-    )
-    .unwrap();
-    let o = quick_train(
-        &tmp.path().join("run"),
-        seed,
-        &[
-            "--net",
-            "lenet5",
-            "--plan",
-            plan.to_str().unwrap(),
-            "--epochs",
-            "1",
-        ],
     );
-    assert!(!o.status.success());
-    let e = stderr(&o);
+    let e = failure_stderr(&o);
     assert!(
         e.contains("'conv7'") && e.contains("plan.toml") && e.contains("conv1"),
         "{e}"
@@ -330,27 +251,13 @@ fn plan_file_naming_a_missing_layer_fails_naming_it() {
 
 #[test]
 fn plan_file_sets_per_layer_plans_recorded_in_metrics_and_run_toml() {
-    let seed = test_seed();
     let tmp = tempfile::tempdir().unwrap();
-    let plan = tmp.path().join("plan.toml");
-    std::fs::write(
-        &plan,
+    let o = train_with_plan(
+        tmp.path(),
+        "lenet300100",
         "multiplier = \"mbm:7\"\n[layers.fc1]\nmultiplier = \"fp32\"\n[layers.fc3]\ndx = \"bf16\"\n",
-    )
-    .unwrap();
-    let out = tmp.path().join("run");
-    let o = quick_train(
-        &out,
-        seed,
-        &[
-            "--net",
-            "lenet300100",
-            "--plan",
-            plan.to_str().unwrap(),
-            "--epochs",
-            "1",
-        ],
     );
+    let out = tmp.path().join("run");
     assert!(o.status.success());
     let rows = metrics_without_seconds(&out);
     assert_eq!(rows[0][3], "mbm:7;fc1=fp32;fc3=fwd=mbm:7,dx=bf16,dw=mbm:7");
@@ -379,8 +286,7 @@ fn divergence_is_reported_cleanly_and_recorded() {
             "2",
         ],
     );
-    assert!(!o.status.success());
-    let e = stderr(&o);
+    let e = failure_stderr(&o);
     assert!(e.contains("training diverged at epoch 1 step"), "{e}");
     assert!(e.contains("lower learning rate"), "{e}");
     assert!(!e.contains("panicked"), "{e}");
@@ -397,8 +303,7 @@ fn unknown_net_and_dataset_errors_list_the_valid_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     let o = quick_train(&out, 1, &["--net", "alexnet"]);
-    assert!(!o.status.success());
-    let e = stderr(&o);
+    let e = failure_stderr(&o);
     assert!(
         e.contains("'alexnet'") && e.contains("lenet300100, lenet5"),
         "{e}"
@@ -412,8 +317,7 @@ fn unknown_net_and_dataset_errors_list_the_valid_ones() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(!o.status.success());
-    let e = stderr(&o);
+    let e = failure_stderr(&o);
     assert!(
         e.contains("'imagenet'") && e.contains("mnist, fashion-mnist"),
         "{e}"

@@ -4,58 +4,18 @@
 //! products, and bad input. Runs are tiny (1 layer, width 16, context 16,
 //! 50 steps) and the text is generated from the printed seed.
 
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
+use support::{approxtrain, random_text, test_seed};
 
-fn test_seed() -> u64 {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos() as u64
-                % 100_000
-        });
-    eprintln!("seed = {seed} (set APPROXTRAIN_TEST_SEED={seed} to repeat)");
-    seed
-}
-
-fn approxtrain(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_approxtrain"))
-        .args(args)
-        .output()
-        .expect("run approxtrain");
-    eprintln!(
-        "approxtrain {}\n-- status {:?}\n-- stdout:\n{}\n-- stderr:\n{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// A text of random sentences over a small word list: structured enough
-/// that a tiny model learns it in a few dozen steps.
+/// A text of random sentences (see [`random_text`]) generated from `seed`.
 fn write_text(path: &Path, seed: u64) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let words = [
-        "the", "king", "queen", "is", "dead", "long", "live", "and", "to", "be", "or", "not",
-    ];
-    let mut text = String::new();
-    while text.len() < 12_000 {
-        let n = rng.gen_range(3..9);
-        let sentence: Vec<&str> = (0..n)
-            .map(|_| words[rng.gen_range(0..words.len())])
-            .collect();
-        text.push_str(&sentence.join(" "));
-        text.push_str(".\n");
-    }
-    std::fs::write(path, text).unwrap();
+    std::fs::write(path, random_text(&mut rng, 12_000)).unwrap();
 }
 
 /// Flags of a tiny run: 1 layer, width 16, 2 heads, context 16; flags in
@@ -230,7 +190,9 @@ fn resumed_transformer_run_matches_an_uninterrupted_one() {
         std::fs::read(parts.join("checkpoint.bin")).unwrap(),
         std::fs::read(whole.join("checkpoint.bin")).unwrap()
     );
-    // `plot` adds the validation-loss curves of language-model runs.
+    // `plot` draws the validation-loss curves of language-model runs (and
+    // not the classifiers' per-epoch accuracy figures), and its report
+    // gives the last validation's loss, perplexity and accuracy.
     assert!(approxtrain(&["plot", whole.to_str().unwrap()])
         .status
         .success());
@@ -241,7 +203,28 @@ fn resumed_transformer_run_matches_an_uninterrupted_one() {
             "{}",
             f.display()
         );
+        assert!(!whole.join(format!("test_accuracy.{ext}")).exists());
     }
+    let report = std::fs::read_to_string(whole.join("report.md")).unwrap();
+    let last = rows.last().unwrap();
+    let row = report
+        .lines()
+        .find(|l| l.starts_with("| `mbm:7` |"))
+        .unwrap_or_else(|| panic!("no mbm:7 row in\n{report}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert_eq!(cells[4], "40", "{row}");
+    assert_eq!(cells[5], format!("{:.4}", last.test_loss), "{row}");
+    assert_eq!(
+        cells[6],
+        format!("{:.3}", (last.test_loss as f64).exp()),
+        "{row}"
+    );
+    assert_eq!(
+        cells[7],
+        format!("{:.2}%", last.test_accuracy as f64 * 100.0),
+        "{row}"
+    );
+    assert!(report.contains("![Validation loss"), "{report}");
 }
 
 /// A plan file can keep the attention products exact while every other

@@ -4,39 +4,16 @@
 //! leave its buffer, or output slices that overlap, rejected before any
 //! work.
 
+mod support;
+
 use std::sync::Arc;
 
 use amsim::batched::{gemm_batched, gemm_batched_reference, BatchedMut, BatchedRef};
 use amsim::gemm::{gemm_reference, MatMut, MatRef};
 use amsim::{Lut, Multiplier};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-
-fn seed() -> u64 {
-    let s = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("seed = {s} (rerun with APPROXTRAIN_TEST_SEED={s})");
-    s
-}
-
-/// An asymmetric model (the first operand scales the result), so swapped
-/// operands would show: exact product of the truncated operands times
-/// `1 - (a - 1)/16`, fraction truncated to `bits`.
-fn skewed(a: f32, b: f32, bits: u32) -> f32 {
-    let scale = (1u64 << bits) as f64;
-    let t = |v: f32| ((v as f64 - 1.0) * scale).floor() / scale + 1.0;
-    let (ta, tb) = (t(a), t(b));
-    let q = ta * tb * (1.0 - (ta - 1.0) / 16.0);
-    let e = if q >= 2.0 { 2.0 } else { 1.0 };
-    (((q / e - 1.0) * scale).floor() / scale + 1.0) as f32 * e as f32
-}
+use support::{skewed_truncated, test_rng};
 
 fn values(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
     (0..len)
@@ -72,13 +49,13 @@ fn random_layout(
 
 #[test]
 fn batched_gemm_matches_per_slice_reference_bit_exactly() {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    let mut rng = test_rng();
     let mults = [
-        Multiplier::Lut(Arc::new(Lut::build("skewed", skewed, 7).unwrap())),
-        Multiplier::Lut(Arc::new(Lut::build("skewed", skewed, 3).unwrap())),
+        Multiplier::Lut(Arc::new(Lut::build("skewed", skewed_truncated, 7).unwrap())),
+        Multiplier::Lut(Arc::new(Lut::build("skewed", skewed_truncated, 3).unwrap())),
         Multiplier::Direct {
             name: "skewed".into(),
-            func: skewed,
+            func: skewed_truncated,
             bits: 15,
         },
     ];
@@ -132,8 +109,8 @@ fn batched_gemm_matches_per_slice_reference_bit_exactly() {
 fn attention_scores_through_transposed_view_match_reference() {
     // S[b] = Q[b]·K[b]ᵀ on [batch*heads, T, d] tensors, K transposed by its
     // strides only; the query is the first operand.
-    let mut rng = ChaCha8Rng::seed_from_u64(seed());
-    let mult = Multiplier::Lut(Arc::new(Lut::build("skewed", skewed, 6).unwrap()));
+    let mut rng = test_rng();
+    let mult = Multiplier::Lut(Arc::new(Lut::build("skewed", skewed_truncated, 6).unwrap()));
     let (bh, t, d) = (5, 7, 4);
     let q = values(&mut rng, bh * t * d);
     let k = values(&mut rng, bh * t * d);
@@ -192,7 +169,7 @@ fn slices_outside_their_buffer_or_overlapping_outputs_are_errors() {
 
 #[test]
 fn empty_batches_and_empty_dot_products_follow_the_definition() {
-    let mult = Multiplier::Lut(Arc::new(Lut::build("skewed", skewed, 5).unwrap()));
+    let mult = Multiplier::Lut(Arc::new(Lut::build("skewed", skewed_truncated, 5).unwrap()));
     // No slices: nothing is read or written.
     let mut c = vec![3.0f32; 4];
     gemm_batched(

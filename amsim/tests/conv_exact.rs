@@ -4,6 +4,8 @@
 //! geometries (stride, padding, dilation, groups incl. depthwise, 1x1 / 3x3
 //! / 5x5 and rectangular kernels, rectangular inputs) and special values.
 
+mod support;
+
 use std::sync::Arc;
 
 use amsim::conv::{
@@ -11,40 +13,13 @@ use amsim::conv::{
     conv2d_grad_weight, conv2d_grad_weight_reference, Conv2dShape,
 };
 use amsim::{Lut, Multiplier};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-
-fn seed() -> u64 {
-    let s = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("seed = {s} (rerun with APPROXTRAIN_TEST_SEED={s})");
-    s
-}
-
-/// An asymmetric test model: the exact product of the operands truncated to
-/// `bits`, scaled by `1 - (a - 1)/16` (which depends on the first operand
-/// only), fraction truncated to `bits`. For a, b in [1, 2) the result stays
-/// in [1, 4), and swapping the operands changes it, so a lowering that
-/// swaps them fails.
-fn skewed(a: f32, b: f32, bits: u32) -> f32 {
-    let scale = (1u64 << bits) as f64;
-    let t = |v: f32| ((v as f64 - 1.0) * scale).floor() / scale + 1.0;
-    let (ta, tb) = (t(a), t(b));
-    let q = ta * tb * (1.0 - (ta - 1.0) / 16.0);
-    let e = if q >= 2.0 { 2.0 } else { 1.0 };
-    (((q / e - 1.0) * scale).floor() / scale + 1.0) as f32 * e as f32
-}
+use support::{random_conv_shape, same_bits, skewed_truncated, test_rng, ConvShapeBounds};
 
 fn lut(bits: u32) -> Multiplier {
     Multiplier::Lut(Arc::new(
-        Lut::build("skewed", skewed, bits).expect("skewed is a valid model"),
+        Lut::build("skewed", skewed_truncated, bits).expect("skewed is a valid model"),
     ))
 }
 
@@ -61,44 +36,22 @@ fn values(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
         .collect()
 }
 
-/// A random geometry that `validate` accepts.
-fn random_shape(rng: &mut ChaCha8Rng) -> Conv2dShape {
-    let kernels = [(1, 1), (3, 3), (5, 5), (1, 3), (3, 2)];
-    let (kh, kw) = kernels[rng.gen_range(0..kernels.len())];
-    let stride = (rng.gen_range(1..=2), rng.gen_range(1..=2));
-    let padding = (rng.gen_range(0..=2), rng.gen_range(0..=2));
-    let dilation = (rng.gen_range(1..=2), rng.gen_range(1..=2));
-    let (groups, in_channels, out_channels) = match rng.gen_range(0..3) {
-        0 => (1, rng.gen_range(1..=3), rng.gen_range(1..=4)),
-        1 => (2, 2 * rng.gen_range(1..=2), 2 * rng.gen_range(1..=2)),
-        _ => {
-            // Depthwise, with a channel multiplier of 1 or 2.
-            let c = rng.gen_range(2..=4);
-            (c, c, c * rng.gen_range(1..=2))
-        }
-    };
-    let min_in = |k: usize, d: usize, p: usize| (d * (k - 1) + 1).saturating_sub(2 * p).max(1);
-    let in_h = min_in(kh, dilation.0, padding.0) + rng.gen_range(0..6);
-    let in_w = min_in(kw, dilation.1, padding.1) + rng.gen_range(0..6);
-    let s = Conv2dShape {
-        batch: rng.gen_range(1..=3),
-        in_channels,
-        in_h,
-        in_w,
-        out_channels,
-        kernel_h: kh,
-        kernel_w: kw,
-        stride,
-        padding,
-        dilation,
-        groups,
-    };
-    s.validate().expect("generated shape is valid");
-    s
-}
+/// Geometries small enough for the nested-loop references.
+const SHAPES: ConvShapeBounds = ConvShapeBounds {
+    batch: 3,
+    channels: (3, 4),
+    group_channels: (2, 2),
+    extra_size: 6,
+};
 
-fn same_bits(a: f32, b: f32) -> bool {
-    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+/// A random geometry within [`SHAPES`] and random operands `x`, `w`, `dy`
+/// for it.
+fn random_case(rng: &mut ChaCha8Rng) -> (Conv2dShape, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let s = random_conv_shape(rng, &SHAPES);
+    let x = values(rng, s.x_len());
+    let w = values(rng, s.w_len());
+    let dy = values(rng, s.y_len());
+    (s, x, w, dy)
 }
 
 fn assert_bit_exact(what: &str, s: &Conv2dShape, mult: &Multiplier, got: &[f32], want: &[f32]) {
@@ -142,38 +95,35 @@ fn compare_all(
     check("grad_weight", &got, &want);
 }
 
+/// [`compare_all`] with [`assert_bit_exact`] on each product.
+fn assert_products_bit_exact(mult: &Multiplier, s: &Conv2dShape, x: &[f32], w: &[f32], dy: &[f32]) {
+    compare_all(mult, s, x, w, dy, |what, got, want| {
+        assert_bit_exact(what, s, mult, got, want)
+    });
+}
+
 #[test]
 fn lut_conv_products_match_reference_bit_exactly() {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    let mut rng = test_rng();
     let mults: Vec<Multiplier> = [2, 5, 7, 10].into_iter().map(lut).collect();
     for case in 0..150 {
-        let s = random_shape(&mut rng);
+        let (s, x, w, dy) = random_case(&mut rng);
         let mult = &mults[case % mults.len()];
-        let x = values(&mut rng, s.x_len());
-        let w = values(&mut rng, s.w_len());
-        let dy = values(&mut rng, s.y_len());
-        compare_all(mult, &s, &x, &w, &dy, |what, got, want| {
-            assert_bit_exact(what, &s, mult, got, want)
-        });
+        assert_products_bit_exact(mult, &s, &x, &w, &dy);
     }
 }
 
 #[test]
 fn direct_conv_products_match_reference_bit_exactly() {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    let mut rng = test_rng();
     let mult = Multiplier::Direct {
         name: "skewed".into(),
-        func: skewed,
+        func: skewed_truncated,
         bits: 12,
     };
     for _ in 0..30 {
-        let s = random_shape(&mut rng);
-        let x = values(&mut rng, s.x_len());
-        let w = values(&mut rng, s.w_len());
-        let dy = values(&mut rng, s.y_len());
-        compare_all(&mult, &s, &x, &w, &dy, |what, got, want| {
-            assert_bit_exact(what, &s, &mult, got, want)
-        });
+        let (s, x, w, dy) = random_case(&mut rng);
+        assert_products_bit_exact(&mult, &s, &x, &w, &dy);
     }
 }
 
@@ -181,7 +131,7 @@ fn direct_conv_products_match_reference_bit_exactly() {
 fn batches_larger_than_one_chunk_match_reference_bit_exactly() {
     // Enough images that forward and input gradient run in several chunks
     // (the column buffer of one chunk is capped at COL_CHUNK_ELEMS).
-    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    let mut rng = test_rng();
     let mut s = Conv2dShape::new(0, 4, 40, 36, 3, 3);
     s.padding = (1, 1);
     let per_image = s.out_h() * s.out_w() * s.in_channels * 9;
@@ -190,9 +140,7 @@ fn batches_larger_than_one_chunk_match_reference_bit_exactly() {
     let x = values(&mut rng, s.x_len());
     let w = values(&mut rng, s.w_len());
     let dy = values(&mut rng, s.y_len());
-    compare_all(&mult, &s, &x, &w, &dy, |what, got, want| {
-        assert_bit_exact(what, &s, &mult, got, want)
-    });
+    assert_products_bit_exact(&mult, &s, &x, &w, &dy);
 }
 
 /// |fast - reference| <= 1e-5 * sum_k |term_k| for each element: the
@@ -200,13 +148,10 @@ fn batches_larger_than_one_chunk_match_reference_bit_exactly() {
 /// the error such reorderings can make on these sizes.
 #[test]
 fn fp32_conv_products_match_reference_within_tolerance() {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    let mut rng = test_rng();
     let abs = |v: &[f32]| v.iter().map(|x| x.abs()).collect::<Vec<_>>();
     for _ in 0..60 {
-        let s = random_shape(&mut rng);
-        let x = values(&mut rng, s.x_len());
-        let w = values(&mut rng, s.w_len());
-        let dy = values(&mut rng, s.y_len());
+        let (s, x, w, dy) = random_case(&mut rng);
         // The reference on absolute values bounds each element's terms.
         let mut mags: Vec<Vec<f32>> = Vec::new();
         compare_all(
@@ -236,11 +181,11 @@ fn special_values_propagate_identically_including_padding_taps() {
     // Infinite and NaN weights meet the zero padding (0 * inf = NaN), so
     // fast and reference agree only if both include padding taps the same
     // way (the module doc's definition).
-    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    let mut rng = test_rng();
     let specials = [f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 0.0, -0.0, 1e-42];
     let mult = lut(7);
     for _ in 0..40 {
-        let mut s = random_shape(&mut rng);
+        let mut s = random_conv_shape(&mut rng, &SHAPES);
         // At least one padding tap per axis (more padding keeps the shape valid).
         s.padding = (s.padding.0.max(1), s.padding.1.max(1));
         s.validate().unwrap();
@@ -254,9 +199,7 @@ fn special_values_propagate_identically_including_padding_taps() {
         }
         let wi = rng.gen_range(0..w.len());
         w[wi] = f32::INFINITY;
-        compare_all(&mult, &s, &x, &w, &dy, |what, got, want| {
-            assert_bit_exact(what, &s, &mult, got, want)
-        });
+        assert_products_bit_exact(&mult, &s, &x, &w, &dy);
     }
     // A single padded 3x3 layer with an infinite weight: the border outputs
     // see that weight through a padding tap and are NaN in both.

@@ -15,6 +15,8 @@
 //! Inputs are random with a fresh seed, printed; set `APPROXTRAIN_TEST_SEED`
 //! to replay.
 
+mod support;
+
 use std::sync::Arc;
 
 use amsim::batched::{gemm_batched, BatchedMut, BatchedRef};
@@ -22,22 +24,9 @@ use amsim::conv::{conv2d_forward, conv2d_grad_input, conv2d_grad_weight, Conv2dS
 use amsim::cuda::{self, CudaEngine};
 use amsim::gemm::{gemm, MatMut, MatRef};
 use amsim::{Lut, Multiplier};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-
-fn seed() -> u64 {
-    let s = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("seed = {s} (rerun with APPROXTRAIN_TEST_SEED={s})");
-    s
-}
+use support::{mitchell, random_conv_shape, same_bits, skewed, test_rng, ConvShapeBounds};
 
 fn required(var: &str) -> bool {
     std::env::var(var).map(|v| v == "1").unwrap_or(false)
@@ -93,22 +82,6 @@ fn a_kernel_that_does_not_compile_is_an_error() {
     assert!(err.contains("NVRTC"), "{err}");
 }
 
-/// Keep the top `bits` fraction bits of a positive normal `q`.
-fn truncate(q: f32, bits: u32) -> f32 {
-    f32::from_bits(q.to_bits() & !((1u32 << (23 - bits)) - 1))
-}
-
-/// Mitchell's logarithmic multiplier (Mitchell 1962), truncated to `bits`.
-fn mitchell(a: f32, b: f32, bits: u32) -> f32 {
-    let s = (a - 1.0) + (b - 1.0);
-    truncate(if s < 1.0 { 1.0 + s } else { 2.0 * s }, bits)
-}
-
-/// An asymmetric model (swapping operands changes the result).
-fn skewed(a: f32, b: f32, bits: u32) -> f32 {
-    truncate(a * b * (1.0 - (a - 1.0) / 100.0), (bits + 3).min(23))
-}
-
 fn lut(rng: &mut ChaCha8Rng, bits: u32) -> Multiplier {
     let l = if rng.gen() {
         Lut::build("mitchell", mitchell, bits)
@@ -145,10 +118,6 @@ fn value(rng: &mut ChaCha8Rng, special: f64) -> f32 {
 
 fn values(rng: &mut ChaCha8Rng, n: usize, special: f64) -> Vec<f32> {
     (0..n).map(|_| value(rng, special)).collect()
-}
-
-fn same_bits(x: f32, y: f32) -> bool {
-    (x.is_nan() && y.is_nan()) || x.to_bits() == y.to_bits()
 }
 
 fn assert_same(what: &str, got: &[f32], want: &[f32]) {
@@ -207,7 +176,7 @@ fn gemm_is_bit_exact_with_the_cpu_for_every_width() {
     let Some(eng) = engine("gemm_is_bit_exact_with_the_cpu_for_every_width") else {
         return;
     };
-    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    let mut rng = test_rng();
     for bits in 1..=11u32 {
         for case in 0..6 {
             let mult = lut(&mut rng, bits);
@@ -257,7 +226,7 @@ fn native_gemms_agree_within_rounding() {
     let Some(eng) = engine("native_gemms_agree_within_rounding") else {
         return;
     };
-    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    let mut rng = test_rng();
     for mult in [Multiplier::Fp32, Multiplier::Bf16] {
         for _ in 0..4 {
             let (m, n, k) = (dim(&mut rng, 200), dim(&mut rng, 200), dim(&mut rng, 300));
@@ -312,7 +281,7 @@ fn batched_gemm_is_bit_exact_with_the_cpu() {
     let Some(eng) = engine("batched_gemm_is_bit_exact_with_the_cpu") else {
         return;
     };
-    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    let mut rng = test_rng();
     for case in 0..12 {
         let bits = rng.gen_range(1..=11);
         let mult = lut(&mut rng, bits);
@@ -352,45 +321,24 @@ fn batched_gemm_is_bit_exact_with_the_cpu() {
     }
 }
 
-fn random_shape(rng: &mut ChaCha8Rng) -> Conv2dShape {
-    let kernels = [(1, 1), (3, 3), (5, 5), (1, 3), (3, 2)];
-    let (kh, kw) = kernels[rng.gen_range(0..kernels.len())];
-    let stride = (rng.gen_range(1..=2), rng.gen_range(1..=2));
-    let padding = (rng.gen_range(0..=2), rng.gen_range(0..=2));
-    let dilation = (rng.gen_range(1..=2), rng.gen_range(1..=2));
-    let (groups, in_channels, out_channels) = match rng.gen_range(0..3) {
-        0 => (1, rng.gen_range(1..=5), rng.gen_range(1..=9)),
-        1 => (2, 2 * rng.gen_range(1..=3), 2 * rng.gen_range(1..=3)),
-        _ => {
-            let c = rng.gen_range(2..=4);
-            (c, c, c * rng.gen_range(1..=2))
-        }
-    };
-    let min_in = |k: usize, d: usize, p: usize| (d * (k - 1) + 1).saturating_sub(2 * p).max(1);
-    let s = Conv2dShape {
-        batch: rng.gen_range(1..=5),
-        in_channels,
-        in_h: min_in(kh, dilation.0, padding.0) + rng.gen_range(0..12),
-        in_w: min_in(kw, dilation.1, padding.1) + rng.gen_range(0..12),
-        out_channels,
-        kernel_h: kh,
-        kernel_w: kw,
-        stride,
-        padding,
-        dilation,
-        groups,
-    };
-    s.validate().expect("generated shape is valid");
-    s
-}
+/// Geometries of the convolution parity test: larger than the CPU tests',
+/// which compare with nested loops.
+const SHAPES: ConvShapeBounds = ConvShapeBounds {
+    batch: 5,
+    channels: (5, 9),
+    group_channels: (3, 3),
+    extra_size: 12,
+};
 
 #[test]
 fn convolution_products_are_bit_exact_with_the_cpu() {
     let Some(eng) = engine("convolution_products_are_bit_exact_with_the_cpu") else {
         return;
     };
-    let mut rng = ChaCha8Rng::seed_from_u64(seed());
-    let mut shapes: Vec<Conv2dShape> = (0..24).map(|_| random_shape(&mut rng)).collect();
+    let mut rng = test_rng();
+    let mut shapes: Vec<Conv2dShape> = (0..24)
+        .map(|_| random_conv_shape(&mut rng, &SHAPES))
+        .collect();
     // One ResNet-like layer, large enough for the big tiles.
     let mut big = Conv2dShape::new(8, 16, 32, 32, 32, 3);
     big.padding = (1, 1);

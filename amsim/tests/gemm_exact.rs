@@ -6,47 +6,16 @@
 //! Inputs are random with a fresh seed, printed; set `APPROXTRAIN_TEST_SEED`
 //! to replay a run.
 
+mod support;
+
 use std::sync::Arc;
 
 use amsim::engine::Isa;
 use amsim::gemm::{gemm, gemm_lut_with_isa, gemm_reference, MatMut, MatRef};
 use amsim::{Lut, Multiplier};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-
-fn seed() -> u64 {
-    let s = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("APPROXTRAIN_TEST_SEED={s}");
-    s
-}
-
-/// Keep the top `bits` fraction bits of `q` (a positive normal float).
-fn truncate(q: f32, bits: u32) -> f32 {
-    f32::from_bits(q.to_bits() & !((1u32 << (23 - bits)) - 1))
-}
-
-/// Mitchell's logarithmic multiplier (Mitchell 1962): with `x = a - 1`,
-/// `y = b - 1`, `S = x + y`, the product is `1 + S` if `S < 1`, else `2S`,
-/// truncated to `bits` fraction bits. Symmetric.
-fn mitchell(a: f32, b: f32, bits: u32) -> f32 {
-    let s = (a - 1.0) + (b - 1.0);
-    let q = if s < 1.0 { 1.0 + s } else { 2.0 * s };
-    truncate(q, bits)
-}
-
-/// An asymmetric test model, `a b (1 - (a - 1) / 100)` (stays in [1, 4)), so
-/// that swapping the operands changes the result.
-fn skewed(a: f32, b: f32, bits: u32) -> f32 {
-    truncate(a * b * (1.0 - (a - 1.0) / 100.0), (bits + 3).min(23))
-}
+use support::{mitchell, same_bits, skewed, test_rng};
 
 /// A value for an operand: mostly normal values of moderate exponent, with
 /// NaN, infinities, signed zeros, subnormals and extreme exponents sprinkled
@@ -108,10 +77,6 @@ fn dim(rng: &mut ChaCha8Rng, max: usize) -> usize {
         2 => rng.gen_range(15..=17),
         _ => rng.gen_range(1..=max),
     }
-}
-
-fn same_bits(x: f32, y: f32) -> bool {
-    (x.is_nan() && y.is_nan()) || x.to_bits() == y.to_bits()
 }
 
 /// Run one random case through `run` and the reference; panic with the case
@@ -180,7 +145,7 @@ fn luts() -> Vec<Arc<Lut>> {
 
 #[test]
 fn lut_gemm_matches_reference_bit_exactly() {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    let mut rng = test_rng();
     for lut in luts() {
         let mult = Multiplier::Lut(lut.clone());
         for threads in [1, 2] {
@@ -201,7 +166,7 @@ fn lut_gemm_matches_reference_bit_exactly() {
 fn lut_gemm_large_blocks_match_reference_bit_exactly() {
     // Shapes with several jobs, k-blocks and both orientations (n > m makes
     // the engine work on the transposed problem with the transposed table).
-    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    let mut rng = test_rng();
     for lut in luts()
         .into_iter()
         .filter(|l| [2, 5, 7, 8, 10].contains(&l.bits()))
@@ -222,7 +187,7 @@ fn wide_tables_in_multi_chunk_jobs_match_reference_bit_exactly() {
     // From 9 bits on, one expansion serves row chunks of 2^bits rows or more:
     // jobs of several chunks, chunks capped at the job's rows, and the
     // transposed orientation (n > m).
-    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    let mut rng = test_rng();
     for lut in luts().into_iter().filter(|l| l.bits() >= 9) {
         let mult = Multiplier::Lut(lut.clone());
         for (threads, shape) in [
@@ -242,7 +207,7 @@ fn wide_tables_in_multi_chunk_jobs_match_reference_bit_exactly() {
 
 #[test]
 fn every_kernel_set_matches_reference_bit_exactly() {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    let mut rng = test_rng();
     for lut in luts() {
         let mult = Multiplier::Lut(lut.clone());
         for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
@@ -260,7 +225,7 @@ fn every_kernel_set_matches_reference_bit_exactly() {
 
 #[test]
 fn direct_gemm_matches_reference_bit_exactly() {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    let mut rng = test_rng();
     for bits in [3, 7, 23] {
         let mult = Multiplier::Direct {
             name: "skewed".into(),
@@ -282,7 +247,7 @@ fn direct_gemm_matches_reference_bit_exactly() {
 /// products (plus the old value), the usual forward bound for a dot product.
 #[test]
 fn native_gemm_is_within_rounding_of_reference() {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    let mut rng = test_rng();
     for mult in [Multiplier::Fp32, Multiplier::Bf16] {
         for threads in [1, 2] {
             pool(threads).install(|| {

@@ -2,10 +2,12 @@
 //! arithmetic"): NaN, infinities, zeros, subnormals, overflow to infinity,
 //! underflow to zero, and signs.
 
+mod support;
+
 use amsim::product::{amsim_mul, bf16_mul, compose, round_bf16, Split};
 use amsim::Lut;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
+use support::test_rng;
 
 /// Mitchell's logarithmic product at `bits` bits, written independently of
 /// the C model: S = xa + xb; Q = 1 + S if S < 1 else 2S; fraction truncated
@@ -18,20 +20,6 @@ fn mitchell(a: f32, b: f32, bits: u32) -> f32 {
     let q = if s < 1.0 { 1.0 + s } else { 2.0 * s };
     let e = if q >= 2.0 { 2.0 } else { 1.0 };
     (((q / e - 1.0) * scale).floor() / scale + 1.0) as f32 * e as f32
-}
-
-fn seed() -> u64 {
-    let s = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("seed = {s} (rerun with APPROXTRAIN_TEST_SEED={s})");
-    s
 }
 
 fn lut(bits: u32) -> Lut {
@@ -112,7 +100,7 @@ fn underflow_below_smallest_normal_gives_signed_zero() {
 #[test]
 fn signs_follow_xor_of_operand_signs() {
     let l = lut(5);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    let mut rng = test_rng();
     for _ in 0..10_000 {
         let a: f32 = rng.gen_range(0.01f32..100.0);
         let b: f32 = rng.gen_range(0.01f32..100.0);
@@ -126,7 +114,7 @@ fn signs_follow_xor_of_operand_signs() {
 
 #[test]
 fn product_is_table_entry_scaled_by_exponents() {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed());
+    let mut rng = test_rng();
     for bits in 1..=11 {
         let l = lut(bits);
         for _ in 0..2_000 {

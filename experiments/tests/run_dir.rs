@@ -4,13 +4,15 @@
 //! plan on a lookup table of a Rust Mitchell model so the products are
 //! AMSim's. Seeds are fresh (or `$APPROXTRAIN_TEST_SEED`) and printed.
 
+mod support;
+
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
 
 use amsim::ModelInfo;
 use experiments::metrics::read_metrics;
 use experiments::run::{train, RunDir, RunObserver, RunOutcome, Silent, StartMode};
 use experiments::{MetricsRow, RunFile, RunSpec, RunStatus};
+use support::{test_seed, tiny_mnist_spec};
 
 /// Mitchell's logarithmic multiplier (J. N. Mitchell, "Computer
 /// multiplication and division using binary logarithms", IRE Trans.
@@ -38,39 +40,9 @@ static MODELS: &[ModelInfo] = &[ModelInfo {
     func: mitchell,
 }];
 
-fn test_seed() -> u64 {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos() as u64
-                % 100_000
-        });
-    eprintln!("seed = {seed} (set APPROXTRAIN_TEST_SEED={seed} to repeat)");
-    seed
-}
-
-fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("APPROXTRAIN_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets"));
-    // Without the shared copy the loader falls back to the shipped subset,
-    // but only when no data directory is named.
-    dir.join("mnist").is_dir().then_some(dir)
-}
-
 fn small_spec(seed: u64) -> RunSpec {
-    let mut spec = RunSpec::with_defaults("lenet300100", "mnist");
-    spec.data_dir = data_dir();
+    let mut spec = tiny_mnist_spec(seed, 3);
     spec.multiplier = "fwd=mitchellrs:7,dx=mitchellrs:7,dw=bf16".into();
-    spec.epochs = 3;
-    spec.batch_size = 40;
-    spec.train_limit = Some(200);
-    spec.test_limit = Some(100);
-    spec.seed = seed;
     spec
 }
 

@@ -3,43 +3,11 @@
 //! `decay_bn_bias` and `label_smoothing` change a run exactly when they
 //! should. Seeds are fresh (or `$APPROXTRAIN_TEST_SEED`) and printed.
 
-use std::path::{Path, PathBuf};
+mod support;
 
 use experiments::run::{train, RunOutcome, Silent, StartMode};
 use experiments::{MetricsRow, RunSpec};
-
-fn test_seed() -> u64 {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos() as u64
-                % 100_000
-        });
-    eprintln!("seed = {seed} (set APPROXTRAIN_TEST_SEED={seed} to repeat)");
-    seed
-}
-
-fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("APPROXTRAIN_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets"));
-    dir.join("mnist").is_dir().then_some(dir)
-}
-
-fn small_spec(seed: u64) -> RunSpec {
-    let mut spec = RunSpec::with_defaults("lenet300100", "mnist");
-    spec.data_dir = data_dir();
-    spec.epochs = 2;
-    spec.batch_size = 40;
-    spec.train_limit = Some(200);
-    spec.test_limit = Some(100);
-    spec.seed = seed;
-    spec
-}
+use support::{test_seed, tiny_mnist_spec};
 
 /// Train/test loss and accuracy of each epoch.
 fn run(spec: &RunSpec) -> Vec<[f32; 4]> {
@@ -59,7 +27,7 @@ fn run(spec: &RunSpec) -> Vec<[f32; 4]> {
 #[test]
 fn decay_bn_bias_matters_exactly_when_there_is_weight_decay() {
     let seed = test_seed();
-    let mut base = small_spec(seed);
+    let mut base = tiny_mnist_spec(seed, 2);
     base.optimizer.weight_decay = 0.0;
     let mut with = base.clone();
     with.optimizer.decay_bn_bias = true;
@@ -76,7 +44,7 @@ fn decay_bn_bias_matters_exactly_when_there_is_weight_decay() {
 #[test]
 fn label_smoothing_changes_the_training_loss_only_when_nonzero() {
     let seed = test_seed();
-    let base = small_spec(seed);
+    let base = tiny_mnist_spec(seed, 2);
     let mut zero = base.clone();
     zero.label_smoothing = 0.0;
     let plain = run(&base);

@@ -2,11 +2,13 @@
 //! normalisation of synthetic batches, and malformed batches.
 
 mod data_support;
+mod support;
 
-use data_support::{random_cifar_records, rng, shared_dataset};
+use data_support::{random_cifar_records, shared_dataset};
 use nets::data::cifar::{load_cifar10, CIFAR10_RECORD, CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES};
 use nets::data::{DataError, Normalization, Split};
 use rand::Rng;
+use support::test_rng;
 
 #[test]
 fn full_cifar10_has_5000_train_and_1000_test_images_per_class() {
@@ -45,7 +47,7 @@ fn write_batches(dir: &std::path::Path, rng: &mut impl Rng, per_batch: usize) ->
 
 #[test]
 fn records_become_chw_images_normalised_per_channel_across_batches() {
-    let mut rng = rng("records_become_chw_images_normalised_per_channel");
+    let mut rng = test_rng("records_become_chw_images_normalised_per_channel");
     let per_batch = rng.gen_range(1..6);
     let tmp = tempfile::tempdir().unwrap();
     let records = write_batches(tmp.path(), &mut rng, per_batch);
@@ -68,7 +70,7 @@ fn records_become_chw_images_normalised_per_channel_across_batches() {
 
 #[test]
 fn batch_that_is_not_whole_records_is_an_error_naming_it() {
-    let mut rng = rng("batch_that_is_not_whole_records");
+    let mut rng = test_rng("batch_that_is_not_whole_records");
     let tmp = tempfile::tempdir().unwrap();
     write_batches(tmp.path(), &mut rng, 3);
     let path = tmp.path().join("data_batch_3.bin");
@@ -90,7 +92,7 @@ fn batch_that_is_not_whole_records_is_an_error_naming_it() {
 
 #[test]
 fn label_out_of_range_is_an_error_naming_the_batch_and_record() {
-    let mut rng = rng("cifar_label_out_of_range");
+    let mut rng = test_rng("cifar_label_out_of_range");
     let tmp = tempfile::tempdir().unwrap();
     write_batches(tmp.path(), &mut rng, 4);
     let path = tmp.path().join(CIFAR10_TEST_FILE);
@@ -109,7 +111,7 @@ fn label_out_of_range_is_an_error_naming_the_batch_and_record() {
 
 #[test]
 fn missing_batch_is_an_error_naming_it() {
-    let mut rng = rng("missing_cifar_batch");
+    let mut rng = test_rng("missing_cifar_batch");
     let tmp = tempfile::tempdir().unwrap();
     write_batches(tmp.path(), &mut rng, 2);
     let gone = CIFAR10_TRAIN_FILES[rng.gen_range(0..5)];

@@ -1,16 +1,18 @@
 //! Data-directory resolution and the MNIST subset shipped in the library.
 
 mod data_support;
+mod support;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use data_support::{random_mnist, rng, shared_dataset, write_mnist};
+use data_support::{random_mnist, shared_dataset, write_mnist};
 use nets::data::dir::{data_root_from, resolve_in};
 use nets::data::{
     load_mnist_like, resolve_dataset_dir, DataError, Dataset, DatasetSource, Split,
     SHIPPED_MNIST_TEST, SHIPPED_MNIST_TRAIN,
 };
+use support::test_rng;
 
 #[test]
 fn data_root_prefers_the_flag_then_the_environment_then_dot_data() {
@@ -50,7 +52,7 @@ fn dataset_names_parse_and_map_to_the_shared_folder_layout() {
 
 #[test]
 fn a_complete_dataset_folder_is_used_where_found() {
-    let mut rng = rng("a_complete_dataset_folder_is_used_where_found");
+    let mut rng = test_rng("a_complete_dataset_folder_is_used_where_found");
     let (pixels, labels) = random_mnist(&mut rng, 3);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("fashion-mnist");

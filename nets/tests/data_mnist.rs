@@ -2,13 +2,15 @@
 //! gzipped vs plain files, normalisation, and every malformed case.
 
 mod data_support;
+mod support;
 
 use std::path::Path;
 
-use data_support::{gzip, idx_bytes, random_mnist, rng, shared_dataset, write_mnist};
+use data_support::{gzip, idx_bytes, random_mnist, shared_dataset, write_mnist};
 use nets::data::idx::load_mnist_like_with;
 use nets::data::{load_mnist_like, DataError, Normalization, Split};
 use rand::Rng;
+use support::test_rng;
 
 const MNIST_TRAIN_HIST: [usize; 10] = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949];
 const MNIST_TEST_HIST: [usize; 10] = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009];
@@ -64,7 +66,7 @@ fn mnist_standardisation_gives_zero_mean_unit_std_on_the_full_training_set() {
 
 #[test]
 fn gzipped_and_plain_idx_files_load_identically_and_hold_the_written_pixels() {
-    let mut rng = rng("gzipped_and_plain_idx_files_load_identically");
+    let mut rng = test_rng("gzipped_and_plain_idx_files_load_identically");
     let n = rng.gen_range(1..50);
     let (pixels, labels) = random_mnist(&mut rng, n);
     let tmp = tempfile::tempdir().unwrap();
@@ -86,7 +88,7 @@ fn gzipped_and_plain_idx_files_load_identically_and_hold_the_written_pixels() {
 
 #[test]
 fn gzip_is_detected_by_content_not_by_file_name() {
-    let mut rng = rng("gzip_is_detected_by_content_not_by_file_name");
+    let mut rng = test_rng("gzip_is_detected_by_content_not_by_file_name");
     let (pixels, labels) = random_mnist(&mut rng, 7);
     let tmp = tempfile::tempdir().unwrap();
     // Gzipped content under the plain names, plain content under .gz names.
@@ -114,7 +116,7 @@ fn gzip_is_detected_by_content_not_by_file_name() {
 
 #[test]
 fn mean_std_normalisation_and_limit_apply_to_the_first_images() {
-    let mut rng = rng("mean_std_normalisation_and_limit");
+    let mut rng = test_rng("mean_std_normalisation_and_limit");
     let n = rng.gen_range(5..40);
     let limit = rng.gen_range(1..n);
     let (pixels, labels) = random_mnist(&mut rng, n);
@@ -131,7 +133,7 @@ fn mean_std_normalisation_and_limit_apply_to_the_first_images() {
 /// Writes a valid random training split, lets `spoil` damage it, and
 /// returns the loader's error.
 fn load_spoiled(test: &str, spoil: impl FnOnce(&Path, &mut Vec<u8>, &mut Vec<u8>)) -> DataError {
-    let mut rng = rng(test);
+    let mut rng = test_rng(test);
     let n = rng.gen_range(2..30);
     let (mut pixels, mut labels) = random_mnist(&mut rng, n);
     let tmp = tempfile::tempdir().unwrap();
@@ -282,7 +284,7 @@ fn missing_file_is_an_error_naming_it() {
 
 #[test]
 fn normalisation_with_the_wrong_number_of_channels_is_an_error() {
-    let mut rng = rng("normalisation_with_the_wrong_number_of_channels");
+    let mut rng = test_rng("normalisation_with_the_wrong_number_of_channels");
     let (pixels, labels) = random_mnist(&mut rng, 3);
     let tmp = tempfile::tempdir().unwrap();
     write_mnist(tmp.path(), false, &pixels, &labels, false);

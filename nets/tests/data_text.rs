@@ -2,16 +2,18 @@
 //! the shared Shakespeare text and malformed input.
 
 mod data_support;
+mod support;
 
-use data_support::{rng, shared_dataset};
+use data_support::shared_dataset;
 use nets::data::text::find_text_file;
 use nets::data::{load_text, CharCorpus, DataError};
 use rand::Rng;
 use std::path::Path;
+use support::test_rng;
 
 #[test]
 fn corpus_vocab_is_sorted_distinct_chars_and_the_split_is_90_10_in_order() {
-    let mut rng = rng("corpus_vocab_is_sorted_distinct_chars");
+    let mut rng = test_rng("corpus_vocab_is_sorted_distinct_chars");
     let alphabet: Vec<char> = "abcdefgh \nXYZæéß€,.".chars().collect();
     let n = rng.gen_range(10..2000);
     let text: String = (0..n)
@@ -48,7 +50,7 @@ fn shared_shakespeare_has_79_distinct_characters() {
 
 #[test]
 fn invalid_utf8_is_an_error_naming_the_file_and_offset() {
-    let mut rng = rng("invalid_utf8");
+    let mut rng = test_rng("invalid_utf8");
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("bad.txt");
     let offset = rng.gen_range(0..100);

@@ -9,8 +9,9 @@
 //! 4ε away from their kinks so the difference does not straddle one.
 
 mod gradcheck_support;
+mod support;
 
-use gradcheck_support::{assert_close, check_layer, fp32, no_setup, test_rng};
+use gradcheck_support::{assert_close, check_layer, no_setup};
 use nets::init::Init;
 use nets::layers::conv2d::Conv2dSpec;
 use nets::layers::{
@@ -19,6 +20,7 @@ use nets::layers::{
 use nets::Tensor;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use support::{fp32, test_rng};
 
 fn random_tensor(rng: &mut ChaCha8Rng, shape: &[usize]) -> Tensor {
     let n = shape.iter().product();

@@ -16,12 +16,13 @@
 //! none.
 
 mod gradcheck_support;
+mod support;
 
-use gradcheck_support::{close, fp32, objective, test_rng};
-use std::sync::Arc;
+use gradcheck_support::{close, objective};
+use support::{fp32, mitchell_lut, test_rng};
 
 use amsim::conv::{conv2d_forward_reference, Conv2dShape};
-use amsim::{Lut, Multiplier, MultiplierPlan};
+use amsim::{Multiplier, MultiplierPlan};
 use nets::init::Init;
 use nets::layers::batchnorm::{BN_EPS, BN_MOMENTUM};
 use nets::layers::{BatchNorm2d, GlobalAvgPool, Layer, Param, ResidualBlock, ShortcutKind};
@@ -362,20 +363,6 @@ fn running_statistics_are_left_alone_by_the_optimizers_and_saved_in_checkpoints(
     assert_eq!(fresh.checkpoint().params, ck.params);
 }
 
-/// Mitchell's logarithmic multiplier (Mitchell, IRE Trans. 1962), as
-/// `tests/multiplier_plan.rs` builds it, on a 4-bit table.
-fn mitchell_lut() -> Multiplier {
-    fn mitchell(a: f32, b: f32, bits: u32) -> f32 {
-        let scale = (1u32 << bits) as f32;
-        let xa = ((a - 1.0) * scale).floor() / scale;
-        let xb = ((b - 1.0) * scale).floor() / scale;
-        let s = xa + xb;
-        let q = if s < 1.0 { 1.0 + s } else { 2.0 * s };
-        f32::from_bits(q.to_bits() & !((1u32 << (23 - bits)) - 1))
-    }
-    Multiplier::Lut(Arc::new(Lut::build("mitchell", mitchell, 4).unwrap()))
-}
-
 /// `conv(x, w)` by amsim's reference convolution, no bias.
 fn reference_conv(
     lut: &Multiplier,
@@ -426,7 +413,7 @@ fn relu(mut x: Tensor) -> Tensor {
 #[test]
 fn basic_block_on_a_lut_plan_routes_every_convolution_through_the_table() {
     let mut rng = test_rng("basic_block_on_a_lut_plan_routes_every_convolution_through_the_table");
-    let lut = mitchell_lut();
+    let lut = mitchell_lut(4);
     let mut block = ResidualBlock::basic(
         "block",
         2,

@@ -6,13 +6,15 @@
 //! backward pass is compared with `(L(θ + ε) - L(θ - ε)) / 2ε`.
 
 mod gradcheck_support;
+mod support;
 
 use amsim::{Multiplier, MultiplierPlan};
-use gradcheck_support::{assert_close, check_layer, no_setup, test_rng};
+use gradcheck_support::{assert_close, check_layer, no_setup};
 use nets::layers::{CausalSelfAttention, Embedding, Gelu, Layer, LayerNorm};
 use nets::Tensor;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use support::test_rng;
 
 fn random_tensor(rng: &mut ChaCha8Rng, shape: &[usize], scale: f32) -> Tensor {
     let n = shape.iter().product();

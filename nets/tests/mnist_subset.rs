@@ -2,27 +2,17 @@
 //! the repository (`data-subset/mnist`), exactly and through an approximate
 //! multiplier.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+mod support;
 
-use amsim::{Lut, Multiplier, MultiplierPlan};
+use std::path::PathBuf;
+
+use amsim::{Multiplier, MultiplierPlan};
 use nets::data::{load_mnist_like, Split};
 use nets::optim::{Optimizer, OptimizerConfig};
 use nets::schedule::LrSchedule;
 use nets::train::Trainer;
 use nets::Network;
-use rand::Rng;
-
-/// Mitchell's multiplier as DESIGN.md specifies it (see
-/// `multiplier_plan.rs`).
-fn mitchell(a: f32, b: f32, bits: u32) -> f32 {
-    let scale = (1u32 << bits) as f32;
-    let xa = ((a - 1.0) * scale).floor() / scale;
-    let xb = ((b - 1.0) * scale).floor() / scale;
-    let s = xa + xb;
-    let q = if s < 1.0 { 1.0 + s } else { 2.0 * s };
-    f32::from_bits(q.to_bits() & !((1u32 << (23 - bits)) - 1))
-}
+use support::{mitchell_lut, test_seed};
 
 fn subset_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data-subset/mnist")
@@ -30,14 +20,10 @@ fn subset_dir() -> PathBuf {
 
 #[test]
 fn lenet300100_learns_the_shipped_mnist_subset_exactly_and_approximately() {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen::<u64>());
-    eprintln!("seed {seed} (set APPROXTRAIN_TEST_SEED to replay)");
+    let seed = test_seed("lenet300100_learns_the_shipped_mnist_subset");
     let train = load_mnist_like(&subset_dir(), Split::Train, Some(3000)).unwrap();
     let test = load_mnist_like(&subset_dir(), Split::Test, None).unwrap();
-    let lut = Multiplier::Lut(Arc::new(Lut::build("mitchell", mitchell, 7).unwrap()));
+    let lut = mitchell_lut(7);
     for plan in [
         MultiplierPlan::uniform(Multiplier::Fp32),
         MultiplierPlan::uniform(lut),

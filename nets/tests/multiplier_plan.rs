@@ -1,48 +1,18 @@
 //! Layers route their products through `amsim` with the right multiplier
 //! for each role, and per-layer plans reach the right layer.
 
-use std::sync::Arc;
+mod support;
 
 use amsim::conv::{conv2d_forward_reference, conv2d_grad_input_reference, Conv2dShape};
 use amsim::gemm::{gemm_reference, MatMut, MatRef};
-use amsim::{Lut, Multiplier, MultiplierPlan};
+use amsim::{Multiplier, MultiplierPlan};
 use nets::init::Init;
 use nets::layers::conv2d::Conv2dSpec;
 use nets::layers::{Conv2d, Dense, Layer};
 use nets::{NetError, Network, Tensor};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-
-fn test_rng(test: &str) -> ChaCha8Rng {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("{test}: seed {seed} (set APPROXTRAIN_TEST_SEED to replay)");
-    ChaCha8Rng::seed_from_u64(seed)
-}
-
-/// Mitchell's logarithmic multiplier (Mitchell, "Computer multiplication
-/// and division using binary logarithms", IRE Trans. 1962) as DESIGN.md
-/// specifies it: truncated fractions x, S = xa + xb, Q = 1 + S if S < 1
-/// else 2S, the result fraction truncated to `bits`.
-fn mitchell(a: f32, b: f32, bits: u32) -> f32 {
-    let scale = (1u32 << bits) as f32;
-    let xa = ((a - 1.0) * scale).floor() / scale;
-    let xb = ((b - 1.0) * scale).floor() / scale;
-    let s = xa + xb;
-    let q = if s < 1.0 { 1.0 + s } else { 2.0 * s };
-    f32::from_bits(q.to_bits() & !((1u32 << (23 - bits)) - 1))
-}
-
-fn mitchell_lut() -> Multiplier {
-    Multiplier::Lut(Arc::new(Lut::build("mitchell", mitchell, 4).unwrap()))
-}
+use support::{mitchell_lut, test_rng};
 
 fn random(rng: &mut ChaCha8Rng, shape: &[usize]) -> Tensor {
     let n = shape.iter().product();
@@ -52,7 +22,7 @@ fn random(rng: &mut ChaCha8Rng, shape: &[usize]) -> Tensor {
 #[test]
 fn dense_forward_with_a_lut_is_the_amsim_gemm_plus_bias_bit_exactly() {
     let mut rng = test_rng("dense_forward_with_a_lut_is_the_amsim_gemm_plus_bias_bit_exactly");
-    let lut = mitchell_lut();
+    let lut = mitchell_lut(4);
     let mut layer = Dense::new(
         "fc",
         7,
@@ -112,7 +82,7 @@ fn dense_uses_each_roles_own_multiplier() {
 
     // Only the weight gradient approximate: forward and dx equal fp32.
     let mut plan = MultiplierPlan::uniform(Multiplier::Fp32);
-    plan.grad_weight = mitchell_lut();
+    plan.grad_weight = mitchell_lut(4);
     let mut dw_only = exact.clone();
     dw_only.set_plan(plan);
     assert_eq!(dw_only.forward(&x, true).unwrap(), y0);
@@ -125,7 +95,7 @@ fn dense_uses_each_roles_own_multiplier() {
 
     // Only the input gradient approximate.
     let mut plan = MultiplierPlan::uniform(Multiplier::Fp32);
-    plan.grad_input = mitchell_lut();
+    plan.grad_input = mitchell_lut(4);
     let mut dx_only = exact.clone();
     dx_only.set_plan(plan);
     assert_eq!(dx_only.forward(&x, true).unwrap(), y0);
@@ -134,7 +104,7 @@ fn dense_uses_each_roles_own_multiplier() {
 
     // Only the forward product approximate.
     let mut plan = MultiplierPlan::uniform(Multiplier::Fp32);
-    plan.forward = mitchell_lut();
+    plan.forward = mitchell_lut(4);
     let mut fwd_only = exact.clone();
     fwd_only.set_plan(plan);
     assert_ne!(fwd_only.forward(&x, true).unwrap(), y0);
@@ -146,7 +116,7 @@ fn dense_uses_each_roles_own_multiplier() {
 fn conv2d_routes_each_role_through_its_multiplier_with_design_operand_order() {
     let mut rng =
         test_rng("conv2d_routes_each_role_through_its_multiplier_with_design_operand_order");
-    let lut = mitchell_lut();
+    let lut = mitchell_lut(4);
     let spec = Conv2dSpec::square(2, 3, 3).stride(2).padding(1);
     let mut plan = MultiplierPlan::uniform(Multiplier::Fp32);
     plan.grad_input = lut.clone();
@@ -206,7 +176,7 @@ fn per_layer_plans_reach_only_their_layer_and_unknown_names_are_errors() {
     let x = random(&mut rng, &[2, 1, 28, 28]);
     let y0 = net.forward(&x, false).unwrap();
 
-    net.set_layer_plan("fc3", MultiplierPlan::uniform(mitchell_lut()))
+    net.set_layer_plan("fc3", MultiplierPlan::uniform(mitchell_lut(4)))
         .unwrap();
     assert_eq!(net.layer_plan("fc3").unwrap().forward.label(), "mitchell:4");
     assert_eq!(net.layer_plan("conv1").unwrap().forward.label(), "fp32");

@@ -3,6 +3,8 @@
 //! and a training epoch with augmentation that does not depend on the
 //! thread count.
 
+mod support;
+
 use amsim::{Multiplier, MultiplierPlan};
 use nets::data::{Augmentation, ImageDataset};
 use nets::model::Network;
@@ -10,26 +12,9 @@ use nets::optim::{Optimizer, OptimizerConfig};
 use nets::schedule::LrSchedule;
 use nets::train::Trainer;
 use nets::Tensor;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-
-fn rng(test: &str) -> ChaCha8Rng {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-        });
-    eprintln!("{test}: APPROXTRAIN_TEST_SEED={seed}");
-    ChaCha8Rng::seed_from_u64(seed)
-}
-
-fn fp32() -> MultiplierPlan {
-    MultiplierPlan::uniform(Multiplier::Fp32)
-}
+use support::{fp32, test_rng};
 
 /// Trainable scalars: every parameter but the batch-norm running
 /// statistics and the stem convolution's bias (which the reference
@@ -54,7 +39,7 @@ fn trainable(net: &Network) -> usize {
 /// He et al.'s table 1, e.g. the kuangliu/pytorch-cifar models).
 #[test]
 fn resnet_parameter_counts_match_the_published_architectures() {
-    let seed = rng("resnet_parameter_counts").gen();
+    let seed = test_rng("resnet_parameter_counts").gen();
     for (name, want) in [
         ("resnet20", 269_722),
         ("resnet32", 464_154),
@@ -154,7 +139,7 @@ fn inner_convolutions_of_blocks_take_their_own_plans() {
 
 #[test]
 fn every_resnet_maps_a_batch_of_images_to_class_logits() {
-    let mut rng = rng("every_resnet_maps_a_batch");
+    let mut rng = test_rng("every_resnet_maps_a_batch");
     let x = Tensor::from_vec(
         &[2, 3, 32, 32],
         (0..2 * 3 * 32 * 32)
@@ -221,7 +206,7 @@ fn train_one_epoch(
 /// threads, and differ from training without augmentation.
 #[test]
 fn augmented_training_is_reproducible_at_any_thread_count() {
-    let mut rng = rng("augmented_training_is_reproducible");
+    let mut rng = test_rng("augmented_training_is_reproducible");
     let data = random_images(&mut rng, 20);
     let seed = rng.gen();
     let aug = Some(Augmentation { pad: 2, flip: true });

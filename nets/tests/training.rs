@@ -1,9 +1,9 @@
 //! The training loop: LeNet-5 learns, checkpoints resume bit-identically,
 //! runs are deterministic at any thread count, divergence is an error.
 
-use std::sync::Arc;
+mod support;
 
-use amsim::{Lut, Multiplier, MultiplierPlan};
+use amsim::{Multiplier, MultiplierPlan};
 use nets::checkpoint::Checkpoint;
 use nets::data::ImageDataset;
 use nets::init::Init;
@@ -14,36 +14,10 @@ use nets::train::Trainer;
 use nets::{NetError, Network};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn test_rng(test: &str) -> ChaCha8Rng {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("{test}: seed {seed} (set APPROXTRAIN_TEST_SEED to replay)");
-    ChaCha8Rng::seed_from_u64(seed)
-}
-
-/// Mitchell's multiplier as DESIGN.md specifies it (see
-/// `multiplier_plan.rs`).
-fn mitchell(a: f32, b: f32, bits: u32) -> f32 {
-    let scale = (1u32 << bits) as f32;
-    let xa = ((a - 1.0) * scale).floor() / scale;
-    let xb = ((b - 1.0) * scale).floor() / scale;
-    let s = xa + xb;
-    let q = if s < 1.0 { 1.0 + s } else { 2.0 * s };
-    f32::from_bits(q.to_bits() & !((1u32 << (23 - bits)) - 1))
-}
+use support::{mitchell_lut, test_rng};
 
 fn mitchell_plan(bits: u32) -> MultiplierPlan {
-    MultiplierPlan::uniform(Multiplier::Lut(Arc::new(
-        Lut::build("mitchell", mitchell, bits).unwrap(),
-    )))
+    MultiplierPlan::uniform(mitchell_lut(bits))
 }
 
 fn synthetic(rng: &mut ChaCha8Rng, len: usize, c: usize, h: usize, w: usize) -> ImageDataset {

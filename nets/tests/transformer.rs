@@ -4,15 +4,17 @@
 //! validation windows and configuration errors.
 
 mod gradcheck_support;
+mod support;
 
 use amsim::{Multiplier, MultiplierPlan};
-use gradcheck_support::{close, fp32, objective, test_rng};
+use gradcheck_support::{close, objective};
 use nets::lm::{generate, validation_starts, LmTrainer};
 use nets::optim::{Optimizer, OptimizerConfig};
 use nets::schedule::{Granularity, LrSchedule, Schedule};
 use nets::transformer::{Positions, Transformer, TransformerConfig};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use support::{fp32, test_rng};
 
 fn config(positions: Positions, tied_head: bool) -> TransformerConfig {
     TransformerConfig {

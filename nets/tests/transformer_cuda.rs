@@ -23,6 +23,8 @@
 //! scripts/gpu-check.sh) makes that a failure. Inputs are random with a
 //! fresh seed, printed; set `APPROXTRAIN_TEST_SEED` to replay.
 
+mod support;
+
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use amsim::cuda::CudaEngine;
@@ -35,20 +37,7 @@ use nets::transformer::{Positions, Transformer, TransformerConfig};
 use nets::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn test_rng(test: &str) -> ChaCha8Rng {
-    let s = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("{test}: seed = {s} (rerun with APPROXTRAIN_TEST_SEED={s})");
-    ChaCha8Rng::seed_from_u64(s)
-}
+use support::test_rng;
 
 fn required(var: &str) -> bool {
     std::env::var(var).map(|v| v == "1").unwrap_or(false)

@@ -1,28 +1,9 @@
-//! Helpers shared by the `data_*` integration tests: the seed, the shared
-//! datasets folder, and writers of IDX / CIFAR-10 files.
+//! Helpers shared by the `data_*` integration tests: the shared datasets
+//! folder, and writers of IDX / CIFAR-10 files.
 #![allow(dead_code)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-
-/// A fresh seed (or `APPROXTRAIN_TEST_SEED`), printed so a failure can be
-/// replayed.
-pub fn rng(test: &str) -> ChaCha8Rng {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-        });
-    eprintln!("{test}: seed {seed} (set APPROXTRAIN_TEST_SEED={seed} to replay)");
-    ChaCha8Rng::seed_from_u64(seed)
-}
 
 /// The shared datasets folder (`APPROXTRAIN_SHARED_DATA`, else
 /// `../shared/datasets` next to the workspace), or `None` with a printed

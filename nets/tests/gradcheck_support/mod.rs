@@ -6,31 +6,10 @@
 //! `(L(θ + ε) - L(θ - ε)) / 2ε`.
 #![allow(dead_code)] // each test file uses its own subset
 
-use amsim::{Multiplier, MultiplierPlan};
 use nets::layers::Layer;
 use nets::Tensor;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-
-/// A generator seeded from `APPROXTRAIN_TEST_SEED` or the clock; the seed
-/// is printed so a failure can be replayed.
-pub fn test_rng(test: &str) -> ChaCha8Rng {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("{test}: seed {seed} (set APPROXTRAIN_TEST_SEED to replay)");
-    ChaCha8Rng::seed_from_u64(seed)
-}
-
-pub fn fp32() -> MultiplierPlan {
-    MultiplierPlan::uniform(Multiplier::Fp32)
-}
 
 pub fn objective(y: &Tensor, r: &[f32]) -> f64 {
     y.data
