@@ -114,7 +114,22 @@ pub fn plot_dir(dir: &Path, models: &[ModelInfo]) -> Result<PlotOutput> {
     files.push(summary_path);
 
     let plans = all_plans(&runs);
-    for figure in Figure::ALL {
+    // Language-model runs get their validation loss against the step; the
+    // per-epoch accuracy figures are drawn only where a classifier is.
+    let lm_files = crate::lm_plot::plot_validation_loss(dir)?;
+    let mut pngs: Vec<(String, &str)> = Vec::new();
+    if !lm_files.is_empty() {
+        pngs.push((
+            format!("{}.png", crate::lm_plot::VALIDATION_LOSS_FIGURE),
+            "Validation loss (nats per character) against the step",
+        ));
+        files.extend(lm_files);
+    }
+    let classifiers = runs
+        .iter()
+        .any(|r| r.file.spec.net != crate::lm::TRANSFORMER);
+    let figures: &[Figure] = if classifiers { &Figure::ALL } else { &[] };
+    for &figure in figures {
         let png = dir.join(format!("{}.png", figure.stem()));
         write_png(&png, figure, &runs, &plans)?;
         files.push(png);
@@ -128,10 +143,11 @@ pub fn plot_dir(dir: &Path, models: &[ModelInfo]) -> Result<PlotOutput> {
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| dir.display().to_string());
-    let pngs: Vec<(String, &str)> = Figure::ALL
-        .iter()
-        .map(|f| (format!("{}.png", f.stem()), f.title()))
-        .collect();
+    pngs.extend(
+        figures
+            .iter()
+            .map(|f| (format!("{}.png", f.stem()), f.title())),
+    );
 
     let model_sections = draw_heatmaps(dir, &runs, models, &mut files)?;
     let energy = energies(&runs, models)?;

@@ -294,6 +294,10 @@ pub fn markdown(title: &str, runs: &[RunRecord], extras: &ReportExtras) -> Strin
     }
     for g in groups(runs) {
         let _ = writeln!(s, "## {} on {}\n", g.net, g.dataset);
+        if g.net == crate::lm::TRANSFORMER {
+            lm_table(&mut s, &g);
+            continue;
+        }
         let _ = writeln!(
             s,
             "| plan | seed | status | epochs | final test accuracy | gap to {REFERENCE_PLAN} (points) \
@@ -361,6 +365,87 @@ pub fn markdown(title: &str, runs: &[RunRecord], extras: &ReportExtras) -> Strin
 }
 
 /// Format microjoules with three significant digits.
+/// The table of a language-model group: final validation loss (nats per
+/// character), perplexity and next-character accuracy after the last
+/// validation, the loss gap to the mean of the group's `fp32` runs, and
+/// wall seconds per optimizer step.
+fn lm_table(s: &mut String, g: &Group) {
+    let finals = |r: &RunRecord| -> Option<(f64, f64, f64)> {
+        if r.diverged() {
+            return None;
+        }
+        let last = r.rows.last()?;
+        let secs: f64 = r.rows.iter().map(|x| x.seconds).sum();
+        Some((
+            last.test_loss as f64,
+            last.test_accuracy as f64,
+            secs / last.step.max(1) as f64,
+        ))
+    };
+    let base: Vec<(f64, f64, f64)> = g
+        .runs
+        .iter()
+        .filter(|r| r.plan() == REFERENCE_PLAN)
+        .filter_map(|r| finals(r))
+        .collect();
+    let n = base.len() as f64;
+    let reference = (!base.is_empty()).then(|| {
+        (
+            base.iter().map(|b| b.0).sum::<f64>() / n,
+            base.iter().map(|b| b.2).sum::<f64>() / n,
+        )
+    });
+    let _ = writeln!(
+        s,
+        "A language model: the loss, perplexity and accuracy are those of the last \
+         validation; the gap is against the mean loss of the `{REFERENCE_PLAN}` runs; \
+         s/step is the wall time of training and validation over the steps.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| plan | seed | status | steps | validation loss (nats/char) | perplexity \
+         | next-character accuracy | gap to {REFERENCE_PLAN} (nats/char) | s/step \
+         | slowdown vs {REFERENCE_PLAN} | run |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in &g.runs {
+        let f = finals(r);
+        let cell = |v: Option<String>| {
+            v.unwrap_or_else(|| if r.diverged() { "diverged" } else { "-" }.into())
+        };
+        let gap = match (f, reference) {
+            (Some((loss, _, _)), Some((base, _))) => Some(format!("{:+.4}", loss - base)),
+            _ => None,
+        };
+        let slowdown = match (f, reference) {
+            (Some((_, _, t)), Some((_, base))) if base > 0.0 => Some(format!("{:.2}x", t / base)),
+            _ => None,
+        };
+        let dir = r.dir.to_string_lossy().replace('\\', "/");
+        let link = if dir.is_empty() {
+            "`.`".to_string()
+        } else {
+            format!("[{dir}]({dir}/)")
+        };
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            g.label(r),
+            r.file.spec.seed,
+            r.file.run.status,
+            r.rows.last().map_or(0, |x| x.step),
+            cell(f.map(|f| format!("{:.4}", f.0))),
+            cell(f.map(|f| format!("{:.3}", f.0.exp()))),
+            cell(f.map(|f| format!("{:.2}%", f.1 * 100.0))),
+            cell(gap),
+            cell(f.map(|f| format!("{:.3}", f.2))),
+            cell(slowdown),
+            link
+        );
+    }
+    s.push('\n');
+}
+
 fn format_uj(uj: f64) -> String {
     if uj >= 100.0 {
         format!("{uj:.0}")

@@ -21,10 +21,7 @@ pub struct PlotArgs {
 
 /// Merge, draw and report.
 pub fn run(args: PlotArgs) -> Result<()> {
-    let mut out = experiments::plot::plot_dir(&args.dir, approxtrain::models::MODELS)?;
-    // Language-model runs also get their validation-loss curves.
-    out.files
-        .extend(experiments::lm_plot::plot_validation_loss(&args.dir)?);
+    let out = experiments::plot::plot_dir(&args.dir, approxtrain::models::MODELS)?;
     println!("{} runs, {} rows merged; wrote:", out.runs, out.rows);
     for f in &out.files {
         println!("  {}", f.display());
