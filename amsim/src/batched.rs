@@ -301,6 +301,13 @@ fn check_batched_shapes(a: &BatchedRef, b: &BatchedRef, c: &BatchedMut) -> Resul
 
 /// `C[b] = A[b]·B[b] (+ C[b])` for every `b`, in parallel over the batch,
 /// each slice through [`gemm`].
+///
+/// With a table and at least [`ITEMS_PER_THREAD`] slices per thread, each
+/// slice runs as one job on the thread that takes it (the engine's
+/// `lut_gemm_single_thread`) instead of being cut again into jobs for the
+/// whole pool: the items of attention (`[128, 32] x [32, 128]` and the
+/// like) are too small for a split to pay, and each job of a split packs the
+/// first operand and expands the second again. Same sums either way.
 pub fn gemm_batched(
     mult: &Multiplier,
     a: BatchedRef,
@@ -317,12 +324,31 @@ pub fn gemm_batched(
     let b_views = (0..c_views.len())
         .map(|i| b.get(i))
         .collect::<Result<Vec<_>>>()?;
+    if let Multiplier::Lut(lut) = mult {
+        if c_views.len() >= ITEMS_PER_THREAD * rayon::current_num_threads() {
+            // Shapes were checked above, for every slice at once.
+            let _timer = crate::timing::ProductTimer::start();
+            c_views
+                .into_par_iter()
+                .zip(a_views)
+                .zip(b_views)
+                .for_each(|((ci, ai), bi)| {
+                    crate::engine::lut_gemm_single_thread(lut, ai, bi, ci, accumulate)
+                });
+            return Ok(());
+        }
+    }
     c_views
         .into_par_iter()
         .zip(a_views)
         .zip(b_views)
         .try_for_each(|((ci, ai), bi)| gemm(mult, ai, bi, ci, accumulate))
 }
+
+/// Slices per pool thread from which [`gemm_batched`] runs each slice of a
+/// table product on a single thread (fewer, larger slices are cut into jobs
+/// for the whole pool, as by [`gemm`]).
+pub const ITEMS_PER_THREAD: usize = 2;
 
 /// The definition of [`gemm_batched`]: [`gemm_reference`] slice by slice.
 pub fn gemm_batched_reference(

@@ -13,7 +13,8 @@
 //!             for each k-block (kc values of k):
 //!                 pack both panels of Y, expand them (2^m rows) (V)
 //!                 for each micro-panel of MR rows:
-//!                     fused micro-kernel on both panels, or per panel the
+//!                     skip it if its k-block of X is all zeros (fused path),
+//!                     else fused micro-kernel on both panels, or per panel the
 //!                     exact fallback where a block holds special values or
 //!                     out-of-range exponents
 //!     write the chunk's sums to C
@@ -361,6 +362,12 @@ fn run_rows<K: LutKernel>(
                     let sa = &px.scale[first..first + kc * mr];
                     let off = &px.off[first..first + kc * mr];
                     let fused = |g: usize| expandable[g] && px.range[mp].fused_ok(&py[g].range);
+                    // Only zeros and subnormals on the fused path: nothing
+                    // to add (see `PackedX::live`).
+                    let dead = !px.live(mp, (k0 - x0) / p.kc);
+                    if dead && (g0..g1).all(|g| fused(g - g0)) {
+                        continue;
+                    }
                     let t0 = ((g0 - panel0) * mpanels + mp) * tile;
                     if g1 - g0 == 2 && fused(0) && fused(1) {
                         // The second panel's tile is `mpanels` tiles on.

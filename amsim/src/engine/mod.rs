@@ -332,6 +332,23 @@ pub(crate) fn lut_gemm(lut: &Arc<Lut>, a: MatRef, b: MatRef, mut c: MatMut, accu
     lut_gemm_isa(Isa::detect(), lut, a, b, c.reborrow(), accumulate)
 }
 
+/// [`lut_gemm`] planned for, and run on, the calling thread alone.
+///
+/// For callers that already run many products side by side (the items of
+/// a batched GEMM, see [`crate::batched::gemm_batched`]): cutting each small
+/// product into jobs for every thread of the pool would pack its first
+/// operand and expand its second once per job, while the other threads are
+/// busy with other items anyway. The sums are the same (`k` is never split).
+pub(crate) fn lut_gemm_single_thread(
+    lut: &Arc<Lut>,
+    a: MatRef,
+    b: MatRef,
+    mut c: MatMut,
+    accumulate: bool,
+) {
+    lut_gemm_threads(Isa::detect(), lut, a, b, c.reborrow(), accumulate, 1)
+}
+
 /// [`lut_gemm`] with an explicit instruction set (falls back to the portable
 /// kernels when the CPU lacks `isa`).
 pub(crate) fn lut_gemm_isa(
@@ -339,8 +356,23 @@ pub(crate) fn lut_gemm_isa(
     lut: &Arc<Lut>,
     a: MatRef,
     b: MatRef,
+    c: MatMut,
+    accumulate: bool,
+) {
+    let threads = rayon::current_num_threads();
+    lut_gemm_threads(isa, lut, a, b, c, accumulate, threads)
+}
+
+/// [`lut_gemm_isa`] with the work cut for `threads` threads (1: one job, run
+/// on the calling thread).
+fn lut_gemm_threads(
+    isa: Isa,
+    lut: &Arc<Lut>,
+    a: MatRef,
+    b: MatRef,
     mut c: MatMut,
     accumulate: bool,
+    threads: usize,
 ) {
     let (m, n) = (c.rows(), c.cols());
     if m == 0 || n == 0 {
@@ -357,7 +389,7 @@ pub(crate) fn lut_gemm_isa(
             cs: 1,
             accumulate: false,
         };
-        run_oriented(isa, lut, a, b, m, n, out);
+        run_oriented(isa, lut, a, b, m, n, out, threads);
         for i in 0..m {
             for j in 0..n {
                 let o = c.at_mut(i, j);
@@ -376,18 +408,27 @@ pub(crate) fn lut_gemm_isa(
         cs,
         accumulate,
     };
-    run_oriented(isa, lut, a, b, m, n, out);
+    run_oriented(isa, lut, a, b, m, n, out, threads);
 }
 
 /// Pick the orientation (`C = A·B`, or `Cᵀ = Bᵀ Aᵀ` with the transposed
-/// table) and the cut of the work whose estimated cost is the lower, and run
-/// the loop nest.
-fn run_oriented(isa: Isa, lut: &Arc<Lut>, a: MatRef, b: MatRef, m: usize, n: usize, out: OutPtr) {
+/// table) and the cut of the work over `threads` threads whose estimated
+/// cost is the lower, and run the loop nest.
+#[allow(clippy::too_many_arguments)]
+fn run_oriented(
+    isa: Isa,
+    lut: &Arc<Lut>,
+    a: MatRef,
+    b: MatRef,
+    m: usize,
+    n: usize,
+    out: OutPtr,
+    threads: usize,
+) {
     let bits = lut.bits();
     let lay = layouts(lut);
     let k = a.cols();
     let mr = loops::kernel_mr(isa);
-    let threads = rayon::current_num_threads();
     let plain = loops::plan(m, n, k, bits, mr, threads);
     let swapped = loops::plan(n, m, k, bits, mr, threads);
     if plain.cost <= swapped.cost {

@@ -23,6 +23,48 @@ pub(crate) struct PackedX {
     pub scale: Vec<f32>,
     pub off: Vec<u32>,
     pub range: Vec<ExpRange>,
+    /// `live[mp * kblocks + kb]`: whether micro-panel `mp` has a normal
+    /// operand (a non-zero scale) in the `kb`-th expansion block of `kblock`
+    /// values of k (`kblocks = kc.div_ceil(kblock)`). A block without one
+    /// holds only zeros and subnormals, or NaNs and infinities (which
+    /// `range` reports); see [`PackedX::live`].
+    live: Vec<bool>,
+    kblocks: usize,
+}
+
+impl PackedX {
+    /// Whether the fused products of micro-panel `mp` over expansion block
+    /// `kb` can change an accumulator. When it is `false` and the block
+    /// takes the fused path (no NaN or infinity: `range[mp]` says so), every
+    /// product is a signed zero, and adding a zero leaves a sum that started
+    /// at `+0.0` unchanged (it is never `-0.0` under round-to-nearest), so
+    /// the kernel call can be skipped: a causal attention's weights are zero
+    /// above the diagonal, half of `A·V`, `dS·K`, `Aᵀ·dYh` and `dSᵀ·Q`.
+    #[inline]
+    pub fn live(&self, mp: usize, kb: usize) -> bool {
+        self.live[mp * self.kblocks + kb]
+    }
+
+    /// Fill `live` for `panels` micro-panels of `kc` values of k.
+    fn mark_live(&mut self, panels: usize, kc: usize, mr: usize, kblock: usize) {
+        let kblocks = kc.div_ceil(kblock.max(1));
+        self.kblocks = kblocks;
+        self.live.clear();
+        self.live.reserve(panels * kblocks);
+        for mp in 0..panels {
+            for kb in 0..kblocks {
+                let k_lo = kb * kblock;
+                let k_hi = (k_lo + kblock).min(kc);
+                let s = &self.scale[(mp * kc + k_lo) * mr..(mp * kc + k_hi) * mr];
+                // OR of 16 scales at a time (vectorised), stopping at the
+                // first normal operand.
+                let any = s
+                    .chunks(16)
+                    .any(|c| c.iter().fold(0u32, |a, v| a | v.to_bits()) != 0);
+                self.live.push(any);
+            }
+        }
+    }
 }
 
 /// Pack rows `i0..i0 + rows` and columns `k0..k0 + kc` of `x`, for
@@ -61,24 +103,35 @@ pub(crate) fn pack_x(
         strategy,
     };
     let (scale, off, range) = (&mut px.scale[..len], &mut px.off[..len], &mut px.range[..]);
-    // The same loops compiled for the widest vectors the CPU has (the
-    // packing is integer work, identical on every path).
+    pack_x_isa(&job, scale, off, range);
+    px.mark_live(panels, kc, mr, kblock);
+}
+
+/// The packing loops compiled for the widest vectors the CPU has (the
+/// packing is integer work, identical on every path).
+fn pack_x_isa(job: &XJob, scale: &mut [f32], off: &mut [u32], range: &mut [ExpRange]) {
+    let (x, mr) = (job.x, job.mr);
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx2") {
             if x.rs == 1 && mr <= 16 {
                 // SAFETY: the features were just detected.
-                return unsafe { pack_x_rows_avx512(&job, scale, off, range) };
+                return unsafe { pack_x_rows_avx512(job, scale, off, range) };
+            }
+            if x.cs == 1 && mr <= 16 {
+                // SAFETY: as above.
+                return unsafe { pack_x_cols_avx512(job, scale, off, range) };
             }
             // SAFETY: the features were just detected.
-            return unsafe { pack_x_avx512(&job, scale, off, range) };
+            return unsafe { pack_x_avx512(job, scale, off, range) };
         }
         if is_x86_feature_detected!("avx2") {
             // SAFETY: as above.
-            return unsafe { pack_x_avx2(&job, scale, off, range) };
+            return unsafe { pack_x_avx2(job, scale, off, range) };
         }
     }
-    pack_x_body(&job, scale, off, range);
+    let _ = (x, mr);
+    pack_x_body(job, scale, off, range);
 }
 
 /// The arguments of one [`pack_x`].
@@ -196,6 +249,103 @@ unsafe fn pack_x_rows_avx512(j: &XJob, scale: &mut [f32], off: &mut [u32], range
                 0
             };
         }
+    }
+}
+
+/// [`pack_x_body`] for a row-major first operand (`x.cs == 1`, the usual
+/// case: activations, attention weights) and `mr <= 16`, in AVX-512. The
+/// scalar walk stores each element `mr` floats from the previous one; here
+/// 16 values of k of each row of a micro-panel are loaded and split as one
+/// vector, and the `mr x 16` block is transposed in registers into the
+/// k-major layout of the packed block. Padding rows get scale 0 and the
+/// offset of their own `kk` slice, as in [`pack_x_body`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2")]
+unsafe fn pack_x_cols_avx512(j: &XJob, scale: &mut [f32], off: &mut [u32], range: &mut [ExpRange]) {
+    use std::arch::x86_64::*;
+    let XJob {
+        x,
+        i0,
+        rows,
+        k0,
+        kc,
+        mr,
+        bits,
+        kblock,
+        strategy,
+    } = *j;
+    debug_assert!(x.cs == 1 && mr <= 16);
+    let panels = rows.div_ceil(mr);
+    let (tshift, kshift) = match strategy {
+        Strategy::Expand => (4, bits + 4),
+        Strategy::Direct => (bits, 0),
+    };
+    if panels == 0 || kc == 0 {
+        return;
+    }
+    // Every element read lies below this bound (checked once).
+    assert!((i0 + rows - 1) * x.rs + k0 + kc - 1 < x.data.len());
+    assert!(scale.len() >= panels * kc * mr && off.len() >= panels * kc * mr);
+    let data = x.data.as_ptr();
+    let exp_mask = _mm512_set1_epi32(0xff);
+    let one = _mm512_set1_epi32(1);
+    let n254 = _mm512_set1_epi32(254);
+    let sign_exp = _mm512_set1_epi32(0xff80_0000u32 as i32);
+    let frac = _mm512_set1_epi32(0x007f_ffff);
+    let tcount = _mm_cvtsi32_si128((23 - bits) as i32);
+    let scount = _mm_cvtsi32_si128(tshift as i32);
+    let row_mask: __mmask16 = ((1u32 << mr) - 1) as __mmask16;
+    for (mp, range) in range.iter_mut().enumerate().take(panels) {
+        let live = mr.min(rows - mp * mr);
+        let mut lo = _mm512_set1_epi32(255);
+        let mut hi = _mm512_setzero_si512();
+        let mut raw = _mm512_setzero_si512();
+        let mut kk0 = 0;
+        while kk0 < kc {
+            let klen = 16.min(kc - kk0);
+            let km: __mmask16 = ((1u32 << klen) - 1) as __mmask16;
+            // Lane l: the offset of k = kk0 + l inside its expansion block.
+            let mut kb = [0u32; 16];
+            if strategy == Strategy::Expand {
+                for (l, o) in kb.iter_mut().enumerate().take(klen) {
+                    *o = (((kk0 + l) % kblock) as u32) << kshift;
+                }
+            }
+            let kbv = _mm512_loadu_si512(kb.as_ptr() as *const _);
+            let mut sc = [_mm512_setzero_ps(); 16];
+            let mut of = [_mm512_castsi512_ps(kbv); 16];
+            for r in 0..live {
+                let p = data.add((i0 + mp * mr + r) * x.rs + k0 + kk0);
+                let v = _mm512_maskz_loadu_epi32(km, p as *const i32);
+                let e = _mm512_and_si512(_mm512_srli_epi32::<23>(v), exp_mask);
+                let normal = _mm512_mask_cmplt_epu32_mask(km, _mm512_sub_epi32(e, one), n254);
+                let sb = _mm512_maskz_and_epi32(normal, v, sign_exp);
+                let t = _mm512_maskz_srl_epi32(normal, _mm512_and_si512(v, frac), tcount);
+                sc[r] = _mm512_castsi512_ps(sb);
+                of[r] = _mm512_castsi512_ps(_mm512_or_si512(kbv, _mm512_sll_epi32(t, scount)));
+                lo = _mm512_mask_min_epu32(lo, normal, lo, e);
+                hi = _mm512_mask_max_epu32(hi, normal, hi, e);
+                raw = _mm512_mask_max_epu32(raw, km, raw, e);
+            }
+            // Row r of the block becomes lane r of the vector of k = kk0 + l.
+            let sc = super::x86::transpose16(sc);
+            let of = super::x86::transpose16(of);
+            for l in 0..klen {
+                let at = (mp * kc + kk0 + l) * mr;
+                _mm512_mask_storeu_ps(scale.as_mut_ptr().add(at), row_mask, sc[l]);
+                _mm512_mask_storeu_epi32(
+                    off.as_mut_ptr().add(at) as *mut i32,
+                    row_mask,
+                    _mm512_castps_si512(of[l]),
+                );
+            }
+            kk0 += klen;
+        }
+        *range = ExpRange {
+            min: _mm512_reduce_min_epu32(lo),
+            max: _mm512_reduce_max_epu32(hi),
+            special: _mm512_reduce_max_epu32(raw) == 255,
+        };
     }
 }
 
