@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Output;
 
 use rand::SeedableRng;
-use support::{approxtrain, random_text, test_seed};
+use support::{approxtrain, random_text, stderr, test_seed};
 
 /// A text of random sentences (see [`random_text`]) generated from `seed`.
 fn write_text(path: &Path, seed: u64) {
@@ -346,4 +346,69 @@ fn bad_text_files_and_sizes_are_one_line_errors() {
             assert!(err.contains(n), "{dataset} {extra:?}: '{n}' not in {err}");
         }
     }
+}
+
+/// `bench train --net transformer` times the default model's optimizer
+/// steps for FP32 (first, the baseline) and each multiplier asked for, and
+/// reports seconds per step, the ratio to FP32 and the share in AMSim
+/// products; without a text dataset it is a one-line error.
+#[test]
+fn bench_train_times_transformer_steps_per_multiplier() {
+    let seed = test_seed();
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("words.txt");
+    write_text(&text, seed);
+    let dataset = format!("text:{}", text.display());
+    let out = approxtrain(&[
+        "bench",
+        "train",
+        "--net",
+        "transformer",
+        "--dataset",
+        &dataset,
+        "--multiplier",
+        "mbm:7",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let labels: Vec<&str> = rows
+        .iter()
+        .map(|r| r["multiplier"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["fp32", "mbm:7"]);
+    for r in &rows {
+        assert_eq!(r["net"], "transformer");
+        assert_eq!(
+            (r["steps"].as_u64(), r["batch_size"].as_u64()),
+            (Some(2), Some(2))
+        );
+        let seconds = r["seconds"].as_f64().unwrap();
+        assert!(seconds > 0.0, "{r}");
+        let per_step = r["seconds_per_step"].as_f64().unwrap();
+        assert!((per_step * 2.0 - seconds).abs() <= 1e-9 * seconds, "{r}");
+        let share = r["product_share"].as_f64().unwrap();
+        assert!(share > 0.0 && share <= 1.0, "{r}");
+    }
+    assert_eq!(rows[0]["ratio_vs_fp32"].as_f64(), Some(1.0));
+    let ratio = rows[1]["ratio_vs_fp32"].as_f64().unwrap();
+    let expected = rows[1]["seconds"].as_f64().unwrap() / rows[0]["seconds"].as_f64().unwrap();
+    assert!(
+        (ratio - expected).abs() <= 1e-9 * expected,
+        "{ratio} vs {expected}"
+    );
+
+    let out = approxtrain(&["bench", "train", "--net", "transformer"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--dataset text:PATH"), "{err}");
 }

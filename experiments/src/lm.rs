@@ -83,7 +83,7 @@ pub struct TransformerSpec {
 }
 
 impl Default for TransformerSpec {
-    /// The model: 4 layers, width 128, 4 heads, context 128,
+    /// The default model: 4 layers, width 128, 4 heads, context 128,
     /// learned positions, tied head; 100 warm-up steps; 128 validation
     /// windows (16,384 characters).
     fn default() -> Self {

@@ -33,24 +33,32 @@ pub enum BenchCommand {
     /// calls).
     ///
     /// Example: approxtrain bench train --net resnet20 --data-dir ../shared/datasets --multiplier fp32,mbm:7 --batch-size 128 --json
+    ///
+    /// The Transformer (the default model of `train --net transformer`) is
+    /// timed over `--steps` optimizer steps on a text file instead:
+    /// approxtrain bench train --net transformer --dataset text:../shared/datasets/shakespeare/first-folio.txt --multiplier fp32,mbm:7
     Train(TrainBenchArgs),
 }
 
 /// Options of `bench train`.
 #[derive(clap::Args)]
 pub struct TrainBenchArgs {
-    /// Network: lenet5, lenet300100, resnet20, resnet32, resnet56, resnet18, resnet34, resnet50.
+    /// Network: lenet5, lenet300100, resnet20, resnet32, resnet56, resnet18, resnet34, resnet50, transformer.
     #[arg(long, default_value = "lenet5")]
     net: String,
-    /// Dataset: mnist, fashion-mnist or cifar10 [default: cifar10 for the ResNets, else mnist].
+    /// Dataset: mnist, fashion-mnist or cifar10 [default: cifar10 for the ResNets, else mnist];
+    /// text:PATH for the transformer.
     #[arg(long)]
     dataset: Option<String>,
     /// Data directory holding mnist/ ... [default: $APPROXTRAIN_DATA, ./data, then the shipped MNIST subset].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<std::path::PathBuf>,
-    /// Mini-batch size.
-    #[arg(long, default_value_t = 128)]
-    batch_size: usize,
+    /// Mini-batch size [default: 128; 32 windows for the transformer].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Transformer: timed optimizer steps per repeat (after one untimed step).
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    steps: usize,
     /// Training images per timed epoch [default: the whole training set for the LeNets, 8 batches for the ResNets].
     #[arg(long, value_name = "N")]
     images: Option<usize>,
@@ -464,7 +472,7 @@ fn time_training(
         amsim::timing::reset();
         amsim::timing::set_enabled(true);
         let start = std::time::Instant::now();
-        match trainer.train_epoch(data, a.batch_size, &mut |_| {}) {
+        match trainer.train_epoch(data, a.batch_size.unwrap_or(128), &mut |_| {}) {
             Ok(_) => {}
             // A diverging multiplier still did the work of its batches up to
             // the failure; report it rather than a misleading time.
@@ -478,12 +486,56 @@ fn time_training(
     Ok(times[times.len() / 2])
 }
 
+/// Time `repeats` runs of `a.steps` optimizer steps of the default
+/// Transformer under `mult` on `corpus` (after one untimed step, which
+/// allocates the optimizer state): the median run's seconds and its seconds
+/// in AMSim products. Every run starts from the same fresh model and draws
+/// the same windows.
+fn time_lm_training(
+    a: &TrainBenchArgs,
+    mult: &Multiplier,
+    corpus: &nets::data::CharCorpus,
+    batch: usize,
+) -> anyhow::Result<(f64, f64)> {
+    use nets::optim::{Optimizer, OptimizerConfig};
+    let config = experiments::lm::TransformerSpec::default().config(corpus.vocab_size())?;
+    let mut times = Vec::with_capacity(a.repeats);
+    for _ in 0..a.repeats {
+        let plan = amsim::MultiplierPlan::uniform(mult.clone());
+        let model = nets::transformer::Transformer::new(config.clone(), plan, 1)?;
+        let opt = Optimizer::new(OptimizerConfig::adamw(0.1))?;
+        let schedule = nets::schedule::LrSchedule::constant(1e-3);
+        let mut trainer = nets::lm::LmTrainer::new(model, opt, schedule, 1, Some(1.0))?;
+        let step = |t: &mut nets::lm::LmTrainer| -> anyhow::Result<()> {
+            t.train_step(&corpus.train, batch)
+                .map(|_| ())
+                .with_context(|| format!("{mult}: training failed during the timed steps"))
+        };
+        step(&mut trainer)?;
+        amsim::timing::reset();
+        amsim::timing::set_enabled(true);
+        let start = std::time::Instant::now();
+        for _ in 0..a.steps {
+            step(&mut trainer)?;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        amsim::timing::set_enabled(false);
+        times.push((seconds, amsim::timing::product_nanos() as f64 * 1e-9));
+    }
+    times.sort_by(|x, y| x.0.total_cmp(&y.0));
+    Ok(times[times.len() / 2])
+}
+
 fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
     if a.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
-    if a.batch_size == 0 {
+    if a.batch_size == Some(0) {
         bail!("--batch-size must be at least 1");
+    }
+    let lm = a.net == experiments::lm::TRANSFORMER;
+    if lm && a.steps == 0 {
+        bail!("--steps must be at least 1");
     }
     let resolver = Resolver::new(MODELS);
     let specs: Vec<String> = if a.multiplier.is_empty() {
@@ -501,6 +553,9 @@ fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
             mults.push(m);
         }
     }
+    if lm {
+        return run_train_lm(&a, &mults);
+    }
     let resnet = a.net.starts_with("resnet");
     let dataset = a
         .dataset
@@ -510,7 +565,9 @@ fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
     if let Some(notice) = &location.notice {
         eprintln!("{notice}");
     }
-    let images = a.images.or(resnet.then_some(8 * a.batch_size));
+    let images = a
+        .images
+        .or(resnet.then_some(8 * a.batch_size.unwrap_or(128)));
     let data = location.load_images(nets::data::Split::Train, images)?;
     let threads = rayon::current_num_threads();
     let mut rows = Vec::new();
@@ -528,7 +585,11 @@ fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
     if !a.json {
         println!(
             "train {} on {} ({} images per epoch, batch {}), {} threads, cpu",
-            a.net, dataset, data.len, a.batch_size, threads
+            a.net,
+            dataset,
+            data.len,
+            a.batch_size.unwrap_or(128),
+            threads
         );
         println!(
             "{:<16} {:>12} {:>12} {:>9} {:>9}",
@@ -548,7 +609,7 @@ fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
                     "net": a.net,
                     "dataset": dataset,
                     "multiplier": r.multiplier,
-                    "batch_size": a.batch_size,
+                    "batch_size": a.batch_size.unwrap_or(128),
                     "images": r.images,
                     "threads": r.threads,
                     "repeats": a.repeats,
@@ -565,6 +626,82 @@ fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
                 r.multiplier,
                 r.seconds,
                 ips,
+                ratio,
+                100.0 * share
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `bench train --net transformer`: seconds per step per multiplier
+/// against FP32, and the share in AMSim products.
+fn run_train_lm(a: &TrainBenchArgs, mults: &[Multiplier]) -> anyhow::Result<()> {
+    let dataset = a.dataset.clone().unwrap_or_default();
+    let Some(path) = experiments::lm::text_path(&dataset) else {
+        bail!("--net transformer needs --dataset text:PATH (a UTF-8 text file), got '{dataset}'");
+    };
+    let corpus = nets::data::load_text(path)?;
+    let batch = a.batch_size.unwrap_or(32);
+    let context = experiments::lm::TransformerSpec::default().context;
+    if corpus.train.len() <= context {
+        bail!(
+            "{}: its training split holds {} characters, too few for windows of {} characters",
+            path.display(),
+            corpus.train.len(),
+            context + 1
+        );
+    }
+    let threads = rayon::current_num_threads();
+    let mut rows = Vec::new();
+    for m in mults {
+        let (seconds, product_seconds) = time_lm_training(a, m, &corpus, batch)?;
+        rows.push((m.label(), seconds, product_seconds));
+    }
+    let base = rows[0].1;
+    if !a.json {
+        println!(
+            "train transformer (4 layers, width 128, 4 heads, context {context}) on {dataset}, \
+             {} steps of batch {batch}, {threads} threads, cpu",
+            a.steps
+        );
+        println!(
+            "{:<16} {:>12} {:>12} {:>9} {:>9}",
+            "multiplier", "s/step", "chars/s", "vs fp32", "products"
+        );
+    }
+    for (label, seconds, product_seconds) in &rows {
+        let per_step = seconds / a.steps as f64;
+        let chars = (a.steps * batch * context) as f64 / seconds;
+        let ratio = seconds / base;
+        let share = product_seconds / seconds;
+        if a.json {
+            println!(
+                "{}",
+                json!({
+                    "bench": "train",
+                    "device": "cpu",
+                    "net": experiments::lm::TRANSFORMER,
+                    "dataset": dataset,
+                    "multiplier": label,
+                    "batch_size": batch,
+                    "steps": a.steps,
+                    "threads": threads,
+                    "repeats": a.repeats,
+                    "seconds": seconds,
+                    "seconds_per_step": per_step,
+                    "chars_per_s": chars,
+                    "ratio_vs_fp32": ratio,
+                    "product_seconds": product_seconds,
+                    "product_share": share,
+                })
+            );
+        } else {
+            println!(
+                "{:<16} {:>12.3} {:>12.0} {:>8.2}x {:>8.1}%",
+                label,
+                per_step,
+                chars,
                 ratio,
                 100.0 * share
             );
