@@ -502,7 +502,7 @@ fn time_lm_training(
     let mut times = Vec::with_capacity(a.repeats);
     for _ in 0..a.repeats {
         let plan = amsim::MultiplierPlan::uniform(mult.clone());
-        let model = nets::transformer::Transformer::new(config.clone(), plan, 1)?;
+        let model = nets::transformer::Transformer::new(config, plan, 1)?;
         let opt = Optimizer::new(OptimizerConfig::adamw(0.1))?;
         let schedule = nets::schedule::LrSchedule::constant(1e-3);
         let mut trainer = nets::lm::LmTrainer::new(model, opt, schedule, 1, Some(1.0))?;
