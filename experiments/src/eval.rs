@@ -110,6 +110,14 @@ pub struct EvalPlan {
 }
 
 impl EvalPlan {
+    /// `spec` with this plan in place of its own.
+    pub fn applied_to(&self, spec: &RunSpec) -> RunSpec {
+        let mut spec = spec.clone();
+        spec.multiplier = self.multiplier.clone();
+        spec.layers = self.layers.clone();
+        spec
+    }
+
     /// One plan for every layer (`mbm:7`, `fwd=mbm:7,dx=fp32,dw=fp32`).
     pub fn uniform(spec: &PlanSpec) -> EvalPlan {
         EvalPlan {
@@ -257,17 +265,9 @@ impl Evaluator {
         })
     }
 
-    /// The spec of the run with `plan` in place of its own.
-    pub fn spec_with(&self, plan: &EvalPlan) -> RunSpec {
-        let mut spec = self.spec.clone();
-        spec.multiplier = plan.multiplier.clone();
-        spec.layers = plan.layers.clone();
-        spec
-    }
-
     /// Evaluate the trained weights under `plan`.
     pub fn evaluate(&self, plan: &EvalPlan, models: &[ModelInfo]) -> Result<EvalResult> {
-        let spec = self.spec_with(plan);
+        let spec = plan.applied_to(&self.spec);
         spec.validate()?;
         let mut network = network_for_spec(&spec, models)?;
         self.source

@@ -38,8 +38,8 @@ use crate::atomic::write_atomic;
 use crate::error::{ExperimentError, Result};
 use crate::metrics::{write_metrics_with_perplexity, MetricsRow};
 use crate::run::{
-    optimizer, prepare, resolve_plans, round_ms, summary, write_state, Divergence, EpochStart,
-    LmPeriod, RunDir, RunObserver, RunOutcome, Start, StartMode,
+    optimizer, prepare, resolve_plans, round_ms, row_base, summary, write_state, Divergence,
+    EpochStart, LmPeriod, RunDir, RunObserver, RunOutcome, Start, StartMode,
 };
 use crate::spec::{RunFile, RunSpec, RunStatus, ScheduleKind};
 
@@ -342,21 +342,7 @@ pub fn train_lm(
     write_state(spec, &dir, &data_source, RunStatus::Running, &rows, None)?;
 
     let macs = trainer.model.macs_per_sequence(context);
-    let row_base = MetricsRow {
-        run_id: spec.run_id(),
-        net: spec.net.clone(),
-        dataset: spec.dataset.clone(),
-        plan: spec.plan_label(),
-        seed: spec.seed,
-        epoch: 0,
-        step: 0,
-        train_loss: f32::NAN,
-        train_accuracy: f32::NAN,
-        test_loss: f32::NAN,
-        test_accuracy: f32::NAN,
-        seconds: 0.0,
-        macs: 0,
-    };
+    let row_base = row_base(spec);
     let batch = spec.batch_size;
     for (k, &until) in eval_at.iter().enumerate().skip(rows.len()) {
         let evaluation = k + 1;

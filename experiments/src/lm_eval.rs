@@ -159,18 +159,10 @@ impl LmEvaluator {
         self.spec.transformer.as_ref().map_or(0, |t| t.context)
     }
 
-    /// The spec of the run with `plan` in place of its own.
-    pub fn spec_with(&self, plan: &EvalPlan) -> RunSpec {
-        let mut spec = self.spec.clone();
-        spec.multiplier = plan.multiplier.clone();
-        spec.layers = plan.layers.clone();
-        spec
-    }
-
     /// Validation loss, perplexity and accuracy of the trained weights
     /// under `plan`.
     pub fn evaluate(&self, plan: &EvalPlan, models: &[ModelInfo]) -> Result<EvalResult> {
-        let spec = self.spec_with(plan);
+        let spec = plan.applied_to(&self.spec);
         spec.validate()?;
         let mut model = model_for_spec(&spec, self.vocab.len(), models)?;
         apply_weights(

@@ -14,7 +14,8 @@ use plotters::prelude::*;
 use crate::atomic::write_atomic;
 use crate::error::{ExperimentError, Result};
 use crate::lm::TRANSFORMER;
-use crate::report::{find_runs, RunRecord};
+use crate::plot::plan_colour;
+use crate::report::{all_plans, find_runs, RunRecord};
 
 /// File stem of the figure.
 pub const VALIDATION_LOSS_FIGURE: &str = "validation_loss";
@@ -99,9 +100,10 @@ where
         .x_label_formatter(&|v| format!("{v:.0}"))
         .y_label_formatter(&|v| format!("{v:.2}"))
         .draw()?;
-    for (k, r) in runs.iter().enumerate() {
-        let c = Palette99::pick(k).to_rgba();
-        let colour = RGBColor(c.0, c.1, c.2);
+    // The colours of `approxtrain plot`'s other figures: one per plan.
+    let plans = all_plans(runs);
+    for r in runs {
+        let colour = plan_colour(&plans, &r.plan());
         let label = format!("{} ({})", r.plan(), r.dir.display());
         chart
             .draw_series(LineSeries::new(points(r), colour.stroke_width(2)))?

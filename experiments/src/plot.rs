@@ -381,7 +381,7 @@ where
 }
 
 /// The colour of `plan`: its place among all plans of the figure.
-fn plan_colour(plans: &[String], plan: &str) -> RGBColor {
+pub(crate) fn plan_colour(plans: &[String], plan: &str) -> RGBColor {
     let k = plans.iter().position(|p| p == plan).unwrap_or(0);
     let c = Palette99::pick(k).to_rgba();
     RGBColor(c.0, c.1, c.2)

@@ -507,6 +507,26 @@ pub(crate) fn write_state(
     .write(&dir.run_toml())
 }
 
+/// The identity columns of a run's `metrics.csv` rows, every measured
+/// column empty (NaN or 0), for the rows to fill in.
+pub(crate) fn row_base(spec: &RunSpec) -> MetricsRow {
+    MetricsRow {
+        run_id: spec.run_id(),
+        net: spec.net.clone(),
+        dataset: spec.dataset.clone(),
+        plan: spec.plan_label(),
+        seed: spec.seed,
+        epoch: 0,
+        step: 0,
+        train_loss: f32::NAN,
+        train_accuracy: f32::NAN,
+        test_loss: f32::NAN,
+        test_accuracy: f32::NAN,
+        seconds: 0.0,
+        macs: 0,
+    }
+}
+
 /// Train `spec` in directory `dir` (created if needed), per `mode`,
 /// resolving model specs against the registry `models`, reporting progress
 /// to `observer`. Bad specs, unknown layers and missing data are errors
@@ -599,21 +619,7 @@ pub fn train(
     write_state(spec, &dir, &data_source, RunStatus::Running, &rows, None)?;
 
     let macs = trainer.network.macs_per_image();
-    let row_base = MetricsRow {
-        run_id: spec.run_id(),
-        net: spec.net.clone(),
-        dataset: spec.dataset.clone(),
-        plan: spec.plan_label(),
-        seed: spec.seed,
-        epoch: 0,
-        step: 0,
-        train_loss: f32::NAN,
-        train_accuracy: f32::NAN,
-        test_loss: f32::NAN,
-        test_accuracy: f32::NAN,
-        seconds: 0.0,
-        macs: 0,
-    };
+    let row_base = row_base(spec);
     while trainer.epoch() < spec.epochs {
         let epoch = trainer.epoch() + 1;
         let steps_before = trainer.global_step();

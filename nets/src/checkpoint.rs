@@ -30,6 +30,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::layers::Param;
 use crate::model::Network;
 use crate::{NetError, Result};
 
@@ -218,40 +219,76 @@ impl Checkpoint {
     /// with `network` unchanged, when the checkpoint was saved from another
     /// network or its parameters do not have the network's names and shapes.
     pub fn apply_weights(&self, path: &Path, network: &mut Network) -> Result<()> {
+        self.check_network(path, network.name())?;
+        self.check_params(path, &network.params())?;
+        self.copy_params(network.params_mut());
+        Ok(())
+    }
+
+    /// An error naming the file unless the checkpoint was saved from the
+    /// network called `name`.
+    pub fn check_network(&self, path: &Path, name: &str) -> Result<()> {
+        if self.network != name {
+            return Err(NetError::Checkpoint {
+                path: path.to_path_buf(),
+                reason: format!("saved from network '{}', not '{name}'", self.network),
+            });
+        }
+        Ok(())
+    }
+
+    /// An error naming the file and the first mismatch unless the saved
+    /// parameters have the names and shapes of `params`, in order.
+    pub fn check_params(&self, path: &Path, params: &[&Param]) -> Result<()> {
         let bad = |reason: String| NetError::Checkpoint {
             path: path.to_path_buf(),
             reason,
         };
-        if self.network != network.name() {
+        if params.len() != self.params.len() {
             return Err(bad(format!(
-                "saved from network '{}', not '{}'",
-                self.network,
-                network.name()
+                "holds {} parameters, the network has {}",
+                self.params.len(),
+                params.len()
             )));
         }
-        {
-            let params = network.params();
-            if params.len() != self.params.len() {
+        for (p, s) in params.iter().zip(&self.params) {
+            if p.name != s.name || p.shape != s.shape || s.values.len() != p.len() {
                 return Err(bad(format!(
-                    "holds {} parameters, {} has {}",
-                    self.params.len(),
-                    network.name(),
-                    params.len()
+                    "parameter '{}' {:?} does not match the network's '{}' {:?}",
+                    s.name, s.shape, p.name, p.shape
                 )));
             }
-            for (p, s) in params.iter().zip(&self.params) {
-                if p.name != s.name || p.shape != s.shape || s.values.len() != p.len() {
-                    return Err(bad(format!(
-                        "parameter '{}' {:?} does not match the network's '{}' {:?}",
-                        s.name, s.shape, p.name, p.shape
-                    )));
-                }
-            }
-        }
-        for (p, s) in network.params_mut().into_iter().zip(&self.params) {
-            p.value.copy_from_slice(&s.values);
         }
         Ok(())
+    }
+
+    /// An error naming the file unless the saved optimizer state is empty
+    /// or holds the same number of buffers for each of `params`, each of its
+    /// parameter's length.
+    pub fn check_optimizer_slots(&self, path: &Path, params: &[&Param]) -> Result<()> {
+        let slots = &self.optimizer_slots;
+        let per = slots.len() / params.len().max(1);
+        let fits = slots.is_empty()
+            || (slots.len() == per * params.len()
+                && slots
+                    .iter()
+                    .enumerate()
+                    .all(|(i, s)| s.len() == params[i / per.max(1)].len()));
+        if !fits {
+            return Err(NetError::Checkpoint {
+                path: path.to_path_buf(),
+                reason: "optimizer state does not fit the network's parameters".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Copy the saved values into `params` (checked by
+    /// [`Checkpoint::check_params`]).
+    pub fn copy_params(&self, params: Vec<&mut Param>) {
+        for (p, s) in params.into_iter().zip(&self.params) {
+            p.value.copy_from_slice(&s.values);
+        }
     }
 }
 

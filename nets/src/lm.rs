@@ -259,21 +259,13 @@ impl LmTrainer {
                 ck.optimizer
             )));
         }
-        let lens: Vec<usize> = self.model.params().iter().map(|p| p.len()).collect();
-        let k = ck.optimizer_slots.len() / lens.len().max(1);
-        let slots_fit = ck.optimizer_slots.is_empty()
-            || (ck.optimizer_slots.len() == k * lens.len()
-                && ck
-                    .optimizer_slots
-                    .iter()
-                    .enumerate()
-                    .all(|(i, s)| s.len() == lens[i / k.max(1)]));
-        if !slots_fit {
-            return Err(bad(
-                "optimizer state does not fit the model's parameters".into()
-            ));
+        ck.check_network(path, self.model.name())?;
+        {
+            let params = self.model.params();
+            ck.check_params(path, &params)?;
+            ck.check_optimizer_slots(path, &params)?;
         }
-        apply_weights(&ck, path, &mut self.model)?;
+        ck.copy_params(self.model.params_mut());
         self.optimizer
             .restore(ck.optimizer_steps, ck.optimizer_slots);
         self.seed = ck.seed;
@@ -322,38 +314,9 @@ pub fn evaluate_windows(
 /// the mismatch (with `model` unchanged) when the checkpoint is of another
 /// network or another size.
 pub fn apply_weights(ck: &Checkpoint, path: &Path, model: &mut Transformer) -> Result<()> {
-    let bad = |reason: String| NetError::Checkpoint {
-        path: path.to_path_buf(),
-        reason,
-    };
-    if ck.network != model.name() {
-        return Err(bad(format!(
-            "saved from network '{}', not '{}'",
-            ck.network,
-            model.name()
-        )));
-    }
-    {
-        let params = model.params();
-        if params.len() != ck.params.len() {
-            return Err(bad(format!(
-                "holds {} parameters, the model has {}",
-                ck.params.len(),
-                params.len()
-            )));
-        }
-        for (p, s) in params.iter().zip(&ck.params) {
-            if p.name != s.name || p.shape != s.shape || s.values.len() != p.len() {
-                return Err(bad(format!(
-                    "parameter '{}' {:?} does not match the model's '{}' {:?}",
-                    s.name, s.shape, p.name, p.shape
-                )));
-            }
-        }
-    }
-    for (p, s) in model.params_mut().into_iter().zip(&ck.params) {
-        p.value.copy_from_slice(&s.values);
-    }
+    ck.check_network(path, model.name())?;
+    ck.check_params(path, &model.params())?;
+    ck.copy_params(model.params_mut());
     Ok(())
 }
 

@@ -366,35 +366,8 @@ impl Trainer {
         }
         {
             let params = self.network.params();
-            if params.len() != ck.params.len() {
-                return Err(bad(format!(
-                    "holds {} parameters, the network has {}",
-                    ck.params.len(),
-                    params.len()
-                )));
-            }
-            for (p, s) in params.iter().zip(&ck.params) {
-                if p.name != s.name || p.shape != s.shape || s.values.len() != p.len() {
-                    return Err(bad(format!(
-                        "parameter '{}' {:?} does not match the network's '{}' {:?}",
-                        s.name, s.shape, p.name, p.shape
-                    )));
-                }
-            }
-            let lens: Vec<usize> = params.iter().map(|p| p.len()).collect();
-            let slots_fit = ck.optimizer_slots.is_empty()
-                || (ck.optimizer_slots.len() % lens.len().max(1) == 0 && {
-                    let k = ck.optimizer_slots.len() / lens.len().max(1);
-                    ck.optimizer_slots
-                        .iter()
-                        .enumerate()
-                        .all(|(i, s)| s.len() == lens[i / k.max(1)])
-                });
-            if !slots_fit {
-                return Err(bad(
-                    "optimizer state does not fit the network's parameters".into()
-                ));
-            }
+            ck.check_params(path, &params)?;
+            ck.check_optimizer_slots(path, &params)?;
         }
         for (p, s) in self.network.params_mut().into_iter().zip(ck.params) {
             p.value = s.values;
