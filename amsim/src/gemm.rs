@@ -8,6 +8,7 @@
 //! with `accumulate` the old `C[i][j]` is added to that sum afterwards.
 //! [`gemm_reference`] is the plain-loop definition.
 
+use crate::accumulate::BlockedSum;
 use crate::{engine, AmsimError, Multiplier, Result};
 
 /// A read-only strided matrix view: element `(i, j)` is
@@ -216,7 +217,8 @@ pub fn check_gemm_shapes(a: &MatRef, b: &MatRef, c: &MatMut) -> Result<()> {
     Ok(())
 }
 
-/// The scalar reference: plain loops, one [`Multiplier::mul`] per product.
+/// The scalar reference: plain loops, one [`Multiplier::mul`] per product,
+/// summed in blocks of [`crate::accumulate::ACC_BLOCK`] terms.
 pub fn gemm_reference(
     mult: &Multiplier,
     a: MatRef,
@@ -227,10 +229,11 @@ pub fn gemm_reference(
     check_gemm_shapes(&a, &b, &c)?;
     for i in 0..a.rows() {
         for j in 0..b.cols() {
-            let mut acc = 0.0f32;
+            let mut sum = BlockedSum::new();
             for p in 0..a.cols() {
-                acc += mult.mul(a.at(i, p), b.at(p, j));
+                sum.add(mult.mul(a.at(i, p), b.at(p, j)));
             }
+            let acc = sum.finish();
             let out = c.at_mut(i, j);
             *out = if accumulate { *out + acc } else { acc };
         }

@@ -9,6 +9,7 @@
 //! The arithmetic is normative and specified in `DESIGN.md` ("The
 //! arithmetic"); [`product::amsim_mul`] is its executable definition.
 
+pub mod accumulate;
 pub mod batched;
 pub mod bench;
 pub mod conv;
