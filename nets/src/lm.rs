@@ -95,6 +95,7 @@ pub fn validation_starts(len: usize, t: usize, count: usize) -> Result<Vec<usize
 /// (summed in f64 in parameter order) exceeds `max_norm`; returns the norm
 /// before clipping.
 pub fn clip_grad_norm(params: &mut [&mut Param], max_norm: f32) -> f32 {
+    let _span = amsim::timing::span(amsim::timing::Op::Optimizer);
     let sq: f64 = params
         .iter()
         .flat_map(|p| p.grad.iter())
@@ -185,7 +186,10 @@ impl LmTrainer {
         }
         let t = self.model.config().context;
         let starts = self.train_starts(self.step, train.len(), batch)?;
-        let (ids, targets) = gather_windows(train, &starts, t);
+        let (ids, targets) = {
+            let _span = amsim::timing::span(amsim::timing::Op::Data);
+            gather_windows(train, &starts, t)
+        };
         let logits = self.model.forward(&ids, batch, t, true)?;
         let out = softmax_cross_entropy_tokens(&logits, &targets)?;
         if !out.loss.is_finite() {

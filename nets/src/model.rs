@@ -534,6 +534,7 @@ impl Network {
     /// Logits `[N, classes]` of a batch `[N, input_shape...]`. With `train`,
     /// layers cache what [`Network::backward`] needs and dropout is active.
     pub fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let _span = amsim::timing::span(amsim::timing::Op::Residual);
         x.expect_sample_shape(&self.name, &self.input_shape)?;
         let mut layers = self.layers.iter_mut();
         let Some(first) = layers.next() else {
@@ -550,6 +551,7 @@ impl Network {
     /// filling every parameter's gradient. Input gradients are computed only
     /// down to the first layer with parameters (nothing below needs them).
     pub fn backward(&mut self, dlogits: &Tensor) -> Result<()> {
+        let _span = amsim::timing::span(amsim::timing::Op::Residual);
         let first = self.first_param_layer();
         let mut g = dlogits.clone();
         for i in (first..self.layers.len()).rev() {

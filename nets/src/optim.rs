@@ -230,6 +230,7 @@ impl Optimizer {
     /// One update of every parameter from its gradient, at learning rate
     /// `lr`.
     pub fn step(&mut self, params: &mut [&mut Param], lr: f32) -> Result<()> {
+        let _span = amsim::timing::span(amsim::timing::Op::Optimizer);
         self.ensure_slots(params)?;
         self.steps += 1;
         match self.config {

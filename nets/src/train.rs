@@ -234,9 +234,12 @@ impl Trainer {
                 }
             });
             for b in 0..batches {
-                let (x, labels, count) = rx.recv().map_err(|_| {
-                    NetError::Config("the batch preparation thread stopped early".into())
-                })?;
+                let (x, labels, count) = {
+                    let _span = amsim::timing::span(amsim::timing::Op::Data);
+                    rx.recv().map_err(|_| {
+                        NetError::Config("the batch preparation thread stopped early".into())
+                    })?
+                };
                 self.network.reseed(derive_seed(
                     self.seed,
                     Purpose::Dropout,

@@ -184,6 +184,7 @@ impl Block {
 
     /// `x [N, T, C] -> [N, T, C]`.
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let _span = amsim::timing::span(amsim::timing::Op::Residual);
         let (n, t, c) = (x.shape[0], x.shape[1], x.shape[2]);
         let a = self.attn.forward(&self.ln1.forward(x, train)?, train)?;
         let mut h = x.clone();
@@ -198,6 +199,7 @@ impl Block {
 
     /// `dy [N, T, C] -> dx [N, T, C]`, filling the block's gradients.
     fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
+        let _span = amsim::timing::span(amsim::timing::Op::Residual);
         let (n, t, c) = (dy.shape[0], dy.shape[1], dy.shape[2]);
         let missing =
             |who: &str| NetError::shape(format!("{}: no input gradient from {who}", self.name));
@@ -376,6 +378,7 @@ impl Transformer {
     /// row of position `(n, t)` scores the token that follows it. With
     /// `train`, layers keep what [`Transformer::backward`] needs.
     pub fn forward(&mut self, ids: &[u32], n: usize, t: usize, train: bool) -> Result<Tensor> {
+        let _span = amsim::timing::span(amsim::timing::Op::Residual);
         let (c, v) = (self.config.width, self.config.vocab);
         if t == 0 || t > self.config.context {
             return Err(NetError::shape(format!(
@@ -426,6 +429,7 @@ impl Transformer {
     /// Back-propagate `dlogits [N·T, V]` through the last training forward
     /// pass, overwriting every parameter's gradient.
     pub fn backward(&mut self, dlogits: &Tensor) -> Result<()> {
+        let _span = amsim::timing::span(amsim::timing::Op::Residual);
         let (n, t) = self.cache_batch_seq;
         let (c, v) = (self.config.width, self.config.vocab);
         if dlogits.shape != [n * t, v] || n * t == 0 {

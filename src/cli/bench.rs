@@ -72,6 +72,11 @@ pub struct TrainBenchArgs {
     /// Print one JSON object per row instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also print where the time of the median run went, per operation
+    /// (products, lowering, bias, norm, activation, pooling, residual,
+    /// attention, loss, optimizer, data, other).
+    #[arg(long)]
+    profile: bool,
 }
 
 /// Options shared by every benchmark.
@@ -438,13 +443,81 @@ fn print_conv_table(rows: &[ConvBenchRow], s: &Conv2dShape, name: Option<&str>) 
     }
 }
 
+/// One timed run: wall seconds, seconds with an AMSim product call in
+/// flight, and exclusive seconds per operation on the training thread.
+struct Timed {
+    seconds: f64,
+    product_seconds: f64,
+    profile: Vec<(amsim::timing::Op, f64)>,
+}
+
+/// Reset and start the product clock and the per-operation profile of the
+/// calling thread.
+fn start_timing() -> std::time::Instant {
+    amsim::timing::reset();
+    amsim::timing::reset_profile();
+    amsim::timing::set_enabled(true);
+    amsim::timing::profile_thread(true);
+    std::time::Instant::now()
+}
+
+/// Stop the clocks started by [`start_timing`] and read them.
+fn stop_timing(start: std::time::Instant) -> Timed {
+    let seconds = start.elapsed().as_secs_f64();
+    amsim::timing::profile_thread(false);
+    amsim::timing::set_enabled(false);
+    Timed {
+        seconds,
+        product_seconds: amsim::timing::product_nanos() as f64 * 1e-9,
+        profile: amsim::timing::profile(),
+    }
+}
+
+/// The per-operation breakdown of a timed run, with the unaccounted rest
+/// as `other`, as `(name, seconds)`.
+fn breakdown(t: &Timed) -> Vec<(&'static str, f64)> {
+    let mut rows: Vec<(&'static str, f64)> =
+        t.profile.iter().map(|&(op, s)| (op.name(), s)).collect();
+    let counted: f64 = rows.iter().map(|r| r.1).sum();
+    rows.push(("other", (t.seconds - counted).max(0.0)));
+    rows
+}
+
+/// Print the breakdown of each row: seconds and share of the run.
+fn print_breakdown(rows: &[(String, &Timed)]) {
+    println!();
+    println!("where the time went (exclusive seconds on the training thread, share of the run):");
+    let names: Vec<&str> = breakdown(rows[0].1).iter().map(|r| r.0).collect();
+    print!("{:<12}", "operation");
+    for (label, _) in rows {
+        print!(" {:>18}", label);
+    }
+    println!();
+    for (i, name) in names.iter().enumerate() {
+        print!("{name:<12}");
+        for (_, t) in rows {
+            let s = breakdown(t)[i].1;
+            print!(" {:>10.3} {:>6.1}%", s, 100.0 * s / t.seconds);
+        }
+        println!();
+    }
+}
+
+/// The breakdown as a JSON object of seconds.
+fn breakdown_json(t: &Timed) -> serde_json::Value {
+    serde_json::Value::Object(
+        breakdown(t)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect(),
+    )
+}
+
 /// One row of `bench train`.
 struct TrainBenchRow {
     multiplier: String,
-    seconds: f64,
-    /// Seconds of the timed epoch with an AMSim product call in flight
-    /// ([`amsim::timing`]).
-    product_seconds: f64,
+    /// The median timed epoch.
+    timed: Timed,
     images: usize,
     threads: usize,
 }
@@ -457,7 +530,7 @@ fn time_training(
     a: &TrainBenchArgs,
     mult: &Multiplier,
     data: &nets::data::ImageDataset,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<Timed> {
     use nets::model::Network;
     use nets::optim::{Optimizer, OptimizerConfig};
     use nets::schedule::LrSchedule;
@@ -469,21 +542,17 @@ fn time_training(
         let net = Network::by_name(&a.net, &shape, data.num_classes, plan, 1)?;
         let opt = Optimizer::new(OptimizerConfig::sgd_momentum(0.9))?;
         let mut trainer = Trainer::new(net, opt, LrSchedule::constant(0.01), 1)?;
-        amsim::timing::reset();
-        amsim::timing::set_enabled(true);
-        let start = std::time::Instant::now();
+        let start = start_timing();
         match trainer.train_epoch(data, a.batch_size.unwrap_or(128), &mut |_| {}) {
             Ok(_) => {}
             // A diverging multiplier still did the work of its batches up to
             // the failure; report it rather than a misleading time.
             Err(e) => bail!("{mult}: training failed during the timed epoch: {e}"),
         }
-        let seconds = start.elapsed().as_secs_f64();
-        amsim::timing::set_enabled(false);
-        times.push((seconds, amsim::timing::product_nanos() as f64 * 1e-9));
+        times.push(stop_timing(start));
     }
-    times.sort_by(|x, y| x.0.total_cmp(&y.0));
-    Ok(times[times.len() / 2])
+    times.sort_by(|x, y| x.seconds.total_cmp(&y.seconds));
+    Ok(times.swap_remove(times.len() / 2))
 }
 
 /// Time `repeats` runs of `a.steps` optimizer steps of the default
@@ -496,7 +565,7 @@ fn time_lm_training(
     mult: &Multiplier,
     corpus: &nets::data::CharCorpus,
     batch: usize,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<Timed> {
     use nets::optim::{Optimizer, OptimizerConfig};
     let config = experiments::lm::TransformerSpec::default().config(corpus.vocab_size())?;
     let mut times = Vec::with_capacity(a.repeats);
@@ -512,18 +581,14 @@ fn time_lm_training(
                 .with_context(|| format!("{mult}: training failed during the timed steps"))
         };
         step(&mut trainer)?;
-        amsim::timing::reset();
-        amsim::timing::set_enabled(true);
-        let start = std::time::Instant::now();
+        let start = start_timing();
         for _ in 0..a.steps {
             step(&mut trainer)?;
         }
-        let seconds = start.elapsed().as_secs_f64();
-        amsim::timing::set_enabled(false);
-        times.push((seconds, amsim::timing::product_nanos() as f64 * 1e-9));
+        times.push(stop_timing(start));
     }
-    times.sort_by(|x, y| x.0.total_cmp(&y.0));
-    Ok(times[times.len() / 2])
+    times.sort_by(|x, y| x.seconds.total_cmp(&y.seconds));
+    Ok(times.swap_remove(times.len() / 2))
 }
 
 fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
@@ -572,16 +637,15 @@ fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
     let mut rows = Vec::new();
     for m in &mults {
-        let (seconds, product_seconds) = time_training(&a, m, &data)?;
+        let timed = time_training(&a, m, &data)?;
         rows.push(TrainBenchRow {
             multiplier: m.label(),
-            seconds,
-            product_seconds,
+            timed,
             images: data.len,
             threads,
         });
     }
-    let base = rows[0].seconds;
+    let base = rows[0].timed.seconds;
     if !a.json {
         println!(
             "train {} on {} ({} images per epoch, batch {}), {} threads, cpu",
@@ -597,9 +661,10 @@ fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
         );
     }
     for r in &rows {
-        let ips = r.images as f64 / r.seconds;
-        let ratio = r.seconds / base;
-        let share = r.product_seconds / r.seconds;
+        let (seconds, product_seconds) = (r.timed.seconds, r.timed.product_seconds);
+        let ips = r.images as f64 / seconds;
+        let ratio = seconds / base;
+        let share = product_seconds / seconds;
         if a.json {
             println!(
                 "{}",
@@ -613,23 +678,31 @@ fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
                     "images": r.images,
                     "threads": r.threads,
                     "repeats": a.repeats,
-                    "seconds": r.seconds,
+                    "seconds": seconds,
                     "images_per_s": ips,
                     "ratio_vs_fp32": ratio,
-                    "product_seconds": r.product_seconds,
+                    "product_seconds": product_seconds,
                     "product_share": share,
+                    "profile": breakdown_json(&r.timed),
                 })
             );
         } else {
             println!(
                 "{:<16} {:>12.2} {:>12.1} {:>8.2}x {:>8.1}%",
                 r.multiplier,
-                r.seconds,
+                seconds,
                 ips,
                 ratio,
                 100.0 * share
             );
         }
+    }
+    if a.profile && !a.json {
+        let rows: Vec<(String, &Timed)> = rows
+            .iter()
+            .map(|r| (r.multiplier.clone(), &r.timed))
+            .collect();
+        print_breakdown(&rows);
     }
     Ok(())
 }
@@ -655,22 +728,24 @@ fn run_train_lm(a: &TrainBenchArgs, mults: &[Multiplier]) -> anyhow::Result<()> 
     let threads = rayon::current_num_threads();
     let mut rows = Vec::new();
     for m in mults {
-        let (seconds, product_seconds) = time_lm_training(a, m, &corpus, batch)?;
-        rows.push((m.label(), seconds, product_seconds));
+        let timed = time_lm_training(a, m, &corpus, batch)?;
+        rows.push((m.label(), timed));
     }
-    let base = rows[0].1;
+    let base = rows[0].1.seconds;
     if !a.json {
+        let spec = experiments::lm::TransformerSpec::default();
         println!(
-            "train transformer (4 layers, width 128, 4 heads, context {context}) on {dataset}, \
+            "train transformer ({} layers, width {}, {} heads, context {context}) on {dataset}, \
              {} steps of batch {batch}, {threads} threads, cpu",
-            a.steps
+            spec.layers, spec.width, spec.heads, a.steps
         );
         println!(
             "{:<16} {:>12} {:>12} {:>9} {:>9}",
             "multiplier", "s/step", "chars/s", "vs fp32", "products"
         );
     }
-    for (label, seconds, product_seconds) in &rows {
+    for (label, timed) in &rows {
+        let (seconds, product_seconds) = (timed.seconds, timed.product_seconds);
         let per_step = seconds / a.steps as f64;
         let chars = (a.steps * batch * context) as f64 / seconds;
         let ratio = seconds / base;
@@ -694,6 +769,7 @@ fn run_train_lm(a: &TrainBenchArgs, mults: &[Multiplier]) -> anyhow::Result<()> 
                     "ratio_vs_fp32": ratio,
                     "product_seconds": product_seconds,
                     "product_share": share,
+                    "profile": breakdown_json(timed),
                 })
             );
         } else {
@@ -706,6 +782,10 @@ fn run_train_lm(a: &TrainBenchArgs, mults: &[Multiplier]) -> anyhow::Result<()> 
                 100.0 * share
             );
         }
+    }
+    if a.profile && !a.json {
+        let rows: Vec<(String, &Timed)> = rows.iter().map(|(l, t)| (l.clone(), t)).collect();
+        print_breakdown(&rows);
     }
     Ok(())
 }

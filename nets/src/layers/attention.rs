@@ -186,6 +186,7 @@ impl Layer for CausalSelfAttention {
     }
 
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let _span = amsim::timing::span(amsim::timing::Op::Attention);
         let (n, sample) = split_batch(&self.name, x)?;
         self.output_shape(sample)?;
         let (t, c, h, d) = (sample[0], self.dim, self.heads, self.head_dim());
@@ -250,6 +251,7 @@ impl Layer for CausalSelfAttention {
     }
 
     fn backward(&mut self, dy: &Tensor, need_input_grad: bool) -> Result<Option<Tensor>> {
+        let _span = amsim::timing::span(amsim::timing::Op::Attention);
         let (n, t) = self.cache_batch_seq;
         let (c, h, d) = (self.dim, self.heads, self.head_dim());
         let b = n * h;

@@ -50,6 +50,7 @@ impl Layer for AvgPool2d {
     }
 
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let _span = amsim::timing::span(amsim::timing::Op::Pooling);
         let (n, sample) = split_batch(&self.name, x)?;
         let (k, s) = (self.kernel, self.stride);
         let (oh_n, ow_n) = pool_out(&self.name, sample, k, s)?;
@@ -77,6 +78,7 @@ impl Layer for AvgPool2d {
     }
 
     fn backward(&mut self, dy: &Tensor, need_input_grad: bool) -> Result<Option<Tensor>> {
+        let _span = amsim::timing::span(amsim::timing::Op::Pooling);
         let out = self
             .output_shape(self.cache_shape.get(1..).unwrap_or(&[]))
             .map_err(|_| {

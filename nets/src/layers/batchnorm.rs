@@ -136,6 +136,7 @@ impl Layer for BatchNorm2d {
     }
 
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let _span = amsim::timing::span(amsim::timing::Op::Norm);
         let (n, sample) = split_batch(&self.name, x)?;
         self.check_sample(sample)?;
         let (c, plane) = (self.channels, sample[1] * sample[2]);
@@ -207,6 +208,7 @@ impl Layer for BatchNorm2d {
     }
 
     fn backward(&mut self, dy: &Tensor, need_input_grad: bool) -> Result<Option<Tensor>> {
+        let _span = amsim::timing::span(amsim::timing::Op::Norm);
         if self.cache_shape.is_empty() || dy.shape != self.cache_shape {
             return Err(NetError::shape(format!(
                 "{}: backward expected dy {:?} (after a training forward), got {:?}",

@@ -193,6 +193,7 @@ impl Layer for Conv2d {
     }
 
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let _span = amsim::timing::span(amsim::timing::Op::Bias);
         let (n, sample) = split_batch(&self.name, x)?;
         let s = self.geometry(n, sample)?;
         let (oh, ow) = (s.out_h(), s.out_w());
@@ -239,6 +240,7 @@ impl Layer for Conv2d {
     }
 
     fn backward(&mut self, dy: &Tensor, need_input_grad: bool) -> Result<Option<Tensor>> {
+        let _span = amsim::timing::span(amsim::timing::Op::Bias);
         let s = self.cache_shape.ok_or_else(|| {
             NetError::shape(format!("{}: backward before a training forward", self.name))
         })?;

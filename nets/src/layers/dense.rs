@@ -93,6 +93,7 @@ impl Layer for Dense {
     }
 
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let _span = amsim::timing::span(amsim::timing::Op::Bias);
         let (n, sample) = split_batch(&self.name, x)?;
         self.output_shape(sample)?;
         let (inf, outf) = (self.in_features, self.out_features);
@@ -143,6 +144,7 @@ impl Layer for Dense {
     }
 
     fn backward(&mut self, dy: &Tensor, need_input_grad: bool) -> Result<Option<Tensor>> {
+        let _span = amsim::timing::span(amsim::timing::Op::Bias);
         let (n, outf, inf) = (self.cache_batch, self.out_features, self.in_features);
         if dy.shape != [n, outf] {
             return Err(NetError::shape(format!(

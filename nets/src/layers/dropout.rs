@@ -59,6 +59,7 @@ impl Layer for Dropout {
     }
 
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let _span = amsim::timing::span(amsim::timing::Op::Activation);
         split_batch(&self.name, x)?;
         if !train {
             return Ok(x.clone());
@@ -83,6 +84,7 @@ impl Layer for Dropout {
     }
 
     fn backward(&mut self, dy: &Tensor, need_input_grad: bool) -> Result<Option<Tensor>> {
+        let _span = amsim::timing::span(amsim::timing::Op::Activation);
         if dy.len() != self.cache_scale.len() {
             return Err(NetError::shape(format!(
                 "{}: backward got {} gradients for {} cached elements",

@@ -152,6 +152,7 @@ impl Layer for Embedding {
     }
 
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let _span = amsim::timing::span(amsim::timing::Op::Residual);
         let (n, sample) = split_batch(&self.name, x)?;
         self.output_shape(sample)?;
         let ids = self.ids_from_tensor(x)?;
@@ -159,6 +160,7 @@ impl Layer for Embedding {
     }
 
     fn backward(&mut self, dy: &Tensor, need_input_grad: bool) -> Result<Option<Tensor>> {
+        let _span = amsim::timing::span(amsim::timing::Op::Residual);
         let (n, t) = self.cache_batch_seq;
         let d = self.dim;
         if dy.shape != [n, t, d] {

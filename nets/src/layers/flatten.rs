@@ -36,6 +36,7 @@ impl Layer for Flatten {
     }
 
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let _span = amsim::timing::span(amsim::timing::Op::Residual);
         let (n, sample) = split_batch(&self.name, x)?;
         let per: usize = sample.iter().product();
         if train {
@@ -45,6 +46,7 @@ impl Layer for Flatten {
     }
 
     fn backward(&mut self, dy: &Tensor, need_input_grad: bool) -> Result<Option<Tensor>> {
+        let _span = amsim::timing::span(amsim::timing::Op::Residual);
         let want: usize = self.cache_shape.iter().product();
         if dy.len() != want || self.cache_shape.is_empty() {
             return Err(NetError::shape(format!(

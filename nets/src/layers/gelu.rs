@@ -63,6 +63,7 @@ impl Layer for Gelu {
     }
 
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let _span = amsim::timing::span(amsim::timing::Op::Activation);
         split_batch(&self.name, x)?;
         let mut y = Tensor {
             shape: x.shape.clone(),
@@ -81,6 +82,7 @@ impl Layer for Gelu {
     }
 
     fn backward(&mut self, dy: &Tensor, need_input_grad: bool) -> Result<Option<Tensor>> {
+        let _span = amsim::timing::span(amsim::timing::Op::Activation);
         if dy.len() != self.cache_x.len() {
             return Err(NetError::shape(format!(
                 "{}: backward got {} gradients for {} cached inputs",

@@ -46,6 +46,7 @@ impl Layer for GlobalAvgPool {
     }
 
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let _span = amsim::timing::span(amsim::timing::Op::Pooling);
         let (n, sample) = split_batch(&self.name, x)?;
         self.output_shape(sample)?;
         let (c, plane) = (sample[0], sample[1] * sample[2]);
@@ -62,6 +63,7 @@ impl Layer for GlobalAvgPool {
     }
 
     fn backward(&mut self, dy: &Tensor, need_input_grad: bool) -> Result<Option<Tensor>> {
+        let _span = amsim::timing::span(amsim::timing::Op::Pooling);
         if self.cache_shape.len() != 4 || dy.shape != self.cache_shape[..2] {
             return Err(NetError::shape(format!(
                 "{}: backward expected dy [N, C] of the last training forward {:?}, got {:?}",

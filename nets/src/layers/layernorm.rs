@@ -84,6 +84,7 @@ impl Layer for LayerNorm {
     }
 
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let _span = amsim::timing::span(amsim::timing::Op::Norm);
         let (_, sample) = split_batch(&self.name, x)?;
         self.output_shape(sample)?;
         let d = self.dim;
@@ -126,6 +127,7 @@ impl Layer for LayerNorm {
     }
 
     fn backward(&mut self, dy: &Tensor, need_input_grad: bool) -> Result<Option<Tensor>> {
+        let _span = amsim::timing::span(amsim::timing::Op::Norm);
         if dy.shape != self.cache_shape || self.cache_shape.is_empty() {
             return Err(NetError::shape(format!(
                 "{}: backward expected dy {:?} (after a training forward), got {:?}",

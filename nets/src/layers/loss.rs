@@ -64,6 +64,7 @@ fn cross_entropy<L: Copy + Into<u32>>(
     labels: &[L],
     epsilon: f32,
 ) -> Result<LossOutput> {
+    let _span = amsim::timing::span(amsim::timing::Op::Loss);
     if !(0.0..1.0).contains(&epsilon) {
         return Err(NetError::Config(format!(
             "label smoothing must be in [0, 1), got {epsilon}"

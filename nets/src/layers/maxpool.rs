@@ -69,6 +69,7 @@ impl Layer for MaxPool2d {
     }
 
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let _span = amsim::timing::span(amsim::timing::Op::Pooling);
         let (n, sample) = split_batch(&self.name, x)?;
         let (k, s) = (self.kernel, self.stride);
         let (oh_n, ow_n) = pool_out(&self.name, sample, k, s)?;
@@ -118,6 +119,7 @@ impl Layer for MaxPool2d {
     }
 
     fn backward(&mut self, dy: &Tensor, need_input_grad: bool) -> Result<Option<Tensor>> {
+        let _span = amsim::timing::span(amsim::timing::Op::Pooling);
         if dy.len() != self.cache_argmax.len() || self.cache_shape.is_empty() {
             return Err(NetError::shape(format!(
                 "{}: backward got {:?} for {} cached outputs",

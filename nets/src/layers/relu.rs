@@ -43,6 +43,7 @@ impl Layer for Relu {
     }
 
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let _span = amsim::timing::span(amsim::timing::Op::Activation);
         split_batch(&self.name, x)?;
         // `v < 0` rather than `max`: a NaN must propagate so that a
         // diverging run is noticed, not hidden.
@@ -66,6 +67,7 @@ impl Layer for Relu {
     }
 
     fn backward(&mut self, dy: &Tensor, need_input_grad: bool) -> Result<Option<Tensor>> {
+        let _span = amsim::timing::span(amsim::timing::Op::Activation);
         if dy.len() != self.cache_positive.len() {
             return Err(NetError::shape(format!(
                 "{}: backward got {} gradients for {} cached inputs",

@@ -196,6 +196,7 @@ impl Layer for ResidualBlock {
     }
 
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let _span = amsim::timing::span(amsim::timing::Op::Residual);
         let mut h = x.clone();
         for s in &mut self.stages {
             h = s.conv.forward(&h, train)?;
@@ -209,6 +210,7 @@ impl Layer for ResidualBlock {
     }
 
     fn backward(&mut self, dy: &Tensor, need_input_grad: bool) -> Result<Option<Tensor>> {
+        let _span = amsim::timing::span(amsim::timing::Op::Residual);
         let dz = required(&self.name, self.relu_out.backward(dy, true)?)?;
         let mut g = dz.clone();
         let mut dx_main = None;
