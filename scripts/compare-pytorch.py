@@ -330,7 +330,7 @@ def main():
             f"{'at ' + l:>14}{'/ pytorch':>11}" for l in labels)
         print(head)
         for row in results:
-            line = f"{row['net']:<13}{str(row['work']) + ' ' + row['unit'][0:3]:>12}{row['pytorch_fp32_s']:>12.2f} s"
+            line = f"{row['net']:<13}{str(row['work']) + ' ' + row['unit']:>12}{row['pytorch_fp32_s']:>12.2f} s"
             for l in labels:
                 s = row["approxtrain_s"].get(l, math.nan)
                 line += f"{s:>12.2f} s{s / row['pytorch_fp32_s']:>10.2f}x"

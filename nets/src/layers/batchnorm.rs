@@ -29,7 +29,7 @@
 
 use rayon::prelude::*;
 
-use super::{min_planes_per_task, split_batch, Layer, Param};
+use super::{channel_sums, min_planes_per_task, split_batch, Layer, Param};
 use crate::{NetError, Result, Tensor};
 
 /// ε added to the variance.
@@ -96,31 +96,6 @@ impl BatchNorm2d {
     }
 }
 
-/// Per-channel `Σ f(index, channel)` over the indices of `[N, C, plane]`
-/// data, in memory order within one task per channel.
-fn channel_sums(
-    n: usize,
-    c: usize,
-    plane: usize,
-    f: impl Fn(usize, usize) -> f32 + Sync,
-) -> Vec<f32> {
-    let mut out = Vec::new();
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let mut acc = 0.0f32;
-            for b in 0..n {
-                let start = (b * c + ch) * plane;
-                for i in start..start + plane {
-                    acc += f(i, ch);
-                }
-            }
-            acc
-        })
-        .collect_into_vec(&mut out);
-    out
-}
-
 impl Layer for BatchNorm2d {
     fn name(&self) -> &str {
         &self.name
@@ -168,12 +143,12 @@ impl Layer for BatchNorm2d {
         }
         let inv_m = 1.0 / m as f32;
         let xd = &x.data;
-        let mean: Vec<f32> = channel_sums(n, c, plane, |i, _| xd[i])
+        let mean: Vec<f32> = channel_sums(n, c, plane, xd, None, |_, v, _| v)
             .into_iter()
             .map(|s| s * inv_m)
             .collect();
-        let var: Vec<f32> = channel_sums(n, c, plane, |i, ch| {
-            let d = xd[i] - mean[ch];
+        let var: Vec<f32> = channel_sums(n, c, plane, xd, None, |ch, v, _| {
+            let d = v - mean[ch];
             d * d
         })
         .into_iter()
@@ -219,8 +194,8 @@ impl Layer for BatchNorm2d {
         let plane = self.cache_shape[2] * self.cache_shape[3];
         let dyd = &dy.data;
         let xhat = &self.cache_xhat;
-        let dbeta = channel_sums(n, c, plane, |i, _| dyd[i]);
-        let dgamma = channel_sums(n, c, plane, |i, _| dyd[i] * xhat[i]);
+        let dbeta = channel_sums(n, c, plane, dyd, None, |_, g, _| g);
+        let dgamma = channel_sums(n, c, plane, dyd, Some(xhat), |_, g, h| g * h);
         // Running statistics are not trained: their gradient stays zero.
         self.running_mean.grad.fill(0.0);
         self.running_var.grad.fill(0.0);

@@ -18,7 +18,7 @@ use rand::Rng;
 
 use rayon::prelude::*;
 
-use super::{min_planes_per_task, split_batch, Layer, MacCounts, Param};
+use super::{channel_sums, min_planes_per_task, split_batch, Layer, MacCounts, Param};
 use crate::init::{self, Init};
 use crate::{NetError, Result, Tensor};
 
@@ -269,23 +269,10 @@ impl Layer for Conv2d {
                 &mut self.weight.grad,
             )?;
         }
-        // db[o] = Σ over the batch, then the plane, in memory order: one
-        // task per channel, so the order does not depend on the threads.
+        // db[o] = Σ over the batch and the plane, in an order fixed by the
+        // shapes (see `channel_sums`), not by the threads.
         let plane = s.out_h() * s.out_w();
-        let c_out = s.out_channels;
-        (0..c_out)
-            .into_par_iter()
-            .map(|o| {
-                let mut g = 0.0f32;
-                for n in 0..s.batch {
-                    let start = (n * c_out + o) * plane;
-                    for &v in &dy.data[start..start + plane] {
-                        g += v;
-                    }
-                }
-                g
-            })
-            .collect_into_vec(&mut self.bias.grad);
+        self.bias.grad = channel_sums(s.batch, s.out_channels, plane, &dy.data, None, |_, g, _| g);
         if !need_input_grad {
             return Ok(None);
         }
