@@ -315,6 +315,7 @@ pub fn gemm_batched(
     mut c: BatchedMut,
     accumulate: bool,
 ) -> Result<()> {
+    let _timer = crate::timing::ProductTimer::start();
     check_batched_shapes(&a, &b, &c)?;
     // Every view is built (and checked) before any product starts.
     let c_views = c.views()?;
@@ -327,7 +328,6 @@ pub fn gemm_batched(
     if let Multiplier::Lut(lut) = mult {
         if c_views.len() >= ITEMS_PER_THREAD * rayon::current_num_threads() {
             // Shapes were checked above, for every slice at once.
-            let _timer = crate::timing::ProductTimer::start();
             c_views
                 .into_par_iter()
                 .zip(a_views)

@@ -1,8 +1,8 @@
-//! A process-wide clock of the time spent in AMSim products, for
-//! `approxtrain bench train`'s "share of time in products".
+//! Two clocks for `approxtrain bench train`.
 //!
-//! Off by default; [`set_enabled`] turns it on. The entry points of the
-//! matrix products and convolutions ([`crate::gemm::gemm`],
+//! The product clock ("share of time in products"): off by default;
+//! [`set_enabled`] turns it on. The entry points of the matrix products and
+//! convolutions ([`crate::gemm::gemm`], [`crate::batched::gemm_batched`],
 //! [`crate::conv::conv2d_forward`], [`crate::conv::conv2d_grad_input`],
 //! [`crate::conv::conv2d_grad_weight`]) hold a [`ProductTimer`] while they
 //! run. The clock counts wall time during which at least one product call
@@ -10,6 +10,11 @@
 //! from several threads at once are counted once, and the share
 //! `product_nanos / wall time` stays within [0, 1]. When disabled a timer
 //! costs one relaxed atomic load.
+//!
+//! The per-operation profile (`bench train --profile`): [`span`]s opened on
+//! the thread that drives training ([`profile_thread`]) charge their
+//! exclusive wall time to an [`Op`]; a product call is a span of
+//! [`Op::Products`], and layers open spans around their own work.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;

@@ -47,6 +47,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod fastmath;
 pub mod init;
 pub mod layers;
 pub mod lm;

@@ -23,7 +23,8 @@
 //! ```
 //!
 //! The 1/sqrt(d) scale, the mask and the softmax are plain FP32, like other
-//! activations; softmax sums run in index order. Scores above the diagonal
+//! activations; softmax sums run in index order, with
+//! [`crate::fastmath::exp`]. Scores above the diagonal
 //! are computed and then masked, so every product of `Q·Kᵀ` and `A·V` is a
 //! full batched GEMM through [`gemm_batched`], which runs on the CUDA engine
 //! when one is in use ([`crate::device`]) and on the CPU otherwise.
@@ -217,10 +218,12 @@ impl Layer for CausalSelfAttention {
                 }
                 // Subtracting the row maximum keeps exp finite.
                 let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0f32;
                 for s in live.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
+                    *s = crate::fastmath::exp(*s - max);
+                }
+                let mut sum = 0.0f32;
+                for &s in live.iter() {
+                    sum += s;
                 }
                 for s in live.iter_mut() {
                     *s /= sum;

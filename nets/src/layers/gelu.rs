@@ -9,10 +9,13 @@
 //! - forward:  `u = k·(x + c·x³)`, `y = 0.5·x·(1 + tanh(u))`, with
 //!   `k = sqrt(2/π)`, `c = 0.044715`
 //! - backward: `dx = dy·(0.5·(1 + tanh(u)) + 0.5·x·(1 - tanh²(u))·k·(1 + 3c·x²))`
+//!
+//! `tanh` is [`crate::fastmath::tanh`] (vectorisable, same bits everywhere).
 
 use rayon::prelude::*;
 
 use super::{split_batch, Layer, PAR_MIN_ELEMS};
+use crate::fastmath::tanh;
 use crate::{NetError, Result, Tensor};
 
 /// `sqrt(2/π)`.
@@ -38,14 +41,16 @@ impl Gelu {
     }
 }
 
+#[inline(always)]
 fn gelu(x: f32) -> f32 {
     let u = GELU_K * (x + GELU_C * x * x * x);
-    0.5 * x * (1.0 + u.tanh())
+    0.5 * x * (1.0 + tanh(u))
 }
 
+#[inline(always)]
 fn gelu_derivative(x: f32) -> f32 {
     let u = GELU_K * (x + GELU_C * x * x * x);
-    let t = u.tanh();
+    let t = tanh(u);
     0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_K * (1.0 + 3.0 * GELU_C * x * x)
 }
 
@@ -65,15 +70,16 @@ impl Layer for Gelu {
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
         let _span = amsim::timing::span(amsim::timing::Op::Activation);
         split_batch(&self.name, x)?;
-        let mut y = Tensor {
-            shape: x.shape.clone(),
-            data: Vec::new(),
-        };
-        x.data
-            .par_iter()
-            .with_min_len(PAR_MIN_ELEMS)
-            .map(|&v| gelu(v))
-            .collect_into_vec(&mut y.data);
+        let mut y = Tensor::zeros(&x.shape);
+        // Chunks of plain loops: the elementwise function vectorises.
+        y.data
+            .par_chunks_mut(PAR_MIN_ELEMS)
+            .zip(x.data.par_chunks(PAR_MIN_ELEMS))
+            .for_each(|(out, inp)| {
+                for (o, &v) in out.iter_mut().zip(inp) {
+                    *o = gelu(v);
+                }
+            });
         if train {
             self.cache_x.clear();
             self.cache_x.extend_from_slice(&x.data);
@@ -94,13 +100,15 @@ impl Layer for Gelu {
         if !need_input_grad {
             return Ok(None);
         }
-        let mut data = Vec::new();
-        dy.data
-            .par_iter()
-            .zip(&self.cache_x)
-            .with_min_len(PAR_MIN_ELEMS)
-            .map(|(&d, &x)| d * gelu_derivative(x))
-            .collect_into_vec(&mut data);
+        let mut data = vec![0.0f32; dy.len()];
+        data.par_chunks_mut(PAR_MIN_ELEMS)
+            .zip(dy.data.par_chunks(PAR_MIN_ELEMS))
+            .zip(self.cache_x.par_chunks(PAR_MIN_ELEMS))
+            .for_each(|((out, g), x)| {
+                for ((o, &d), &x) in out.iter_mut().zip(g).zip(x) {
+                    *o = d * gelu_derivative(x);
+                }
+            });
         Ok(Some(Tensor {
             shape: dy.shape.clone(),
             data,
