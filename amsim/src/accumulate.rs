@@ -100,7 +100,8 @@ mod tests {
         terms.extend(std::iter::repeat_n(tiny, 3 * ACC_BLOCK));
         let plain = terms.iter().fold(0.0f32, |a, &t| a + t);
         assert_eq!(plain, 1.0);
-        let b0 = 1.0 + terms[1..ACC_BLOCK].iter().fold(0.0f32, |a, &t| a + t);
+        let b0 = terms[..ACC_BLOCK].iter().fold(0.0f32, |a, &t| a + t);
+        assert_eq!(b0, 1.0);
         let b1 = tiny * ACC_BLOCK as f32;
         let b2 = tiny * ACC_BLOCK as f32;
         let b3 = tiny;
