@@ -644,55 +644,64 @@ fn dy2col_phase(
             // Phase columns j whose output column j + bw is inside the output.
             let lo = (-bw).clamp(0, nw as isize) as usize;
             let hi = (ow_n as isize - bw).clamp(lo as isize, nw as isize) as usize;
-            for (r, dst) in dst_row.chunks_exact_mut(nw).enumerate() {
-                let (nl, i) = (r / nh, r % nh);
-                let oh = i as isize + bh;
-                if oh < 0 || oh >= oh_n as isize {
-                    dst.fill(0.0);
-                    continue;
-                }
-                let dr =
-                    &dy[((n0 + nl) * s.out_channels + o) * oplane + oh as usize * ow_n..][..ow_n];
-                dst[..lo].fill(0.0);
-                dst[hi..].fill(0.0);
-                if lo < hi {
-                    let ow0 = (lo as isize + bw) as usize;
-                    dst[lo..hi].copy_from_slice(&dr[ow0..ow0 + (hi - lo)]);
+            for (nl, dst_image) in dst_row.chunks_exact_mut(nh * nw).enumerate() {
+                let dy_plane = &dy[((n0 + nl) * s.out_channels + o) * oplane..][..oplane];
+                for (i, dst) in dst_image.chunks_exact_mut(nw).enumerate() {
+                    let oh = i as isize + bh;
+                    if oh < 0 || oh >= oh_n as isize {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let dr = &dy_plane[oh as usize * ow_n..][..ow_n];
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    if lo < hi {
+                        let ow0 = (lo as isize + bw) as usize;
+                        dst[lo..hi].copy_from_slice(&dr[ow0..ow0 + (hi - lo)]);
+                    }
                 }
             }
         });
 }
 
-/// Write one phase's GEMM output `src`, laid out `[c][(nl, i, j)]`, into
-/// the phase's positions `(first_h + i*s_h, first_w + j*s_w)` of the
-/// chunk's `[nl][c][ih][iw]` part of `dst`; `src = None` writes `+0.0`
+/// Write the phases' GEMM outputs into the chunk's `[nl][c][ih][iw]` part
+/// of `dst`, one plane at a time (so each plane is written while it is in
+/// cache, not once per phase). `phases[p]` is the phase's axes and where its
+/// output starts in `src`, laid out `[c][(nl, i, j)]` there, going to the
+/// positions `(first_h + i*s_h, first_w + j*s_w)`; `None` writes `+0.0`
 /// there (a phase without taps: empty sums).
-fn scatter_phase(
+fn scatter_phases(
     s: &Conv2dShape,
-    src: Option<&[f32]>,
+    phases: &[(&AxisPhase, &AxisPhase, Option<usize>)],
+    src: &[f32],
     dst: &mut [f32],
-    hp: &AxisPhase,
-    wp: &AxisPhase,
 ) {
-    let (nh, nw) = (hp.count, wp.count);
     let (plane, channels) = (s.in_h * s.in_w, s.in_channels);
-    let rows = dst.len() / (channels * plane) * nh * nw;
+    let nc = dst.len() / (channels * plane);
     let (sh, sw) = s.stride;
     dst.par_chunks_mut(plane).enumerate().for_each(|(p, d)| {
         let (nl, c) = (p / channels, p % channels);
-        if sh == 1 && sw == 1 {
-            // The one phase covers the whole plane.
-            match src {
-                Some(src) => d.copy_from_slice(&src[c * rows + nl * plane..][..plane]),
-                None => d.fill(0.0),
+        for &(hp, wp, at) in phases {
+            let (nh, nw) = (hp.count, wp.count);
+            let rows = nc * nh * nw;
+            let Some(at) = at else {
+                for i in 0..nh {
+                    let drow = &mut d[(hp.first + i * sh) * s.in_w + wp.first..];
+                    drow.iter_mut().step_by(sw).take(nw).for_each(|v| *v = 0.0);
+                }
+                continue;
+            };
+            let src = &src[at + c * rows + nl * nh * nw..][..nh * nw];
+            if sh == 1 && sw == 1 {
+                // The one phase covers the whole plane.
+                d.copy_from_slice(src);
+                continue;
             }
-            return;
-        }
-        for i in 0..nh {
-            let drow = &mut d[(hp.first + i * sh) * s.in_w + wp.first..];
-            let srow = src.map(|src| &src[c * rows + (nl * nh + i) * nw..][..nw]);
-            for j in 0..nw {
-                drow[j * sw] = srow.map_or(0.0, |r| r[j]);
+            for (i, srow) in src.chunks_exact(nw).enumerate() {
+                let drow = &mut d[(hp.first + i * sh) * s.in_w + wp.first..];
+                for (v, x) in drow.iter_mut().step_by(sw).zip(srow) {
+                    *v = *x;
+                }
             }
         }
     });
@@ -824,28 +833,40 @@ pub fn conv2d_grad_input(
         .max()
         .unwrap_or(0);
     let chunk = images_per_chunk(per_image, s.batch);
+    // Per image, where each phase's outputs start (the phases partition the
+    // plane, so a chunk's outputs take as much room as its part of dx).
+    let out_at: Vec<usize> = phases
+        .iter()
+        .scan(0, |at, (hp, wp)| {
+            let here = *at;
+            *at += hp.count * wp.count;
+            Some(here)
+        })
+        .collect();
+    // One image and one phase (stride 1, or an input no larger than the
+    // stride) with taps: the output is already laid out [c][ih, iw]:
+    // written in place.
+    let in_place =
+        |nc: usize| nc == 1 && phases.len() == 1 && opg * phases[0].0.taps * phases[0].1.taps > 0;
     let (mut col_buf, mut out_buf) = (Scratch::take(), Scratch::take());
     for n0 in (0..s.batch).step_by(chunk) {
         let nc = chunk.min(s.batch - n0);
         let dx_chunk = &mut dx[n0 * s.in_channels * plane..][..nc * s.in_channels * plane];
-        for (&(hp, wp), &wt_off) in phases.iter().zip(&wt_at) {
+        let out_all = if in_place(nc) {
+            &mut *dx_chunk
+        } else {
+            out_buf.slice(s.in_channels * nc * plane)
+        };
+        for ((hp, wp), (&wt_off, &at)) in phases.iter().zip(wt_at.iter().zip(&out_at)) {
             let kp = opg * hp.taps * wp.taps;
             if kp == 0 {
-                scatter_phase(s, None, dx_chunk, hp, wp);
                 continue;
             }
             let rows = nc * hp.count * wp.count;
             let col = col_buf.slice(rows * s.groups * kp);
             dy2col_phase(s, dy, n0, hp, wp, col);
             let col = &*col;
-            // One image at stride 1: the output is already laid out
-            // [c][ih, iw]: write it in place.
-            let in_place = nc == 1 && phases.len() == 1;
-            let out = if in_place {
-                &mut *dx_chunk
-            } else {
-                out_buf.slice(s.in_channels * rows)
-            };
+            let out = &mut out_all[s.in_channels * nc * at..][..s.in_channels * rows];
             let wt_p = &wt[wt_off..];
             out.par_chunks_mut(cpg * rows)
                 .enumerate()
@@ -855,10 +876,18 @@ pub fn conv2d_grad_input(
                     let c = MatMut::new(out_g, rows, cpg, 1, rows)?;
                     gemm(mult, a, b, c, false)
                 })?;
-            if !in_place {
-                let out = &*out_buf.slice(s.in_channels * rows);
-                scatter_phase(s, Some(out), dx_chunk, hp, wp);
-            }
+        }
+        if !in_place(nc) {
+            let placed: Vec<(&AxisPhase, &AxisPhase, Option<usize>)> = phases
+                .iter()
+                .zip(&out_at)
+                .map(|(&(hp, wp), &at)| {
+                    let has_taps = opg * hp.taps * wp.taps > 0;
+                    (hp, wp, has_taps.then_some(s.in_channels * nc * at))
+                })
+                .collect();
+            let out_all = &*out_buf.slice(s.in_channels * nc * plane);
+            scatter_phases(s, &placed, out_all, dx_chunk);
         }
     }
     Ok(())

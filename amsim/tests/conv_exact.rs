@@ -571,7 +571,12 @@ fn strides_larger_than_the_dilated_kernel_leave_phases_without_taps() {
     b.dilation = (2, 2);
     b.padding = (3, 3);
     b.groups = 2;
-    for s in [a, b] {
+    // A 1x1 input with padding 1 under a 1x1 stride-2 kernel: the input's
+    // only phase has no tap.
+    let mut c = Conv2dShape::new(1, 3, 1, 1, 2, 1);
+    c.stride = (2, 2);
+    c.padding = (1, 1);
+    for s in [a, b, c] {
         s.validate().unwrap();
         let w = with_specials(&mut rng, s.w_len(), 0.05);
         let dy = with_specials(&mut rng, s.y_len(), 0.05);
