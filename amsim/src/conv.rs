@@ -7,27 +7,36 @@
 //!
 //! # Definition
 //!
-//! Each output element is ONE dot product accumulated in FP32 from `+0.0` in
-//! increasing index order (DESIGN.md, "The arithmetic"). Within group `g`
-//! (`c = g*C_in/groups + cl`, `o = g*C_out/groups + ol`):
+//! Each output element is ONE dot product of AMSim products accumulated in
+//! FP32 with the blocked order of DESIGN.md ("The arithmetic"; see
+//! [`crate::accumulate`]) over the terms listed below, in increasing index
+//! order. Within group `g` (`c = g*C_in/groups + cl`,
+//! `o = g*C_out/groups + ol`):
 //! - forward `y[n,o,oh,ow] = sum_(cl,kh,kw) mul(xp(n,c,oh*s-p+kh*d, ow*s-p+kw*d), w[o,cl,kh,kw])`
 //!   where `xp` is `x` extended by `+0.0` outside the image (the padding);
-//! - input gradient `dx[n,c,ih,iw] = sum_(ol,kh,kw) mul(dyp(n,o,ih+p-kh*d, iw+p-kw*d), w[o,cl,kh,kw])`
-//!   where `dyp(n,o,u,v) = dy[n,o,u/s,v/s]` when `u` and `v` are
-//!   non-negative multiples of the stride inside the output, else `+0.0`
-//!   (`dy` zero-dilated by the stride and zero-padded: the transposed
-//!   convolution);
+//! - input gradient `dx[n,c,ih,iw] = sum_(ol,kh,kw) mul(dyp(n,o,u/s_h,v/s_w), w[o,cl,kh,kw])`
+//!   with `u = ih+p_h-kh*d_h` and `v = iw+p_w-kw*d_w`, over the taps
+//!   `(ol, kh, kw)` for which `u` is a multiple of `s_h` AND `v` a multiple
+//!   of `s_w` (negative multiples included) and over no others: a tap that
+//!   falls between the strided output positions is not a product at all.
+//!   `dyp(n,o,oh,ow)` is `dy[n,o,oh,ow]` inside the output and `+0.0`
+//!   outside it (the padding of the transposed convolution). At stride 1
+//!   every tap is a term; at stride 2 about a quarter of them are. An element
+//!   with no term at all (e.g. an odd row of a 1x1 stride-2 projection) is
+//!   the empty sum, `+0.0`;
 //! - weight gradient `dw[o,cl,kh,kw] = sum_(n,oh,ow) mul(xp(n,c,oh*s-p+kh*d, ow*s-p+kw*d), dy[n,o,oh,ow])`.
 //!
-//! Every tap takes part, including those that fall into the padding (or
-//! between the strided taps of the input gradient), as a product with
-//! `+0.0`. For finite operands such a product is a signed zero, and adding a
-//! signed zero to an accumulator that started at `+0.0` never changes it
-//! (the accumulator is never `-0.0`), so this is the same sum as leaving the
-//! zero terms out; it differs only when the other operand is infinite or
-//! NaN, where `0 * inf` makes the element NaN. Including them is what lets
-//! the lowered GEMMs below agree with the definition bit for bit for every
-//! input, special values included.
+//! The taps that fall into the padding ARE terms, products with `+0.0`. For
+//! finite operands such a product is a signed zero, and adding a signed zero
+//! to an accumulator that started at `+0.0` never changes it (the
+//! accumulator is never `-0.0`), so for at most 1024 terms (one block) this
+//! is the same sum as leaving those terms out; it differs only when the other
+//! operand is infinite or NaN, where `0 * inf` makes the element NaN.
+//! Including them is what lets the lowered GEMMs below agree with the
+//! definition bit for bit for every input, special values included. (Before
+//! this definition the input gradient also counted the taps between the
+//! strided positions as products with `+0.0`, so an infinite weight at such
+//! a tap made the element NaN; it no longer does.)
 //!
 //! Operand order follows DESIGN.md: activation first in the forward and
 //! weight-gradient products, output gradient first in the input gradient.
@@ -35,26 +44,37 @@
 //!
 //! # Lowering to GEMM
 //!
-//! The fast functions lower each product to [`gemm`], one call per group,
-//! which never splits `k`, so each element is still one dot product over the
-//! same terms in the same order:
+//! The fast functions lower each product to [`gemm`], one call per group
+//! (and phase), so each element is still one dot product over the same terms in the same
+//! order:
 //! - forward: `Y_g = im2col(x)_g · W_gᵀ` with rows `(n, oh, ow)` and
 //!   `k = (cl, kh, kw)`; `W_gᵀ` is a strided view of `w` (no copy);
-//! - input gradient: `dX_g = dycol(dy)_g · Wt_g` with rows `(n, ih, iw)` and
-//!   `k = (ol, kh, kw)`, where `dycol` gathers `dyp` above (an im2col of the
-//!   zero-dilated, padded `dy`, in the original tap order so that the weight
-//!   needs no flipping) and `Wt_g[(ol,kh,kw), cl] = w[o,cl,kh,kw]` is a small
-//!   repacked copy of the weights. All `C_out/groups * KH * KW` taps are in
-//!   every dot product, so a stride-2 layer does about 4x the necessary
-//!   products here; the stride-1 layers that dominate ResNets do none extra;
+//! - input gradient, by phases (a polyphase decomposition of the transposed
+//!   convolution): the input positions split into `s_h * s_w` phases
+//!   `(ph, pw) = ((ih + p_h) mod s_h, (iw + p_w) mod s_w)`. Within a phase
+//!   the terms of every element come from the same kernel taps, the `kh`
+//!   with `kh*d_h ≡ ph (mod s_h)` and the `kw` with `kw*d_w ≡ pw (mod s_w)`
+//!   (each an arithmetic progression, see [`AxisPhase`]), and the output
+//!   position they read moves by one when the input position moves by one
+//!   stride. So each phase is one GEMM per group,
+//!   `dX_(g,phase) = dycol(dy)_(g,phase) · Wt_(g,phase)`, with rows
+//!   `(n, ih, iw)` of the phase and `k = (ol, kh, kw)` over the phase's taps
+//!   in increasing order (the definition's order with the non-terms left
+//!   out); `dycol` gathers `dyp` (runs of consecutive `dy` columns, `+0.0`
+//!   outside the output) and `Wt_(g,phase)[(ol,kh,kw), cl] = w[o,cl,kh,kw]`
+//!   is a small repacked copy of the phase's weights. The phase results are
+//!   scattered into `dx`; a phase without taps (possible when `s > k*d`, e.g.
+//!   a 1x1 stride-2 projection, where only one phase of four has any) is
+//!   written as `+0.0`. At stride 1 there is one phase: the im2col of the
+//!   padded `dy`;
 //! - weight gradient: `dW_gᵀ = im2col(x)_gᵀ · dYᵀ_g` with `k = (n, oh, ow)`
-//!   over the whole batch (never split: that would change the order), where
-//!   `dYᵀ` is `dy` transposed to `[C_out, N*OH*OW]`.
+//!   over the whole batch, where `dYᵀ` is `dy` transposed to
+//!   `[C_out, N*OH*OW]`.
 //!
 //! The column matrices are stored transposed (`[k][rows]`, so each tap is a
 //! run of copied input rows) and read through transposed views.
 //! Forward and input gradient process the batch in chunks of images (rows
-//! are independent) so that the column buffer stays near
+//! are independent) so that the column buffer (of one phase) stays near
 //! [`COL_CHUNK_ELEMS`]; the weight gradient needs the whole batch's columns
 //! (about 75 MB for a batch of 128 on ResNet-20's first stage). Column and
 //! output buffers are kept per thread and reused between calls.
@@ -66,6 +86,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use crate::accumulate::BlockedSum;
 use crate::gemm::{gemm, MatMut, MatRef};
 use crate::{AmsimError, Multiplier, Result};
 
@@ -239,8 +260,11 @@ fn tap(o: usize, k: usize, stride: usize, pad: usize, dil: usize, size: usize) -
     (pos >= 0 && (pos as usize) < size).then_some(pos as usize)
 }
 
-/// Output coordinate that reaches input coordinate `i` through tap `k`, if
-/// any (`None` is a zero of the dilated, padded output gradient).
+/// The output coordinate whose gradient is a term of input coordinate `i`
+/// through tap `k` of the input gradient: `None` when `i + pad - k*dil` is
+/// no multiple of the stride (no term at all), `Some(None)` when it is one
+/// outside the output (a term with `+0.0`, the padding), else
+/// `Some(Some(o))`.
 #[inline]
 fn back_tap(
     i: usize,
@@ -249,13 +273,13 @@ fn back_tap(
     pad: usize,
     dil: usize,
     out: usize,
-) -> Option<usize> {
+) -> Option<Option<usize>> {
     let pos = (i + pad) as isize - (k * dil) as isize;
-    if pos < 0 || pos as usize % stride != 0 {
+    if pos.rem_euclid(stride as isize) != 0 {
         return None;
     }
-    let o = pos as usize / stride;
-    (o < out).then_some(o)
+    let o = pos.div_euclid(stride as isize);
+    Some((o >= 0 && (o as usize) < out).then_some(o as usize))
 }
 
 /// Forward pass, nested loops (the definition; padding taps are products
@@ -303,8 +327,9 @@ pub fn conv2d_forward_reference(
 }
 
 /// Input gradient `dx` from `dy` and `w`, nested loops (the definition:
-/// every tap `(o, kh, kw)` of the group, with `+0.0` where no output
-/// position reaches `(ih, iw)` through it). `dx` is overwritten.
+/// the taps `(o, kh, kw)` of the group that meet the strided output
+/// positions, with `+0.0` where such a position lies outside the output;
+/// blocked accumulation). `dx` is overwritten.
 pub fn conv2d_grad_input_reference(
     mult: &Multiplier,
     s: &Conv2dShape,
@@ -322,14 +347,21 @@ pub fn conv2d_grad_input_reference(
             let cl = c % cpg;
             for ih in 0..s.in_h {
                 for iw in 0..s.in_w {
-                    let mut acc = 0.0f32;
+                    let mut acc = BlockedSum::new();
                     for ol in 0..opg {
                         let o = g * opg + ol;
                         for kh in 0..s.kernel_h {
-                            let oh = back_tap(ih, kh, s.stride.0, s.padding.0, s.dilation.0, oh_n);
+                            let Some(oh) =
+                                back_tap(ih, kh, s.stride.0, s.padding.0, s.dilation.0, oh_n)
+                            else {
+                                continue;
+                            };
                             for kw in 0..s.kernel_w {
-                                let ow =
-                                    back_tap(iw, kw, s.stride.1, s.padding.1, s.dilation.1, ow_n);
+                                let Some(ow) =
+                                    back_tap(iw, kw, s.stride.1, s.padding.1, s.dilation.1, ow_n)
+                                else {
+                                    continue;
+                                };
                                 let dyv = match (oh, ow) {
                                     (Some(oh), Some(ow)) => {
                                         dy[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow]
@@ -337,11 +369,11 @@ pub fn conv2d_grad_input_reference(
                                     _ => 0.0,
                                 };
                                 let wv = w[((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw];
-                                acc += mult.mul(dyv, wv);
+                                acc.add(mult.mul(dyv, wv));
                             }
                         }
                     }
-                    dx[((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw] = acc;
+                    dx[((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw] = acc.finish();
                 }
             }
         }
@@ -505,59 +537,174 @@ fn im2col(s: &Conv2dShape, x: &[f32], n0: usize, col: &mut [f32]) {
         });
 }
 
-/// The input-gradient columns of images `n0..` of `dy` into `col`, stored
-/// transposed like [`im2col`]: row `(o, kh, kw)` over all output channels,
-/// column `(nl, ih, iw)`, holding `dyp` of the module doc (`dy`
-/// zero-dilated by the stride and padded).
-fn dy2col(s: &Conv2dShape, dy: &[f32], n0: usize, col: &mut [f32]) {
+/// One phase of the input gradient along one axis (module doc, "Lowering
+/// to GEMM"): the input coordinates `first + i*stride` for `i < count`,
+/// whose terms come through the kernel taps `tap0 + t*tap_step` for
+/// `t < taps`; the term of coordinate `i` through tap `t` reads output
+/// coordinate `i + out_offset(t)` (`+0.0` outside the output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AxisPhase {
+    /// First input coordinate of the phase.
+    pub first: usize,
+    /// Input coordinates in the phase (`0` when the input is narrower than
+    /// the stride and the phase is empty).
+    pub count: usize,
+    /// First kernel tap with terms in this phase.
+    pub tap0: usize,
+    /// Distance between consecutive taps: `stride / gcd(stride, dilation)`.
+    pub tap_step: usize,
+    /// Taps with terms in this phase (`0` when none: then every element
+    /// of the phase is an empty sum).
+    pub taps: usize,
+    stride: usize,
+    pad: usize,
+    dil: usize,
+}
+
+impl AxisPhase {
+    /// The `stride` phases of an axis of `size` input coordinates, phase
+    /// `ph` holding the coordinates `i` with `(i + pad) mod stride == ph`
+    /// and the taps `k` with `k*dil mod stride == ph`.
+    pub fn all(
+        size: usize,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+        dil: usize,
+    ) -> Vec<AxisPhase> {
+        (0..stride)
+            .map(|ph| {
+                let first = (ph + stride - pad % stride) % stride;
+                let count = if first < size {
+                    (size - first).div_ceil(stride)
+                } else {
+                    0
+                };
+                // k*dil ≡ ph (mod stride) holds for an arithmetic
+                // progression of k with step stride / gcd(stride, dil).
+                let taps: Vec<usize> = (0..kernel).filter(|k| k * dil % stride == ph).collect();
+                let tap0 = taps.first().copied().unwrap_or(0);
+                let tap_step = taps.get(1).map_or(1, |k1| k1 - tap0);
+                AxisPhase {
+                    first,
+                    count,
+                    tap0,
+                    tap_step,
+                    taps: taps.len(),
+                    stride,
+                    pad,
+                    dil,
+                }
+            })
+            .collect()
+    }
+
+    /// Kernel tap number `t` of the phase.
+    #[inline]
+    pub fn tap(&self, t: usize) -> usize {
+        self.tap0 + t * self.tap_step
+    }
+
+    /// The output coordinate read by the phase's first input coordinate
+    /// through tap number `t` (an exact division: the phase is chosen so).
+    #[inline]
+    pub fn out_offset(&self, t: usize) -> isize {
+        ((self.first + self.pad) as isize - (self.tap(t) * self.dil) as isize)
+            / self.stride as isize
+    }
+}
+
+/// The columns of one input-gradient phase `(hp, wp)` for images `n0..` of
+/// `dy` into `col` (as many images as `col` holds), stored transposed like
+/// [`im2col`]: row `(o, th, tw)` over all output channels and the phase's
+/// taps, column `(nl, i, j)` over the phase's input positions, holding
+/// `dyp` of the module doc. Each row of a tap is a run of consecutive `dy`
+/// columns, `+0.0` outside the output.
+fn dy2col_phase(
+    s: &Conv2dShape,
+    dy: &[f32],
+    n0: usize,
+    hp: &AxisPhase,
+    wp: &AxisPhase,
+    col: &mut [f32],
+) {
     let (oh_n, ow_n) = (s.out_h(), s.out_w());
-    let (kh_n, kw_n) = (s.kernel_h, s.kernel_w);
-    let rows = col.len() / (s.out_channels * kh_n * kw_n);
+    let (nh, nw) = (hp.count, wp.count);
+    let rows = col.len() / (s.out_channels * hp.taps * wp.taps);
     let oplane = oh_n * ow_n;
-    // wmap[kw][iw]: the output column that reaches `iw` through tap `kw`.
-    let wmap: Vec<Option<usize>> = (0..kw_n * s.in_w)
-        .map(|i| {
-            back_tap(
-                i % s.in_w,
-                i / s.in_w,
-                s.stride.1,
-                s.padding.1,
-                s.dilation.1,
-                ow_n,
-            )
-        })
-        .collect();
     col.par_chunks_mut(rows)
         .enumerate()
         .for_each(|(kidx, dst_row)| {
-            let (o, kh, kw) = (kidx / (kh_n * kw_n), (kidx / kw_n) % kh_n, kidx % kw_n);
-            let wm = &wmap[kw * s.in_w..][..s.in_w];
-            // At stride 1 the reached columns are one run of consecutive output
-            // columns: copy it.
-            let span = (s.stride.1 == 1).then(|| inside_span(s.in_w, |iw| wm[iw].is_some()));
-            for (r, dst) in dst_row.chunks_exact_mut(s.in_w).enumerate() {
-                let (nl, ih) = (r / s.in_h, r % s.in_h);
-                let Some(oh) = back_tap(ih, kh, s.stride.0, s.padding.0, s.dilation.0, oh_n) else {
-                    dst.fill(0.0);
-                    continue;
-                };
-                let dr = &dy[((n0 + nl) * s.out_channels + o) * oplane + oh * ow_n..][..ow_n];
-                match span {
-                    Some((lo, hi)) => {
-                        dst[..lo].fill(0.0);
-                        dst[hi..].fill(0.0);
-                        if let Some(ow0) = wm.get(lo).copied().flatten() {
-                            dst[lo..hi].copy_from_slice(&dr[ow0..ow0 + (hi - lo)]);
-                        }
+            let (o, th, tw) = (
+                kidx / (hp.taps * wp.taps),
+                (kidx / wp.taps) % hp.taps,
+                kidx % wp.taps,
+            );
+            let (bh, bw) = (hp.out_offset(th), wp.out_offset(tw));
+            // Phase columns j whose output column j + bw is inside the output.
+            let lo = (-bw).clamp(0, nw as isize) as usize;
+            let hi = (ow_n as isize - bw).clamp(lo as isize, nw as isize) as usize;
+            for (nl, dst_image) in dst_row.chunks_exact_mut(nh * nw).enumerate() {
+                let dy_plane = &dy[((n0 + nl) * s.out_channels + o) * oplane..][..oplane];
+                for (i, dst) in dst_image.chunks_exact_mut(nw).enumerate() {
+                    let oh = i as isize + bh;
+                    if oh < 0 || oh >= oh_n as isize {
+                        dst.fill(0.0);
+                        continue;
                     }
-                    None => {
-                        for (d, m) in dst.iter_mut().zip(wm) {
-                            *d = m.map_or(0.0, |ow| dr[ow]);
-                        }
+                    let dr = &dy_plane[oh as usize * ow_n..][..ow_n];
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    if lo < hi {
+                        let ow0 = (lo as isize + bw) as usize;
+                        dst[lo..hi].copy_from_slice(&dr[ow0..ow0 + (hi - lo)]);
                     }
                 }
             }
         });
+}
+
+/// Write the phases' GEMM outputs into the chunk's `[nl][c][ih][iw]` part
+/// of `dst`, one plane at a time (so each plane is written while it is in
+/// cache, not once per phase). `phases[p]` is the phase's axes and where its
+/// output starts in `src`, laid out `[c][(nl, i, j)]` there, going to the
+/// positions `(first_h + i*s_h, first_w + j*s_w)`; `None` writes `+0.0`
+/// there (a phase without taps: empty sums).
+fn scatter_phases(
+    s: &Conv2dShape,
+    phases: &[(&AxisPhase, &AxisPhase, Option<usize>)],
+    src: &[f32],
+    dst: &mut [f32],
+) {
+    let (plane, channels) = (s.in_h * s.in_w, s.in_channels);
+    let nc = dst.len() / (channels * plane);
+    let (sh, sw) = s.stride;
+    dst.par_chunks_mut(plane).enumerate().for_each(|(p, d)| {
+        let (nl, c) = (p / channels, p % channels);
+        for &(hp, wp, at) in phases {
+            let (nh, nw) = (hp.count, wp.count);
+            let rows = nc * nh * nw;
+            let Some(at) = at else {
+                for i in 0..nh {
+                    let drow = &mut d[(hp.first + i * sh) * s.in_w + wp.first..];
+                    drow.iter_mut().step_by(sw).take(nw).for_each(|v| *v = 0.0);
+                }
+                continue;
+            };
+            let src = &src[at + c * rows + nl * nh * nw..][..nh * nw];
+            if sh == 1 && sw == 1 {
+                // The one phase covers the whole plane.
+                d.copy_from_slice(src);
+                continue;
+            }
+            for (i, srow) in src.chunks_exact(nw).enumerate() {
+                let drow = &mut d[(hp.first + i * sh) * s.in_w + wp.first..];
+                for (v, x) in drow.iter_mut().step_by(sw).zip(srow) {
+                    *v = *x;
+                }
+            }
+        }
+    });
 }
 
 /// Copy a chunk's GEMM output, laid out `[channel][nl][spatial]`, into the
@@ -629,9 +776,9 @@ pub fn conv2d_forward(
     Ok(())
 }
 
-/// Input gradient lowered to GEMM (see the module doc); bit-exact with
-/// [`conv2d_grad_input_reference`] for AMSim multipliers. `dx` is
-/// overwritten.
+/// Input gradient lowered to GEMMs by phases (see the module doc);
+/// bit-exact with [`conv2d_grad_input_reference`] for AMSim multipliers.
+/// `dx` is overwritten.
 pub fn conv2d_grad_input(
     mult: &Multiplier,
     s: &Conv2dShape,
@@ -644,58 +791,103 @@ pub fn conv2d_grad_input(
     let cpg = s.in_channels / s.groups;
     let opg = s.out_channels / s.groups;
     let khw = s.kernel_h * s.kernel_w;
-    let kd = opg * khw;
     if dx.is_empty() {
         return Ok(());
     }
-    if kd == 0 {
+    if opg * khw == 0 {
         dx.fill(0.0);
         return Ok(());
     }
-    let dcols = s.groups * kd;
     let plane = s.in_h * s.in_w;
-    // Wt[g][(ol, kh, kw)][cl] = w[g*opg + ol, cl, kh, kw]: the weights as the
-    // k x C_in/groups right operand of each group (small; rebuilt per call).
-    let mut wt = vec![0.0f32; w.len()];
-    for g in 0..s.groups {
-        for ol in 0..opg {
-            for cl in 0..cpg {
-                for t in 0..khw {
-                    wt[(g * kd + ol * khw + t) * cpg + cl] =
-                        w[((g * opg + ol) * cpg + cl) * khw + t];
+    let hps = AxisPhase::all(s.in_h, s.kernel_h, s.stride.0, s.padding.0, s.dilation.0);
+    let wps = AxisPhase::all(s.in_w, s.kernel_w, s.stride.1, s.padding.1, s.dilation.1);
+    let phases: Vec<(&AxisPhase, &AxisPhase)> = hps
+        .iter()
+        .flat_map(|hp| wps.iter().map(move |wp| (hp, wp)))
+        .filter(|(hp, wp)| hp.count * wp.count > 0)
+        .collect();
+    // Wt[phase][g][(ol, th, tw)][cl] = w[g*opg + ol, cl, tap_h(th), tap_w(tw)]:
+    // each phase's weights as the k x C_in/groups right operand of each
+    // group (small; rebuilt per call). A tap belongs to one phase per axis,
+    // so this holds each weight at most once.
+    let mut wt = Vec::with_capacity(w.len());
+    let mut wt_at = Vec::with_capacity(phases.len());
+    for (hp, wp) in &phases {
+        wt_at.push(wt.len());
+        for g in 0..s.groups {
+            for ol in 0..opg {
+                for th in 0..hp.taps {
+                    for tw in 0..wp.taps {
+                        let t = hp.tap(th) * s.kernel_w + wp.tap(tw);
+                        let o = g * opg + ol;
+                        wt.extend((0..cpg).map(|cl| w[(o * cpg + cl) * khw + t]));
+                    }
                 }
             }
         }
     }
-    let chunk = images_per_chunk(plane * dcols, s.batch);
+    // Images per chunk: the largest phase's columns stay near the target.
+    let per_image = phases
+        .iter()
+        .map(|(hp, wp)| hp.count * wp.count * s.out_channels * hp.taps * wp.taps)
+        .max()
+        .unwrap_or(0);
+    let chunk = images_per_chunk(per_image, s.batch);
+    // Per image, where each phase's outputs start (the phases partition the
+    // plane, so a chunk's outputs take as much room as its part of dx).
+    let out_at: Vec<usize> = phases
+        .iter()
+        .scan(0, |at, (hp, wp)| {
+            let here = *at;
+            *at += hp.count * wp.count;
+            Some(here)
+        })
+        .collect();
+    // One image and one phase (stride 1, or an input no larger than the
+    // stride) with taps: the output is already laid out [c][ih, iw]:
+    // written in place.
+    let in_place =
+        |nc: usize| nc == 1 && phases.len() == 1 && opg * phases[0].0.taps * phases[0].1.taps > 0;
     let (mut col_buf, mut out_buf) = (Scratch::take(), Scratch::take());
     for n0 in (0..s.batch).step_by(chunk) {
         let nc = chunk.min(s.batch - n0);
-        let rows = nc * plane;
-        let col = col_buf.slice(rows * dcols);
-        dy2col(s, dy, n0, col);
-        let col = &*col;
         let dx_chunk = &mut dx[n0 * s.in_channels * plane..][..nc * s.in_channels * plane];
-        let out = if nc == 1 {
+        let out_all = if in_place(nc) {
             &mut *dx_chunk
         } else {
-            out_buf.slice(s.in_channels * rows)
+            out_buf.slice(s.in_channels * nc * plane)
         };
-        out.par_chunks_mut(cpg * rows)
-            .enumerate()
-            .try_for_each(|(g, out_g)| {
-                let a = MatRef::new(&col[g * kd * rows..], rows, kd, 1, rows)?;
-                let b = MatRef::new(&wt[g * kd * cpg..], kd, cpg, cpg, 1)?;
-                let c = MatMut::new(out_g, rows, cpg, 1, rows)?;
-                gemm(mult, a, b, c, false)
-            })?;
-        if nc > 1 {
-            scatter_images(
-                out_buf.slice(s.in_channels * rows),
-                dx_chunk,
-                s.in_channels,
-                plane,
-            );
+        for ((hp, wp), (&wt_off, &at)) in phases.iter().zip(wt_at.iter().zip(&out_at)) {
+            let kp = opg * hp.taps * wp.taps;
+            if kp == 0 {
+                continue;
+            }
+            let rows = nc * hp.count * wp.count;
+            let col = col_buf.slice(rows * s.groups * kp);
+            dy2col_phase(s, dy, n0, hp, wp, col);
+            let col = &*col;
+            let out = &mut out_all[s.in_channels * nc * at..][..s.in_channels * rows];
+            let wt_p = &wt[wt_off..];
+            out.par_chunks_mut(cpg * rows)
+                .enumerate()
+                .try_for_each(|(g, out_g)| {
+                    let a = MatRef::new(&col[g * kp * rows..], rows, kp, 1, rows)?;
+                    let b = MatRef::new(&wt_p[g * kp * cpg..], kp, cpg, cpg, 1)?;
+                    let c = MatMut::new(out_g, rows, cpg, 1, rows)?;
+                    gemm(mult, a, b, c, false)
+                })?;
+        }
+        if !in_place(nc) {
+            let placed: Vec<(&AxisPhase, &AxisPhase, Option<usize>)> = phases
+                .iter()
+                .zip(&out_at)
+                .map(|(&(hp, wp), &at)| {
+                    let has_taps = opg * hp.taps * wp.taps > 0;
+                    (hp, wp, has_taps.then_some(s.in_channels * nc * at))
+                })
+                .collect();
+            let out_all = &*out_buf.slice(s.in_channels * nc * plane);
+            scatter_phases(s, &placed, out_all, dx_chunk);
         }
     }
     Ok(())
@@ -745,4 +937,49 @@ pub fn conv2d_grad_weight(
             let c = MatMut::new(dw_g, kc, opg, 1, kc)?;
             gemm(mult, a, b, c, false)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axis_phases_partition_coordinates_and_taps_by_the_definition() {
+        for (size, kernel, stride, pad, dil) in [
+            (7, 3, 2, 1, 1),
+            (8, 5, 3, 2, 2),
+            (9, 3, 2, 3, 2),
+            (5, 1, 2, 0, 1),
+            (6, 2, 3, 2, 1),
+            (10, 5, 4, 0, 3),
+            (1, 3, 3, 1, 1),
+        ] {
+            let out = out_size(size, kernel, stride, pad, dil);
+            let phases = AxisPhase::all(size, kernel, stride, pad, dil);
+            let mut seen = vec![0; size];
+            for (ph, p) in phases.iter().enumerate() {
+                let taps: Vec<usize> = (0..p.taps).map(|t| p.tap(t)).collect();
+                let want: Vec<usize> = (0..kernel).filter(|k| k * dil % stride == ph).collect();
+                assert_eq!(
+                    taps, want,
+                    "phase {ph} of {size}/{kernel}/{stride}/{pad}/{dil}"
+                );
+                for i in 0..p.count {
+                    let ih = p.first + i * stride;
+                    seen[ih] += 1;
+                    for k in 0..kernel {
+                        let term = back_tap(ih, k, stride, pad, dil, out);
+                        let t = taps.iter().position(|&tk| tk == k);
+                        assert_eq!(term.is_some(), t.is_some(), "tap {k} of input {ih}");
+                        if let (Some(term), Some(t)) = (term, t) {
+                            let o = i as isize + p.out_offset(t);
+                            let inside = (0..out as isize).contains(&o);
+                            assert_eq!(term, inside.then_some(o as usize), "tap {k} of {ih}");
+                        }
+                    }
+                }
+            }
+            assert!(seen.iter().all(|&n| n == 1), "each coordinate in one phase");
+        }
+    }
 }

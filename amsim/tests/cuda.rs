@@ -5,6 +5,7 @@
 //!   `APPROXTRAIN_REQUIRE_NVRTC=1` (set by CI, which installs it) makes that
 //!   a failure.
 //! - With a GPU: AMSim GEMM, batched GEMM and the three convolution products
+//!   (the input gradient of strided layers by phases included)
 //!   are bit-exact with the CPU engine (NaN payloads aside) on random shapes,
 //!   odd sizes, every table width 1..=11, with and without special values;
 //!   `fp32` (cuBLAS) and `bf16` agree within a rounding bound; out of memory
@@ -339,6 +340,42 @@ fn convolution_products_are_bit_exact_with_the_cpu() {
     let mut shapes: Vec<Conv2dShape> = (0..24)
         .map(|_| random_conv_shape(&mut rng, &SHAPES))
         .collect();
+    // The input gradient's phase lowering: a stride-2 ResNet downsampling
+    // layer, its 1x1 stride-2 projection shortcut (three phases of four
+    // without taps), stride 3 over a 2x3 kernel (stride larger than the
+    // kernel) and dilation 2 with stride 2 (every tap in one phase), grouped.
+    let strided = |mut s: Conv2dShape, stride, padding, dilation, groups| {
+        s.stride = stride;
+        s.padding = padding;
+        s.dilation = dilation;
+        s.groups = groups;
+        s.validate().unwrap();
+        s
+    };
+    shapes.push(strided(
+        Conv2dShape::new(4, 16, 16, 16, 32, 3),
+        (2, 2),
+        (1, 1),
+        (1, 1),
+        1,
+    ));
+    shapes.push(strided(
+        Conv2dShape::new(4, 16, 16, 16, 32, 1),
+        (2, 2),
+        (0, 0),
+        (1, 1),
+        1,
+    ));
+    let mut rect = Conv2dShape::new(3, 6, 13, 11, 9, 2);
+    rect.kernel_w = 3;
+    shapes.push(strided(rect, (3, 3), (2, 1), (1, 1), 3));
+    shapes.push(strided(
+        Conv2dShape::new(2, 8, 12, 10, 8, 3),
+        (2, 2),
+        (3, 2),
+        (2, 2),
+        8,
+    ));
     // One ResNet-like layer, large enough for the big tiles.
     let mut big = Conv2dShape::new(8, 16, 32, 32, 32, 3);
     big.padding = (1, 1);

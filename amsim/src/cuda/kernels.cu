@@ -280,35 +280,61 @@ extern "C" __global__ void im2col_t(ConvGeom g, const float *__restrict__ x, flo
     }
 }
 
-// col[(o, kh, kw)][(n, ih, iw)] = dyp(n, o, ih + p - kh*d, iw + p - kw*d):
-// dy zero-dilated by the stride and padded.
-extern "C" __global__ void dy2col_t(ConvGeom g, const float *__restrict__ dy, float *__restrict__ col) {
-    const i64 rows = (i64)g.n * g.h * g.w;
-    const i64 total = rows * g.o * g.kh * g.kw;
+// One phase of the input gradient (conv.rs, "Lowering to GEMM", and
+// AxisPhase there): the input rows ih = ih0 + i*sh (i < nh) and columns
+// iw = iw0 + j*sw (j < nw), whose terms come through the kernel rows
+// kh = kh0 + th*kh_step (th < nkh) and columns kw = kw0 + tw*kw_step
+// (tw < nkw), and through no other taps.
+struct ConvPhase {
+    int ih0, nh, iw0, nw;
+    int kh0, kh_step, nkh;
+    int kw0, kw_step, nkw;
+};
+
+// col[(o, th, tw)][(n, i, j)] = dyp(n, o, (ih + ph - kh*dh)/sh, (iw + pw - kw*dw)/sw)
+// for the phase's positions and taps (the divisions are exact); +0.0
+// outside the output.
+extern "C" __global__ void dy2col_phase_t(ConvGeom g, ConvPhase p, const float *__restrict__ dy, float *__restrict__ col) {
+    const i64 rows = (i64)g.n * p.nh * p.nw;
+    const i64 total = rows * g.o * p.nkh * p.nkw;
     for (i64 t = blockIdx.x * (i64)blockDim.x + threadIdx.x; t < total; t += (i64)gridDim.x * blockDim.x) {
         i64 r = t % rows, kidx = t / rows;
-        int kw = (int)(kidx % g.kw), kh = (int)((kidx / g.kw) % g.kh), o = (int)(kidx / ((i64)g.kw * g.kh));
-        int iw = (int)(r % g.w), ih = (int)((r / g.w) % g.h), n = (int)(r / ((i64)g.w * g.h));
-        int u = ih + g.ph - kh * g.dh, v = iw + g.pw - kw * g.dw;
+        int tw = (int)(kidx % p.nkw), th = (int)((kidx / p.nkw) % p.nkh), o = (int)(kidx / ((i64)p.nkw * p.nkh));
+        int j = (int)(r % p.nw), i = (int)((r / p.nw) % p.nh), n = (int)(r / ((i64)p.nw * p.nh));
+        int kh = p.kh0 + th * p.kh_step, kw = p.kw0 + tw * p.kw_step;
+        int oh = (p.ih0 + i * g.sh + g.ph - kh * g.dh) / g.sh;
+        int ow = (p.iw0 + j * g.sw + g.pw - kw * g.dw) / g.sw;
         float val = 0.0f;
-        if (u >= 0 && v >= 0 && u % g.sh == 0 && v % g.sw == 0) {
-            int oh = u / g.sh, ow = v / g.sw;
-            if (oh < g.oh && ow < g.ow) val = dy[(((i64)n * g.o + o) * g.oh + oh) * g.ow + ow];
-        }
+        if (oh >= 0 && oh < g.oh && ow >= 0 && ow < g.ow) val = dy[(((i64)n * g.o + o) * g.oh + oh) * g.ow + ow];
         col[t] = val;
     }
 }
 
-// wt[g][(ol, kh, kw)][cl] = w[g*opg + ol][cl][kh][kw]
-extern "C" __global__ void weight_t(ConvGeom g, const float *__restrict__ w, float *__restrict__ wt) {
-    const int cpg = g.c / g.groups, opg = g.o / g.groups, khw = g.kh * g.kw;
-    const i64 total = (i64)g.o * cpg * khw;
+// wt[grp][(ol, th, tw)][cl] = w[grp*opg + ol][cl][kh][kw] over the phase's taps.
+extern "C" __global__ void weight_phase_t(ConvGeom g, ConvPhase p, const float *__restrict__ w, float *__restrict__ wt) {
+    const int cpg = g.c / g.groups, ntap = p.nkh * p.nkw;
+    const i64 total = (i64)g.o * ntap * cpg;
     for (i64 t = blockIdx.x * (i64)blockDim.x + threadIdx.x; t < total; t += (i64)gridDim.x * blockDim.x) {
-        int tap = (int)(t % khw);
-        int cl = (int)((t / khw) % cpg);
-        int o = (int)(t / ((i64)khw * cpg));
-        int grp = o / opg, ol = o % opg;
-        wt[(((i64)grp * opg + ol) * khw + tap) * cpg + cl] = w[t];
+        int cl = (int)(t % cpg);
+        int tap = (int)((t / cpg) % ntap);
+        int o = (int)(t / ((i64)cpg * ntap));
+        int kh = p.kh0 + (tap / p.nkw) * p.kh_step, kw = p.kw0 + (tap % p.nkw) * p.kw_step;
+        // o = grp*opg + ol, so t is the index ((o * ntap + tap) * cpg + cl).
+        wt[t] = w[(((i64)o * cpg + cl) * g.kh + kh) * g.kw + kw];
+    }
+}
+
+// dx[n][c][ih0 + i*sh][iw0 + j*sw] = out[c][(n, i, j)], or +0.0 when out is
+// null (a phase without taps: empty sums).
+extern "C" __global__ void phase_to_nchw(ConvGeom g, ConvPhase p, const float *__restrict__ out, float *__restrict__ dx) {
+    const i64 rows = (i64)g.n * p.nh * p.nw;
+    const i64 total = rows * g.c;
+    for (i64 t = blockIdx.x * (i64)blockDim.x + threadIdx.x; t < total; t += (i64)gridDim.x * blockDim.x) {
+        i64 r = t % rows;
+        int c = (int)(t / rows);
+        int j = (int)(r % p.nw), i = (int)((r / p.nw) % p.nh), n = (int)(r / ((i64)p.nw * p.nh));
+        int ih = p.ih0 + i * g.sh, iw = p.iw0 + j * g.sw;
+        dx[(((i64)n * g.c + c) * g.h + ih) * g.w + iw] = out ? out[t] : 0.0f;
     }
 }
 

@@ -37,7 +37,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 
 use crate::batched::{BatchedMut, BatchedRef};
-use crate::conv::Conv2dShape;
+use crate::conv::{AxisPhase, Conv2dShape};
 use crate::gemm::{check_gemm_shapes, MatMut, MatRef};
 use crate::{AmsimError, Lut, Multiplier, Result};
 
@@ -45,7 +45,7 @@ use crate::{AmsimError, Lut, Multiplier, Result};
 pub const KERNEL_SOURCE: &str = include_str!("kernels.cu");
 
 /// Every kernel entry point of [`KERNEL_SOURCE`].
-pub const KERNEL_NAMES: [&str; 12] = [
+pub const KERNEL_NAMES: [&str; 13] = [
     "gemm_lut_smem_big",
     "gemm_lut_gmem_big",
     "gemm_fp32_big",
@@ -55,8 +55,9 @@ pub const KERNEL_NAMES: [&str; 12] = [
     "gemm_fp32_small",
     "gemm_bf16_small",
     "im2col_t",
-    "dy2col_t",
-    "weight_t",
+    "dy2col_phase_t",
+    "weight_phase_t",
+    "phase_to_nchw",
     "nchw_swap",
 ];
 
@@ -225,6 +226,48 @@ impl ConvGeom {
             oh: i(s.out_h())?,
             ow: i(s.out_w())?,
             groups: i(s.groups)?,
+        })
+    }
+}
+
+/// One phase of the input gradient as the kernels take it (`ConvPhase` in
+/// kernels.cu; [`AxisPhase`] per axis).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct ConvPhase {
+    ih0: i32,
+    nh: i32,
+    iw0: i32,
+    nw: i32,
+    kh0: i32,
+    kh_step: i32,
+    nkh: i32,
+    kw0: i32,
+    kw_step: i32,
+    nkw: i32,
+}
+
+// SAFETY: plain `repr(C)` integers, the same layout as the CUDA struct.
+unsafe impl DeviceRepr for ConvPhase {}
+
+impl ConvPhase {
+    fn of(h: &AxisPhase, w: &AxisPhase) -> Result<ConvPhase> {
+        let i = |v: usize| {
+            i32::try_from(v).map_err(|_| {
+                AmsimError::shape(format!("convolution dimension {v} too large for the GPU"))
+            })
+        };
+        Ok(ConvPhase {
+            ih0: i(h.first)?,
+            nh: i(h.count)?,
+            iw0: i(w.first)?,
+            nw: i(w.count)?,
+            kh0: i(h.tap0)?,
+            kh_step: i(h.tap_step)?,
+            nkh: i(h.taps)?,
+            kw0: i(w.tap0)?,
+            kw_step: i(w.tap_step)?,
+            nkw: i(w.taps)?,
         })
     }
 }
@@ -1008,7 +1051,32 @@ impl CudaEngine {
         Ok(())
     }
 
-    /// Input gradient on device buffers; bit-exact with
+    /// Launch one of the phase kernels `(ConvGeom, ConvPhase, const float*,
+    /// float*)` of the input gradient.
+    fn launch_phase(
+        &self,
+        name: &str,
+        total: usize,
+        g: ConvGeom,
+        p: ConvPhase,
+        src: u64,
+        dst: u64,
+    ) -> Result<()> {
+        if total == 0 {
+            return Ok(());
+        }
+        let mut lb = self.stream.launch_builder(&self.funcs[name]);
+        lb.arg(&g).arg(&p).arg(&src).arg(&dst);
+        // SAFETY: the arguments match the kernel; callers size `dst` and
+        // `src` for the geometry and phase (`src` may be null for
+        // phase_to_nchw, which then writes zeros).
+        unsafe { lb.launch(self.grid(total)) }
+            .map_err(|e| cuda_err(&format!("launching {name}"), e))?;
+        Ok(())
+    }
+
+    /// Input gradient on device buffers, one GEMM per phase as on the CPU
+    /// (`crate::conv`, "Lowering to GEMM"); bit-exact with
     /// [`crate::conv::conv2d_grad_input`] for AMSim multipliers.
     pub fn conv2d_grad_input_dev(
         &self,
@@ -1025,59 +1093,87 @@ impl CudaEngine {
         )?;
         let g = ConvGeom::of(s)?;
         let (cpg, opg) = (s.in_channels / s.groups, s.out_channels / s.groups);
-        let kd = opg * s.kernel_h * s.kernel_w;
-        let plane = s.in_h * s.in_w;
-        let rows = s.batch * plane;
         if s.x_len() == 0 {
             return Ok(());
         }
-        let mut col = self.alloc(rows * s.groups * kd)?;
-        let mut wt = self.alloc(s.w_len())?;
-        let mut out = self.alloc(s.x_len())?;
-        let (dyp, wp) = (self.ptr(dy), self.ptr(w));
-        let (colp, wtp) = (self.ptr_mut(&mut col), self.ptr_mut(&mut wt));
-        self.launch_lowering("dy2col_t", rows * s.groups * kd, g, dyp, colp)?;
-        self.launch_lowering("weight_t", s.w_len(), g, wp, wtp)?;
-        let av = self.view(
-            "columns",
-            colp,
-            col.len(),
-            0,
-            s.groups,
-            rows,
-            kd,
-            1,
-            rows,
-            kd * rows,
-        )?;
-        let bv = self.view(
-            "weights",
-            wtp,
-            wt.len(),
-            0,
-            s.groups,
-            kd,
-            cpg,
-            cpg,
-            1,
-            kd * cpg,
-        )?;
-        let outp = self.ptr_mut(&mut out);
-        let cv = self.view(
-            "output",
-            outp,
-            out.len(),
-            0,
-            s.groups,
-            rows,
-            cpg,
-            1,
-            rows,
-            cpg * rows,
-        )?;
-        self.launch_gemm(mult, s.groups, rows, cpg, kd, av, bv, cv, false)?;
+        let hps = AxisPhase::all(s.in_h, s.kernel_h, s.stride.0, s.padding.0, s.dilation.0);
+        let wps = AxisPhase::all(s.in_w, s.kernel_w, s.stride.1, s.padding.1, s.dilation.1);
+        let phases: Vec<(&AxisPhase, &AxisPhase)> = hps
+            .iter()
+            .flat_map(|hp| wps.iter().map(move |wp| (hp, wp)))
+            .filter(|(hp, wp)| hp.count * wp.count > 0)
+            .collect();
+        // Buffers for the largest phase, reused by the others.
+        let (mut col_len, mut wt_len, mut out_len) = (0, 0, 0);
+        for (hp, wp) in &phases {
+            let (rows, kp) = (s.batch * hp.count * wp.count, opg * hp.taps * wp.taps);
+            col_len = col_len.max(rows * s.groups * kp);
+            wt_len = wt_len.max(s.groups * kp * cpg);
+            out_len = out_len.max(rows * s.in_channels);
+        }
+        let mut col = self.alloc(col_len)?;
+        let mut wt = self.alloc(wt_len)?;
+        let mut out = self.alloc(out_len)?;
+        let (dyp, w_ptr) = (self.ptr(dy), self.ptr(w));
+        let (colp, wtp, outp) = (
+            self.ptr_mut(&mut col),
+            self.ptr_mut(&mut wt),
+            self.ptr_mut(&mut out),
+        );
         let dxp = self.ptr_mut(dx);
-        self.nchw_swap(s.batch, s.in_channels, plane, outp, dxp, false)
+        for (hp, wp) in phases {
+            let p = ConvPhase::of(hp, wp)?;
+            let rows = s.batch * hp.count * wp.count;
+            let kp = opg * hp.taps * wp.taps;
+            if kp == 0 {
+                // No taps reach this phase: its elements are empty sums.
+                self.launch_phase("phase_to_nchw", rows * s.in_channels, g, p, 0, dxp)?;
+                continue;
+            }
+            self.launch_phase("dy2col_phase_t", rows * s.groups * kp, g, p, dyp, colp)?;
+            self.launch_phase("weight_phase_t", s.groups * kp * cpg, g, p, w_ptr, wtp)?;
+            // Per group: A = columns (rows x kp, column-major), B = the
+            // phase's weights (kp x cpg, row-major), C = out as [c][rows].
+            let av = self.view(
+                "columns",
+                colp,
+                col.len(),
+                0,
+                s.groups,
+                rows,
+                kp,
+                1,
+                rows,
+                kp * rows,
+            )?;
+            let bv = self.view(
+                "weights",
+                wtp,
+                wt.len(),
+                0,
+                s.groups,
+                kp,
+                cpg,
+                cpg,
+                1,
+                kp * cpg,
+            )?;
+            let cv = self.view(
+                "output",
+                outp,
+                out.len(),
+                0,
+                s.groups,
+                rows,
+                cpg,
+                1,
+                rows,
+                cpg * rows,
+            )?;
+            self.launch_gemm(mult, s.groups, rows, cpg, kp, av, bv, cv, false)?;
+            self.launch_phase("phase_to_nchw", rows * s.in_channels, g, p, outp, dxp)?;
+        }
+        Ok(())
     }
 
     /// Weight gradient on device buffers; bit-exact with

@@ -67,6 +67,27 @@ pub fn skewed_truncated(a: f32, b: f32, bits: u32) -> f32 {
     (((q / e - 1.0) * scale).floor() / scale + 1.0) as f32 * e as f32
 }
 
+/// The minimally biased multiplier (Saadat, Bokhari and Parameswaran, IEEE
+/// TCAD 2018) as DESIGN.md and multipliers/mbm.c state it: Mitchell on the
+/// operands' top `bits` fraction bits with the lowest one set, plus a
+/// correction truncated to `bits` bits (2^-4 + 2^-6 without a carry,
+/// 2^-5 + 2^-7 with one, dropped when it would carry again). The C models
+/// live in the CLI crate; this is the stand-in for `mbm:BITS` here.
+pub fn mbm(a: f32, b: f32, bits: u32) -> f32 {
+    let scale = (1u32 << bits) as f32;
+    let top = |x: f32| ((x - 1.0) * scale).floor() as u32 | 1;
+    let s = (top(a) + top(b)) as f32 / scale;
+    let c = |v: f32| (v * scale).floor() / scale;
+    let q = if s < 1.0 {
+        1.0 + s + c(1.0 / 16.0 + 1.0 / 64.0)
+    } else if s - 1.0 + c(1.0 / 32.0 + 1.0 / 128.0) >= 1.0 {
+        2.0 * s
+    } else {
+        2.0 * (s + c(1.0 / 32.0 + 1.0 / 128.0))
+    };
+    truncate(q, bits)
+}
+
 /// Equal bit patterns, or both NaN (payloads may differ).
 pub fn same_bits(x: f32, y: f32) -> bool {
     (x.is_nan() && y.is_nan()) || x.to_bits() == y.to_bits()
@@ -84,13 +105,15 @@ pub struct ConvShapeBounds {
 }
 
 /// A random geometry that `validate` accepts: 1x1, 3x3, 5x5 or rectangular
-/// kernels, stride and dilation 1 or 2, padding up to 2, and ungrouped,
-/// 2-group or depthwise (channel multiplier 1 or 2) convolutions.
+/// kernels, stride 1 to 3 (so also strides larger than the kernel),
+/// dilation 1 or 2, padding up to 3 (also as large as the kernel), and
+/// ungrouped, 2-group or depthwise (channel multiplier 1 or 2)
+/// convolutions.
 pub fn random_conv_shape(rng: &mut ChaCha8Rng, bounds: &ConvShapeBounds) -> Conv2dShape {
-    let kernels = [(1, 1), (3, 3), (5, 5), (1, 3), (3, 2)];
+    let kernels = [(1, 1), (3, 3), (5, 5), (1, 3), (3, 2), (2, 3)];
     let (kh, kw) = kernels[rng.gen_range(0..kernels.len())];
-    let stride = (rng.gen_range(1..=2), rng.gen_range(1..=2));
-    let padding = (rng.gen_range(0..=2), rng.gen_range(0..=2));
+    let stride = (rng.gen_range(1..=3), rng.gen_range(1..=3));
+    let padding = (rng.gen_range(0..=3), rng.gen_range(0..=3));
     let dilation = (rng.gen_range(1..=2), rng.gen_range(1..=2));
     let (groups, in_channels, out_channels) = match rng.gen_range(0..3) {
         0 => (
