@@ -84,7 +84,10 @@ mod tests {
             .collect();
         for len in [0, 1, 2, 17, ACC_BLOCK - 1, ACC_BLOCK] {
             let plain = terms[..len].iter().fold(0.0f32, |a, &t| a + t);
-            assert_eq!(blocked_sum(terms[..len].iter().copied()).to_bits(), plain.to_bits());
+            assert_eq!(
+                blocked_sum(terms[..len].iter().copied()).to_bits(),
+                plain.to_bits()
+            );
         }
     }
 
@@ -102,7 +105,10 @@ mod tests {
         let b2 = tiny * ACC_BLOCK as f32;
         let b3 = tiny;
         let expect = ((b0 + b1) + b2) + b3;
-        assert_eq!(blocked_sum(terms.iter().copied()).to_bits(), expect.to_bits());
+        assert_eq!(
+            blocked_sum(terms.iter().copied()).to_bits(),
+            expect.to_bits()
+        );
         assert!(expect > 1.0);
     }
 

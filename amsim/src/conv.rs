@@ -7,8 +7,11 @@
 //!
 //! # Definition
 //!
-//! Each output element is ONE dot product accumulated in FP32 from `+0.0` in
-//! increasing index order (DESIGN.md, "The arithmetic"). Within group `g`
+//! Each output element is ONE dot product over the terms below, taken in
+//! increasing index order and summed in FP32 in blocks of
+//! [`ACC_BLOCK`](crate::accumulate::ACC_BLOCK) consecutive terms: each block
+//! from `+0.0`, then the block sums in order from `+0.0`
+//! ([`BlockedSum`], DESIGN.md, "The arithmetic"). Within group `g`
 //! (`c = g*C_in/groups + cl`, `o = g*C_out/groups + ol`):
 //! - forward `y[n,o,oh,ow] = sum_(cl,kh,kw) mul(xp(n,c,oh*s-p+kh*d, ow*s-p+kw*d), w[o,cl,kh,kw])`
 //!   where `xp` is `x` extended by `+0.0` outside the image (the padding);
@@ -22,12 +25,14 @@
 //! Every tap takes part, including those that fall into the padding (or
 //! between the strided taps of the input gradient), as a product with
 //! `+0.0`. For finite operands such a product is a signed zero, and adding a
-//! signed zero to an accumulator that started at `+0.0` never changes it
-//! (the accumulator is never `-0.0`), so this is the same sum as leaving the
-//! zero terms out; it differs only when the other operand is infinite or
-//! NaN, where `0 * inf` makes the element NaN. Including them is what lets
-//! the lowered GEMMs below agree with the definition bit for bit for every
-//! input, special values included.
+//! signed zero to a block sum that started at `+0.0` never changes it (the
+//! sum is never `-0.0`); when the other operand is infinite or NaN,
+//! `0 * inf` makes the element NaN. Each such term still counts as one of
+//! the terms of its block, so the block boundaries fall at fixed tap
+//! positions: for more than `ACC_BLOCK` terms, leaving the zero terms out
+//! would regroup the others and change the rounding. Including them is what
+//! lets the lowered GEMMs below agree with the definition bit for bit for
+//! every input, special values included.
 //!
 //! Operand order follows DESIGN.md: activation first in the forward and
 //! weight-gradient products, output gradient first in the input gradient.
@@ -36,8 +41,9 @@
 //! # Lowering to GEMM
 //!
 //! The fast functions lower each product to [`gemm`], one call per group,
-//! which never splits `k`, so each element is still one dot product over the
-//! same terms in the same order:
+//! whose `k` runs over the same terms in the same order, so each element is
+//! the same blocked sum (the GEMM blocks its `k` at the same multiples of
+//! [`ACC_BLOCK`](crate::accumulate::ACC_BLOCK)):
 //! - forward: `Y_g = im2col(x)_g · W_gᵀ` with rows `(n, oh, ow)` and
 //!   `k = (cl, kh, kw)`; `W_gᵀ` is a strided view of `w` (no copy);
 //! - input gradient: `dX_g = dycol(dy)_g · Wt_g` with rows `(n, ih, iw)` and
@@ -48,8 +54,10 @@
 //!   every dot product, so a stride-2 layer does about 4x the necessary
 //!   products here; the stride-1 layers that dominate ResNets do none extra;
 //! - weight gradient: `dW_gᵀ = im2col(x)_gᵀ · dYᵀ_g` with `k = (n, oh, ow)`
-//!   over the whole batch (never split: that would change the order), where
-//!   `dYᵀ` is `dy` transposed to `[C_out, N*OH*OW]`.
+//!   over the whole batch, where `dYᵀ` is `dy` transposed to
+//!   `[C_out, N*OH*OW]`. This `k` is long and the output small, so the
+//!   engine may split `k` across threads at block boundaries (the block sums
+//!   are added in order afterwards: the same bits at any thread count).
 //!
 //! The column matrices are stored transposed (`[k][rows]`, so each tap is a
 //! run of copied input rows) and read through transposed views.
@@ -66,6 +74,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use crate::accumulate::BlockedSum;
 use crate::gemm::{gemm, MatMut, MatRef};
 use crate::{AmsimError, Multiplier, Result};
 
@@ -276,7 +285,7 @@ pub fn conv2d_forward_reference(
             let g = o / opg;
             for oh in 0..oh_n {
                 for ow in 0..ow_n {
-                    let mut acc = 0.0f32;
+                    let mut acc = BlockedSum::new();
                     for cl in 0..cpg {
                         let c = g * cpg + cl;
                         for kh in 0..s.kernel_h {
@@ -290,11 +299,11 @@ pub fn conv2d_forward_reference(
                                     _ => 0.0,
                                 };
                                 let wv = w[((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw];
-                                acc += mult.mul(xv, wv);
+                                acc.add(mult.mul(xv, wv));
                             }
                         }
                     }
-                    y[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow] = acc;
+                    y[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow] = acc.finish();
                 }
             }
         }
@@ -322,7 +331,7 @@ pub fn conv2d_grad_input_reference(
             let cl = c % cpg;
             for ih in 0..s.in_h {
                 for iw in 0..s.in_w {
-                    let mut acc = 0.0f32;
+                    let mut acc = BlockedSum::new();
                     for ol in 0..opg {
                         let o = g * opg + ol;
                         for kh in 0..s.kernel_h {
@@ -337,11 +346,11 @@ pub fn conv2d_grad_input_reference(
                                     _ => 0.0,
                                 };
                                 let wv = w[((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw];
-                                acc += mult.mul(dyv, wv);
+                                acc.add(mult.mul(dyv, wv));
                             }
                         }
                     }
-                    dx[((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw] = acc;
+                    dx[((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw] = acc.finish();
                 }
             }
         }
@@ -368,7 +377,7 @@ pub fn conv2d_grad_weight_reference(
             let c = g * cpg + cl;
             for kh in 0..s.kernel_h {
                 for kw in 0..s.kernel_w {
-                    let mut acc = 0.0f32;
+                    let mut acc = BlockedSum::new();
                     for n in 0..s.batch {
                         for oh in 0..oh_n {
                             let ih = tap(oh, kh, s.stride.0, s.padding.0, s.dilation.0, s.in_h);
@@ -381,11 +390,11 @@ pub fn conv2d_grad_weight_reference(
                                     _ => 0.0,
                                 };
                                 let dyv = dy[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow];
-                                acc += mult.mul(xv, dyv);
+                                acc.add(mult.mul(xv, dyv));
                             }
                         }
                     }
-                    dw[((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw] = acc;
+                    dw[((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw] = acc.finish();
                 }
             }
         }
