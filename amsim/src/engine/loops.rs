@@ -1,30 +1,41 @@
 //! The one loop nest of the AMSim engine, shared by every instruction set.
 //!
+//! Sums follow DESIGN.md's blocked accumulation ([`crate::accumulate`]):
+//! each output element sums its products in blocks of [`ACC_BLOCK`]
+//! consecutive `k`, each block from `+0.0` in increasing `k`, then the block
+//! sums in increasing block order from `+0.0`.
+//!
 //! The output is cut into jobs (a block of rows x a group of `NR`-column
-//! panels, as [`plan`] prices best) run in parallel by rayon; `k` is never
-//! split, so each output element is summed by one thread in increasing `k`.
-//! Inside a job:
+//! panels x a run of whole accumulation blocks of `k`, as [`plan`] prices
+//! best) run in parallel by rayon. A job over the whole of `k` adds its
+//! block sums into running totals and writes them; when `k` is split (a
+//! small output over a long `k`), each job stores the sums of its blocks
+//! and they are added up in block order once every job is done. Either
+//! way each element gets the same bits at any thread count. Inside a job:
 //!
 //! ```text
 //! for each chunk of ROW_CHUNK rows of the job:
-//!     for each block of X_BLOCK values of k:
-//!         pack the chunk's rows of X for the block            (scale, offset)
-//!         for each pair of column panels of the job:
-//!             for each k-block (kc values of k):
-//!                 pack both panels of Y, expand them (2^m rows) (V)
-//!                 for each micro-panel of MR rows:
-//!                     skip it if its k-block of X is all zeros (fused path),
-//!                     else fused micro-kernel on both panels, or per panel the
-//!                     exact fallback where a block holds special values or
-//!                     out-of-range exponents
-//!     write the chunk's sums to C
+//!     for each accumulation block (ACC_BLOCK values of k) of the job:
+//!         for each block of X_BLOCK values of k (clipped to the block):
+//!             pack the chunk's rows of X for the block        (scale, offset)
+//!             for each pair of column panels of the job:
+//!                 for each k-block (kc values of k):
+//!                     pack both panels of Y, expand them (2^m rows) (V)
+//!                     for each micro-panel of MR rows:
+//!                         skip it if its k-block of X is all zeros (fused
+//!                         path), else fused micro-kernel on both panels, or
+//!                         per panel the exact fallback where a block holds
+//!                         special values or out-of-range exponents
+//!         add the tiles to the chunk's totals (or store them as the
+//!         block's sums), and start the next block's tiles at +0.0
+//!     write the chunk's totals to C
 //! ```
 //!
 //! Chunks keep the packed rows and the accumulator tiles in cache when a job
-//! has many rows; when the whole of `k` is one k-block (short `k`), the
-//! packed and expanded panels of the first chunk serve the later ones. The
-//! accumulator tiles live in a buffer between k-blocks; buffers are
-//! thread-local and reused across calls.
+//! has many rows; when the whole of the job's `k` is one k-block (short
+//! `k`), the packed and expanded panels of the first chunk serve the later
+//! ones. The accumulator tiles live in a buffer between k-blocks; buffers
+//! are thread-local and reused across calls.
 
 use std::cell::RefCell;
 use std::ops::Range;
