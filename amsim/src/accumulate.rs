@@ -94,13 +94,15 @@ mod tests {
     #[test]
     fn long_sums_add_block_sums_in_order() {
         // 1.0 followed by many terms below half an ulp of the running sum:
-        // the plain sum never moves, the blocked sum collects them per block.
+        // the plain sum never moves, nor does the first block's (it starts
+        // with the 1.0); the later blocks collect them from +0.0.
         let tiny = 2f32.powi(-25);
         let mut terms = vec![1.0f32];
         terms.extend(std::iter::repeat_n(tiny, 3 * ACC_BLOCK));
         let plain = terms.iter().fold(0.0f32, |a, &t| a + t);
         assert_eq!(plain, 1.0);
-        let b0 = 1.0 + terms[1..ACC_BLOCK].iter().fold(0.0f32, |a, &t| a + t);
+        let b0 = terms[..ACC_BLOCK].iter().fold(0.0f32, |a, &t| a + t);
+        assert_eq!(b0, 1.0);
         let b1 = tiny * ACC_BLOCK as f32;
         let b2 = tiny * ACC_BLOCK as f32;
         let b3 = tiny;
@@ -109,7 +111,8 @@ mod tests {
             blocked_sum(terms.iter().copied()).to_bits(),
             expect.to_bits()
         );
-        assert!(expect > 1.0);
+        // 1 + 2^-14 + 2^-25 rounds to 1 + 2^-14.
+        assert_eq!(expect, 1.0 + 2f32.powi(-14));
     }
 
     #[test]
