@@ -94,7 +94,8 @@ mod tests {
     #[test]
     fn long_sums_add_block_sums_in_order() {
         // 1.0 followed by many terms below half an ulp of the running sum:
-        // the plain sum never moves, the blocked sum collects them per block.
+        // the plain sum never moves, nor does the first block's (it starts
+        // with the 1.0); the later blocks collect them from +0.0.
         let tiny = 2f32.powi(-25);
         let mut terms = vec![1.0f32];
         terms.extend(std::iter::repeat_n(tiny, 3 * ACC_BLOCK));
@@ -110,7 +111,8 @@ mod tests {
             blocked_sum(terms.iter().copied()).to_bits(),
             expect.to_bits()
         );
-        assert!(expect > 1.0);
+        // 1 + 2^-14 + 2^-25 rounds to 1 + 2^-14.
+        assert_eq!(expect, 1.0 + 2f32.powi(-14));
     }
 
     #[test]

@@ -7,11 +7,12 @@
 //!
 //! # Definition
 //!
-//! Each output element is ONE dot product of AMSim products accumulated in
-//! FP32 with the blocked order of DESIGN.md ("The arithmetic"; see
-//! [`crate::accumulate`]) over the terms listed below, in increasing index
-//! order. Within group `g` (`c = g*C_in/groups + cl`,
-//! `o = g*C_out/groups + ol`):
+//! Each output element is ONE dot product over the terms below, taken in
+//! increasing index order and summed in FP32 in blocks of
+//! [`ACC_BLOCK`](crate::accumulate::ACC_BLOCK) consecutive terms: each block
+//! from `+0.0`, then the block sums in order from `+0.0`
+//! ([`BlockedSum`], DESIGN.md, "The arithmetic"). Within group `g`
+//! (`c = g*C_in/groups + cl`, `o = g*C_out/groups + ol`):
 //! - forward `y[n,o,oh,ow] = sum_(cl,kh,kw) mul(xp(n,c,oh*s-p+kh*d, ow*s-p+kw*d), w[o,cl,kh,kw])`
 //!   where `xp` is `x` extended by `+0.0` outside the image (the padding);
 //! - input gradient `dx[n,c,ih,iw] = sum_(ol,kh,kw) mul(dyp(n,o,u/s_h,v/s_w), w[o,cl,kh,kw])`
@@ -26,17 +27,21 @@
 //!   the empty sum, `+0.0`;
 //! - weight gradient `dw[o,cl,kh,kw] = sum_(n,oh,ow) mul(xp(n,c,oh*s-p+kh*d, ow*s-p+kw*d), dy[n,o,oh,ow])`.
 //!
-//! The taps that fall into the padding ARE terms, products with `+0.0`. For
-//! finite operands such a product is a signed zero, and adding a signed zero
-//! to an accumulator that started at `+0.0` never changes it (the
-//! accumulator is never `-0.0`), so for at most 1024 terms (one block) this
-//! is the same sum as leaving those terms out; it differs only when the other
-//! operand is infinite or NaN, where `0 * inf` makes the element NaN.
-//! Including them is what lets the lowered GEMMs below agree with the
-//! definition bit for bit for every input, special values included. (Before
-//! this definition the input gradient also counted the taps between the
-//! strided positions as products with `+0.0`, so an infinite weight at such
-//! a tap made the element NaN; it no longer does.)
+//! The taps that fall into the padding ARE terms, products with `+0.0`
+//! (for the input gradient: the padding of the transposed convolution; the
+//! taps between its strided positions are not terms, see above). For
+//! finite operands such a product is a signed zero, and adding a signed
+//! zero to a block sum that started at `+0.0` never changes it (the sum is
+//! never `-0.0`); when the other operand is infinite or NaN, `0 * inf`
+//! makes the element NaN. Each such term still counts as one of the terms
+//! of its block, so the block boundaries fall at fixed tap positions: for
+//! more than `ACC_BLOCK` terms, leaving the zero terms out would regroup the
+//! others and change the rounding. Including them is what lets the lowered
+//! GEMMs below agree with the definition bit for bit for every input,
+//! special values included. (Before this definition the input gradient also
+//! counted the taps between the strided positions as products with `+0.0`,
+//! so an infinite weight at such a tap made the element NaN; it no longer
+//! does.)
 //!
 //! Operand order follows DESIGN.md: activation first in the forward and
 //! weight-gradient products, output gradient first in the input gradient.
@@ -45,8 +50,9 @@
 //! # Lowering to GEMM
 //!
 //! The fast functions lower each product to [`gemm`], one call per group
-//! (and phase), so each element is still one dot product over the same terms in the same
-//! order:
+//! (and phase), whose `k` runs over the same terms in the same order, so
+//! each element is the same blocked sum (the GEMM blocks its `k` at the same
+//! multiples of [`ACC_BLOCK`](crate::accumulate::ACC_BLOCK)):
 //! - forward: `Y_g = im2col(x)_g · W_gᵀ` with rows `(n, oh, ow)` and
 //!   `k = (cl, kh, kw)`; `W_gᵀ` is a strided view of `w` (no copy);
 //! - input gradient, by phases (a polyphase decomposition of the transposed
@@ -69,7 +75,9 @@
 //!   padded `dy`;
 //! - weight gradient: `dW_gᵀ = im2col(x)_gᵀ · dYᵀ_g` with `k = (n, oh, ow)`
 //!   over the whole batch, where `dYᵀ` is `dy` transposed to
-//!   `[C_out, N*OH*OW]`.
+//!   `[C_out, N*OH*OW]`. This `k` is long and the output small, so the
+//!   engine may split `k` across threads at block boundaries (the block sums
+//!   are added in order afterwards: the same bits at any thread count).
 //!
 //! The column matrices are stored transposed (`[k][rows]`, so each tap is a
 //! run of copied input rows) and read through transposed views.
@@ -300,7 +308,7 @@ pub fn conv2d_forward_reference(
             let g = o / opg;
             for oh in 0..oh_n {
                 for ow in 0..ow_n {
-                    let mut acc = 0.0f32;
+                    let mut acc = BlockedSum::new();
                     for cl in 0..cpg {
                         let c = g * cpg + cl;
                         for kh in 0..s.kernel_h {
@@ -314,11 +322,11 @@ pub fn conv2d_forward_reference(
                                     _ => 0.0,
                                 };
                                 let wv = w[((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw];
-                                acc += mult.mul(xv, wv);
+                                acc.add(mult.mul(xv, wv));
                             }
                         }
                     }
-                    y[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow] = acc;
+                    y[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow] = acc.finish();
                 }
             }
         }
@@ -400,7 +408,7 @@ pub fn conv2d_grad_weight_reference(
             let c = g * cpg + cl;
             for kh in 0..s.kernel_h {
                 for kw in 0..s.kernel_w {
-                    let mut acc = 0.0f32;
+                    let mut acc = BlockedSum::new();
                     for n in 0..s.batch {
                         for oh in 0..oh_n {
                             let ih = tap(oh, kh, s.stride.0, s.padding.0, s.dilation.0, s.in_h);
@@ -413,11 +421,11 @@ pub fn conv2d_grad_weight_reference(
                                     _ => 0.0,
                                 };
                                 let dyv = dy[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow];
-                                acc += mult.mul(xv, dyv);
+                                acc.add(mult.mul(xv, dyv));
                             }
                         }
                     }
-                    dw[((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw] = acc;
+                    dw[((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw] = acc.finish();
                 }
             }
         }

@@ -3,10 +3,12 @@
 //!
 //! Operands are strided views ([`MatRef`], [`MatMut`]), so a transpose is a
 //! swap of strides and costs no copy. Each element of `C` is the dot product
-//! `sum_k mul(A[i][k], B[k][j])` accumulated in FP32 in increasing `k`,
-//! starting from `+0.0`, with no fused multiply-add of the rounded product;
-//! with `accumulate` the old `C[i][j]` is added to that sum afterwards.
-//! [`gemm_reference`] is the plain-loop definition.
+//! `sum_k mul(A[i][k], B[k][j])` accumulated in FP32 in blocks of
+//! [`ACC_BLOCK`](crate::accumulate::ACC_BLOCK) consecutive `k` (each block
+//! in increasing `k` from `+0.0`, with no fused multiply-add of the rounded
+//! product; then the block sums in order from `+0.0`, see
+//! [`crate::accumulate`]); with `accumulate` the old `C[i][j]` is added to
+//! that sum afterwards. [`gemm_reference`] is the plain-loop definition.
 
 use crate::accumulate::BlockedSum;
 use crate::{engine, AmsimError, Multiplier, Result};

@@ -106,6 +106,47 @@ fn batched_gemm_matches_per_slice_reference_bit_exactly() {
 }
 
 #[test]
+fn long_slices_match_blocked_reference_bit_exactly() {
+    // Slices whose dot products span several accumulation blocks (1024
+    // terms), both as many small items run one per thread and as a few
+    // items each cut into jobs (k split at block boundaries), at 1 to 3
+    // threads.
+    let mut rng = test_rng();
+    let mult = Multiplier::Lut(Arc::new(Lut::build("skewed", skewed_truncated, 7).unwrap()));
+    for threads in 1..=3 {
+        for batch in [1, 2 * threads + 1] {
+            let (m, n) = (rng.gen_range(1..=20), rng.gen_range(1..=20));
+            let k = rng.gen_range(1025..=3 * 1024 + 5);
+            let (a_buf, abs, ars, acs) = random_layout(&mut rng, batch, m, k, true);
+            let (b_buf, bbs, brs, bcs) = random_layout(&mut rng, batch, k, n, true);
+            let (c_init, cbs, crs, ccs) = random_layout(&mut rng, batch, m, n, false);
+            let accumulate = rng.gen_bool(0.5);
+            let a = BatchedRef::new(&a_buf, batch, m, k, abs, ars, acs).unwrap();
+            let b = BatchedRef::new(&b_buf, batch, k, n, bbs, brs, bcs).unwrap();
+            let mut want = c_init.clone();
+            let c = BatchedMut::new(&mut want, batch, m, n, cbs, crs, ccs).unwrap();
+            gemm_batched_reference(&mult, a, b, c, accumulate).unwrap();
+            let mut got = c_init.clone();
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| {
+                    let c = BatchedMut::new(&mut got, batch, m, n, cbs, crs, ccs).unwrap();
+                    gemm_batched(&mult, a, b, c, accumulate).unwrap()
+                });
+            for (j, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "{threads} threads, batch {batch}, {m}x{k}x{n}, accumulate {accumulate}: element {j} is {g:e}, reference {w:e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn attention_scores_through_transposed_view_match_reference() {
     // S[b] = Q[b]·K[b]ᵀ on [batch*heads, T, d] tensors, K transposed by its
     // strides only; the query is the first operand.

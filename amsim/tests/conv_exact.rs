@@ -162,6 +162,37 @@ fn batches_larger_than_one_chunk_match_reference_bit_exactly() {
     assert_products_bit_exact(&mult, &s, &x, &w, &dy);
 }
 
+#[test]
+fn dot_products_over_several_blocks_match_reference_bit_exactly() {
+    // Longer than one accumulation block (1024 terms): the weight gradient
+    // of a batch of 4 over a 24x24 output (k = 2304, split across threads
+    // at block boundaries), and the forward and input gradient of a layer
+    // with 120 -> 118 channels and 3x3 taps (k = 1080 and 1062). The same
+    // bits at 1 to 3 threads.
+    let mut rng = test_rng();
+    let mut wide = Conv2dShape::new(4, 3, 24, 24, 5, 3);
+    wide.padding = (1, 1);
+    let mut deep = Conv2dShape::new(1, 120, 6, 6, 118, 3);
+    deep.padding = (1, 1);
+    for (i, s) in [wide, deep].into_iter().enumerate() {
+        let mult = lut([7, 10][i]);
+        let mut x = values(&mut rng, s.x_len());
+        let w = values(&mut rng, s.w_len());
+        let dy = values(&mut rng, s.y_len());
+        // One infinite activation: NaN or infinite sums where it meets the
+        // other operand's zeros and non-zeros.
+        let at = rng.gen_range(0..x.len());
+        x[at] = f32::INFINITY;
+        for threads in 1..=3 {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| assert_products_bit_exact(&mult, &s, &x, &w, &dy));
+        }
+    }
+}
+
 /// |fast - reference| <= 1e-5 * sum_k |term_k| for each element: the
 /// FP32 engine may sum in another order or fuse multiply-adds, and that is
 /// the error such reorderings can make on these sizes.

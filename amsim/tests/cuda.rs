@@ -7,7 +7,8 @@
 //! - With a GPU: AMSim GEMM, batched GEMM and the three convolution products
 //!   (the input gradient of strided layers by phases included)
 //!   are bit-exact with the CPU engine (NaN payloads aside) on random shapes,
-//!   odd sizes, every table width 1..=11, with and without special values;
+//!   odd sizes, every table width 1..=11, with and without special values,
+//!   dot products over several accumulation blocks;
 //!   `fp32` (cuBLAS) and `bf16` agree within a rounding bound; out of memory
 //!   is an error. Without a GPU these print why they are skipped, unless
 //!   `APPROXTRAIN_REQUIRE_GPU=1` (set by scripts/gpu-check.sh) makes that a
@@ -223,6 +224,79 @@ fn gemm_is_bit_exact_with_the_cpu_for_every_width() {
 }
 
 #[test]
+fn long_dot_products_are_bit_exact_with_the_cpu() {
+    // k over several accumulation blocks (1024 terms), with the small tiles
+    // (few outputs, the weight-gradient case) and the big ones (enough
+    // outputs for twice as many 128 x 128 tiles as an H200 has SMs).
+    let Some(eng) = engine("long_dot_products_are_bit_exact_with_the_cpu") else {
+        return;
+    };
+    let mut rng = test_rng();
+    let cases = [
+        (16, 144, 1023, 0.0),
+        (16, 144, 1024, 0.03),
+        (33, 70, 1025, 0.0),
+        (20, 9, 2500, 0.03),
+        (64, 576, 3 * 1024 + 5, 0.0),
+        (2304, 2304, 2500, 0.001),
+    ];
+    for (m, n, k, special) in cases {
+        let mult = lut(&mut rng, 7);
+        let (ars, acs, alen) = layout(&mut rng, m, k);
+        let (brs, bcs, blen) = layout(&mut rng, k, n);
+        let a = values(&mut rng, alen, special);
+        let b = values(&mut rng, blen, special);
+        let c0 = values(&mut rng, m * n, special);
+        let accumulate = rng.gen();
+        let av = MatRef::new(&a, m, k, ars, acs).unwrap();
+        let bv = MatRef::new(&b, k, n, brs, bcs).unwrap();
+        let mut want = c0.clone();
+        gemm(
+            &mult,
+            av,
+            bv,
+            MatMut::row_major(&mut want, m, n).unwrap(),
+            accumulate,
+        )
+        .unwrap();
+        let mut got = c0.clone();
+        eng.gemm(
+            &mult,
+            av,
+            bv,
+            MatMut::row_major(&mut got, m, n).unwrap(),
+            accumulate,
+        )
+        .unwrap();
+        assert_same(
+            &format!(
+                "{} {m}x{n}x{k} special {special} accumulate {accumulate}",
+                mult.label()
+            ),
+            &got,
+            &want,
+        );
+    }
+    // 1.0 then 2^-25s: the plain sequential sum stays 1.0, the blocked sum
+    // (block sums 1.0, 2^-15, 2^-15, 5 * 2^-25) is 1 + 2^-14 + 2^-23.
+    let k = 3 * 1024 + 5;
+    let mut a = vec![2f32.powi(-25); k];
+    a[0] = 1.0;
+    let b = vec![1.0f32; k];
+    let mult = Multiplier::Lut(Arc::new(Lut::build("mitchell", mitchell, 7).unwrap()));
+    let mut got = [0.0f32];
+    eng.gemm(
+        &mult,
+        MatRef::row_major(&a, 1, k).unwrap(),
+        MatRef::row_major(&b, k, 1).unwrap(),
+        MatMut::row_major(&mut got, 1, 1).unwrap(),
+        false,
+    )
+    .unwrap();
+    assert_eq!(got[0], 1.0 + 2f32.powi(-14) + 2f32.powi(-23));
+}
+
+#[test]
 fn native_gemms_agree_within_rounding() {
     let Some(eng) = engine("native_gemms_agree_within_rounding") else {
         return;
@@ -376,7 +450,11 @@ fn convolution_products_are_bit_exact_with_the_cpu() {
         (2, 2),
         8,
     ));
-    // One ResNet-like layer, large enough for the big tiles.
+    // A weight gradient over more than one accumulation block
+    // (k = 4 * 24 * 24 = 2304).
+    shapes.push(Conv2dShape::new(4, 6, 26, 26, 8, 3));
+    // One ResNet-like layer, large enough for the big tiles (its weight
+    // gradient sums over 8 * 32 * 32 = 8192 terms).
     let mut big = Conv2dShape::new(8, 16, 32, 32, 32, 3);
     big.padding = (1, 1);
     shapes.push(big);

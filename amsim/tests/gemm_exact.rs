@@ -1,7 +1,8 @@
 //! The fast GEMM engine against the scalar reference: bit-exact for AMSim
-//! tables of every width, at 1 and 2 threads, with every kernel set, for
-//! random shapes, strided and transposed views and special values; native
-//! `fp32` / `bf16` within a rounding bound.
+//! tables of every width, at 1 to 3 threads, with every kernel set, for
+//! random shapes, strided and transposed views and special values, and for
+//! dot products longer than one accumulation block; native `fp32` / `bf16`
+//! within a rounding bound.
 //!
 //! Inputs are random with a fresh seed, printed; set `APPROXTRAIN_TEST_SEED`
 //! to replay a run.
@@ -10,6 +11,7 @@ mod support;
 
 use std::sync::Arc;
 
+use amsim::accumulate::ACC_BLOCK;
 use amsim::engine::Isa;
 use amsim::gemm::{gemm, gemm_lut_with_isa, gemm_reference, MatMut, MatRef};
 use amsim::{Lut, Multiplier};
@@ -223,6 +225,114 @@ fn every_kernel_set_matches_reference_bit_exactly() {
     }
 }
 
+/// Lengths of `k` around the accumulation blocks (`ACC_BLOCK = 1024`):
+/// one block exactly, one term either side of it, two blocks, a short last
+/// block; then random lengths up to about five blocks.
+fn long_ks(rng: &mut ChaCha8Rng) -> Vec<usize> {
+    let mut ks = vec![
+        ACC_BLOCK - 1,
+        ACC_BLOCK,
+        ACC_BLOCK + 1,
+        2 * ACC_BLOCK,
+        2 * ACC_BLOCK + 1,
+        3 * ACC_BLOCK + 5,
+    ];
+    ks.extend((0..3).map(|_| rng.gen_range(ACC_BLOCK + 2..5 * ACC_BLOCK)));
+    ks
+}
+
+#[test]
+fn long_dot_products_match_blocked_reference_bit_exactly() {
+    // Small outputs over a long k are what the engine splits across threads
+    // at block boundaries; larger ones are cut by rows or columns. Every
+    // kernel set, 1 to 3 threads, special values mixed in.
+    let mut rng = test_rng();
+    let tables: Vec<Arc<Lut>> = luts()
+        .into_iter()
+        .filter(|l| [2, 7, 10].contains(&l.bits()))
+        .collect();
+    for (case, k) in long_ks(&mut rng).into_iter().enumerate() {
+        for threads in 1..=3 {
+            for (i, isa) in [Isa::Avx512, Isa::Avx2, Isa::Portable]
+                .into_iter()
+                .enumerate()
+            {
+                let lut = &tables[(case + threads + i) % tables.len()];
+                let mult = Multiplier::Lut(lut.clone());
+                let shape = match (case + i) % 3 {
+                    0 => (rng.gen_range(1..=12), rng.gen_range(1..=12), k),
+                    1 => (rng.gen_range(1..=40), rng.gen_range(1..=20), k),
+                    _ => (rng.gen_range(40..=70), rng.gen_range(1..=6), k),
+                };
+                let special = [0.0, 0.001, 0.02][(case + threads) % 3];
+                pool(threads).install(|| {
+                    check_case(&mut rng, &mult, shape, special, &|a, b, c, acc| {
+                        gemm_lut_with_isa(isa, lut, a, b, c, acc).unwrap()
+                    })
+                });
+            }
+        }
+    }
+}
+
+#[test]
+fn long_dot_products_are_blocked_not_sequential() {
+    // 1.0 followed by terms of 2^-25, each below half an ulp of 1: a plain
+    // sequential sum never moves off 1.0, the blocked sum collects them in
+    // the blocks after the first (exactly 2^-15 a full block). With
+    // Mitchell's table the products are the operands' exact products (their
+    // fractions are 0).
+    let lut = Arc::new(Lut::build("mitchell", mitchell, 7).unwrap());
+    let mult = Multiplier::Lut(lut.clone());
+    let k = 3 * ACC_BLOCK + 5;
+    let (m, n) = (3, 20);
+    let tiny = 2f32.powi(-25);
+    let mut a = vec![tiny; m * k];
+    for i in 0..m {
+        a[i * k] = 1.0;
+    }
+    let b = vec![1.0f32; k * n];
+    let av = MatRef::row_major(&a, m, k).unwrap();
+    let bv = MatRef::row_major(&b, k, n).unwrap();
+    let mut want = vec![0.0f32; m * n];
+    gemm_reference(
+        &mult,
+        av,
+        bv,
+        MatMut::row_major(&mut want, m, n).unwrap(),
+        false,
+    )
+    .unwrap();
+    let sum = |ks: std::ops::Range<usize>| ks.fold(0.0f32, |s, p| s + mult.mul(a[p], b[p * n]));
+    assert_eq!(sum(0..k), 1.0, "the plain sequential sum");
+    // Block sums 1.0, 2^-15, 2^-15 and 5 * 2^-25, added in order from +0.0.
+    let blocked = [0..1024, 1024..2048, 2048..3072, 3072..k]
+        .into_iter()
+        .fold(0.0f32, |t, ks| t + sum(ks));
+    assert_eq!(blocked, 1.0 + 2f32.powi(-14) + 2f32.powi(-23));
+    assert!(want.iter().all(|&w| w == blocked), "reference {want:?}");
+    for threads in 1..=3 {
+        for isa in [Isa::Avx512, Isa::Avx2, Isa::Portable] {
+            let mut got = vec![f32::NAN; m * n];
+            pool(threads).install(|| {
+                gemm_lut_with_isa(
+                    isa,
+                    &lut,
+                    av,
+                    bv,
+                    MatMut::row_major(&mut got, m, n).unwrap(),
+                    false,
+                )
+                .unwrap()
+            });
+            assert!(
+                got.iter().all(|&g| g == blocked),
+                "{isa:?} at {threads} threads: {got:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn direct_gemm_matches_reference_bit_exactly() {
     let mut rng = test_rng();
@@ -239,6 +349,11 @@ fn direct_gemm_matches_reference_bit_exactly() {
                     gemm(&mult, a, b, c, acc).unwrap()
                 });
             }
+            // Several accumulation blocks.
+            let k = rng.gen_range(2 * ACC_BLOCK..3 * ACC_BLOCK);
+            check_case(&mut rng, &mult, (3, 4, k), 0.01, &|a, b, c, acc| {
+                gemm(&mult, a, b, c, acc).unwrap()
+            });
         });
     }
 }

@@ -1,16 +1,21 @@
 // AMSim kernels for NVIDIA GPUs, compiled at run time by NVRTC.
 //
-// Every kernel here computes exactly what the scalar reference of the CPU
-// engine computes (amsim/src/product.rs, gemm.rs, conv.rs): each output
-// element is ONE dot product accumulated in FP32 from +0.0 in increasing k
-// order, one AMSim product per term. k is never split across threads, so
-// the results are bit-exact with the CPU engine (NaN payloads aside).
+// The table products here compute exactly what the scalar reference of
+// the CPU engine computes (amsim/src/product.rs, gemm.rs, conv.rs): each
+// output element is ONE dot product, one AMSim product per term,
+// accumulated in FP32 in blocks of ACC_BLOCK consecutive k (accumulate.rs):
+// each block in increasing k from +0.0, then the block sums in increasing
+// block order from +0.0. So the results are bit-exact with the CPU engine
+// at any thread count (NaN payloads aside).
 // Compiled without fast-math, flush-to-zero or FMA contraction: every
 // multiply and add below is an explicit round-to-nearest __fmul_rn /
 // __fadd_rn.
 
 typedef unsigned int u32;
 typedef long long i64;
+
+// Terms per accumulation block (amsim::accumulate::ACC_BLOCK).
+#define ACC_BLOCK 1024
 
 #define MODE_LUT 0
 #define MODE_FP32 1
@@ -80,7 +85,10 @@ extern __shared__ float smem_table[];
 // C[z] (+)= A[z] * B[z] for z = blockIdx.z, with arbitrary element strides.
 // BM x BN outputs per block, TM x TN per thread, BK-deep k tiles; the next
 // tile's operands are fetched from global memory while the current one is
-// multiplied.
+// multiplied. BK divides ACC_BLOCK, so every accumulation block is a whole
+// number of k tiles: for table products `acc` sums the current block, and
+// at its end it is added into `tot` (the sums of the finished blocks, in
+// order, from +0.0) and reset.
 template <int MODE, bool SMEM_TABLE, int BM, int BN, int BK, int TM, int TN>
 __device__ __forceinline__ void gemm_body(
     int M, int N, int K,
@@ -89,6 +97,7 @@ __device__ __forceinline__ void gemm_body(
     float *__restrict__ C, i64 rsc, i64 csc, i64 bsc,
     int accumulate, const float *__restrict__ table, int bits, int fast_ok)
 {
+    static_assert(ACC_BLOCK % BK == 0, "k tiles must not straddle accumulation blocks");
     constexpr int TX = BN / TN;
     constexpr int TY = BM / TM;
     constexpr int NT = TX * TY;
@@ -118,11 +127,19 @@ __device__ __forceinline__ void gemm_body(
         }
     }
 
-    float acc[TM][TN];
+    // Only AMSim products are summed in blocks: the native fp32 / bf16
+    // modes are compared with a tolerance, like the CPU's SGEMM, and keep
+    // their registers. `tot` doubles the accumulator registers of the big
+    // 8 x 8 tiles (ptxas for sm_90: 155 -> 219 registers with the table in
+    // shared memory, 176 -> 254 without, no spills; one block of 256
+    // threads per SM either way). It is one kernel for every k rather than
+    // a variant without `tot` for k <= ACC_BLOCK (where +0.0 + acc is acc).
+    constexpr bool BLOCKED = MODE == MODE_LUT;
+    float acc[TM][TN], tot[TM][TN];
 #pragma unroll
     for (int r = 0; r < TM; ++r)
 #pragma unroll
-        for (int c = 0; c < TN; ++c) acc[r][c] = 0.0f;
+        for (int c = 0; c < TN; ++c) { acc[r][c] = 0.0f; tot[r][c] = 0.0f; }
 
     // Element e of a tile walks the unit-stride direction across threads
     // (coalesced global reads).
@@ -214,6 +231,16 @@ __device__ __forceinline__ void gemm_body(
             }
         }
         __syncthreads();
+        if (BLOCKED && ((k0 + BK) % ACC_BLOCK == 0 || k0 + BK >= K)) {
+            // The end of an accumulation block (or of k).
+#pragma unroll
+            for (int r = 0; r < TM; ++r)
+#pragma unroll
+                for (int c = 0; c < TN; ++c) {
+                    tot[r][c] = __fadd_rn(tot[r][c], acc[r][c]);
+                    acc[r][c] = 0.0f;
+                }
+        }
     }
 
 #pragma unroll
@@ -225,7 +252,8 @@ __device__ __forceinline__ void gemm_body(
             int gj = j0 + tx * TN + c;
             if (gj >= N) continue;
             float *p = &C[gi * rsc + gj * csc];
-            *p = accumulate ? __fadd_rn(*p, acc[r][c]) : acc[r][c];
+            const float sum = BLOCKED ? tot[r][c] : acc[r][c];
+            *p = accumulate ? __fadd_rn(*p, sum) : sum;
         }
     }
 }

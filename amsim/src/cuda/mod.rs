@@ -7,9 +7,13 @@
 //! The kernels (`kernels.cu`) are compiled by NVRTC for the device's
 //! architecture once per process.
 //!
-//! Bit-exactness: every output element is one dot product in increasing `k`
-//! order from `+0.0`, one AMSim product per term, exactly as
-//! [`crate::gemm::gemm_reference`]; `k` is never split. The fast path of the
+//! Bit-exactness: every output element is one dot product, one AMSim
+//! product per term, summed in blocks of
+//! [`ACC_BLOCK`](crate::accumulate::ACC_BLOCK) consecutive `k` (each from
+//! `+0.0` in increasing `k`, then the block sums in order from `+0.0`),
+//! exactly as [`crate::gemm::gemm_reference`]: the kernel's k tiles divide
+//! the block, and it keeps the running total of the finished blocks beside
+//! the current block's sums. The fast path of the
 //! kernel computes a product as `(L * sa) * sb` with `sa`, `sb` the operands'
 //! powers of two, which is exact (and equal to the composed product) when
 //! every operand of the tile is zero or has a biased exponent in `[64, 190]`

@@ -14,6 +14,10 @@
 //! acc[j])`: an ordinary broadcast FMA. While the product exponent stays in
 //! the normal range, `s_a * V` is exact (a power of two times a float), so the
 //! fused add rounds once, exactly like the reference's `acc + product`.
+//! Accumulators run over one accumulation block of
+//! [`ACC_BLOCK`](crate::accumulate::ACC_BLOCK) values of `k` at a time,
+//! starting from `+0.0`, and the block sums are added in block order from
+//! `+0.0`, as the reference's [`BlockedSum`](crate::accumulate::BlockedSum).
 //! Zero and subnormal operands get scale `0`: their product is `±0`, and
 //! adding `±0` never changes an accumulator that started at `+0.0` (it can
 //! never become `-0.0` under round-to-nearest). Blocks holding NaN or
@@ -29,16 +33,17 @@
 //! The orientation (`C = A·B`, or `Cᵀ = Bᵀ Aᵀ` with the transposed table),
 //! the strategy (expansion or direct lookups) and the cut of the output into
 //! jobs are chosen together by a cost model (`loops::plan`): expansion rows,
-//! kernel rows, gathers, packing and the jobs of the busiest thread. Small
-//! outputs over a long `k` (a convolution's weight gradient) are thus cut so
-//! that every thread has work, and narrow outputs use whichever operand
-//! fills the vector lanes better.
+//! kernel rows, gathers, packing, the adding up of block sums and the jobs
+//! of the busiest thread. Small outputs over a long `k` (a convolution's
+//! weight gradient) are cut along `k` at accumulation-block boundaries, so
+//! that every thread has work without expanding the same panels twice, and
+//! narrow outputs use whichever operand fills the vector lanes better.
 //!
 //! Layout: `loops` is the one loop nest (blocks of output rows x column
-//! panels in parallel with rayon, `k` never split), `pack` splits and packs
-//! operands, `kernel` holds the micro-kernel trait and the portable kernel,
-//! `x86` the AVX-512 and AVX2 kernels, chosen once at run time
-//! ([`Isa::detect`]).
+//! panels x runs of accumulation blocks, in parallel with rayon), `pack`
+//! splits and packs operands, `kernel` holds the micro-kernel trait and the
+//! portable kernel, `x86` the AVX-512 and AVX2 kernels, chosen once at run
+//! time ([`Isa::detect`]).
 
 mod kernel;
 mod loops;
@@ -338,7 +343,7 @@ pub(crate) fn lut_gemm(lut: &Arc<Lut>, a: MatRef, b: MatRef, mut c: MatMut, accu
 /// a batched GEMM, see [`crate::batched::gemm_batched`]): cutting each small
 /// product into jobs for every thread of the pool would pack its first
 /// operand and expand its second once per job, while the other threads are
-/// busy with other items anyway. The sums are the same (`k` is never split).
+/// busy with other items anyway. The sums are the same at any thread count.
 pub(crate) fn lut_gemm_single_thread(
     lut: &Arc<Lut>,
     a: MatRef,

@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use super::is_injective;
+use crate::accumulate::BlockedSum;
 use crate::gemm::{MatMut, MatRef};
 use crate::product::direct_mul;
 #[cfg(test)]
@@ -138,7 +139,8 @@ fn rounded_copy<'b>(x: &MatRef, buf: &'b mut Vec<f32>) -> MatRef<'b> {
 }
 
 /// `C = A·B (+ C)` calling the model for every product, rows in parallel
-/// (the slow oracle; the sums are the reference's, in increasing `k`).
+/// (the slow oracle; the sums are the reference's blocked sums, see
+/// [`crate::accumulate`]).
 pub(crate) fn direct_gemm(
     func: ModelFn,
     bits: u32,
@@ -154,11 +156,11 @@ pub(crate) fn direct_gemm(
     let mut dense = vec![0.0f32; m * n];
     dense.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
         for (j, o) in row.iter_mut().enumerate() {
-            let mut acc = 0.0f32;
+            let mut acc = BlockedSum::new();
             for p in 0..k {
-                acc += direct_mul(a.at(i, p), b.at(p, j), func, bits);
+                acc.add(direct_mul(a.at(i, p), b.at(p, j), func, bits));
             }
-            *o = acc;
+            *o = acc.finish();
         }
     });
     write_dense(&dense, c, accumulate);
