@@ -510,6 +510,7 @@ fn inside_span(n: usize, inside: impl Fn(usize) -> bool) -> (usize, usize) {
 /// input rows (contiguous at stride 1), and the GEMMs read it through
 /// transposed views.
 fn im2col(s: &Conv2dShape, x: &[f32], n0: usize, col: &mut [f32]) {
+    let _lowering = crate::timing::span(crate::timing::Op::Lowering);
     let (oh_n, ow_n) = (s.out_h(), s.out_w());
     let (kh_n, kw_n) = (s.kernel_h, s.kernel_w);
     let rows = col.len() / (s.in_channels * kh_n * kw_n);
@@ -636,6 +637,7 @@ fn dy2col_phase(
     wp: &AxisPhase,
     col: &mut [f32],
 ) {
+    let _lowering = crate::timing::span(crate::timing::Op::Lowering);
     let (oh_n, ow_n) = (s.out_h(), s.out_w());
     let (nh, nw) = (hp.count, wp.count);
     let rows = col.len() / (s.out_channels * hp.taps * wp.taps);
@@ -684,6 +686,7 @@ fn scatter_phases(
     src: &[f32],
     dst: &mut [f32],
 ) {
+    let _lowering = crate::timing::span(crate::timing::Op::Lowering);
     let (plane, channels) = (s.in_h * s.in_w, s.in_channels);
     let nc = dst.len() / (channels * plane);
     let (sh, sw) = s.stride;
@@ -718,6 +721,7 @@ fn scatter_phases(
 /// Copy a chunk's GEMM output, laid out `[channel][nl][spatial]`, into the
 /// chunk's `[nl][channel][spatial]` part of `dst`.
 fn scatter_images(src: &[f32], dst: &mut [f32], channels: usize, spatial: usize) {
+    let _lowering = crate::timing::span(crate::timing::Op::Lowering);
     let rows = dst.len() / channels;
     dst.par_chunks_mut(spatial).enumerate().for_each(|(i, d)| {
         let (nl, ch) = (i / channels, i % channels);
@@ -818,6 +822,7 @@ pub fn conv2d_grad_input(
     // each phase's weights as the k x C_in/groups right operand of each
     // group (small; rebuilt per call). A tap belongs to one phase per axis,
     // so this holds each weight at most once.
+    let lowering = crate::timing::span(crate::timing::Op::Lowering);
     let mut wt = Vec::with_capacity(w.len());
     let mut wt_at = Vec::with_capacity(phases.len());
     for (hp, wp) in &phases {
@@ -834,6 +839,7 @@ pub fn conv2d_grad_input(
             }
         }
     }
+    drop(lowering);
     // Images per chunk: the largest phase's columns stay near the target.
     let per_image = phases
         .iter()
@@ -932,10 +938,12 @@ pub fn conv2d_grad_weight(
     // dYᵀ[o][(n, oh, ow)]: each group's right operand as a column-major
     // view with unit row stride.
     let dyt = dyt_buf.slice(s.out_channels * rows);
+    let lowering = crate::timing::span(crate::timing::Op::Lowering);
     dyt.par_chunks_mut(spatial).enumerate().for_each(|(i, d)| {
         let (o, n) = (i / s.batch, i % s.batch);
         d.copy_from_slice(&dy[(n * s.out_channels + o) * spatial..][..spatial]);
     });
+    drop(lowering);
     let (col, dyt) = (&*col, &*dyt);
     dw.par_chunks_mut(opg * kc)
         .enumerate()
