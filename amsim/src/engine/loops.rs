@@ -718,7 +718,8 @@ fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 }
 
 /// The exact fallback: one reference product per element, added in
-/// increasing `k` to the tile's running sums.
+/// increasing `k` to the tile's running sums (`ks` lies inside one
+/// accumulation block, like every k-block of the loop nest).
 fn exact_tile(
     x: &View,
     y: &View,
