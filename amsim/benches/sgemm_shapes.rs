@@ -1,7 +1,8 @@
 //! Criterion benches of native FP32 GEMM on the shapes our layers lower to:
-//! the `gemm` crate (faer's), `matrixmultiply`, and `amsim::gemm::gemm`
-//! with the `fp32` multiplier (the path the layers take), side by side per
-//! shape so that their ratio is measured within one run.
+//! one single-threaded `matrixmultiply` call (the kernel), and
+//! `amsim::gemm::gemm` with the `fp32` multiplier (the same kernel on the
+//! rayon pool, by output blocks or ranges of `k`: the path the layers
+//! take), side by side per shape.
 //!
 //! Shapes (batch 128), with the exact strides of `amsim::conv` and
 //! `nets::layers::dense`:
@@ -14,13 +15,10 @@
 //!   weight gradient);
 //! - 1024³.
 //!
-//! Threads: `RAYON_NUM_THREADS` sets the rayon pool (used by `gemm` and
-//! `amsim`); `matrixmultiply` follows `MATMUL_NUM_THREADS`, which this bench
-//! sets to the same number unless it is already set. So
-//! `RAYON_NUM_THREADS=1 cargo bench -p amsim --bench sgemm_shapes` measures
-//! all three on one thread. Throughput is reported in multiply-adds per
-//! second (`elem/s`; GFLOP/s is twice that). Filter with e.g.
-//! `-- resnet20/s1.conv/dw`.
+//! Threads: `RAYON_NUM_THREADS` sets the rayon pool, e.g.
+//! `RAYON_NUM_THREADS=1 cargo bench -p amsim --bench sgemm_shapes`.
+//! Throughput is reported in multiply-adds per second (`elem/s`; GFLOP/s is
+//! twice that). Filter with e.g. `-- resnet20/s1.conv/dw`.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -107,8 +105,8 @@ const BATCH: usize = 128;
 fn conv_products(
     (net, layer, cin, cout, size, kernel, stride, padding, with_dx): ConvLayer,
 ) -> Vec<Product> {
-    let batch = BATCH;
     use Layout::*;
+    let batch = BATCH;
     let out = (size + 2 * padding - kernel) / stride + 1;
     let spatial = out * out;
     let kc = cin * kernel * kernel;
@@ -213,10 +211,6 @@ fn random(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
 
 fn sgemm_shapes(c: &mut Criterion) {
     let threads = rayon::current_num_threads();
-    if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
-        // Read once, at matrixmultiply's first threaded call (below).
-        std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
-    }
     eprintln!("sgemm_shapes: {threads} rayon threads");
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     for p in products() {
@@ -233,38 +227,10 @@ fn sgemm_shapes(c: &mut Criterion) {
             .warm_up_time(Duration::from_millis(300))
             .measurement_time(Duration::from_secs(1));
         let label = format!("{m}x{k}x{n}/t{threads}");
-        g.bench_function(BenchmarkId::new("gemm", &label), |bench| {
+        g.bench_function(BenchmarkId::new("matrixmultiply", &label), |bench| {
             bench.iter(|| {
                 // SAFETY: the strides describe `a`, `b` and `out` exactly;
                 // `out` is borrowed mutably, so nothing aliases it.
-                unsafe {
-                    gemm::gemm(
-                        m,
-                        n,
-                        k,
-                        out.as_mut_ptr(),
-                        ccs as isize,
-                        crs as isize,
-                        false,
-                        black_box(a.as_ptr()),
-                        acs as isize,
-                        ars as isize,
-                        black_box(b.as_ptr()),
-                        bcs as isize,
-                        brs as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::Rayon(threads),
-                    )
-                }
-            })
-        });
-        g.bench_function(BenchmarkId::new("matrixmultiply", &label), |bench| {
-            bench.iter(|| {
-                // SAFETY: as above.
                 unsafe {
                     matrixmultiply::sgemm(
                         m,
