@@ -9,13 +9,14 @@
 //! thread count.
 //!
 //! Why `matrixmultiply` and not the `gemm` crate: on the products our layers
-//! lower to (`cargo bench -p amsim --bench sgemm_shapes`, 2-core AMD EPYC,
-//! AVX2 + FMA), one `matrixmultiply` thread ran the ResNet-20 convolution
-//! products 1.0-2.1x faster than one `gemm` thread (e.g. the first stage's
-//! input gradient, `14336x144x16`, 10.7 against 5.1 GFLOP/s; its weight
-//! gradient, `144x131072x16`, 14.4 against 7.5; 1024³ 31.2 against 27.9);
-//! `gemm` won only on the tiny dense layers (`n = 10`) and on the
-//! 6-output-channel LeNet-5 weight gradient.
+//! lower to (`benches/sgemm_shapes.rs`; 2-core AMD EPYC, Zen 3, AVX2 + FMA;
+//! best of three runs on a loaded machine), the ResNet-20 convolution
+//! products of one batch-128 step took 1.27 s on one `matrixmultiply` thread
+//! against 1.69 s on one `gemm` thread (first stage: input gradient
+//! `14336x144x16` 15.9 against 8.3 GFLOP/s, weight gradient `144x131072x16`
+//! 20.1 against 15.2; 1024³ 31.2 against 27.9). `gemm` was ahead only on the
+//! dense layers with 10 outputs and on LeNet-5's `25x100352x6` weight
+//! gradient.
 
 use rayon::prelude::*;
 
@@ -84,8 +85,7 @@ pub(crate) fn sgemm(a: MatRef, b: MatRef, mut c: MatMut, accumulate: bool) {
 const TASK_MACS: usize = 1 << 22;
 
 /// Fewest output rows (or columns) of a block: each block packs the whole
-/// other operand again, which costs about one multiply-add per element of
-/// it per 16 rows of the block.
+/// other operand again, a copy of one element per `MIN_BLOCK` multiply-adds.
 const MIN_BLOCK: usize = 128;
 
 /// Multiply-adds of one range of `k` in a split product: half a task, as
@@ -99,15 +99,17 @@ const RANGE_MACS: usize = TASK_MACS / 2;
 const SPLIT_MAX_OUTPUTS: usize = 1 << 16;
 
 /// How a product's output is cut into tasks: along rows (`true`) or
-/// columns, the longer side, in blocks of about [`TASK_MACS`] (at least
-/// [`MIN_BLOCK`], a multiple of 64 = `matrixmultiply`'s row block).
+/// columns, the longer side, into equal blocks of about [`TASK_MACS`] each,
+/// but no more blocks than fit [`MIN_BLOCK`] rows, and a multiple of 16 rows
+/// (whole micro-kernel tiles) unless the block is the whole side.
 fn output_blocks(m: usize, n: usize, k: usize) -> (bool, usize) {
     let by_rows = m >= n;
     let (along, other) = if by_rows { (m, n) } else { (n, m) };
-    let block = TASK_MACS
-        .div_ceil(other * k)
-        .next_multiple_of(64)
-        .max(MIN_BLOCK);
+    let blocks = (along * other * k)
+        .div_ceil(TASK_MACS)
+        .min(along / MIN_BLOCK)
+        .max(1);
+    let block = along.div_ceil(blocks).next_multiple_of(16);
     (by_rows, block.min(along))
 }
 
@@ -363,15 +365,16 @@ fn fill_zero_sums(mut c: MatMut, accumulate: bool) {
 mod tests {
     use super::*;
 
-    /// Output blocks: along the longer side, at least [`MIN_BLOCK`] (or
-    /// the whole side), a multiple of 64 otherwise.
+    /// Output blocks: along the longer side, equal, at least [`MIN_BLOCK`]
+    /// rows (or the whole side), whole tiles of 16.
     #[test]
     fn output_blocks_follow_the_longer_side() {
         // ResNet-20's first-stage forward chunk, LeNet-300-100, 1024³.
-        assert_eq!(output_blocks(14_336, 16, 144), (true, 1856));
-        assert_eq!(output_blocks(128, 300, 784), (false, 128));
+        assert_eq!(output_blocks(14_336, 16, 144), (true, 1792));
+        assert_eq!(output_blocks(128, 300, 784), (false, 160));
         assert_eq!(output_blocks(1024, 1024, 1024), (true, 128));
         assert_eq!(output_blocks(100, 10, 128), (true, 100));
+        assert_eq!(output_blocks(784, 128, 300), (true, 144));
     }
 
     /// Ranges are whole accumulation blocks, at least two of them, and
@@ -386,7 +389,8 @@ mod tests {
         assert_eq!(k_range_len(1024, 1024, 1 << 20), None);
         for (m, n, k) in [(1, 1, 1 << 22), (16, 16, 20_000), (255, 257, 2049)] {
             let len = k_range_len(m, n, k).unwrap();
-            assert!(len % ACC_BLOCK == 0 && len < k, "{m}x{n}x{k}: {len}");
+            assert_eq!(len % ACC_BLOCK, 0, "{m}x{n}x{k}: {len}");
+            assert!(len < k, "{m}x{n}x{k}: {len}");
         }
     }
 
