@@ -407,6 +407,9 @@ unsafe fn expand_avx2(
     v: *mut f32,
 ) {
     let n = 1usize << bits;
+    if n >= 8 {
+        return expand_transpose_avx2(table_t, bits, index, scale, kc, v);
+    }
     for kk in 0..kc {
         let i0 = _mm256_loadu_si256(index.add(kk * NR) as *const _);
         let i1 = _mm256_loadu_si256(index.add(kk * NR + 8) as *const _);
@@ -423,6 +426,76 @@ unsafe fn expand_avx2(
             _mm256_storeu_ps(vk.add(t * NR + 8), _mm256_mul_ps(e1, s1));
         }
     }
+}
+
+/// [`expand_avx2`] for tables of at least 8 rows, without gathers: column
+/// `j` of the expansion, `V[t][j] = L[t][tb_j]·s_j` for every `t`, is a
+/// contiguous row of the transposed table times `s_j`, so blocks of 8 `t` x
+/// 8 columns are loaded as 8 rows, scaled, and transposed in registers. The
+/// products are the same as the gathering form's (same operands), and on
+/// CPUs with slow gathers (Zen 3: a 256-bit gather per 8 cycles or so) this
+/// takes a fraction of the time.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn expand_transpose_avx2(
+    table_t: *const f32,
+    bits: u32,
+    index: *const u32,
+    scale: *const f32,
+    kc: usize,
+    v: *mut f32,
+) {
+    let n = 1usize << bits;
+    let stride = padded_stride(bits);
+    for kk in 0..kc {
+        let vk = v.add(kk << (bits + 4));
+        for j0 in [0, 8] {
+            let first = kk * NR + j0;
+            let rows: [*const f32; 8] =
+                std::array::from_fn(|j| table_t.add(*index.add(first + j) as usize * stride));
+            let sc: [__m256; 8] = std::array::from_fn(|j| _mm256_set1_ps(*scale.add(first + j)));
+            let mut t0 = 0;
+            while t0 < n {
+                let r: [__m256; 8] =
+                    std::array::from_fn(|j| _mm256_mul_ps(_mm256_loadu_ps(rows[j].add(t0)), sc[j]));
+                let o = transpose8(r);
+                for (tt, ot) in o.iter().enumerate() {
+                    _mm256_storeu_ps(vk.add((t0 + tt) * NR + j0), *ot);
+                }
+                t0 += 8;
+            }
+        }
+    }
+}
+
+/// The transpose of the 8x8 matrix whose rows are `r`.
+#[inline(always)]
+unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ]
 }
 
 #[target_feature(enable = "avx2,fma")]
