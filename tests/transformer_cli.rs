@@ -397,6 +397,16 @@ fn bench_train_times_transformer_steps_per_multiplier() {
         assert!((per_step * 2.0 - seconds).abs() <= 1e-9 * seconds, "{r}");
         let share = r["product_share"].as_f64().unwrap();
         assert!(share > 0.0 && share <= 1.0, "{r}");
+        // The per-operation profile: exclusive seconds that, with `other`,
+        // add up to the timed run, products and attention included.
+        let profile = r["profile"].as_object().expect("a profile object");
+        let total: f64 = profile.values().map(|v| v.as_f64().unwrap()).sum();
+        assert!(profile.values().all(|v| v.as_f64().unwrap() >= 0.0), "{r}");
+        assert!((total - seconds).abs() <= 0.05 * seconds + 1e-3, "{r}");
+        for op in ["products", "attention", "activation", "norm", "optimizer", "other"] {
+            assert!(profile.contains_key(op), "{op} missing in {r}");
+        }
+        assert!(profile["products"].as_f64().unwrap() > 0.0, "{r}");
     }
     assert_eq!(rows[0]["ratio_vs_fp32"].as_f64(), Some(1.0));
     let ratio = rows[1]["ratio_vs_fp32"].as_f64().unwrap();
