@@ -403,7 +403,14 @@ fn bench_train_times_transformer_steps_per_multiplier() {
         let total: f64 = profile.values().map(|v| v.as_f64().unwrap()).sum();
         assert!(profile.values().all(|v| v.as_f64().unwrap() >= 0.0), "{r}");
         assert!((total - seconds).abs() <= 0.05 * seconds + 1e-3, "{r}");
-        for op in ["products", "attention", "activation", "norm", "optimizer", "other"] {
+        for op in [
+            "products",
+            "attention",
+            "activation",
+            "norm",
+            "optimizer",
+            "other",
+        ] {
             assert!(profile.contains_key(op), "{op} missing in {r}");
         }
         assert!(profile["products"].as_f64().unwrap() > 0.0, "{r}");
