@@ -84,10 +84,12 @@ pub(crate) fn pack_x(
 ) {
     let panels = rows.div_ceil(mr);
     let len = panels * kc * mr;
-    // Every element is written below; the buffers only grow.
-    if px.scale.len() < len {
-        px.scale.resize(len, 0.0);
-        px.off.resize(len, 0);
+    // Every element is written below; the buffers only grow. The AVX2
+    // packers store whole vectors past a micro-panel's last row: the slack
+    // takes the last one.
+    if px.scale.len() < len + PACK_SLACK {
+        px.scale.resize(len + PACK_SLACK, 0.0);
+        px.off.resize(len + PACK_SLACK, 0);
     }
     px.range.clear();
     px.range.resize(panels, ExpRange::EMPTY);
@@ -102,7 +104,11 @@ pub(crate) fn pack_x(
         kblock,
         strategy,
     };
-    let (scale, off, range) = (&mut px.scale[..len], &mut px.off[..len], &mut px.range[..]);
+    let (scale, off, range) = (
+        &mut px.scale[..len + PACK_SLACK],
+        &mut px.off[..len + PACK_SLACK],
+        &mut px.range[..],
+    );
     pack_x_isa(&job, scale, off, range);
     px.mark_live(panels, kc, mr, kblock);
 }
@@ -126,6 +132,14 @@ fn pack_x_isa(job: &XJob, scale: &mut [f32], off: &mut [u32], range: &mut [ExpRa
             return unsafe { pack_x_avx512(job, scale, off, range) };
         }
         if is_x86_feature_detected!("avx2") {
+            if x.rs == 1 && mr == AVX2_MR {
+                // SAFETY: as above; `scale` and `off` have the slack.
+                return unsafe { pack_x_rows_avx2(job, scale, off, range) };
+            }
+            if x.cs == 1 && mr == AVX2_MR {
+                // SAFETY: as above.
+                return unsafe { pack_x_cols_avx2(job, scale, off, range) };
+            }
             // SAFETY: as above.
             return unsafe { pack_x_avx2(job, scale, off, range) };
         }
@@ -346,6 +360,267 @@ unsafe fn pack_x_cols_avx512(j: &XJob, scale: &mut [f32], off: &mut [u32], range
             max: _mm512_reduce_max_epu32(hi),
             special: _mm512_reduce_max_epu32(raw) == 255,
         };
+    }
+}
+
+/// Floats past the end of a packed block that a packer may overwrite.
+const PACK_SLACK: usize = 8;
+
+/// The micro-panel height of the AVX2 kernels, for which the AVX2 packers
+/// are written.
+const AVX2_MR: usize = 6;
+
+/// The split of 8 operands at once, as [`split_bits`]: `(scale bits, table
+/// index, biased exponent, normal mask)`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn split_avx2(
+    v: std::arch::x86_64::__m256i,
+    tcount: std::arch::x86_64::__m128i,
+) -> (
+    std::arch::x86_64::__m256i,
+    std::arch::x86_64::__m256i,
+    std::arch::x86_64::__m256i,
+    std::arch::x86_64::__m256i,
+) {
+    use std::arch::x86_64::*;
+    let e = _mm256_and_si256(_mm256_srli_epi32::<23>(v), _mm256_set1_epi32(0xff));
+    // 1 <= e <= 254 (e is 0..=255, so signed compares are exact).
+    let normal = _mm256_and_si256(
+        _mm256_cmpgt_epi32(e, _mm256_setzero_si256()),
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(255), e),
+    );
+    let sb = _mm256_and_si256(
+        normal,
+        _mm256_and_si256(v, _mm256_set1_epi32(0xff80_0000u32 as i32)),
+    );
+    let t = _mm256_and_si256(
+        normal,
+        _mm256_srl_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x007f_ffff)), tcount),
+    );
+    (sb, t, e, normal)
+}
+
+/// Per-lane exponent range in AVX2 registers (the vector form of `Rng`).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct RngAvx2 {
+    lo: std::arch::x86_64::__m256i,
+    hi: std::arch::x86_64::__m256i,
+    raw: std::arch::x86_64::__m256i,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl RngAvx2 {
+    #[inline(always)]
+    unsafe fn empty() -> Self {
+        use std::arch::x86_64::*;
+        RngAvx2 {
+            lo: _mm256_set1_epi32(255),
+            hi: _mm256_setzero_si256(),
+            raw: _mm256_setzero_si256(),
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn add(&mut self, e: std::arch::x86_64::__m256i, normal: std::arch::x86_64::__m256i) {
+        use std::arch::x86_64::*;
+        let ff = _mm256_set1_epi32(0xff);
+        self.lo = _mm256_min_epu32(self.lo, _mm256_or_si256(e, _mm256_andnot_si256(normal, ff)));
+        self.hi = _mm256_max_epu32(self.hi, _mm256_and_si256(e, normal));
+        self.raw = _mm256_max_epu32(self.raw, e);
+    }
+
+    #[inline(always)]
+    unsafe fn range(self) -> ExpRange {
+        use std::arch::x86_64::*;
+        let mut lo = [0u32; 8];
+        let mut hi = [0u32; 8];
+        let mut raw = [0u32; 8];
+        _mm256_storeu_si256(lo.as_mut_ptr() as *mut __m256i, self.lo);
+        _mm256_storeu_si256(hi.as_mut_ptr() as *mut __m256i, self.hi);
+        _mm256_storeu_si256(raw.as_mut_ptr() as *mut __m256i, self.raw);
+        Rng {
+            lo: lo.into_iter().min().unwrap_or(255),
+            hi: hi.into_iter().max().unwrap_or(0),
+            raw: raw.into_iter().max().unwrap_or(0),
+        }
+        .range()
+    }
+}
+
+/// [`pack_x_body`] for rows adjacent in memory (`x.rs == 1`, a column-major
+/// operand such as an im2col block) and `mr == 6`, in AVX2. As in the body,
+/// `GROUP` micro-panels are packed with k outermost; the six rows of a
+/// micro-panel at one k are one 8-lane load (the two lanes of the next
+/// micro-panel masked off) split at once and stored as 4 + 2 lanes. Padding
+/// rows load as zeros, which split to scale 0 and table index 0, as the body
+/// writes them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pack_x_rows_avx2(j: &XJob, scale: &mut [f32], off: &mut [u32], range: &mut [ExpRange]) {
+    use std::arch::x86_64::*;
+    let XJob {
+        x,
+        i0,
+        rows,
+        k0,
+        kc,
+        mr,
+        bits,
+        kblock,
+        strategy,
+    } = *j;
+    debug_assert!(x.rs == 1 && mr == AVX2_MR);
+    let panels = rows.div_ceil(AVX2_MR);
+    let (tshift, kshift) = match strategy {
+        Strategy::Expand => (4, bits + 4),
+        Strategy::Direct => (bits, 0),
+    };
+    if panels == 0 || kc == 0 {
+        return;
+    }
+    // Every element read lies below this bound (checked once; the loads of
+    // the last micro-panels are masked to the rows).
+    assert!(i0 + rows - 1 + (k0 + kc - 1) * x.cs < x.data.len());
+    assert!(scale.len() >= panels * kc * AVX2_MR && off.len() >= panels * kc * AVX2_MR);
+    let data = x.data.as_ptr();
+    let tcount = _mm_cvtsi32_si128((23 - bits) as i32);
+    let scount = _mm_cvtsi32_si128(tshift as i32);
+    let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let six = _mm256_cmpgt_epi32(_mm256_set1_epi32(AVX2_MR as i32), iota);
+    const GROUP: usize = 16;
+    let mut mp0 = 0;
+    while mp0 < panels {
+        let mp1 = (mp0 + GROUP).min(panels);
+        let mut rngs = [RngAvx2::empty(); GROUP];
+        for kk in 0..kc {
+            let kb = if strategy == Strategy::Expand {
+                ((kk % kblock) as u32) << kshift
+            } else {
+                0
+            };
+            let kbv = _mm256_set1_epi32(kb as i32);
+            let start = i0 + (k0 + kk) * x.cs;
+            // The next group's lines of this k (see `pack_x_body`).
+            let ahead = data.wrapping_add(start + mp1 * AVX2_MR);
+            for l in (0..GROUP * AVX2_MR).step_by(16) {
+                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(l) as *const i8);
+            }
+            for (g, mp) in (mp0..mp1).enumerate() {
+                let r0 = mp * AVX2_MR;
+                let p = data.add(start + r0);
+                let v = if r0 + 8 <= rows {
+                    _mm256_and_si256(_mm256_loadu_si256(p as *const __m256i), six)
+                } else {
+                    let live = _mm256_set1_epi32((rows - r0).min(AVX2_MR) as i32);
+                    _mm256_maskload_epi32(p as *const i32, _mm256_cmpgt_epi32(live, iota))
+                };
+                let (sb, t, e, normal) = split_avx2(v, tcount);
+                rngs[g].add(e, normal);
+                let o = _mm256_or_si256(kbv, _mm256_sll_epi32(t, scount));
+                let at = (mp * kc + kk) * AVX2_MR;
+                let sp = scale.as_mut_ptr().add(at) as *mut __m128i;
+                let op = off.as_mut_ptr().add(at) as *mut __m128i;
+                _mm_storeu_si128(sp, _mm256_castsi256_si128(sb));
+                _mm_storel_epi64(sp.add(1), _mm256_extracti128_si256::<1>(sb));
+                _mm_storeu_si128(op, _mm256_castsi256_si128(o));
+                _mm_storel_epi64(op.add(1), _mm256_extracti128_si256::<1>(o));
+            }
+        }
+        for (g, mp) in (mp0..mp1).enumerate() {
+            range[mp] = rngs[g].range();
+        }
+        mp0 = mp1;
+    }
+}
+
+/// [`pack_x_body`] for a row-major first operand (`x.cs == 1`) and
+/// `mr == 6`, in AVX2: 8 values of k of each row of a micro-panel are loaded
+/// and split as one vector, the `8 x 8` block (two rows of zeros) is
+/// transposed in registers into the k-major layout of the packed block, and
+/// each k is stored as a whole vector whose last two lanes the next store
+/// overwrites (the last one lands in the next micro-panel, packed after it,
+/// or in the slack). Padding rows get scale 0 and the offset of their own
+/// `kk` slice, as in the body.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pack_x_cols_avx2(j: &XJob, scale: &mut [f32], off: &mut [u32], range: &mut [ExpRange]) {
+    use std::arch::x86_64::*;
+    let XJob {
+        x,
+        i0,
+        rows,
+        k0,
+        kc,
+        mr,
+        bits,
+        kblock,
+        strategy,
+    } = *j;
+    debug_assert!(x.cs == 1 && mr == AVX2_MR);
+    let panels = rows.div_ceil(AVX2_MR);
+    let (tshift, kshift) = match strategy {
+        Strategy::Expand => (4, bits + 4),
+        Strategy::Direct => (bits, 0),
+    };
+    if panels == 0 || kc == 0 {
+        return;
+    }
+    // Every element read lies below this bound (checked once; loads past k
+    // are masked).
+    assert!((i0 + rows - 1) * x.rs + k0 + kc - 1 < x.data.len());
+    assert!(scale.len() >= panels * kc * AVX2_MR + 2 && off.len() >= panels * kc * AVX2_MR + 2);
+    let data = x.data.as_ptr();
+    let tcount = _mm_cvtsi32_si128((23 - bits) as i32);
+    let scount = _mm_cvtsi32_si128(tshift as i32);
+    let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (mp, range) in range.iter_mut().enumerate().take(panels) {
+        let live = AVX2_MR.min(rows - mp * AVX2_MR);
+        let mut rng = RngAvx2::empty();
+        let mut kk0 = 0;
+        while kk0 < kc {
+            let klen = 8.min(kc - kk0);
+            let kmask = _mm256_cmpgt_epi32(_mm256_set1_epi32(klen as i32), iota);
+            // Lane l: the offset of k = kk0 + l inside its expansion block.
+            let mut kb = [0u32; 8];
+            if strategy == Strategy::Expand {
+                for (l, o) in kb.iter_mut().enumerate().take(klen) {
+                    *o = (((kk0 + l) % kblock) as u32) << kshift;
+                }
+            }
+            let kbv = _mm256_loadu_si256(kb.as_ptr() as *const __m256i);
+            let mut sc = [_mm256_setzero_ps(); 8];
+            let mut of = [_mm256_setzero_ps(); 8];
+            for r in 0..AVX2_MR {
+                if r >= live {
+                    of[r] = _mm256_castsi256_ps(kbv);
+                    continue;
+                }
+                let p = data.add((i0 + mp * AVX2_MR + r) * x.rs + k0 + kk0) as *const i32;
+                let v = if klen == 8 {
+                    _mm256_loadu_si256(p as *const __m256i)
+                } else {
+                    _mm256_maskload_epi32(p, kmask)
+                };
+                let (sb, t, e, normal) = split_avx2(v, tcount);
+                // Lanes past k load as zeros: not normal, no effect on
+                // the range.
+                rng.add(e, normal);
+                sc[r] = _mm256_castsi256_ps(sb);
+                of[r] = _mm256_castsi256_ps(_mm256_or_si256(kbv, _mm256_sll_epi32(t, scount)));
+            }
+            // Row r of the block becomes lane r of the vector of k = kk0 + l.
+            let sc = super::x86::transpose8(sc);
+            let of = super::x86::transpose8(of);
+            for l in 0..klen {
+                let at = (mp * kc + kk0 + l) * AVX2_MR;
+                _mm256_storeu_ps(scale.as_mut_ptr().add(at), sc[l]);
+                _mm256_storeu_ps(off.as_mut_ptr().add(at) as *mut f32, of[l]);
+            }
+            kk0 += klen;
+        }
+        *range = rng.range();
     }
 }
 
@@ -630,4 +905,140 @@ fn pack_y_body(
         }
     }
     rng.range()
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use rand::{Rng as _, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    /// Random operand bits with NaNs, infinities, zeros, subnormals and
+    /// extreme exponents among ordinary values.
+    fn operand(rng: &mut ChaCha8Rng, len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|_| match rng.gen_range(0..40) {
+                0 => f32::NAN,
+                1 => f32::NEG_INFINITY,
+                2 => -0.0,
+                3 => 1e-40,
+                4 => f32::from_bits(rng.gen::<u32>() | 0x7f00_0000),
+                _ => f32::from_bits(
+                    (rng.gen::<u32>() & 0x8000_0000)
+                        | (rng.gen_range(100..=150u32) << 23)
+                        | (rng.gen::<u32>() & 0x007f_ffff),
+                ),
+            })
+            .collect()
+    }
+
+    /// The AVX2 packers (rows adjacent or k adjacent, `mr = 6`) write what
+    /// the portable body writes, element for element, with the same
+    /// exponent ranges, for blocks that end inside a micro-panel, short and
+    /// long `kc`, both strategies and expansion blocks that split `kc`.
+    #[test]
+    fn avx2_packers_match_the_portable_body() {
+        if !is_x86_feature_detected!("avx2") {
+            eprintln!("skipped: this CPU has no AVX2, the AVX2 packers cannot run");
+            return;
+        }
+        let seed = std::env::var("APPROXTRAIN_TEST_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            });
+        eprintln!("seed = {seed} (rerun with APPROXTRAIN_TEST_SEED={seed})");
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for case in 0..300 {
+            let rows = rng.gen_range(1..140usize);
+            let kc = rng.gen_range(1..40usize);
+            let i0 = rng.gen_range(0..5usize);
+            let k0 = rng.gen_range(0..5usize);
+            let bits = rng.gen_range(1..=10u32);
+            let kblock = rng.gen_range(1..=kc + 2);
+            let strategy = if rng.gen() {
+                Strategy::Expand
+            } else {
+                Strategy::Direct
+            };
+            let by_rows = case % 2 == 0;
+            let (r_all, k_all) = (
+                i0 + rows + rng.gen_range(0..3),
+                k0 + kc + rng.gen_range(0..3),
+            );
+            let data = operand(&mut rng, r_all * k_all);
+            let x = if by_rows {
+                View {
+                    data: &data,
+                    rows: r_all,
+                    cols: k_all,
+                    rs: 1,
+                    cs: r_all,
+                }
+            } else {
+                View {
+                    data: &data,
+                    rows: r_all,
+                    cols: k_all,
+                    rs: k_all,
+                    cs: 1,
+                }
+            };
+            let job = XJob {
+                x: &x,
+                i0,
+                rows,
+                k0,
+                kc,
+                mr: AVX2_MR,
+                bits,
+                kblock,
+                strategy,
+            };
+            let len = rows.div_ceil(AVX2_MR) * kc * AVX2_MR;
+            let panels = rows.div_ceil(AVX2_MR);
+            let mut want = (
+                vec![0.0f32; len],
+                vec![0u32; len],
+                vec![ExpRange::EMPTY; panels],
+            );
+            pack_x_body(&job, &mut want.0, &mut want.1, &mut want.2);
+            let mut got = (
+                vec![f32::NAN; len + PACK_SLACK],
+                vec![u32::MAX; len + PACK_SLACK],
+                vec![ExpRange::EMPTY; panels],
+            );
+            // SAFETY: AVX2 was detected; the buffers have the slack.
+            unsafe {
+                if by_rows {
+                    pack_x_rows_avx2(&job, &mut got.0, &mut got.1, &mut got.2);
+                } else {
+                    pack_x_cols_avx2(&job, &mut got.0, &mut got.1, &mut got.2);
+                }
+            }
+            let what = format!(
+                "case {case} ({}): rows {rows} kc {kc} i0 {i0} k0 {k0} bits {bits} kblock \
+                 {kblock} {strategy:?}",
+                if by_rows {
+                    "rows adjacent"
+                } else {
+                    "k adjacent"
+                }
+            );
+            for e in 0..len {
+                assert_eq!(
+                    got.0[e].to_bits(),
+                    want.0[e].to_bits(),
+                    "{what}: scale {e} differs"
+                );
+                assert_eq!(got.1[e], want.1[e], "{what}: offset {e} differs");
+            }
+            assert_eq!(got.2, want.2, "{what}: exponent ranges differ");
+        }
+    }
 }
