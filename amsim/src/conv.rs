@@ -445,10 +445,10 @@ const MAX_POOLED: usize = 2;
 /// is moved out rather than borrowed across the GEMM: while this call waits
 /// for rayon, the same thread may run another convolution, which then simply
 /// allocates its own buffer.
-struct Scratch(Vec<f32>);
+pub(crate) struct Scratch(Vec<f32>);
 
 impl Scratch {
-    fn take() -> Self {
+    pub(crate) fn take() -> Self {
         Scratch(
             SCRATCH
                 .try_with(|p| p.borrow_mut().pop())
@@ -460,7 +460,7 @@ impl Scratch {
 
     /// The first `len` elements; their contents are left over from earlier
     /// calls, so every user overwrites all of them.
-    fn slice(&mut self, len: usize) -> &mut [f32] {
+    pub(crate) fn slice(&mut self, len: usize) -> &mut [f32] {
         if self.0.len() < len {
             self.0.resize(len, 0.0);
         }
@@ -501,6 +501,25 @@ fn inside_span(n: usize, inside: impl Fn(usize) -> bool) -> (usize, usize) {
     let lo = (0..n).find(|&o| inside(o)).unwrap_or(n);
     let hi = (lo..n).find(|&o| !inside(o)).unwrap_or(n);
     (lo, hi)
+}
+
+/// Whether a native-`fp32` convolution goes to the direct kernels
+/// (`conv_direct`: stride 1, one group, AVX2 + FMA) instead of im2col and
+/// the SGEMM. AMSim and `bf16` products always take the lowering.
+fn direct_native(mult: &Multiplier, s: &Conv2dShape) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // `APPROXTRAIN_NO_DIRECT_CONV` (any value) keeps the lowering, to
+        // compare the two (read once).
+        static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let off = *OFF.get_or_init(|| std::env::var_os("APPROXTRAIN_NO_DIRECT_CONV").is_some());
+        matches!(mult, Multiplier::Fp32) && !off && crate::conv_direct::applies(s)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (mult, s);
+        false
+    }
 }
 
 /// `im2col` of images `n0..` of `x` into `col` (as many images as `col`
@@ -751,6 +770,11 @@ pub fn conv2d_forward(
         y.fill(0.0);
         return Ok(());
     }
+    if direct_native(mult, s) {
+        #[cfg(target_arch = "x86_64")]
+        crate::conv_direct::forward(s, x, w, y);
+        return Ok(());
+    }
     let kcols = s.groups * kc;
     let spatial = s.out_h() * s.out_w();
     let chunk = images_per_chunk(spatial * kcols, s.batch);
@@ -808,6 +832,11 @@ pub fn conv2d_grad_input(
     }
     if opg * khw == 0 {
         dx.fill(0.0);
+        return Ok(());
+    }
+    if direct_native(mult, s) {
+        #[cfg(target_arch = "x86_64")]
+        crate::conv_direct::grad_input(s, dy, w, dx);
         return Ok(());
     }
     let plane = s.in_h * s.in_w;
@@ -929,6 +958,11 @@ pub fn conv2d_grad_weight(
     }
     if rows == 0 {
         dw.fill(0.0);
+        return Ok(());
+    }
+    if direct_native(mult, s) {
+        #[cfg(target_arch = "x86_64")]
+        crate::conv_direct::grad_weight(s, x, dy, dw);
         return Ok(());
     }
     let kcols = s.groups * kc;

@@ -13,6 +13,8 @@ pub mod accumulate;
 pub mod batched;
 pub mod bench;
 pub mod conv;
+#[cfg(target_arch = "x86_64")]
+mod conv_direct;
 pub mod cuda;
 pub mod engine;
 pub mod error;

@@ -1,0 +1,465 @@
+//! Direct native-`fp32` convolutions at stride 1 (AVX2 + FMA), without
+//! im2col and without a GEMM's packing.
+//!
+//! The im2col lowering copies every input element `KH * KW` times, and the
+//! SGEMM then packs that copy again before its kernel reads it: with the
+//! few output channels of small networks (16 for ResNet-20's first stage,
+//! 6 and 16 for LeNet-5) each copied element feeds only a handful of
+//! multiply-adds, so the copies cost as much as the products. Here the
+//! kernels read a zero-padded copy of each image directly:
+//!
+//! - forward: a tile is up to 6 output channels x 16 output positions (two
+//!   8-lane vectors of consecutive columns); each tap `(c, kh, kw)` is two
+//!   unaligned loads of the padded input row, one broadcast weight per
+//!   channel and two FMAs per channel. The output is written in place, in
+//!   NCHW.
+//! - input gradient: the forward kernel on the output gradient, with the
+//!   weights flipped and their channel axes swapped, and padding
+//!   `K - 1 - pad`.
+//! - weight gradient: a tile is up to 4 output channels x 3 taps, summed
+//!   along the output positions of a group of images in vector lanes (the
+//!   groups are fixed by the shape); the groups' sums are added in group
+//!   order, so the result does not depend on the thread count.
+//!
+//! Native `fp32` sums in its own order (DESIGN.md: native paths are
+//! compared with a tolerance, not to the bit); every result here is the same
+//! at any thread count and from run to run. AMSim products never come here.
+
+use std::arch::x86_64::*;
+
+use rayon::prelude::*;
+
+use crate::conv::{Conv2dShape, Scratch};
+
+/// Output positions that the images of one weight-gradient group hold at
+/// least (a group has 4 to 64 images): each tile's sums stay in registers
+/// over the whole group, and the groups' sums are added in group order. The
+/// groups depend on the shape only, so the order of the sums does not
+/// depend on the thread count.
+const DW_GROUP_POSITIONS: usize = 2048;
+
+/// Images per weight-gradient group for `positions` output positions per
+/// image.
+fn dw_group(positions: usize) -> usize {
+    DW_GROUP_POSITIONS.div_ceil(positions.max(1)).clamp(4, 64)
+}
+
+/// Whether the direct kernels handle this convolution: stride 1, no
+/// dilation, one group, padding less than the kernel (so that the input
+/// gradient is a convolution with padding `K - 1 - pad`), on a CPU with
+/// AVX2 and FMA.
+pub(crate) fn applies(s: &Conv2dShape) -> bool {
+    s.stride == (1, 1)
+        && s.dilation == (1, 1)
+        && s.groups == 1
+        && s.padding.0 < s.kernel_h
+        && s.padding.1 < s.kernel_w
+        && s.batch > 0
+        && s.in_channels > 0
+        && s.out_channels > 0
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+}
+
+/// A stride-1 convolution of `images` images: input `[images][cin][h][w]`,
+/// weights `wt[(c * kh + i) * kw + j][o]` (tap-major, output channels
+/// adjacent), padding `(ph, pw)`; output `[images][cout][oh][ow]`.
+struct Geometry {
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    kh: usize,
+    kw: usize,
+    ph: usize,
+    pw: usize,
+}
+
+impl Geometry {
+    fn oh(&self) -> usize {
+        self.h + 2 * self.ph + 1 - self.kh
+    }
+
+    fn ow(&self) -> usize {
+        self.w + 2 * self.pw + 1 - self.kw
+    }
+
+    /// Row stride of the padded copy: the padded row, plus room for the
+    /// 8-lane loads of the last (partial) vector of a row.
+    fn padded_w(&self) -> usize {
+        self.w + 2 * self.pw + 8
+    }
+
+    fn padded_h(&self) -> usize {
+        self.h + 2 * self.ph
+    }
+
+    /// Copy image `img` (`cin` planes of `h x w`) into `xp`, zero-padded.
+    fn pad_image(&self, img: &[f32], xp: &mut Vec<f32>) {
+        xp.clear();
+        xp.resize(self.cin * self.padded_h() * self.padded_w(), 0.0);
+        self.pad_into(img, xp);
+    }
+
+    /// Write image `img` zero-padded into `xp` (every element of it).
+    fn pad_into(&self, img: &[f32], xp: &mut [f32]) {
+        let (pw_, ph_) = (self.padded_w(), self.padded_h());
+        debug_assert!(xp.len() == self.cin * ph_ * pw_);
+        xp.fill(0.0);
+        for c in 0..self.cin {
+            for i in 0..self.h {
+                let src = &img[(c * self.h + i) * self.w..][..self.w];
+                let at = (c * ph_ + i + self.ph) * pw_ + self.pw;
+                xp[at..at + self.w].copy_from_slice(src);
+            }
+        }
+    }
+}
+
+thread_local! {
+    static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The output vectors of one image: `(row, first column, live lanes)`.
+fn vectors(oh: usize, ow: usize) -> Vec<(usize, usize, usize)> {
+    let mut v = Vec::with_capacity(oh * ow.div_ceil(8));
+    for r in 0..oh {
+        for c in (0..ow).step_by(8) {
+            v.push((r, c, 8.min(ow - c)));
+        }
+    }
+    v
+}
+
+/// `out = conv(x, wt)` for the geometry `g` (see [`Geometry`]), images in
+/// parallel.
+fn conv_s1(g: &Geometry, x: &[f32], wt: &[f32], out: &mut [f32]) {
+    let (oh, ow) = (g.oh(), g.ow());
+    let in_len = g.cin * g.h * g.w;
+    let out_len = g.cout * oh * ow;
+    let vecs = vectors(oh, ow);
+    out.par_chunks_mut(out_len)
+        .zip(x.par_chunks(in_len))
+        .for_each(|(y, img)| {
+            PADDED.with(|p| {
+                let mut xp = p.borrow_mut();
+                g.pad_image(img, &mut xp);
+                // SAFETY: AVX2 and FMA were detected (`applies`); every
+                // load lies inside the padded copy (see `forward_tile`).
+                unsafe { forward_image(g, &xp, wt, &vecs, y) };
+            });
+        });
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn forward_image(
+    g: &Geometry,
+    xp: &[f32],
+    wt: &[f32],
+    vecs: &[(usize, usize, usize)],
+    y: &mut [f32],
+) {
+    let mut co0 = 0;
+    while co0 < g.cout {
+        let cob = 6.min(g.cout - co0);
+        for pair in vecs.chunks(2) {
+            let v0 = pair[0];
+            let v1 = *pair.get(1).unwrap_or(&v0);
+            let both = pair.len() == 2;
+            match cob {
+                6 => forward_tile::<6>(g, xp, wt, co0, v0, v1, both, y),
+                5 => forward_tile::<5>(g, xp, wt, co0, v0, v1, both, y),
+                4 => forward_tile::<4>(g, xp, wt, co0, v0, v1, both, y),
+                3 => forward_tile::<3>(g, xp, wt, co0, v0, v1, both, y),
+                2 => forward_tile::<2>(g, xp, wt, co0, v0, v1, both, y),
+                _ => forward_tile::<1>(g, xp, wt, co0, v0, v1, both, y),
+            }
+        }
+        co0 += cob;
+    }
+}
+
+/// Output channels `co0..co0 + COB` at the vectors `v0` and `v1` (`v1` is
+/// a repeat of `v0`, not stored, unless `both`).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn forward_tile<const COB: usize>(
+    g: &Geometry,
+    xp: &[f32],
+    wt: &[f32],
+    co0: usize,
+    v0: (usize, usize, usize),
+    v1: (usize, usize, usize),
+    both: bool,
+    y: &mut [f32],
+) {
+    let (pw_, ph_) = (g.padded_w(), g.padded_h());
+    let (oh, ow) = (g.oh(), g.ow());
+    // Bounds: the last load of a vector starts at column c + kw - 1 <=
+    // ow - 1 + kw - 1 = w + 2 pw - 1 and reads 8 floats, inside the padded
+    // row of w + 2 pw + 8; rows r + kh - 1 <= padded_h - 1.
+    debug_assert!(xp.len() == g.cin * ph_ * pw_);
+    debug_assert!(wt.len() == g.cin * g.kh * g.kw * g.cout);
+    let xp = xp.as_ptr();
+    let mut acc = [[_mm256_setzero_ps(); 2]; COB];
+    for c in 0..g.cin {
+        for i in 0..g.kh {
+            let r0 = xp.add((c * ph_ + v0.0 + i) * pw_ + v0.1);
+            let r1 = xp.add((c * ph_ + v1.0 + i) * pw_ + v1.1);
+            let wrow = wt.as_ptr().add((c * g.kh + i) * g.kw * g.cout + co0);
+            for j in 0..g.kw {
+                let a0 = _mm256_loadu_ps(r0.add(j));
+                let a1 = _mm256_loadu_ps(r1.add(j));
+                let wj = wrow.add(j * g.cout);
+                for (o, acc) in acc.iter_mut().enumerate() {
+                    let w = _mm256_broadcast_ss(&*wj.add(o));
+                    acc[0] = _mm256_fmadd_ps(w, a0, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(w, a1, acc[1]);
+                }
+            }
+        }
+    }
+    for (o, acc) in acc.iter().enumerate() {
+        let plane = &mut y[(co0 + o) * oh * ow..][..oh * ow];
+        store(plane, ow, v0, acc[0]);
+        if both {
+            store(plane, ow, v1, acc[1]);
+        }
+    }
+}
+
+/// Store the live lanes of `v` at row `v.0`, columns `v.1..`.
+#[inline(always)]
+unsafe fn store(plane: &mut [f32], ow: usize, v: (usize, usize, usize), a: __m256) {
+    let at = v.0 * ow + v.1;
+    if v.2 == 8 {
+        _mm256_storeu_ps(plane[at..at + 8].as_mut_ptr(), a);
+    } else {
+        let mut t = [0.0f32; 8];
+        _mm256_storeu_ps(t.as_mut_ptr(), a);
+        plane[at..at + v.2].copy_from_slice(&t[..v.2]);
+    }
+}
+
+/// Forward pass: `y = conv(x, w)` (NCHW, weights `[o][c][kh][kw]`).
+/// The caller checked [`applies`] and the buffer lengths.
+pub(crate) fn forward(s: &Conv2dShape, x: &[f32], w: &[f32], y: &mut [f32]) {
+    let g = Geometry {
+        cin: s.in_channels,
+        h: s.in_h,
+        w: s.in_w,
+        cout: s.out_channels,
+        kh: s.kernel_h,
+        kw: s.kernel_w,
+        ph: s.padding.0,
+        pw: s.padding.1,
+    };
+    let taps = g.cin * g.kh * g.kw;
+    // wt[tap][o] = w[o][tap].
+    let mut wt = vec![0.0f32; taps * g.cout];
+    for o in 0..g.cout {
+        for t in 0..taps {
+            wt[t * g.cout + o] = w[o * taps + t];
+        }
+    }
+    conv_s1(&g, x, &wt, y);
+}
+
+/// Input gradient: `dx = conv(dy, flip(w)ᵀ)` with padding `K - 1 - pad`.
+/// The caller checked [`applies`] and the buffer lengths.
+pub(crate) fn grad_input(s: &Conv2dShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    let (kh, kw) = (s.kernel_h, s.kernel_w);
+    let g = Geometry {
+        cin: s.out_channels,
+        h: s.out_h(),
+        w: s.out_w(),
+        cout: s.in_channels,
+        kh,
+        kw,
+        ph: kh - 1 - s.padding.0,
+        pw: kw - 1 - s.padding.1,
+    };
+    debug_assert!(g.oh() == s.in_h && g.ow() == s.in_w);
+    // wt[(o, i', j')][c] = w[o][c][kh-1-i'][kw-1-j'].
+    let mut wt = vec![0.0f32; s.out_channels * kh * kw * s.in_channels];
+    for o in 0..s.out_channels {
+        for c in 0..s.in_channels {
+            for i in 0..kh {
+                for j in 0..kw {
+                    let src = ((o * s.in_channels + c) * kh + (kh - 1 - i)) * kw + (kw - 1 - j);
+                    wt[((o * kh + i) * kw + j) * s.in_channels + c] = w[src];
+                }
+            }
+        }
+    }
+    conv_s1(&g, dy, &wt, dx);
+}
+
+/// Weight gradient: `dw[o][c][i][j] = sum over images and output positions
+/// of dy[o][r][q] * xpad[c][r + i][q + j]`. The caller checked [`applies`]
+/// and the buffer lengths.
+pub(crate) fn grad_weight(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let g = Geometry {
+        cin: s.in_channels,
+        h: s.in_h,
+        w: s.in_w,
+        cout: s.out_channels,
+        kh: s.kernel_h,
+        kw: s.kernel_w,
+        ph: s.padding.0,
+        pw: s.padding.1,
+    };
+    let (oh, ow) = (g.oh(), g.ow());
+    let taps = g.cin * g.kh * g.kw;
+    let in_len = g.cin * g.h * g.w;
+    let out_len = g.cout * oh * ow;
+    let plen = g.cin * g.padded_h() * g.padded_w();
+    let group = dw_group(oh * ow);
+    let groups = s.batch.div_ceil(group);
+    let vecs = vectors(oh, ow);
+    let mut pad_buf = Scratch::take();
+    let xp_all = pad_buf.slice(s.batch * plen);
+    xp_all
+        .par_chunks_mut(plen)
+        .zip(x.par_chunks(in_len))
+        .for_each(|(d, img)| g.pad_into(img, d));
+    let xp_all = &*xp_all;
+    // One partial [o][tap] per group of images, added in group order; the
+    // blocks of 4 output channels of a group are jobs of their own.
+    let mut parts = vec![0.0f32; groups * g.cout * taps];
+    parts
+        .par_chunks_mut(g.cout * taps)
+        .enumerate()
+        .for_each(|(gi, part)| {
+            let n0 = gi * group;
+            let n1 = (n0 + group).min(s.batch);
+            let xps: Vec<&[f32]> = (n0..n1).map(|n| &xp_all[n * plen..][..plen]).collect();
+            let dys: Vec<&[f32]> = (n0..n1).map(|n| &dy[n * out_len..][..out_len]).collect();
+            part.par_chunks_mut(4 * taps)
+                .enumerate()
+                .for_each(|(cb, rows)| {
+                    // SAFETY: AVX2 and FMA were detected (`applies`); loads
+                    // stay inside the padded copies and the output-gradient
+                    // planes (see `weight_tile`).
+                    unsafe { grad_weight_block(&g, &xps, &dys, &vecs, cb * 4, rows) };
+                });
+        });
+    dw.fill(0.0);
+    for part in parts.chunks_exact(g.cout * taps) {
+        for (d, p) in dw.iter_mut().zip(part) {
+            *d += p;
+        }
+    }
+}
+
+/// Rows `co0..co0 + 4` (clipped) of a group's partial weight gradient,
+/// `rows[o * taps + t]`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn grad_weight_block(
+    g: &Geometry,
+    xps: &[&[f32]],
+    dys: &[&[f32]],
+    vecs: &[(usize, usize, usize)],
+    co0: usize,
+    rows: &mut [f32],
+) {
+    let taps = g.cin * g.kh * g.kw;
+    let (pw_, ph_) = (g.padded_w(), g.padded_h());
+    let cob = 4.min(g.cout - co0);
+    debug_assert!(rows.len() == cob * taps);
+    let mut t0 = 0;
+    while t0 < taps {
+        let tb = 3.min(taps - t0);
+        // Offsets of the taps in the padded image.
+        let mut offs = [0usize; 3];
+        for (t, o) in offs.iter_mut().enumerate().take(tb) {
+            let tap = t0 + t;
+            let (c, i, j) = (tap / (g.kh * g.kw), (tap / g.kw) % g.kh, tap % g.kw);
+            *o = (c * ph_ + i) * pw_ + j;
+        }
+        let offs = &offs[..tb];
+        let sums: [[f32; 3]; 4] = match (cob, tb) {
+            (4, 3) => weight_tile::<4, 3>(g, xps, dys, vecs, co0, offs),
+            (4, 2) => weight_tile::<4, 2>(g, xps, dys, vecs, co0, offs),
+            (4, _) => weight_tile::<4, 1>(g, xps, dys, vecs, co0, offs),
+            (3, 3) => weight_tile::<3, 3>(g, xps, dys, vecs, co0, offs),
+            (3, 2) => weight_tile::<3, 2>(g, xps, dys, vecs, co0, offs),
+            (3, _) => weight_tile::<3, 1>(g, xps, dys, vecs, co0, offs),
+            (2, 3) => weight_tile::<2, 3>(g, xps, dys, vecs, co0, offs),
+            (2, 2) => weight_tile::<2, 2>(g, xps, dys, vecs, co0, offs),
+            (2, _) => weight_tile::<2, 1>(g, xps, dys, vecs, co0, offs),
+            (_, 3) => weight_tile::<1, 3>(g, xps, dys, vecs, co0, offs),
+            (_, 2) => weight_tile::<1, 2>(g, xps, dys, vecs, co0, offs),
+            _ => weight_tile::<1, 1>(g, xps, dys, vecs, co0, offs),
+        };
+        for (o, row) in sums.iter().enumerate().take(cob) {
+            rows[o * taps + t0..o * taps + t0 + tb].copy_from_slice(&row[..tb]);
+        }
+        t0 += tb;
+    }
+}
+
+/// Sums of `dy[co0 + o] * xpad[tap t]` over the group's images and output
+/// positions, for `COB` channels and `TB` taps (the padded-image offsets
+/// `offs`), lanes added at the end.
+#[inline(always)]
+unsafe fn weight_tile<const COB: usize, const TB: usize>(
+    g: &Geometry,
+    xps: &[&[f32]],
+    dys: &[&[f32]],
+    vecs: &[(usize, usize, usize)],
+    co0: usize,
+    offs: &[usize],
+) -> [[f32; 3]; 4] {
+    let (oh, ow) = (g.oh(), g.ow());
+    let pw_ = g.padded_w();
+    let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let mut acc = [[_mm256_setzero_ps(); TB]; COB];
+    for (xp, dy) in xps.iter().zip(dys) {
+        debug_assert!(dy.len() == g.cout * oh * ow);
+        let xp = xp.as_ptr();
+        let dy = dy.as_ptr();
+        for &(r, c, live) in vecs {
+            // Loads of x stay inside the padded copy (see `forward_tile`);
+            // loads of dy: the plane of co0 + o, row r, columns c..c + 8,
+            // masked to the live lanes (the last vector of the last plane
+            // would read past the buffer).
+            let at = r * ow + c;
+            let mut d = [_mm256_setzero_ps(); COB];
+            let mut a = [_mm256_setzero_ps(); TB];
+            if live == 8 {
+                for (o, d) in d.iter_mut().enumerate() {
+                    *d = _mm256_loadu_ps(dy.add((co0 + o) * oh * ow + at));
+                }
+                for (t, a) in a.iter_mut().enumerate() {
+                    *a = _mm256_loadu_ps(xp.add(offs[t] + r * pw_ + c));
+                }
+            } else {
+                let m = _mm256_cmpgt_epi32(_mm256_set1_epi32(live as i32), iota);
+                for (o, d) in d.iter_mut().enumerate() {
+                    *d = _mm256_maskload_ps(dy.add((co0 + o) * oh * ow + at), m);
+                }
+                // Lanes past the row are zero in x too, so that an infinite
+                // input there cannot make 0 * inf.
+                for (t, a) in a.iter_mut().enumerate() {
+                    *a = _mm256_maskload_ps(xp.add(offs[t] + r * pw_ + c), m);
+                }
+            }
+            for o in 0..COB {
+                for t in 0..TB {
+                    acc[o][t] = _mm256_fmadd_ps(d[o], a[t], acc[o][t]);
+                }
+            }
+        }
+    }
+    let mut out = [[0.0f32; 3]; 4];
+    for o in 0..COB {
+        for t in 0..TB {
+            let mut l = [0.0f32; 8];
+            _mm256_storeu_ps(l.as_mut_ptr(), acc[o][t]);
+            // Lanes added pairwise in a fixed order.
+            out[o][t] = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+        }
+    }
+    out
+}
