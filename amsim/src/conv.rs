@@ -503,9 +503,29 @@ fn inside_span(n: usize, inside: impl Fn(usize) -> bool) -> (usize, usize) {
     (lo, hi)
 }
 
-/// Whether a native-`fp32` convolution goes to the direct kernels
-/// (`conv_direct`: stride 1, one group, AVX2 + FMA) instead of im2col and
-/// the SGEMM. AMSim and `bf16` products always take the lowering.
+/// An operand of a native convolution as its products see it: `x` itself
+/// for `fp32`; for `bf16`, a copy rounded to bfloat16 in `buf` (a product of
+/// two bfloat16 values is exact in `f32`, so the fused multiply-adds of the
+/// FP32 kernels then compute the `bf16` products).
+fn native_operand<'a>(mult: &Multiplier, x: &'a [f32], buf: &'a mut Scratch) -> &'a [f32] {
+    if !matches!(mult, Multiplier::Bf16) {
+        return x;
+    }
+    let _lowering = crate::timing::span(crate::timing::Op::Lowering);
+    let d = buf.slice(x.len());
+    d.par_chunks_mut(1 << 14)
+        .zip(x.par_chunks(1 << 14))
+        .for_each(|(d, s)| {
+            for (d, s) in d.iter_mut().zip(s) {
+                *d = crate::engine::native::round_bf16_bits(*s);
+            }
+        });
+    d
+}
+
+/// Whether a native (`fp32` or `bf16`) convolution goes to the direct
+/// kernels (`conv_direct`: stride 1, one group, AVX2 + FMA) instead of
+/// im2col and the SGEMM. AMSim products always take the lowering.
 fn direct_native(mult: &Multiplier, s: &Conv2dShape) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -513,7 +533,9 @@ fn direct_native(mult: &Multiplier, s: &Conv2dShape) -> bool {
         // compare the two (read once).
         static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         let off = *OFF.get_or_init(|| std::env::var_os("APPROXTRAIN_NO_DIRECT_CONV").is_some());
-        matches!(mult, Multiplier::Fp32) && !off && crate::conv_direct::applies(s)
+        matches!(mult, Multiplier::Fp32 | Multiplier::Bf16)
+            && !off
+            && crate::conv_direct::applies(s)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -771,8 +793,14 @@ pub fn conv2d_forward(
         return Ok(());
     }
     if direct_native(mult, s) {
+        let (mut xb, mut wb) = (Scratch::take(), Scratch::take());
+        let (x, w) = (
+            native_operand(mult, x, &mut xb),
+            native_operand(mult, w, &mut wb),
+        );
         #[cfg(target_arch = "x86_64")]
         crate::conv_direct::forward(s, x, w, y);
+        let _ = (x, w);
         return Ok(());
     }
     let kcols = s.groups * kc;
@@ -835,8 +863,14 @@ pub fn conv2d_grad_input(
         return Ok(());
     }
     if direct_native(mult, s) {
+        let (mut db, mut wb) = (Scratch::take(), Scratch::take());
+        let (dy, w) = (
+            native_operand(mult, dy, &mut db),
+            native_operand(mult, w, &mut wb),
+        );
         #[cfg(target_arch = "x86_64")]
         crate::conv_direct::grad_input(s, dy, w, dx);
+        let _ = (dy, w);
         return Ok(());
     }
     let plane = s.in_h * s.in_w;
@@ -961,8 +995,14 @@ pub fn conv2d_grad_weight(
         return Ok(());
     }
     if direct_native(mult, s) {
+        let (mut xb, mut db) = (Scratch::take(), Scratch::take());
+        let (x, dy) = (
+            native_operand(mult, x, &mut xb),
+            native_operand(mult, dy, &mut db),
+        );
         #[cfg(target_arch = "x86_64")]
         crate::conv_direct::grad_weight(s, x, dy, dw);
+        let _ = (x, dy);
         return Ok(());
     }
     let kcols = s.groups * kc;

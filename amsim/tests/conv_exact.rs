@@ -657,7 +657,7 @@ fn grad_input_with_more_than_1024_terms_per_element_sums_in_blocks() {
     assert_bit_exact("grad_input", &s, &mult, &got, &want);
 }
 
-/// Stride-1 native-FP32 layers the size of ResNet-20's and LeNet-5's (more
+/// Stride-1 native FP32 and bf16 layers the size of ResNet-20's and LeNet-5's (more
 /// channels than a micro-tile, rows not a multiple of the vector width, more
 /// images than one weight-gradient group), which take the direct kernels on
 /// CPUs with AVX2 and FMA: within the tolerance of
@@ -679,61 +679,56 @@ fn fp32_stride_one_layers_match_reference_and_do_not_depend_on_threads() {
         (4, 4, 8, 11, 3, 2),
     ];
     for (case, &(batch, cin, cout, size, kernel, pad)) in layers.iter().enumerate() {
-        let mut s = Conv2dShape::new(batch, cin, size, size + case % 3, cout, kernel);
-        s.padding = (pad, pad);
-        s.validate().unwrap();
-        let x = values(&mut rng, s.x_len());
-        let mut w = values(&mut rng, s.w_len());
-        let dy = values(&mut rng, s.y_len());
-        let mut mags: Vec<Vec<f32>> = Vec::new();
-        compare_all(
-            &Multiplier::Fp32,
-            &s,
-            &abs(&x),
-            &abs(&w),
-            &abs(&dy),
-            |_, _, want| mags.push(want.to_vec()),
-        );
-        let mut idx = 0;
-        compare_all(&Multiplier::Fp32, &s, &x, &w, &dy, |what, got, want| {
-            for (i, ((g, r), m)) in got.iter().zip(want).zip(&mags[idx]).enumerate() {
-                let tol = 1e-5 * m + f32::MIN_POSITIVE;
-                assert!(
+        for mult in [Multiplier::Fp32, Multiplier::Bf16] {
+            let mut s = Conv2dShape::new(batch, cin, size, size + case % 3, cout, kernel);
+            s.padding = (pad, pad);
+            s.validate().unwrap();
+            let x = values(&mut rng, s.x_len());
+            let mut w = values(&mut rng, s.w_len());
+            let dy = values(&mut rng, s.y_len());
+            let mut mags: Vec<Vec<f32>> = Vec::new();
+            compare_all(&mult, &s, &abs(&x), &abs(&w), &abs(&dy), |_, _, want| {
+                mags.push(want.to_vec())
+            });
+            let mut idx = 0;
+            compare_all(&mult, &s, &x, &w, &dy, |what, got, want| {
+                for (i, ((g, r), m)) in got.iter().zip(want).zip(&mags[idx]).enumerate() {
+                    let tol = 1e-5 * m + f32::MIN_POSITIVE;
+                    assert!(
                     (g - r).abs() <= tol,
-                    "{what} fp32 on {s:?}: element {i} is {g:e}, the reference gives {r:e} (tolerance {tol:e})"
+                    "{what} {mult} on {s:?}: element {i} is {g:e}, the reference gives {r:e} (tolerance {tol:e})"
+                );
+                }
+                idx += 1;
+            });
+            let runs: Vec<Vec<Vec<f32>>> = [1, 2]
+                .iter()
+                .map(|&t| {
+                    on_threads(t, || {
+                        let mut out = Vec::new();
+                        compare_all(&mult, &s, &x, &w, &dy, |_, got, _| out.push(got.to_vec()));
+                        out
+                    })
+                })
+                .collect();
+            for (p, (one, two)) in runs[0].iter().zip(&runs[1]).enumerate() {
+                assert!(
+                    one.iter().zip(two).all(|(a, b)| same_bits(*a, *b)),
+                    "product {p} with {mult} on {s:?} differs between 1 and 2 threads"
                 );
             }
-            idx += 1;
-        });
-        let runs: Vec<Vec<Vec<f32>>> = [1, 2]
-            .iter()
-            .map(|&t| {
-                on_threads(t, || {
-                    let mut out = Vec::new();
-                    compare_all(&Multiplier::Fp32, &s, &x, &w, &dy, |_, got, _| {
-                        out.push(got.to_vec())
-                    });
-                    out
-                })
-            })
-            .collect();
-        for (p, (one, two)) in runs[0].iter().zip(&runs[1]).enumerate() {
-            assert!(
-                one.iter().zip(two).all(|(a, b)| same_bits(*a, *b)),
-                "product {p} on {s:?} differs between 1 and 2 threads"
-            );
-        }
-        // An infinite weight: NaN where the reference has NaN, nowhere else.
-        let wi = rng.gen_range(0..w.len());
-        w[wi] = f32::INFINITY;
-        compare_all(&Multiplier::Fp32, &s, &x, &w, &dy, |what, got, want| {
-            for (i, (g, r)) in got.iter().zip(want).enumerate() {
-                assert_eq!(
+            // An infinite weight: NaN where the reference has NaN, nowhere else.
+            let wi = rng.gen_range(0..w.len());
+            w[wi] = f32::INFINITY;
+            compare_all(&mult, &s, &x, &w, &dy, |what, got, want| {
+                for (i, (g, r)) in got.iter().zip(want).enumerate() {
+                    assert_eq!(
                     g.is_nan(),
                     r.is_nan(),
-                    "{what} fp32 on {s:?} with w[{wi}] = inf: element {i} is {g:e}, the reference gives {r:e}"
+                    "{what} {mult} on {s:?} with w[{wi}] = inf: element {i} is {g:e}, the reference gives {r:e}"
                 );
-            }
-        });
+                }
+            });
+        }
     }
 }

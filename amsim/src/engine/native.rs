@@ -254,7 +254,7 @@ thread_local! {
 /// the lowest kept bit, then truncating; NaNs keep their sign and become
 /// quiet), branch-light so that the copy loop vectorises.
 #[inline]
-fn round_bf16_bits(x: f32) -> f32 {
+pub(crate) fn round_bf16_bits(x: f32) -> f32 {
     let b = x.to_bits();
     let r = if b & 0x7fff_ffff > 0x7f80_0000 {
         b | 0x0040_0000
