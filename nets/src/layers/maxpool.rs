@@ -92,22 +92,26 @@ impl Layer for MaxPool2d {
             .with_min_len(min_planes_per_task(h * w))
             .for_each(|(p, (out, arg))| {
                 let base = p * h * w;
+                let xp = &x.data[base..base + h * w];
                 for oh in 0..oh_n {
                     for ow in 0..ow_n {
-                        let mut best = base + oh * s * w + ow * s;
+                        let start = oh * s * w + ow * s;
+                        let (mut best, mut bv) = (start, xp[start]);
                         for kh in 0..k {
-                            for kw in 0..k {
-                                let idx = base + (oh * s + kh) * w + ow * s + kw;
+                            let row = start + kh * w;
+                            for (kw, &v) in xp[row..row + k].iter().enumerate() {
                                 // `>` keeps the first maximum; the first NaN
-                                // wins, so that NaN propagates.
-                                let (v, bv) = (x.data[idx], x.data[best]);
-                                if v > bv || (v.is_nan() && !bv.is_nan()) {
-                                    best = idx;
-                                }
+                                // wins, so that NaN propagates. Selects, not
+                                // branches: which element wins is data, and
+                                // mispredicted branches cost more than the
+                                // comparisons.
+                                let take = v > bv || (v.is_nan() && !bv.is_nan());
+                                best = if take { row + kw } else { best };
+                                bv = if take { v } else { bv };
                             }
                         }
-                        out[oh * ow_n + ow] = x.data[best];
-                        arg[oh * ow_n + ow] = best;
+                        out[oh * ow_n + ow] = bv;
+                        arg[oh * ow_n + ow] = base + best;
                     }
                 }
             });
