@@ -370,6 +370,33 @@ impl LutKernel for Avx2 {
         expand_fma_avx2(kc, sa.as_ptr(), off.as_ptr(), v.as_ptr(), acc.as_mut_ptr())
     }
 
+    unsafe fn expand_fma2(
+        &self,
+        kc: usize,
+        sa: &[f32],
+        off: &[u32],
+        v: &[f32],
+        v2: &[f32],
+        acc: &mut [f32],
+        acc2: &mut [f32],
+    ) {
+        debug_assert!(sa.len() >= kc * MR256 && off.len() >= kc * MR256);
+        debug_assert!(acc.len() >= MR256 * NR && acc2.len() >= MR256 * NR);
+        debug_assert!(v.len() == v2.len());
+        for half in 0..2 {
+            expand_fma2_avx2(
+                kc,
+                half * 3,
+                sa.as_ptr(),
+                off.as_ptr(),
+                v.as_ptr(),
+                v2.as_ptr(),
+                acc.as_mut_ptr(),
+                acc2.as_mut_ptr(),
+            )
+        }
+    }
+
     unsafe fn direct_fma(
         &self,
         kc: usize,
@@ -522,6 +549,47 @@ unsafe fn expand_fma_avx2(
     }
     for (q, cq) in c.iter().enumerate() {
         _mm256_storeu_ps(acc.add(q * 8), *cq);
+    }
+}
+
+/// Rows `r0..r0 + 3` of a 6-row tile on two panels at once: one scale
+/// broadcast and offset load serve four expansion loads (a 6-row tile of
+/// two panels would need 24 accumulator registers; three rows take 12).
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn expand_fma2_avx2(
+    kc: usize,
+    r0: usize,
+    sa: *const f32,
+    off: *const u32,
+    v: *const f32,
+    v2: *const f32,
+    acc: *mut f32,
+    acc2: *mut f32,
+) {
+    const H: usize = 3;
+    let mut c = [_mm256_setzero_ps(); 2 * H];
+    let mut d = [_mm256_setzero_ps(); 2 * H];
+    for q in 0..2 * H {
+        c[q] = _mm256_loadu_ps(acc.add(r0 * NR + q * 8));
+        d[q] = _mm256_loadu_ps(acc2.add(r0 * NR + q * 8));
+    }
+    for kk in 0..kc {
+        let sk = sa.add(kk * MR256 + r0);
+        let ok = off.add(kk * MR256 + r0);
+        for r in 0..H {
+            let s = _mm256_set1_ps(*sk.add(r));
+            let o = *ok.add(r) as usize;
+            let (row, row2) = (v.add(o), v2.add(o));
+            c[2 * r] = _mm256_fmadd_ps(s, _mm256_loadu_ps(row), c[2 * r]);
+            c[2 * r + 1] = _mm256_fmadd_ps(s, _mm256_loadu_ps(row.add(8)), c[2 * r + 1]);
+            d[2 * r] = _mm256_fmadd_ps(s, _mm256_loadu_ps(row2), d[2 * r]);
+            d[2 * r + 1] = _mm256_fmadd_ps(s, _mm256_loadu_ps(row2.add(8)), d[2 * r + 1]);
+        }
+    }
+    for q in 0..2 * H {
+        _mm256_storeu_ps(acc.add(r0 * NR + q * 8), c[q]);
+        _mm256_storeu_ps(acc2.add(r0 * NR + q * 8), d[q]);
     }
 }
 
