@@ -25,6 +25,8 @@
 //! do not compare; a designer declaring a model's figures should take them
 //! from the same flow as the FP32 reference, or compare ratios only.
 
+use std::path::Path;
+
 use amsim::{ModelInfo, MultiplierSpec, PlanSpec, Role};
 use nets::layers::MacCounts;
 
@@ -65,6 +67,18 @@ fn plans(spec: &RunSpec) -> Result<(PlanSpec, Vec<(String, PlanSpec)>)> {
     Ok((spec.plan()?, layers))
 }
 
+/// The per-layer plan of `name`, else of the names it is inside
+/// (`block0.mlp.fc1`, then `block0.mlp`, then `block0`).
+fn plan_of<'a>(name: &str, per_layer: &'a [(String, PlanSpec)]) -> Option<&'a PlanSpec> {
+    let mut name = name;
+    loop {
+        if let Some((_, p)) = per_layer.iter().find(|(layer, _)| layer == name) {
+            return Some(p);
+        }
+        name = &name[..name.rfind('.')?];
+    }
+}
+
 /// Whether some product of `spec` goes through a model that declares a
 /// figure: only then is an energy table worth computing and showing
 /// (`fp32` alone has nothing to compare with).
@@ -100,8 +114,45 @@ pub struct RunEnergy {
     pub fp32_inference_image_uj: f64,
 }
 
-/// Per-role multiply-accumulates of each layer of `spec`'s network for
-/// one image of its dataset.
+/// Multiply-accumulates of a group of products that share their
+/// multipliers: those of one name a plan can be given to, by pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Products {
+    /// The name whose plan forms them (a layer, a ResNet block, a
+    /// Transformer's `block0.attn`); a name without a plan of its own
+    /// takes that of the name before its last `.` (`block0.mlp.fc1` that of
+    /// `block0`), then the default plan.
+    pub layer: String,
+    /// Multiply-accumulates of the forward, input-gradient and
+    /// weight-gradient passes.
+    pub macs: MacCounts,
+    /// `None` for a layer's own products, each pass on its role (`fwd`,
+    /// `dx`, `dw`); `Some(role)` for attention's score products, every pass
+    /// on that role (`attn_qk`, `attn_av`).
+    pub role: Option<Role>,
+}
+
+/// The products of one training example of the run `spec` in `run_dir`:
+/// an image of a classifier's dataset ([`nets::Network::macs_per_layer`]),
+/// or a window of a language model's context, whose vocabulary is the
+/// run's `vocab.txt`.
+pub fn products_of_run(spec: &RunSpec, run_dir: &Path) -> Result<Vec<Products>> {
+    if let Some(t) = crate::lm::transformer_of(spec) {
+        let vocab = crate::lm_eval::read_vocab(run_dir)?.len();
+        return Ok(crate::lm::products_per_window(t, vocab));
+    }
+    Ok(macs_per_layer(spec)?
+        .into_iter()
+        .map(|(layer, macs)| Products {
+            layer,
+            macs,
+            role: None,
+        })
+        .collect())
+}
+
+/// Per-role multiply-accumulates of each layer of the classifier `spec`'s
+/// network for one image of its dataset.
 pub fn macs_per_layer(spec: &RunSpec) -> Result<Vec<(String, MacCounts)>> {
     let (shape, classes) = crate::run::dataset_shape(&spec.dataset)?;
     let network = nets::Network::by_name(
@@ -121,29 +172,45 @@ pub fn energy_of_layers(
     spec: &RunSpec,
     models: &[ModelInfo],
 ) -> Result<RunEnergy> {
+    let products: Vec<Products> = layers
+        .iter()
+        .map(|(layer, macs)| Products {
+            layer: layer.clone(),
+            macs: *macs,
+            role: None,
+        })
+        .collect();
+    energy_of_products(&products, spec, models)
+}
+
+/// The energy of `spec`'s multiplies per training example (image or
+/// window), from its products ([`products_of_run`]; see the module docs).
+pub fn energy_of_products(
+    products: &[Products],
+    spec: &RunSpec,
+    models: &[ModelInfo],
+) -> Result<RunEnergy> {
     let (default, per_layer) = plans(spec)?;
     let mut macs = MacCounts::default();
     let mut train_pj = Some(0.0);
     let mut infer_pj = Some(0.0);
-    for (name, m) in layers {
+    for p in products {
+        let m = &p.macs;
         macs += *m;
-        let plan = per_layer
-            .iter()
-            .find(|(layer, _)| layer == name)
-            .map_or(&default, |(_, p)| p);
+        let plan = plan_of(&p.layer, &per_layer).unwrap_or(&default);
         let energy = |role: Role| multiply_energy_pj(plan.get(role), models);
         let counts = [
             (Role::Forward, m.forward),
             (Role::GradInput, m.grad_input),
             (Role::GradWeight, m.grad_weight),
         ];
-        for (role, n) in counts {
+        for (pass, n) in counts {
             if n == 0 {
                 continue;
             }
-            let e = energy(role);
+            let e = energy(p.role.unwrap_or(pass));
             train_pj = train_pj.zip(e).map(|(sum, e)| sum + n as f64 * e);
-            if role == Role::Forward {
+            if pass == Role::Forward {
                 infer_pj = infer_pj.zip(e).map(|(sum, e)| sum + n as f64 * e);
             }
         }

@@ -168,6 +168,20 @@ pub fn validate(spec: &RunSpec) -> Result<()> {
             spec.dataset
         ));
     }
+    // Image-classifier options a language model has no use for: refused
+    // rather than recorded in run.toml and ignored.
+    for (given, flag) in [
+        (spec.train_limit.is_some(), "--train-limit"),
+        (spec.label_smoothing != 0.0, "--label-smoothing"),
+        (spec.augment, "--augment"),
+        (spec.optimizer.decay_bn_bias, "--decay-bn-bias"),
+    ] {
+        if given {
+            return bad(format!(
+                "{flag} is available for image classifiers only, not with --net transformer"
+            ));
+        }
+    }
     let Some(t) = &spec.transformer else {
         return bad("a transformer run needs its [transformer] table".into());
     };
@@ -193,6 +207,49 @@ pub fn validate(spec: &RunSpec) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The Transformer table of a language-model `spec`; `None` for a
+/// classifier.
+pub fn transformer_of(spec: &RunSpec) -> Option<&TransformerSpec> {
+    spec.transformer
+        .as_ref()
+        .filter(|_| spec.net == TRANSFORMER)
+}
+
+/// The products of one training window of the model `t` with a vocabulary
+/// of `vocab` characters, by plan name, each counted in all three passes
+/// as [`Transformer::macs_per_sequence`] counts them: per block the Q/K/V
+/// and output projections (`block{i}.attn`, `4tc²`), the scores `Q·Kᵀ`
+/// (role `attn_qk`) and `A·V` (role `attn_av`, `t²c` each), the MLP
+/// (`block{i}.mlp.fc1`, `block{i}.mlp.fc2`, `4tc²` each); then the head
+/// (`tcv`).
+pub fn products_per_window(t: &TransformerSpec, vocab: usize) -> Vec<crate::energy::Products> {
+    use amsim::Role;
+    use nets::layers::MacCounts;
+    let (c, w, v) = (t.width as u64, t.context as u64, vocab as u64);
+    let every_pass = |n: u64| MacCounts {
+        forward: n,
+        grad_input: n,
+        grad_weight: n,
+    };
+    let products = |layer: String, n: u64, role: Option<Role>| crate::energy::Products {
+        layer,
+        macs: every_pass(n),
+        role,
+    };
+    let mut out = Vec::new();
+    for i in 0..t.layers {
+        let attn = format!("block{i}.attn");
+        out.push(products(attn.clone(), 4 * w * c * c, None));
+        out.push(products(attn.clone(), w * w * c, Some(Role::AttnQk)));
+        out.push(products(attn, w * w * c, Some(Role::AttnAv)));
+        for fc in ["fc1", "fc2"] {
+            out.push(products(format!("block{i}.mlp.{fc}"), 4 * w * c * c, None));
+        }
+    }
+    out.push(products("head".into(), w * c * v, None));
+    out
 }
 
 /// Names a plan file may give a plan to in the model of `spec`.
@@ -301,13 +358,35 @@ pub fn train_lm(
     let dir = RunDir::new(dir);
     let (path, corpus) = load_corpus(spec)?;
     let t_spec = spec.transformer.clone().unwrap_or_default();
-    let model = model_for_spec(spec, corpus.vocab_size(), models)?;
+    let mut model = model_for_spec(spec, corpus.vocab_size(), models)?;
     let total = total_steps(spec, corpus.train.len());
     let every = spec.eval_every.unwrap_or(total).max(1);
     let eval_at = evaluation_steps(total, every);
     let (mut rows, state) = match prepare(spec, &dir, mode, eval_at.len())? {
         Start::Done(s) => return Ok(RunOutcome::AlreadyFinished(s)),
         Start::Train { rows, state } => (rows, state),
+    };
+    // Fine-tuning starts from the weights of another language-model run
+    // (same size, same vocabulary), with fresh optimizer state, counters
+    // and schedule; a resumed run continues from its own checkpoint.
+    let init = match (&spec.init, &state) {
+        (Some(from), None) => {
+            let init = crate::eval::load_checkpoint(from)?;
+            let init_vocab_path = init.run_dir.join(VOCAB_TXT);
+            if crate::lm_eval::read_vocab(&init.run_dir)? != corpus.vocab {
+                return Err(ExperimentError::BadFile {
+                    path: path.clone(),
+                    reason: format!(
+                        "its characters differ from those of {}, the vocabulary of the weights \
+                         given by --init; fine-tune on the text that run trained on",
+                        init_vocab_path.display()
+                    ),
+                });
+            }
+            nets::lm::apply_weights(&init.checkpoint, &init.checkpoint_path, &mut model)?;
+            Some(init)
+        }
+        _ => None,
     };
     let context = t_spec.context;
     let valid_starts = validation_starts(corpus.valid.len(), context, t_spec.eval_windows)?;
@@ -325,6 +404,12 @@ pub fn train_lm(
             "resuming {} after step {} of {total}",
             dir.path().display(),
             trainer.step()
+        ));
+    } else if let Some(init) = &init {
+        observer.message(&format!(
+            "starting from the weights of {} (step {})",
+            init.checkpoint_path.display(),
+            init.checkpoint.global_step
         ));
     }
     std::fs::create_dir_all(dir.path()).map_err(|e| ExperimentError::io(dir.path(), e))?;
@@ -437,6 +522,8 @@ pub struct Sampler {
     pub model: Transformer,
     /// Characters by id.
     pub vocab: Vec<char>,
+    /// The file they come from (the run's `vocab.txt`), for messages.
+    pub vocab_path: PathBuf,
     /// The run's spec.
     pub spec: RunSpec,
 }
@@ -465,7 +552,12 @@ impl Sampler {
         }
         let mut model = model_for_spec(&spec, vocab.len(), models)?;
         nets::lm::apply_weights(&loaded.checkpoint, &loaded.checkpoint_path, &mut model)?;
-        Ok(Sampler { model, vocab, spec })
+        Ok(Sampler {
+            model,
+            vocab,
+            vocab_path: loaded.run_dir.join(VOCAB_TXT),
+            spec,
+        })
     }
 
     /// `tokens` characters following `prompt`, drawn at `temperature` (0:
@@ -485,10 +577,13 @@ impl Sampler {
                     .iter()
                     .position(|&v| v == c)
                     .map(|i| i as u32)
-                    .ok_or_else(|| {
-                        ExperimentError::BadSpec(format!(
-                            "--prompt: the character {c:?} is not in the model's vocabulary"
-                        ))
+                    .ok_or_else(|| ExperimentError::BadFile {
+                        path: self.vocab_path.clone(),
+                        reason: format!(
+                            "the --prompt character {c:?} is not in the run's vocabulary \
+                             (the {} characters of its training text, listed in this file)",
+                            self.vocab.len()
+                        ),
                     })
             })
             .collect::<Result<Vec<u32>>>()?;
@@ -501,6 +596,35 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The products of a window add up to the model's own count, pass by
+    /// pass, and name only plan names of the model.
+    #[test]
+    fn products_per_window_cover_every_product_once() {
+        for (layers, width, heads, context, vocab) in [(1, 16, 2, 16, 11), (3, 24, 4, 9, 40)] {
+            let t = TransformerSpec {
+                layers,
+                width,
+                heads,
+                context,
+                ..TransformerSpec::default()
+            };
+            let model = Transformer::new(
+                t.config(vocab).unwrap(),
+                MultiplierPlan::uniform(amsim::Multiplier::Fp32),
+                1,
+            )
+            .unwrap();
+            let products = products_per_window(&t, vocab);
+            let mut sum = nets::layers::MacCounts::default();
+            for p in &products {
+                sum += p.macs;
+            }
+            assert_eq!(sum, model.macs_per_sequence(context));
+            let names = model.plan_names();
+            assert!(products.iter().all(|p| names.contains(&p.layer)));
+        }
+    }
 
     #[test]
     fn evaluations_fall_every_n_steps_and_at_the_last_step() {

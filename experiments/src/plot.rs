@@ -24,8 +24,9 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::atomic::write_atomic;
-use crate::energy::{declares_energy, energy_of_layers, macs_per_layer, RunEnergy};
+use crate::energy::{declares_energy, energy_of_products, products_of_run, Products, RunEnergy};
 use crate::error::{ExperimentError, Result};
+use crate::lm::transformer_of;
 use crate::metrics::write_metrics;
 use crate::report::{
     all_plans, find_runs, groups, markdown, summary_rows, Group, ModelSection, ReportExtras,
@@ -150,7 +151,7 @@ pub fn plot_dir(dir: &Path, models: &[ModelInfo]) -> Result<PlotOutput> {
     );
 
     let model_sections = draw_heatmaps(dir, &runs, models, &mut files)?;
-    let energy = energies(&runs, models)?;
+    let energy = energies(dir, &runs, models)?;
     let energy_path = dir.join(ENERGY_FILE);
     if energy.is_empty() {
         // A file of an earlier plot whose figures are gone would mislead.
@@ -247,28 +248,34 @@ fn draw_heatmaps(
 
 /// Energy per image of every run of each (net, dataset) group in which
 /// some run uses a model that declares figures; empty when none does.
-fn energies(runs: &[RunRecord], models: &[ModelInfo]) -> Result<Vec<(String, RunEnergy)>> {
+fn energies(
+    dir: &Path,
+    runs: &[RunRecord],
+    models: &[ModelInfo],
+) -> Result<Vec<(String, RunEnergy)>> {
     let mut out = Vec::new();
     for g in groups(runs) {
         if !g.runs.iter().any(|r| declares_energy(&r.file.spec, models)) {
             continue;
         }
-        // One count per network and seed is enough: plans do not change
-        // the multiply-accumulates.
-        let mut layers_of: Vec<(u64, Vec<(String, nets::layers::MacCounts)>)> = Vec::new();
+        // One count per network and seed is enough for a classifier: plans
+        // do not change the multiply-accumulates. A language model's
+        // depend on its size and vocabulary, counted per run.
+        let mut layers_of: Vec<(u64, Vec<Products>)> = Vec::new();
         for r in &g.runs {
             let spec = &r.file.spec;
-            let layers = match layers_of.iter().find(|(seed, _)| *seed == spec.seed) {
-                Some((_, l)) => l.clone(),
-                None => {
-                    let l = macs_per_layer(spec)?;
-                    layers_of.push((spec.seed, l.clone()));
-                    l
+            let cached = layers_of.iter().find(|(seed, _)| *seed == spec.seed);
+            let products = match cached {
+                Some((_, p)) if transformer_of(spec).is_none() => p.clone(),
+                _ => {
+                    let p = products_of_run(spec, &dir.join(&r.dir))?;
+                    layers_of.push((spec.seed, p.clone()));
+                    p
                 }
             };
             out.push((
                 r.file.run.run_id.clone(),
-                energy_of_layers(&layers, spec, models)?,
+                energy_of_products(&products, spec, models)?,
             ));
         }
     }

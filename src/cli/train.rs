@@ -285,6 +285,9 @@ fn spec_from_args(a: &TrainOptions) -> anyhow::Result<RunSpec> {
             let from = experiments::eval::load_checkpoint(init)?.run.spec;
             let mut s = RunSpec::with_defaults(&from.net, &from.dataset);
             s.data_dir = from.data_dir;
+            // A language model keeps the size of the one its weights come
+            // from (flags may still change it, and a mismatch is an error).
+            s.transformer = from.transformer;
             s
         }
         (None, None) => RunSpec::with_defaults(
