@@ -240,15 +240,17 @@ pub fn layer_names(net: &str) -> Result<Vec<String>> {
 /// initialised from the spec's seed.
 pub fn network_for_spec(spec: &RunSpec, models: &[ModelInfo]) -> Result<Network> {
     let (shape, classes) = dataset_shape(&spec.dataset)?;
-    let probe = Network::by_name(
+    // Built once on fp32, which tells the layer names the plans are checked
+    // against; the plans are then set (they do not change the weights).
+    let mut network = Network::by_name(
         &spec.net,
         &shape,
         classes,
         amsim::MultiplierPlan::uniform(amsim::Multiplier::Fp32),
         spec.seed,
     )?;
-    let (default_plan, layer_plans) = resolve_plans(spec, models, &probe.plan_names())?;
-    let mut network = Network::by_name(&spec.net, &shape, classes, default_plan, spec.seed)?;
+    let (default_plan, layer_plans) = resolve_plans(spec, models, &network.plan_names())?;
+    network.set_plan(&default_plan);
     // In name order, so a block's plan comes before those of its inner
     // convolutions (`s1b1` < `s1b1.conv1`): the more specific name wins.
     for (name, plan) in layer_plans {
