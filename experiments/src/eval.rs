@@ -127,18 +127,6 @@ impl EvalPlan {
         }
     }
 
-    /// The plan a plan file describes on top of `base` (the run's own
-    /// plan), after checking its models against `models` and its layer names
-    /// against `net`.
-    pub fn from_file(
-        file: &PlanFile,
-        base: &PlanSpec,
-        net: &str,
-        models: &[ModelInfo],
-    ) -> Result<EvalPlan> {
-        Self::from_file_with_names(file, base, net, &layer_names(net)?, models)
-    }
-
     /// The plan a plan file describes on top of the plan of the run `spec`
     /// (what `eval --plan` evaluates), its layer names checked against the
     /// run's network: a classifier's layers, or a Transformer's plan names
