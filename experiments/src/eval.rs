@@ -1,22 +1,20 @@
 //! Inference of a trained network under other multiplier plans
-//! (`approxtrain eval`), and the checkpoint loading that fine-tuning
-//! (`train --init`) shares with it.
+//! (`approxtrain eval`).
 //!
 //! A checkpoint is named by its run directory (which holds `run.toml` and
 //! `checkpoint.bin`) or by a checkpoint file inside one: `run.toml` says
 //! which network, dataset and plan the weights were trained with, the
 //! checkpoint holds the weights. Evaluation builds the network of the run's
 //! spec with the plan asked for, copies the weights in
-//! ([`Checkpoint::apply_weights`]) and measures test loss and accuracy.
+//! ([`nets::checkpoint::Checkpoint::apply_weights`]) and measures test loss and accuracy.
 //! Only the forward products run in evaluation, so only the `fwd` role of a
 //! plan matters.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use amsim::{ModelInfo, PlanSpec};
-use nets::checkpoint::Checkpoint;
 use nets::data::{resolve_dataset_dir, ImageDataset, Split};
 use nets::optim::{Optimizer, OptimizerConfig};
 use nets::schedule::LrSchedule;
@@ -24,78 +22,10 @@ use nets::train::Trainer;
 
 use crate::atomic::write_atomic;
 use crate::error::{ExperimentError, Result};
+use crate::model::{network_for_spec, plan_names};
 use crate::plan_file::{check_layer_names, PlanFile};
-use crate::run::{layer_names, network_for_spec, CHECKPOINT_BIN, RUN_TOML};
-use crate::spec::{RunFile, RunSpec};
-
-/// A checkpoint with the run it belongs to.
-#[derive(Debug, Clone)]
-pub struct LoadedCheckpoint {
-    /// The run directory.
-    pub run_dir: PathBuf,
-    /// The checkpoint file.
-    pub checkpoint_path: PathBuf,
-    /// The run's `run.toml`.
-    pub run: RunFile,
-    /// The decoded checkpoint (format and checksum verified).
-    pub checkpoint: Checkpoint,
-}
-
-/// Load a checkpoint named by `path`: a run directory (its
-/// `checkpoint.bin`) or a checkpoint file whose directory holds the run's
-/// `run.toml`. Errors name the missing or corrupt file, and a checkpoint
-/// saved from another network than `run.toml` describes.
-pub fn load_checkpoint(path: &Path) -> Result<LoadedCheckpoint> {
-    let not_found = |reason: String| ExperimentError::BadFile {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let (run_dir, checkpoint_path) = if path.is_dir() {
-        (path.to_path_buf(), path.join(CHECKPOINT_BIN))
-    } else if path.is_file() {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        (dir, path.to_path_buf())
-    } else {
-        return Err(not_found(
-            "no such run directory or checkpoint file".to_string(),
-        ));
-    };
-    let run_toml = run_dir.join(RUN_TOML);
-    if !run_toml.is_file() {
-        return Err(not_found(format!(
-            "not a run directory: {} is missing (a checkpoint is read with the run.toml of its run)",
-            run_toml.display()
-        )));
-    }
-    if !checkpoint_path.is_file() {
-        return Err(not_found(format!(
-            "{} is missing: the run has no completed epoch",
-            checkpoint_path.display()
-        )));
-    }
-    let run = RunFile::read(&run_toml)?;
-    let checkpoint = Checkpoint::load(&checkpoint_path)?;
-    if checkpoint.network != run.spec.net {
-        return Err(ExperimentError::BadFile {
-            path: checkpoint_path,
-            reason: format!(
-                "saved from network '{}', but {} describes '{}'",
-                checkpoint.network,
-                run_toml.display(),
-                run.spec.net
-            ),
-        });
-    }
-    Ok(LoadedCheckpoint {
-        run_dir,
-        checkpoint_path,
-        run,
-        checkpoint,
-    })
-}
+use crate::run_dir::LoadedCheckpoint;
+use crate::spec::RunSpec;
 
 /// A multiplier plan to evaluate: the default plan of every layer and
 /// per-layer plans, as strings in the form of [`RunSpec`].
@@ -130,35 +60,20 @@ impl EvalPlan {
     /// The plan a plan file describes on top of the plan of the run `spec`
     /// (what `eval --plan` evaluates), its layer names checked against the
     /// run's network: a classifier's layers, or a Transformer's plan names
-    /// ([`crate::lm::plan_names`], which depend on its number of blocks).
+    /// ([`plan_names`], which depend on its number of blocks).
     pub fn from_file_for_spec(
         file: &PlanFile,
         spec: &RunSpec,
         models: &[ModelInfo],
     ) -> Result<EvalPlan> {
-        let names = if spec.net == crate::lm::TRANSFORMER {
-            crate::lm::plan_names(spec)?
-        } else {
-            layer_names(&spec.net)?
-        };
-        Self::from_file_with_names(file, &spec.plan()?, &spec.net, &names, models)
-    }
-
-    fn from_file_with_names(
-        file: &PlanFile,
-        base: &PlanSpec,
-        net: &str,
-        names: &[String],
-        models: &[ModelInfo],
-    ) -> Result<EvalPlan> {
         file.check_models(models)?;
         check_layer_names(
             file.layers.keys(),
-            names,
-            net,
+            &plan_names(spec)?,
+            &spec.net,
             &format!("plan file {}", file.path.display()),
         )?;
-        let resolved = file.resolve(base);
+        let resolved = file.resolve(&spec.plan()?);
         Ok(EvalPlan {
             label: file
                 .path

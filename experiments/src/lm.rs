@@ -25,261 +25,24 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use amsim::{ModelInfo, MultiplierPlan};
+use amsim::ModelInfo;
 use nets::data::{load_text, CharCorpus};
 use nets::lm::{generate, validation_starts, LmTrainer};
 use nets::schedule::{Granularity, LrSchedule, Schedule};
-use nets::transformer::{Positions, Transformer, TransformerConfig};
+use nets::transformer::Transformer;
 use nets::NetError;
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
 
 use crate::atomic::write_atomic;
 use crate::error::{ExperimentError, Result};
-use crate::metrics::{write_metrics_with_perplexity, MetricsRow};
-use crate::run::{
-    optimizer, prepare, resolve_plans, round_ms, row_base, summary, write_state, Divergence,
-    EpochStart, LmPeriod, RunDir, RunObserver, RunOutcome, Start, StartMode,
+use crate::metrics::MetricsRow;
+use crate::model::{optimizer, transformer_for_spec};
+use crate::run_dir::{
+    load_checkpoint, prepare, read_vocab, round_ms, Divergence, EpochStart, LmPeriod, Recorder,
+    RunDir, RunObserver, RunOutcome, Start, StartMode, RUN_TOML, VOCAB_TXT,
 };
-use crate::spec::{RunFile, RunSpec, RunStatus, ScheduleKind};
-
-/// The network name of language-model runs.
-pub const TRANSFORMER: &str = "transformer";
-/// The dataset prefix of a text file: `text:PATH`.
-pub const TEXT_PREFIX: &str = "text:";
-/// `DIR/vocab.txt`: the vocabulary of a language-model run.
-pub const VOCAB_TXT: &str = "vocab.txt";
-
-/// The path of a `text:PATH` dataset.
-pub fn text_path(dataset: &str) -> Option<&Path> {
-    dataset
-        .strip_prefix(TEXT_PREFIX)
-        .filter(|p| !p.is_empty())
-        .map(Path::new)
-}
-
-/// Size and options of the Transformer of a run (the `[spec.transformer]`
-/// table of `run.toml`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TransformerSpec {
-    /// Blocks.
-    pub layers: usize,
-    /// Width C.
-    pub width: usize,
-    /// Attention heads (must divide the width).
-    pub heads: usize,
-    /// Context T: the length of training and validation windows.
-    pub context: usize,
-    /// `learned` or `sinusoidal`.
-    pub positions: String,
-    /// Output head tied to the token embedding.
-    pub tied_head: bool,
-    /// Steps of linear learning-rate warm-up before the cosine decay.
-    pub warmup_steps: usize,
-    /// Validation windows per evaluation (spread evenly over the
-    /// validation text).
-    pub eval_windows: usize,
-}
-
-impl Default for TransformerSpec {
-    /// The default model: 4 layers, width 128, 4 heads, context 128,
-    /// learned positions, tied head; 100 warm-up steps; 128 validation
-    /// windows (16,384 characters).
-    fn default() -> Self {
-        TransformerSpec {
-            layers: 4,
-            width: 128,
-            heads: 4,
-            context: 128,
-            positions: Positions::Learned.name().into(),
-            tied_head: true,
-            warmup_steps: 100,
-            eval_windows: 128,
-        }
-    }
-}
-
-impl TransformerSpec {
-    /// The model configuration for a vocabulary of `vocab` characters.
-    pub fn config(&self, vocab: usize) -> Result<TransformerConfig> {
-        let config = TransformerConfig {
-            vocab,
-            context: self.context,
-            layers: self.layers,
-            width: self.width,
-            heads: self.heads,
-            positions: Positions::parse(&self.positions)?,
-            tied_head: self.tied_head,
-        };
-        config.validate()?;
-        Ok(config)
-    }
-}
-
-/// Set the language-model defaults on a spec made for `--net transformer`:
-/// AdamW (lr 1e-3, β2 0.99, weight decay 0.1), batch 32, 2000 steps with
-/// an evaluation every 100, gradients clipped to norm 1, cosine decay to a
-/// tenth of the rate after 100 warm-up steps (the nanoGPT character-level
-/// Shakespeare recipe, scaled to the smaller model).
-pub fn apply_defaults(spec: &mut RunSpec) {
-    spec.optimizer.kind = crate::spec::OptimizerKind::Adam;
-    spec.optimizer.lr = 1e-3;
-    spec.optimizer.beta2 = 0.99;
-    spec.optimizer.weight_decay = 0.1;
-    spec.optimizer.nesterov = false;
-    spec.batch_size = 32;
-    spec.eval_batch_size = 32;
-    spec.schedule.kind = ScheduleKind::Cosine;
-    spec.schedule.warmup_epochs = 0;
-    spec.steps = Some(2000);
-    spec.eval_every = Some(100);
-    spec.clip_norm = Some(1.0);
-    spec.transformer = Some(TransformerSpec::default());
-    spec.augment = false;
-}
-
-/// The language-model checks of [`RunSpec::validate`]; options that only a
-/// Transformer takes are errors for other networks.
-pub fn validate(spec: &RunSpec) -> Result<()> {
-    let bad = |m: String| Err(ExperimentError::BadSpec(m));
-    if spec.net != TRANSFORMER {
-        for (given, flag) in [
-            (spec.steps.is_some(), "--steps"),
-            (spec.eval_every.is_some(), "--eval-every"),
-            (spec.clip_norm.is_some(), "--clip-norm"),
-            (spec.transformer.is_some(), "the transformer options"),
-        ] {
-            if given {
-                return bad(format!("{flag} is available with --net transformer only"));
-            }
-        }
-        if spec.dataset.starts_with(TEXT_PREFIX) {
-            return bad(format!(
-                "{} is a text corpus; train it with --net transformer",
-                spec.dataset
-            ));
-        }
-        return Ok(());
-    }
-    if text_path(&spec.dataset).is_none() {
-        return bad(format!(
-            "--net transformer trains on a text file: --dataset text:PATH (got '{}')",
-            spec.dataset
-        ));
-    }
-    // Image-classifier options a language model has no use for: refused
-    // rather than recorded in run.toml and ignored.
-    for (given, flag) in [
-        (spec.train_limit.is_some(), "--train-limit"),
-        (spec.label_smoothing != 0.0, "--label-smoothing"),
-        (spec.augment, "--augment"),
-        (spec.optimizer.decay_bn_bias, "--decay-bn-bias"),
-    ] {
-        if given {
-            return bad(format!(
-                "{flag} is available for image classifiers only, not with --net transformer"
-            ));
-        }
-    }
-    let Some(t) = &spec.transformer else {
-        return bad("a transformer run needs its [transformer] table".into());
-    };
-    t.config(1)?;
-    if t.eval_windows == 0 {
-        return bad("--eval-windows must be at least 1".into());
-    }
-    if spec.steps == Some(0) || spec.eval_every == Some(0) {
-        return bad("--steps and --eval-every must be at least 1".into());
-    }
-    if let Some(c) = spec.clip_norm {
-        if !(c.is_finite() && c > 0.0) {
-            return bad(format!("--clip-norm must be positive, got {c}"));
-        }
-    }
-    if !matches!(
-        spec.schedule.kind,
-        ScheduleKind::Cosine | ScheduleKind::Constant
-    ) {
-        return bad(format!(
-            "a transformer run takes the cosine or constant schedule, not {}",
-            spec.schedule.kind
-        ));
-    }
-    Ok(())
-}
-
-/// The Transformer table of a language-model `spec`; `None` for a
-/// classifier.
-pub fn transformer_of(spec: &RunSpec) -> Option<&TransformerSpec> {
-    spec.transformer
-        .as_ref()
-        .filter(|_| spec.net == TRANSFORMER)
-}
-
-/// The products of one training window of the model `t` with a vocabulary
-/// of `vocab` characters, by plan name, each counted in all three passes
-/// as [`Transformer::macs_per_sequence`] counts them: per block the Q/K/V
-/// and output projections (`block{i}.attn`, `4tc²`), the scores `Q·Kᵀ`
-/// (role `attn_qk`) and `A·V` (role `attn_av`, `t²c` each), the MLP
-/// (`block{i}.mlp.fc1`, `block{i}.mlp.fc2`, `4tc²` each); then the head
-/// (`tcv`).
-pub fn products_per_window(t: &TransformerSpec, vocab: usize) -> Vec<crate::energy::Products> {
-    use amsim::Role;
-    use nets::layers::MacCounts;
-    let (c, w, v) = (t.width as u64, t.context as u64, vocab as u64);
-    let every_pass = |n: u64| MacCounts {
-        forward: n,
-        grad_input: n,
-        grad_weight: n,
-    };
-    let products = |layer: String, n: u64, role: Option<Role>| crate::energy::Products {
-        layer,
-        macs: every_pass(n),
-        role,
-    };
-    let mut out = Vec::new();
-    for i in 0..t.layers {
-        let attn = format!("block{i}.attn");
-        out.push(products(attn.clone(), 4 * w * c * c, None));
-        out.push(products(attn.clone(), w * w * c, Some(Role::AttnQk)));
-        out.push(products(attn, w * w * c, Some(Role::AttnAv)));
-        for fc in ["fc1", "fc2"] {
-            out.push(products(format!("block{i}.mlp.{fc}"), 4 * w * c * c, None));
-        }
-    }
-    out.push(products("head".into(), w * c * v, None));
-    out
-}
-
-/// Names a plan file may give a plan to in the model of `spec`.
-pub fn plan_names(spec: &RunSpec) -> Result<Vec<String>> {
-    let t = spec.transformer.clone().unwrap_or_default();
-    let mut small = t.clone();
-    // The names depend on the number of blocks only.
-    (small.width, small.heads, small.context) = (2, 1, 1);
-    small.positions = Positions::Learned.name().into();
-    let model = Transformer::new(
-        small.config(1)?,
-        MultiplierPlan::uniform(amsim::Multiplier::Fp32),
-        0,
-    )?;
-    Ok(model.plan_names())
-}
-
-/// The model of `spec` for `vocab` characters, plans resolved against
-/// `models`, weights from the spec's seed.
-pub fn model_for_spec(spec: &RunSpec, vocab: usize, models: &[ModelInfo]) -> Result<Transformer> {
-    let t = spec.transformer.clone().unwrap_or_default();
-    let (default_plan, layer_plans) = resolve_plans(spec, models, &plan_names(spec)?)?;
-    let mut model = Transformer::new(t.config(vocab)?, default_plan, spec.seed)?;
-    // BTreeMap order: `block0` before `block0.attn`, so a block's plan is
-    // applied first and its inner layers' plans override it.
-    for (name, plan) in layer_plans {
-        model.set_plan_by_name(&name, plan)?;
-    }
-    Ok(model)
-}
+pub use crate::spec::{text_path, TransformerSpec, TEXT_PREFIX, TRANSFORMER};
+use crate::spec::{RunFile, RunSpec, ScheduleKind, Task};
 
 /// The corpus of a `text:PATH` spec, checked against the context: both
 /// splits must hold at least one window of `context + 1` characters.
@@ -357,12 +120,12 @@ pub fn train_lm(
 ) -> Result<RunOutcome> {
     let dir = RunDir::new(dir);
     let (path, corpus) = load_corpus(spec)?;
-    let t_spec = spec.transformer.clone().unwrap_or_default();
-    let mut model = model_for_spec(spec, corpus.vocab_size(), models)?;
+    let t_spec = spec.transformer_spec();
+    let mut model = transformer_for_spec(spec, corpus.vocab_size(), models)?;
     let total = total_steps(spec, corpus.train.len());
     let every = spec.eval_every.unwrap_or(total).max(1);
     let eval_at = evaluation_steps(total, every);
-    let (mut rows, state) = match prepare(spec, &dir, mode, eval_at.len())? {
+    let (rows, state) = match prepare(spec, &dir, mode, eval_at.len())? {
         Start::Done(s) => return Ok(RunOutcome::AlreadyFinished(s)),
         Start::Train { rows, state } => (rows, state),
     };
@@ -371,9 +134,9 @@ pub fn train_lm(
     // and schedule; a resumed run continues from its own checkpoint.
     let init = match (&spec.init, &state) {
         (Some(from), None) => {
-            let init = crate::eval::load_checkpoint(from)?;
+            let init = load_checkpoint(from)?;
             let init_vocab_path = init.run_dir.join(VOCAB_TXT);
-            if crate::lm_eval::read_vocab(&init.run_dir)? != corpus.vocab {
+            if read_vocab(&init.run_dir)? != corpus.vocab {
                 return Err(ExperimentError::BadFile {
                     path: path.clone(),
                     reason: format!(
@@ -412,24 +175,16 @@ pub fn train_lm(
             init.checkpoint.global_step
         ));
     }
-    std::fs::create_dir_all(dir.path()).map_err(|e| ExperimentError::io(dir.path(), e))?;
-    if trainer.step() == 0 {
-        for stale in [dir.metrics_csv(), dir.checkpoint()] {
-            if stale.exists() {
-                std::fs::remove_file(&stale).map_err(|e| ExperimentError::io(&stale, e))?;
-            }
-        }
-    }
-    let vocab: String = corpus.vocab.iter().collect();
-    write_atomic(&dir.path().join(VOCAB_TXT), vocab.as_bytes())?;
+    let fresh = trainer.step() == 0;
     let data_source = path.display().to_string();
-    write_metrics_with_perplexity(&dir.metrics_csv(), &rows)?;
-    write_state(spec, &dir, &data_source, RunStatus::Running, &rows, None)?;
+    let mut recorder = Recorder::begin(spec, dir, data_source, rows, eval_at.len(), fresh)?;
+    let vocab: String = corpus.vocab.iter().collect();
+    write_atomic(&recorder.dir().path().join(VOCAB_TXT), vocab.as_bytes())?;
 
     let macs = trainer.model.macs_per_sequence(context);
-    let row_base = row_base(spec);
     let batch = spec.batch_size;
-    for (k, &until) in eval_at.iter().enumerate().skip(rows.len()) {
+    let done = recorder.rows().len();
+    for (k, &until) in eval_at.iter().enumerate().skip(done) {
         let evaluation = k + 1;
         let first = trainer.step();
         let steps = (until - first) as usize;
@@ -455,24 +210,15 @@ pub fn train_lm(
                         step: trainer.step() + 1,
                         loss: loss as f64,
                     };
-                    rows.push(MetricsRow {
+                    let row = MetricsRow {
                         epoch: evaluation,
                         step: d.step,
                         train_loss: loss,
                         seconds: round_ms(started.elapsed().as_secs_f64()),
                         macs: (i * batch) as u64 * macs.total() + batch as u64 * macs.forward,
-                        ..row_base.clone()
-                    });
-                    write_metrics_with_perplexity(&dir.metrics_csv(), &rows)?;
-                    write_state(
-                        spec,
-                        &dir,
-                        &data_source,
-                        RunStatus::Diverged,
-                        &rows,
-                        Some(d.to_string()),
-                    )?;
-                    return Ok(RunOutcome::Diverged(d));
+                        ..recorder.row()
+                    };
+                    return recorder.diverged(d, row);
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -498,21 +244,12 @@ pub fn train_lm(
             test_accuracy: eval.accuracy,
             seconds: round_ms(started.elapsed().as_secs_f64()),
             macs: (steps * batch) as u64 * macs.total() + valid_starts.len() as u64 * macs.forward,
-            ..row_base.clone()
+            ..recorder.row()
         };
-        rows.push(row.clone());
-        write_metrics_with_perplexity(&dir.metrics_csv(), &rows)?;
-        trainer.checkpoint().save(&dir.checkpoint())?;
-        let status = if evaluation == eval_at.len() {
-            RunStatus::Finished
-        } else {
-            RunStatus::Running
-        };
-        write_state(spec, &dir, &data_source, status, &rows, None)?;
+        recorder.record(row.clone(), |path| Ok(trainer.checkpoint().save(path)?))?;
         observer.epoch_done(&row);
     }
-    write_state(spec, &dir, &data_source, RunStatus::Finished, &rows, None)?;
-    Ok(RunOutcome::Finished(summary(spec, rows)))
+    recorder.finish()
 }
 
 /// A trained language model ready to generate text.
@@ -537,20 +274,20 @@ impl Sampler {
         plan: Option<(String, BTreeMap<String, String>)>,
         models: &[ModelInfo],
     ) -> Result<Sampler> {
-        let loaded = crate::eval::load_checkpoint(checkpoint)?;
+        let loaded = load_checkpoint(checkpoint)?;
         let RunFile { mut spec, .. } = loaded.run;
-        if spec.net != TRANSFORMER {
+        if spec.task() != Task::LanguageModel {
             return Err(ExperimentError::BadFile {
-                path: loaded.run_dir.join(crate::run::RUN_TOML),
+                path: loaded.run_dir.join(RUN_TOML),
                 reason: format!("a {} run; sample needs a --net transformer run", spec.net),
             });
         }
-        let vocab = crate::lm_eval::read_vocab(&loaded.run_dir)?;
+        let vocab = read_vocab(&loaded.run_dir)?;
         if let Some((default, layers)) = plan {
             spec.multiplier = default;
             spec.layers = layers;
         }
-        let mut model = model_for_spec(&spec, vocab.len(), models)?;
+        let mut model = transformer_for_spec(&spec, vocab.len(), models)?;
         nets::lm::apply_weights(&loaded.checkpoint, &loaded.checkpoint_path, &mut model)?;
         Ok(Sampler {
             model,
@@ -596,35 +333,6 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The products of a window add up to the model's own count, pass by
-    /// pass, and name only plan names of the model.
-    #[test]
-    fn products_per_window_cover_every_product_once() {
-        for (layers, width, heads, context, vocab) in [(1, 16, 2, 16, 11), (3, 24, 4, 9, 40)] {
-            let t = TransformerSpec {
-                layers,
-                width,
-                heads,
-                context,
-                ..TransformerSpec::default()
-            };
-            let model = Transformer::new(
-                t.config(vocab).unwrap(),
-                MultiplierPlan::uniform(amsim::Multiplier::Fp32),
-                1,
-            )
-            .unwrap();
-            let products = products_per_window(&t, vocab);
-            let mut sum = nets::layers::MacCounts::default();
-            for p in &products {
-                sum += p.macs;
-            }
-            assert_eq!(sum, model.macs_per_sequence(context));
-            let names = model.plan_names();
-            assert!(products.iter().all(|p| names.contains(&p.layer)));
-        }
-    }
 
     #[test]
     fn evaluations_fall_every_n_steps_and_at_the_last_step() {

@@ -4,7 +4,7 @@
 //!
 //! The weights come from the run's checkpoint and the vocabulary from its
 //! `vocab.txt`; the model is rebuilt from the run's spec with the plan asked
-//! for ([`crate::lm::model_for_spec`]). By default it is scored on the same
+//! for ([`crate::model::transformer_for_spec`]). By default it is scored on the same
 //! fixed validation windows as the run's `metrics.csv` rows (the last tenth
 //! of the training text, [`nets::lm::validation_starts`] with the run's
 //! `eval_windows`), with the same function ([`nets::lm::evaluate_windows`])
@@ -26,27 +26,12 @@ use nets::lm::{apply_weights, evaluate_windows, validation_starts};
 
 use crate::atomic::write_atomic;
 use crate::error::{ExperimentError, Result};
-use crate::eval::{refuse_existing, EvalPlan, EvalResult, LoadedCheckpoint};
-use crate::lm::{load_corpus, model_for_spec, text_path, TRANSFORMER, VOCAB_TXT};
+use crate::eval::{refuse_existing, EvalPlan, EvalResult};
+use crate::lm::load_corpus;
+use crate::model::transformer_for_spec;
+use crate::run_dir::{read_vocab, LoadedCheckpoint, RUN_TOML, VOCAB_TXT};
 use crate::sensitivity::{Harm, PlanEvaluator, SensitivityItem};
-use crate::spec::RunSpec;
-
-/// The vocabulary of the run in `run_dir`: the characters of its
-/// `vocab.txt`, in id order.
-pub fn read_vocab(run_dir: &Path) -> Result<Vec<char>> {
-    let path = run_dir.join(VOCAB_TXT);
-    let vocab: Vec<char> = std::fs::read_to_string(&path)
-        .map_err(|e| ExperimentError::io(&path, e))?
-        .chars()
-        .collect();
-    if vocab.is_empty() {
-        return Err(ExperimentError::BadFile {
-            path,
-            reason: "is empty; it should hold the training text's characters".into(),
-        });
-    }
-    Ok(vocab)
-}
+use crate::spec::{text_path, RunSpec, Task};
 
 /// A trained language model and the text windows it is scored on, ready
 /// to evaluate plans.
@@ -80,9 +65,9 @@ impl LmEvaluator {
         eval_windows: Option<usize>,
     ) -> Result<LmEvaluator> {
         let mut spec = source.run.spec.clone();
-        if spec.net != TRANSFORMER {
+        if spec.task() != Task::LanguageModel {
             return Err(ExperimentError::BadFile {
-                path: source.run_dir.join(crate::run::RUN_TOML),
+                path: source.run_dir.join(RUN_TOML),
                 reason: format!(
                     "a {} run; language-model evaluation needs a --net transformer run",
                     spec.net
@@ -94,7 +79,7 @@ impl LmEvaluator {
                 "--eval-windows must be at least 1".into(),
             ));
         }
-        let t_spec = spec.transformer.clone().unwrap_or_default();
+        let t_spec = spec.transformer_spec();
         let windows = eval_windows.unwrap_or(t_spec.eval_windows);
         let vocab = read_vocab(&source.run_dir)?;
         let vocab_path = source.run_dir.join(VOCAB_TXT);
@@ -164,7 +149,7 @@ impl LmEvaluator {
     pub fn evaluate(&self, plan: &EvalPlan, models: &[ModelInfo]) -> Result<EvalResult> {
         let spec = plan.applied_to(&self.spec);
         spec.validate()?;
-        let mut model = model_for_spec(&spec, self.vocab.len(), models)?;
+        let mut model = transformer_for_spec(&spec, self.vocab.len(), models)?;
         apply_weights(
             &self.source.checkpoint,
             &self.source.checkpoint_path,
@@ -185,7 +170,7 @@ impl LmEvaluator {
     /// Forward products per window of every item [`sensitivity_items`]
     /// lists, for the run's model.
     pub fn items(&self) -> Vec<SensitivityItem> {
-        let t = self.spec.transformer.clone().unwrap_or_default();
+        let t = self.spec.transformer_spec();
         sensitivity_items(t.layers, t.width, t.context, self.vocab.len())
     }
 }

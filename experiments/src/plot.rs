@@ -26,12 +26,13 @@ use plotters::prelude::*;
 use crate::atomic::write_atomic;
 use crate::energy::{declares_energy, energy_of_products, products_of_run, Products, RunEnergy};
 use crate::error::{ExperimentError, Result};
-use crate::lm::transformer_of;
+use crate::figure::{plan_colour, write_png_with};
 use crate::metrics::write_metrics;
 use crate::report::{
     all_plans, find_runs, groups, markdown, summary_rows, Group, ModelSection, ReportExtras,
     RunRecord, REFERENCE_PLAN, REPORT_FILE, SUMMARY_FILE,
 };
+use crate::spec::Task;
 
 /// Width of one panel, pixels.
 pub const PANEL_WIDTH: u32 = 640;
@@ -126,9 +127,7 @@ pub fn plot_dir(dir: &Path, models: &[ModelInfo]) -> Result<PlotOutput> {
         ));
         files.extend(lm_files);
     }
-    let classifiers = runs
-        .iter()
-        .any(|r| r.file.spec.net != crate::lm::TRANSFORMER);
+    let classifiers = runs.iter().any(|r| r.file.spec.task() == Task::Classifier);
     let figures: &[Figure] = if classifiers { &Figure::ALL } else { &[] };
     for &figure in figures {
         let png = dir.join(format!("{}.png", figure.stem()));
@@ -266,7 +265,7 @@ fn energies(
             let spec = &r.file.spec;
             let cached = layers_of.iter().find(|(seed, _)| *seed == spec.seed);
             let products = match cached {
-                Some((_, p)) if transformer_of(spec).is_none() => p.clone(),
+                Some((_, p)) if spec.task() == Task::Classifier => p.clone(),
                 _ => {
                     let p = products_of_run(spec, &dir.join(&r.dir))?;
                     layers_of.push((spec.seed, p.clone()));
@@ -321,26 +320,8 @@ fn draw_error(path: &Path, e: impl std::fmt::Display) -> ExperimentError {
 /// temporary `.png` next to it (it picks the encoder by extension), which is
 /// then renamed over `path`.
 fn write_png(path: &Path, figure: Figure, runs: &[RunRecord], plans: &[String]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = dir.join(format!(".{}-{}.tmp.png", figure.stem(), std::process::id()));
     let size = figure_size(groups(runs).len());
-    let drawn = draw(
-        BitMapBackend::new(&tmp, size).into_drawing_area(),
-        figure,
-        runs,
-        plans,
-    );
-    if let Err(e) = drawn {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(draw_error(path, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        ExperimentError::io(path, e)
-    })
+    write_png_with(path, size, |area| draw(area.clone(), figure, runs, plans))
 }
 
 /// Draw `figure` as an SVG at `path`, written whole.
@@ -385,13 +366,6 @@ where
     }
     root.present()?;
     Ok(())
-}
-
-/// The colour of `plan`: its place among all plans of the figure.
-pub(crate) fn plan_colour(plans: &[String], plan: &str) -> RGBColor {
-    let k = plans.iter().position(|p| p == plan).unwrap_or(0);
-    let c = Palette99::pick(k).to_rgba();
-    RGBColor(c.0, c.1, c.2)
 }
 
 /// The run's name in a legend or under its bar, marked when it diverged.

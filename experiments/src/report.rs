@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::energy::{RunEnergy, FP32_MULTIPLY_PJ};
 use crate::error::{ExperimentError, Result};
 use crate::metrics::{read_metrics, MetricsRow};
-use crate::spec::{RunFile, RunStatus};
+use crate::spec::{RunFile, RunStatus, Task};
 
 /// The merged metrics of every run, next to the report.
 pub const SUMMARY_FILE: &str = "summary.csv";
@@ -294,7 +294,7 @@ pub fn markdown(title: &str, runs: &[RunRecord], extras: &ReportExtras) -> Strin
     }
     for g in groups(runs) {
         let _ = writeln!(s, "## {} on {}\n", g.net, g.dataset);
-        if g.net == crate::lm::TRANSFORMER {
+        if Task::of_net(&g.net) == Task::LanguageModel {
             lm_table(&mut s, &g);
             continue;
         }

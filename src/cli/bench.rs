@@ -598,7 +598,7 @@ fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
     if a.batch_size == Some(0) {
         bail!("--batch-size must be at least 1");
     }
-    let lm = a.net == experiments::lm::TRANSFORMER;
+    let lm = experiments::Task::of_net(&a.net) == experiments::Task::LanguageModel;
     if lm && a.steps == 0 {
         bail!("--steps must be at least 1");
     }

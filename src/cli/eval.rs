@@ -6,12 +6,10 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use experiments::eval::{
-    load_checkpoint, write_eval_csv, EvalPlan, EvalResult, Evaluator, LoadedCheckpoint,
-};
-use experiments::lm::TRANSFORMER;
+use experiments::eval::{write_eval_csv, EvalPlan, EvalResult, Evaluator};
 use experiments::lm_eval::{perplexity, write_lm_eval_csv, LmEvaluator};
-use experiments::PlanFile;
+use experiments::run_dir::{load_checkpoint, LoadedCheckpoint};
+use experiments::{PlanFile, Task};
 
 /// Options of `approxtrain eval`.
 #[derive(clap::Args)]
@@ -178,7 +176,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         experiments::eval::refuse_existing(csv, a.force)?;
     }
     let source = load_checkpoint(&a.checkpoint)?;
-    if source.run.spec.net == TRANSFORMER {
+    if source.run.spec.task() == Task::LanguageModel {
         return run_lm(a, source);
     }
     if a.eval_windows.is_some() {

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use experiments::eval::EvalPlan;
 use experiments::run::{train, EpochStart, RunObserver, RunOutcome, StartMode};
 use experiments::spec::{OptimizerKind, ScheduleKind};
-use experiments::{MetricsRow, PlanFile, RunFile, RunSpec};
+use experiments::{MetricsRow, PlanFile, RunFile, RunSpec, Task};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Options of `approxtrain train`, boxed: they are many, and the CLI's
@@ -208,7 +209,7 @@ impl LmOptions {
     fn apply(&self, spec: &mut RunSpec, epochs_given: bool) {
         if let Some(n) = self.steps {
             spec.steps = Some(n);
-        } else if epochs_given && spec.net == experiments::lm::TRANSFORMER {
+        } else if epochs_given && spec.task() == Task::LanguageModel {
             spec.steps = None;
         }
         if self.eval_every.is_some() {
@@ -282,7 +283,7 @@ fn spec_from_args(a: &TrainOptions) -> anyhow::Result<RunSpec> {
             // Net and dataset of the run the weights come from, fresh
             // hyper-parameters (a mismatching --net is rejected when the
             // weights are loaded).
-            let from = experiments::eval::load_checkpoint(init)?.run.spec;
+            let from = experiments::run_dir::load_checkpoint(init)?.run.spec;
             let mut s = RunSpec::with_defaults(&from.net, &from.dataset);
             s.data_dir = from.data_dir;
             // A language model keeps the size of the one its weights come
@@ -377,31 +378,15 @@ fn spec_from_args(a: &TrainOptions) -> anyhow::Result<RunSpec> {
     }
     if let Some(path) = &a.plan {
         let file = PlanFile::read(path)?;
-        file.check_models(approxtrain::models::MODELS)?;
         if a.multiplier.is_some() && !file.default.is_empty() {
             bail!(
                 "{}: sets the default multiplier, and so does --multiplier; give it in one place",
                 path.display()
             );
         }
-        let resolved = file.resolve(&spec.plan()?);
-        spec.multiplier = resolved.default.to_string();
-        spec.layers = resolved
-            .layers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_string()))
-            .collect();
-        let valid = if spec.net == experiments::lm::TRANSFORMER {
-            experiments::lm::plan_names(&spec)?
-        } else {
-            experiments::run::layer_names(&spec.net)?
-        };
-        experiments::plan_file::check_layer_names(
-            file.layers.keys(),
-            &valid,
-            &spec.net,
-            &format!("plan file {}", path.display()),
-        )?;
+        let plan = EvalPlan::from_file_for_spec(&file, &spec, approxtrain::models::MODELS)?;
+        spec.multiplier = plan.multiplier;
+        spec.layers = plan.layers;
     }
     spec.threads = Some(rayon::current_num_threads());
     Ok(spec)
@@ -476,7 +461,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         );
     }
     match outcome {
-        RunOutcome::Finished(summary) if spec.net == experiments::lm::TRANSFORMER => {
+        RunOutcome::Finished(summary) if spec.task() == Task::LanguageModel => {
             let last = summary.rows.last();
             let loss = last.map_or(f32::NAN, |r| r.test_loss);
             println!(
@@ -656,7 +641,7 @@ impl RunObserver for Progress {
     }
 
     fn epoch_done(&mut self, row: &MetricsRow) {
-        if row.net == experiments::lm::TRANSFORMER {
+        if self.lm.is_some() {
             self.finish();
             eprintln!(
                 "step {}: train loss {:.4}, validation loss {:.4} nats/char (perplexity {:.3}, \
