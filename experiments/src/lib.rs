@@ -21,12 +21,13 @@
 //!   two training loops; [`eval`], [`lm_eval`], [`sensitivity`],
 //!   [`energy`]: inference and costs of trained runs;
 //! - [`report`], [`plot`], [`lm_plot`], [`opstats`]: tables and figures;
-//!   [`sweep`]: many runs.
+//!   [`sweep`]: many runs; [`bench`]: timed training.
 //!
 //! Every file is written whole (temp file + rename, [`atomic`]), so an
 //! interrupted run leaves the files of its last completed epoch.
 
 pub mod atomic;
+pub mod bench;
 pub mod energy;
 pub mod error;
 pub mod eval;
