@@ -86,6 +86,20 @@ fn schedule(spec: &RunSpec, batches: usize) -> LrSchedule {
     }
 }
 
+/// The spec `approxtrain train --init FROM` starts from: the network,
+/// dataset and data directory of the run the weights come from (a
+/// language model also keeps its size), the default hyper-parameters of
+/// [`RunSpec::with_defaults`], and `init` set to `from`. A network that does
+/// not match the weights is rejected when they are loaded.
+pub fn fine_tuning_spec(from: &Path) -> Result<RunSpec> {
+    let source = load_checkpoint(from)?.run.spec;
+    let mut spec = RunSpec::with_defaults(&source.net, &source.dataset);
+    spec.data_dir = source.data_dir;
+    spec.transformer = source.transformer;
+    spec.init = Some(from.to_path_buf());
+    Ok(spec)
+}
+
 /// Train `spec` in directory `dir` (created if needed), per `mode`,
 /// resolving model specs against the registry `models`, reporting progress
 /// to `observer`. Bad specs, unknown layers and missing data are errors

@@ -109,6 +109,17 @@ pub struct OptimizerSpec {
     pub decay_bn_bias: bool,
 }
 
+impl OptimizerSpec {
+    /// Change the family to `kind`; a switch from SGD to Adam takes Adam's
+    /// default learning rate (1e-3), which a given `--lr` then replaces.
+    pub fn switch_to(&mut self, kind: OptimizerKind) {
+        if kind != self.kind && kind == OptimizerKind::Adam {
+            self.lr = 1e-3;
+        }
+        self.kind = kind;
+    }
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -177,6 +188,18 @@ pub struct ScheduleSpec {
     /// 3 epochs without warm-up, 95.7% with one epoch of it).
     #[serde(default)]
     pub warmup_epochs: usize,
+}
+
+impl ScheduleSpec {
+    /// Change the family to `kind`; one without warm-up (constant, step)
+    /// drops the warm-up epochs, which a given `--warmup-epochs` then
+    /// replaces.
+    pub fn switch_to(&mut self, kind: ScheduleKind) {
+        if !matches!(kind, ScheduleKind::Cosine | ScheduleKind::OneCycle) {
+            self.warmup_epochs = 0;
+        }
+        self.kind = kind;
+    }
 }
 
 /// Everything that determines the result of a training run.
@@ -853,6 +876,28 @@ mod tests {
         RunSpec::with_defaults("lenet300100", "fashion-mnist")
             .validate()
             .unwrap();
+    }
+
+    #[test]
+    fn switching_families_takes_their_defaults() {
+        let mut spec = RunSpec::with_defaults("lenet5", "mnist");
+        spec.optimizer.switch_to(OptimizerKind::Adam);
+        assert_eq!(
+            (spec.optimizer.kind, spec.optimizer.lr),
+            (OptimizerKind::Adam, 1e-3)
+        );
+        spec.optimizer.lr = 0.02;
+        spec.optimizer.switch_to(OptimizerKind::Adam);
+        assert_eq!(spec.optimizer.lr, 0.02);
+        assert_eq!(spec.schedule.warmup_epochs, 1);
+        spec.schedule.switch_to(ScheduleKind::OneCycle);
+        assert_eq!(spec.schedule.warmup_epochs, 1);
+        spec.schedule.switch_to(ScheduleKind::Step);
+        assert_eq!(
+            (spec.schedule.kind, spec.schedule.warmup_epochs),
+            (ScheduleKind::Step, 0)
+        );
+        spec.validate().unwrap();
     }
 
     /// CIFAR-10 runs augment by default and MNIST runs do not; the fields

@@ -279,18 +279,7 @@ fn resume_conflicts(a: &TrainOptions) -> Vec<&'static str> {
 fn spec_from_args(a: &TrainOptions) -> anyhow::Result<RunSpec> {
     let mut spec = match (&a.spec, &a.init) {
         (Some(p), _) => RunFile::read(p)?.spec,
-        (None, Some(init)) => {
-            // Net and dataset of the run the weights come from, fresh
-            // hyper-parameters (a mismatching --net is rejected when the
-            // weights are loaded).
-            let from = experiments::run_dir::load_checkpoint(init)?.run.spec;
-            let mut s = RunSpec::with_defaults(&from.net, &from.dataset);
-            s.data_dir = from.data_dir;
-            // A language model keeps the size of the one its weights come
-            // from (flags may still change it, and a mismatch is an error).
-            s.transformer = from.transformer;
-            s
-        }
+        (None, Some(init)) => experiments::run::fine_tuning_spec(init)?,
         (None, None) => RunSpec::with_defaults(
             a.net.as_deref().unwrap_or_default(),
             a.dataset.as_deref().unwrap_or("mnist"),
@@ -327,16 +316,11 @@ fn spec_from_args(a: &TrainOptions) -> anyhow::Result<RunSpec> {
     set(&mut spec.batch_size, a.batch_size);
     set(&mut spec.eval_batch_size, a.eval_batch_size);
     set(&mut spec.schedule.step_epochs, a.step_epochs);
-    set(&mut spec.schedule.warmup_epochs, a.warmup_epochs);
     if let Some(s) = a.seed {
         spec.seed = s;
     }
     if let Some(o) = &a.optimizer {
-        let kind: OptimizerKind = o.parse()?;
-        if kind != spec.optimizer.kind && a.lr.is_none() && kind == OptimizerKind::Adam {
-            spec.optimizer.lr = 1e-3;
-        }
-        spec.optimizer.kind = kind;
+        spec.optimizer.switch_to(o.parse::<OptimizerKind>()?);
     }
     if let Some(v) = a.lr {
         spec.optimizer.lr = v;
@@ -351,15 +335,9 @@ fn spec_from_args(a: &TrainOptions) -> anyhow::Result<RunSpec> {
         spec.optimizer.nesterov = v;
     }
     if let Some(s) = &a.schedule {
-        spec.schedule.kind = s.parse::<ScheduleKind>()?;
-        if !matches!(
-            spec.schedule.kind,
-            ScheduleKind::Cosine | ScheduleKind::OneCycle
-        ) && a.warmup_epochs.is_none()
-        {
-            spec.schedule.warmup_epochs = 0;
-        }
+        spec.schedule.switch_to(s.parse::<ScheduleKind>()?);
     }
+    set(&mut spec.schedule.warmup_epochs, a.warmup_epochs);
     if let Some(g) = a.gamma {
         spec.schedule.gamma = g;
     }
