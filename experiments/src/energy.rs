@@ -31,7 +31,7 @@ use amsim::{ModelInfo, MultiplierSpec, PlanSpec, Role};
 use nets::layers::MacCounts;
 
 use crate::error::Result;
-use crate::model::dataset_shape;
+use crate::model::fp32_network;
 use crate::run_dir::read_vocab;
 use crate::spec::{RunSpec, Task, TransformerSpec};
 
@@ -175,15 +175,7 @@ pub fn products_per_window(t: &TransformerSpec, vocab: usize) -> Vec<Products> {
 /// Per-role multiply-accumulates of each layer of the classifier `spec`'s
 /// network for one image of its dataset.
 pub fn macs_per_layer(spec: &RunSpec) -> Result<Vec<(String, MacCounts)>> {
-    let (shape, classes) = dataset_shape(&spec.dataset)?;
-    let network = nets::Network::by_name(
-        &spec.net,
-        &shape,
-        classes,
-        amsim::MultiplierPlan::uniform(amsim::Multiplier::Fp32),
-        spec.seed,
-    )?;
-    Ok(network.macs_per_layer())
+    Ok(fp32_network(&spec.net, &spec.dataset, spec.seed)?.macs_per_layer())
 }
 
 /// The energy of `spec`'s multiplies per image, from the per-layer

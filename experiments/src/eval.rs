@@ -217,12 +217,8 @@ pub fn write_eval_csv(
     results: &[EvalResult],
     overwrite: bool,
 ) -> Result<()> {
-    refuse_existing(path, overwrite)?;
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let err = |e: csv::Error| ExperimentError::Other(format!("{}: {e}", path.display()));
-    w.write_record(EVAL_CSV_HEADER).map_err(err)?;
-    for r in results {
-        w.write_record([
+    let records = results.iter().map(|r| {
+        vec![
             evaluator.source.checkpoint_path.display().to_string(),
             evaluator.spec.net.clone(),
             evaluator.spec.dataset.clone(),
@@ -232,12 +228,28 @@ pub fn write_eval_csv(
             r.loss.to_string(),
             r.accuracy.to_string(),
             format!("{:.3}", r.seconds),
-        ])
-        .map_err(err)?;
+        ]
+    });
+    write_csv(path, overwrite, &EVAL_CSV_HEADER, records)
+}
+
+/// Write `header` and `records` as CSV at `path`, whole; an existing file
+/// is an error unless `overwrite`.
+pub(crate) fn write_csv(
+    path: &Path,
+    overwrite: bool,
+    header: &[&str],
+    records: impl IntoIterator<Item = Vec<String>>,
+) -> Result<()> {
+    refuse_existing(path, overwrite)?;
+    let err =
+        |e: &dyn std::fmt::Display| ExperimentError::Other(format!("{}: {e}", path.display()));
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(header).map_err(|e| err(&e))?;
+    for record in records {
+        w.write_record(&record).map_err(|e| err(&e))?;
     }
-    let bytes = w
-        .into_inner()
-        .map_err(|e| ExperimentError::Other(format!("{}: {e}", path.display())))?;
+    let bytes = w.into_inner().map_err(|e| err(&e))?;
     write_atomic(path, &bytes)
 }
 

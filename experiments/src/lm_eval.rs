@@ -24,9 +24,8 @@ use amsim::{ModelInfo, Role};
 use nets::data::load_text;
 use nets::lm::{apply_weights, evaluate_windows, validation_starts};
 
-use crate::atomic::write_atomic;
 use crate::error::{ExperimentError, Result};
-use crate::eval::{refuse_existing, EvalPlan, EvalResult};
+use crate::eval::{write_csv, EvalPlan, EvalResult};
 use crate::lm::load_corpus;
 use crate::model::transformer_for_spec;
 use crate::run_dir::{read_vocab, LoadedCheckpoint, RUN_TOML, VOCAB_TXT};
@@ -311,13 +310,9 @@ pub fn write_lm_eval_csv(
     results: &[EvalResult],
     overwrite: bool,
 ) -> Result<()> {
-    refuse_existing(path, overwrite)?;
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let err = |e: csv::Error| ExperimentError::Other(format!("{}: {e}", path.display()));
-    w.write_record(LM_EVAL_CSV_HEADER).map_err(err)?;
     let first = results.first().map_or(0.0, |r| r.loss as f64);
-    for r in results {
-        w.write_record([
+    let records = results.iter().map(|r| {
+        vec![
             evaluator.source.checkpoint_path.display().to_string(),
             evaluator.spec.net.clone(),
             evaluator.spec.dataset.clone(),
@@ -330,13 +325,9 @@ pub fn write_lm_eval_csv(
             r.accuracy.to_string(),
             format!("{:.6}", r.loss as f64 - first),
             format!("{:.3}", r.seconds),
-        ])
-        .map_err(err)?;
-    }
-    let bytes = w
-        .into_inner()
-        .map_err(|e| ExperimentError::Other(format!("{}: {e}", path.display())))?;
-    write_atomic(path, &bytes)
+        ]
+    });
+    write_csv(path, overwrite, &LM_EVAL_CSV_HEADER, records)
 }
 
 /// `exp(loss)`, as `metrics.csv`'s `test_perplexity` column computes it.

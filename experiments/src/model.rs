@@ -50,31 +50,24 @@ pub fn layer_names(net: &str) -> Result<Vec<String>> {
     } else {
         "mnist"
     };
-    let (shape, classes) = dataset_shape(home)?;
-    let network = nets::model::Network::by_name(
-        net,
-        &shape,
-        classes,
-        amsim::MultiplierPlan::uniform(amsim::Multiplier::Fp32),
-        0,
-    )?;
-    Ok(network.plan_names())
+    Ok(fp32_network(net, home, 0)?.plan_names())
+}
+
+/// The classifier `net` for the images of `dataset`, every layer on
+/// `fp32`, weights from `seed`.
+pub fn fp32_network(net: &str, dataset: &str, seed: u64) -> Result<Network> {
+    let (shape, classes) = dataset_shape(dataset)?;
+    let plan = MultiplierPlan::uniform(amsim::Multiplier::Fp32);
+    Ok(Network::by_name(net, &shape, classes, plan, seed)?)
 }
 
 /// The network of `spec` with its plans resolved against `models` (every
 /// layer on the default plan, the per-layer plans applied), weights
 /// initialised from the spec's seed.
 pub fn network_for_spec(spec: &RunSpec, models: &[ModelInfo]) -> Result<Network> {
-    let (shape, classes) = dataset_shape(&spec.dataset)?;
     // Built once on fp32, which tells the layer names the plans are checked
     // against; the plans are then set (they do not change the weights).
-    let mut network = Network::by_name(
-        &spec.net,
-        &shape,
-        classes,
-        amsim::MultiplierPlan::uniform(amsim::Multiplier::Fp32),
-        spec.seed,
-    )?;
+    let mut network = fp32_network(&spec.net, &spec.dataset, spec.seed)?;
     let (default_plan, layer_plans) = resolve_plans(spec, models, &network.plan_names())?;
     network.set_plan(&default_plan);
     // In name order, so a block's plan comes before those of its inner

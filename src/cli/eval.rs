@@ -170,6 +170,21 @@ fn plans_of(a: &EvalArgs, source: &LoadedCheckpoint) -> anyhow::Result<Vec<EvalP
     Ok(plans)
 }
 
+/// Evaluate each plan in turn, printing `line` of each result as it comes.
+fn evaluate_each(
+    plans: &[EvalPlan],
+    evaluate: impl Fn(&EvalPlan) -> experiments::Result<EvalResult>,
+    line: impl Fn(&EvalResult) -> String,
+) -> anyhow::Result<Vec<EvalResult>> {
+    let mut results = Vec::new();
+    for plan in plans {
+        let r = evaluate(plan)?;
+        eprintln!("{}", line(&r));
+        results.push(r);
+    }
+    Ok(results)
+}
+
 /// Run `eval`.
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     if let Some(csv) = &a.csv {
@@ -206,18 +221,19 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         evaluator.spec.dataset,
         evaluator.data_source
     );
-    let mut results = Vec::new();
-    for plan in &plans {
-        let r = evaluator.evaluate(plan, models)?;
-        eprintln!(
-            "{}: accuracy {:.2}%, loss {:.4} ({:.1} s)",
-            r.label,
-            100.0 * r.accuracy,
-            r.loss,
-            r.seconds
-        );
-        results.push(r);
-    }
+    let results = evaluate_each(
+        &plans,
+        |p| evaluator.evaluate(p, models),
+        |r| {
+            format!(
+                "{}: accuracy {:.2}%, loss {:.4} ({:.1} s)",
+                r.label,
+                100.0 * r.accuracy,
+                r.loss,
+                r.seconds
+            )
+        },
+    )?;
     print_table(&results);
     if let Some(csv) = &a.csv {
         write_eval_csv(csv, &evaluator, &results, a.force)?;
@@ -252,18 +268,19 @@ fn run_lm(a: EvalArgs, source: LoadedCheckpoint) -> anyhow::Result<()> {
         evaluator.characters(),
         evaluator.text_source
     );
-    let mut results = Vec::new();
-    for plan in &plans {
-        let r = evaluator.evaluate(plan, models)?;
-        eprintln!(
-            "{}: loss {:.4} nats/char, accuracy {:.2}% ({:.1} s)",
-            r.label,
-            r.loss,
-            100.0 * r.accuracy,
-            r.seconds
-        );
-        results.push(r);
-    }
+    let results = evaluate_each(
+        &plans,
+        |p| evaluator.evaluate(p, models),
+        |r| {
+            format!(
+                "{}: loss {:.4} nats/char, accuracy {:.2}% ({:.1} s)",
+                r.label,
+                r.loss,
+                100.0 * r.accuracy,
+                r.seconds
+            )
+        },
+    )?;
     print_lm_table(&results);
     if let Some(csv) = &a.csv {
         write_lm_eval_csv(csv, &evaluator, &results, a.force)?;
