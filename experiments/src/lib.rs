@@ -28,6 +28,7 @@
 
 pub mod atomic;
 pub mod bench;
+pub mod device;
 pub mod energy;
 pub mod error;
 pub mod eval;

@@ -11,6 +11,7 @@ use amsim::{Multiplier, MultiplierSpec};
 use anyhow::{bail, Context};
 use approxtrain::models::MODELS;
 use experiments::bench::{time_lm_training, time_training, Timed};
+use experiments::device::Device;
 use serde_json::json;
 
 /// Multipliers timed when `--multiplier` is not given.
@@ -95,21 +96,12 @@ pub struct CommonArgs {
     /// Untimed warm-up calls before timing.
     #[arg(long, default_value_t = 1, value_name = "W")]
     warmup: usize,
-    /// Compute device.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    /// Compute device: cpu or cuda.
+    #[arg(long, default_value_t = Device::Cpu)]
     device: Device,
     /// Print one JSON object per row instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-/// Where the engines run.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Device {
-    /// The CPU engine (rayon threads; see the global --threads).
-    Cpu,
-    /// The CUDA engine.
-    Cuda,
 }
 
 /// Options of `bench gemm`.
@@ -220,19 +212,16 @@ fn prepare(common: &CommonArgs) -> anyhow::Result<(Vec<Multiplier>, BenchOptions
     Ok((mults, opts))
 }
 
-/// The GPU engine for `--device cuda` (a clear error naming what is
-/// missing otherwise), `None` for the CPU.
+/// The GPU engine for `--device cuda`, named on standard error (a clear
+/// error naming what is missing without a GPU), `None` for the CPU.
 pub fn cuda_engine(
     device: Device,
 ) -> anyhow::Result<Option<std::sync::Arc<amsim::cuda::CudaEngine>>> {
-    match device {
-        Device::Cpu => Ok(None),
-        Device::Cuda => {
-            let eng = amsim::cuda::CudaEngine::global().context("--device cuda")?;
-            eprintln!("device: {} ({})", eng.device_name(), eng.arch());
-            Ok(Some(eng))
-        }
+    let engine = device.engine()?;
+    if let Some(e) = &engine {
+        eprintln!("device: {} ({})", e.device_name(), e.arch());
     }
+    Ok(engine)
 }
 
 fn run_gemm(a: GemmArgs) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use experiments::device::Device;
 use experiments::eval::EvalPlan;
 use experiments::run::{train, EpochStart, RunObserver, RunOutcome, StartMode};
 use experiments::spec::{OptimizerKind, ScheduleKind};
@@ -45,11 +46,11 @@ transformer) and checkpoint.bin.")]
 pub struct TrainArgs {
     #[command(flatten)]
     options: Box<TrainOptions>,
-    /// Where the products of convolution, dense and attention layers run. With cuda,
+    /// Where the products of convolution, dense and attention layers run: cpu or cuda. With cuda,
     /// AMSim results are bit-exact with the CPU, so the run is the same run
     /// (fp32 runs through cuBLAS and may differ in the last bits).
-    #[arg(long, value_enum, default_value_t = crate::cli::bench::Device::Cpu)]
-    device: crate::cli::bench::Device,
+    #[arg(long, default_value_t = Device::Cpu)]
+    device: Device,
 }
 
 /// The flags of `approxtrain train`.
