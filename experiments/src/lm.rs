@@ -36,7 +36,7 @@ use rand::SeedableRng;
 use crate::atomic::write_atomic;
 use crate::error::{ExperimentError, Result};
 use crate::metrics::MetricsRow;
-use crate::model::{optimizer, transformer_for_spec};
+use crate::model::{optimizer, transformer_for_spec, PlannedModel};
 use crate::run_dir::{
     load_checkpoint, prepare, read_vocab, round_ms, Divergence, EpochStart, LmPeriod, Recorder,
     RunDir, RunObserver, RunOutcome, Start, StartMode, RUN_TOML, VOCAB_TXT,
@@ -181,7 +181,7 @@ pub fn train_lm(
     let vocab: String = corpus.vocab.iter().collect();
     write_atomic(&recorder.dir().path().join(VOCAB_TXT), vocab.as_bytes())?;
 
-    let macs = trainer.model.macs_per_sequence(context);
+    let macs = trainer.model.macs_per_example();
     let batch = spec.batch_size;
     let done = recorder.rows().len();
     for (k, &until) in eval_at.iter().enumerate().skip(done) {

@@ -28,7 +28,7 @@ use nets::NetError;
 
 use crate::error::Result;
 use crate::metrics::MetricsRow;
-use crate::model::{network_for_spec, optimizer};
+use crate::model::{network_for_spec, optimizer, PlannedModel};
 use crate::run_dir::{load_checkpoint, prepare, round_ms, Recorder, Start};
 use crate::spec::{RunSpec, ScheduleKind, Task};
 
@@ -183,7 +183,7 @@ pub fn train(
     let fresh = trainer.epoch() == 0;
     let mut recorder = Recorder::begin(spec, dir, data_source, rows, spec.epochs, fresh)?;
 
-    let macs = trainer.network.macs_per_image();
+    let macs = trainer.network.macs_per_example();
     while trainer.epoch() < spec.epochs {
         let epoch = trainer.epoch() + 1;
         let steps_before = trainer.global_step();
