@@ -137,7 +137,7 @@ struct TrainOptions {
     spec: Option<PathBuf>,
     /// Fine-tune: start from the weights of a run directory (or a checkpoint
     /// file in one) with fresh optimizer state and schedule; net and dataset
-    /// default to that run's. Recorded as `init` in run.toml.
+    /// (and a transformer's size) default to that run's. Recorded as `init` in run.toml.
     #[arg(long, value_name = "DIR")]
     init: Option<PathBuf>,
     /// Start over in an output directory that already holds this run.
