@@ -21,7 +21,7 @@
 //!   two training loops; [`eval`], [`lm_eval`], [`sensitivity`],
 //!   [`energy`]: inference and costs of trained runs;
 //! - [`report`], [`plot`], [`lm_plot`], [`opstats`]: tables and figures;
-//!   [`sweep`]: many runs; [`bench`]: timed training.
+//!   [`sweep`]: many runs; [`mod@bench`]: timed training.
 //!
 //! Every file is written whole (temp file + rename, [`atomic`]), so an
 //! interrupted run leaves the files of its last completed epoch.

@@ -1,7 +1,7 @@
 //! The run directory, the same for every task: its files, where a run
-//! starts ([`prepare`]: fresh, resumed, forced, or already done), the
+//! starts (`prepare`: fresh, resumed, forced, or already done), the
 //! progress a run reports ([`RunObserver`]) and how it ends
-//! ([`RunOutcome`]), and [`Recorder`], which writes what a training loop
+//! ([`RunOutcome`]), and `Recorder`, which writes what a training loop
 //! completes in the order [`crate::run`] describes.
 //!
 //! A checkpoint of a finished or interrupted run is read back with its

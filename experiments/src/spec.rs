@@ -749,7 +749,7 @@ impl RunSpec {
     /// epochs, seed 1, `fp32` everywhere; random crop and flip for
     /// cifar10.
     /// For `transformer`, the language-model defaults of
-    /// [`apply_language_model_defaults`] instead.
+    /// `apply_language_model_defaults` instead.
     pub fn with_defaults(net: &str, dataset: &str) -> RunSpec {
         let mut spec = RunSpec {
             net: net.to_string(),
