@@ -15,10 +15,10 @@
 //! - [`spec`]: what a run is, its [`Task`] (classifier or language model)
 //!   told apart once from the network's name; [`plan_file`], [`metrics`];
 //! - [`model`]: the network or Transformer of a spec, plans resolved;
-//!   [`run_dir`]: the run directory's files, where a run starts and the
-//!   recorder both training loops write through;
-//! - [`run`] (classifier epochs) and [`lm`] (language-model steps), the
-//!   two training loops; [`eval`], [`lm_eval`], [`sensitivity`],
+//!   [`run_dir`]: the run directory's files, where a run starts, and the
+//!   training loop with the recorder it writes through;
+//! - [`run`] (classifier epochs) and [`lm`] (language-model steps): each
+//!   task's period of training for that loop; [`eval`], [`lm_eval`], [`sensitivity`],
 //!   [`energy`]: inference and costs of trained runs;
 //! - [`report`], [`plot`], [`lm_plot`], [`opstats`]: tables and figures;
 //!   [`sweep`]: many runs; [`mod@bench`]: timed training.

@@ -27,6 +27,7 @@ use std::time::Instant;
 
 use amsim::ModelInfo;
 use nets::data::{load_text, CharCorpus};
+use nets::layers::MacCounts;
 use nets::lm::{generate, validation_starts, LmTrainer};
 use nets::schedule::{Granularity, LrSchedule, Schedule};
 use nets::transformer::Transformer;
@@ -38,8 +39,9 @@ use crate::error::{ExperimentError, Result};
 use crate::metrics::MetricsRow;
 use crate::model::{optimizer, transformer_for_spec, PlannedModel};
 use crate::run_dir::{
-    load_checkpoint, prepare, read_vocab, round_ms, Divergence, EpochStart, LmPeriod, Recorder,
-    RunDir, RunObserver, RunOutcome, Start, StartMode, RUN_TOML, VOCAB_TXT,
+    load_checkpoint, prepare, read_vocab, round_ms, train_periods, Divergence, EpochStart,
+    LmPeriod, Period, PeriodTrainer, Recorder, RunDir, RunObserver, RunOutcome, Start, StartMode,
+    RUN_TOML, VOCAB_TXT,
 };
 pub use crate::spec::{text_path, TransformerSpec, TEXT_PREFIX, TRANSFORMER};
 use crate::spec::{RunFile, RunSpec, ScheduleKind, Task};
@@ -177,37 +179,73 @@ pub fn train_lm(
     }
     let fresh = trainer.step() == 0;
     let data_source = path.display().to_string();
-    let mut recorder = Recorder::begin(spec, dir, data_source, rows, eval_at.len(), fresh)?;
+    let recorder = Recorder::begin(spec, dir, data_source, rows, eval_at.len(), fresh)?;
     let vocab: String = corpus.vocab.iter().collect();
     write_atomic(&recorder.dir().path().join(VOCAB_TXT), vocab.as_bytes())?;
 
     let macs = trainer.model.macs_per_example();
-    let batch = spec.batch_size;
-    let done = recorder.rows().len();
-    for (k, &until) in eval_at.iter().enumerate().skip(done) {
-        let evaluation = k + 1;
-        let first = trainer.step();
-        let steps = (until - first) as usize;
-        observer.epoch_started(&EpochStart {
-            epoch: evaluation,
-            epochs: eval_at.len(),
+    let mut periods = Evaluations {
+        spec,
+        trainer,
+        corpus,
+        valid_starts,
+        eval_at,
+        total,
+        context,
+        macs,
+    };
+    train_periods(recorder, &mut periods, observer)
+}
+
+/// A language model's training for [`train_periods`]: one period per
+/// evaluation, the steps up to it.
+struct Evaluations<'a> {
+    spec: &'a RunSpec,
+    trainer: LmTrainer,
+    corpus: CharCorpus,
+    valid_starts: Vec<usize>,
+    /// The steps after which an evaluation is recorded.
+    eval_at: Vec<u64>,
+    total: usize,
+    context: usize,
+    macs: MacCounts,
+}
+
+impl PeriodTrainer for Evaluations<'_> {
+    fn announce(&self, k: usize) -> EpochStart {
+        let first = self.trainer.step();
+        let steps = (self.eval_at[k] - first) as usize;
+        EpochStart {
+            epoch: k + 1,
+            epochs: self.eval_at.len(),
             batches: steps,
-            images: steps * batch,
+            images: steps * self.spec.batch_size,
             lm: Some(LmPeriod {
                 first_step: first,
-                total_steps: total as u64,
-                context,
+                total_steps: self.total as u64,
+                context: self.context,
             }),
-        });
+        }
+    }
+
+    fn period(
+        &mut self,
+        k: usize,
+        row: MetricsRow,
+        observer: &mut dyn RunObserver,
+    ) -> Result<Period> {
+        let (batch, macs) = (self.spec.batch_size, self.macs);
+        let evaluation = k + 1;
+        let steps = (self.eval_at[k] - self.trainer.step()) as usize;
         let started = Instant::now();
         let (mut loss_sum, mut acc_sum) = (0.0f64, 0.0f64);
         for i in 0..steps {
-            let s = match trainer.train_step(&corpus.train, batch) {
+            let s = match self.trainer.train_step(&self.corpus.train, batch) {
                 Ok(s) => s,
                 Err(NetError::NonFiniteLoss { loss, .. }) => {
                     let d = Divergence {
                         epoch: evaluation,
-                        step: trainer.step() + 1,
+                        step: self.trainer.step() + 1,
                         loss: loss as f64,
                     };
                     let row = MetricsRow {
@@ -216,9 +254,9 @@ pub fn train_lm(
                         train_loss: loss,
                         seconds: round_ms(started.elapsed().as_secs_f64()),
                         macs: (i * batch) as u64 * macs.total() + batch as u64 * macs.forward,
-                        ..recorder.row()
+                        ..row
                     };
-                    return recorder.diverged(d, row);
+                    return Ok(Period::Diverged(d, row));
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -228,28 +266,32 @@ pub fn train_lm(
                 .batch_done(i + 1, steps, s.loss as f64, batch)
                 .is_break()
             {
-                return Ok(RunOutcome::Interrupted {
-                    epochs_completed: k,
-                });
+                return Ok(Period::Interrupted);
             }
         }
-        let eval = trainer.evaluate(&corpus.valid, &valid_starts, spec.eval_batch_size)?;
-        trainer.record_evaluation();
-        let row = MetricsRow {
+        let eval = self.trainer.evaluate(
+            &self.corpus.valid,
+            &self.valid_starts,
+            self.spec.eval_batch_size,
+        )?;
+        self.trainer.record_evaluation();
+        Ok(Period::Done(MetricsRow {
             epoch: evaluation,
-            step: trainer.step(),
+            step: self.trainer.step(),
             train_loss: (loss_sum / steps.max(1) as f64) as f32,
             train_accuracy: (acc_sum / steps.max(1) as f64) as f32,
             test_loss: eval.loss,
             test_accuracy: eval.accuracy,
             seconds: round_ms(started.elapsed().as_secs_f64()),
-            macs: (steps * batch) as u64 * macs.total() + valid_starts.len() as u64 * macs.forward,
-            ..recorder.row()
-        };
-        recorder.record(row.clone(), |path| Ok(trainer.checkpoint().save(path)?))?;
-        observer.epoch_done(&row);
+            macs: (steps * batch) as u64 * macs.total()
+                + self.valid_starts.len() as u64 * macs.forward,
+            ..row
+        }))
     }
-    recorder.finish()
+
+    fn save(&self, path: &Path) -> Result<()> {
+        Ok(self.trainer.checkpoint().save(path)?)
+    }
 }
 
 /// A trained language model ready to generate text.

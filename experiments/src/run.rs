@@ -21,7 +21,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use amsim::ModelInfo;
-use nets::data::{resolve_dataset_dir, Split};
+use nets::data::{resolve_dataset_dir, ImageDataset, Split};
+use nets::layers::MacCounts;
 use nets::schedule::{Granularity, LrSchedule, Schedule};
 use nets::train::Trainer;
 use nets::NetError;
@@ -29,7 +30,9 @@ use nets::NetError;
 use crate::error::Result;
 use crate::metrics::MetricsRow;
 use crate::model::{network_for_spec, optimizer, PlannedModel};
-use crate::run_dir::{load_checkpoint, prepare, round_ms, Recorder, Start};
+use crate::run_dir::{
+    load_checkpoint, prepare, round_ms, train_periods, Period, PeriodTrainer, Recorder, Start,
+};
 use crate::spec::{RunSpec, ScheduleKind, Task};
 
 // The run directory's files and the outcome of a run, for the callers of
@@ -181,38 +184,73 @@ pub fn train(
     }
 
     let fresh = trainer.epoch() == 0;
-    let mut recorder = Recorder::begin(spec, dir, data_source, rows, spec.epochs, fresh)?;
+    let recorder = Recorder::begin(spec, dir, data_source, rows, spec.epochs, fresh)?;
 
     let macs = trainer.network.macs_per_example();
-    while trainer.epoch() < spec.epochs {
-        let epoch = trainer.epoch() + 1;
-        let steps_before = trainer.global_step();
-        observer.epoch_started(&EpochStart {
-            epoch,
-            epochs: spec.epochs,
-            batches,
-            images: train_set.len,
+    let mut periods = Epochs {
+        spec,
+        trainer,
+        train_set,
+        test_set,
+        batches,
+        macs,
+    };
+    train_periods(recorder, &mut periods, observer)
+}
+
+/// A classifier's training for [`train_periods`]: one period per epoch.
+struct Epochs<'a> {
+    spec: &'a RunSpec,
+    trainer: Trainer,
+    train_set: ImageDataset,
+    test_set: ImageDataset,
+    batches: usize,
+    macs: MacCounts,
+}
+
+impl PeriodTrainer for Epochs<'_> {
+    fn announce(&self, k: usize) -> EpochStart {
+        EpochStart {
+            epoch: k + 1,
+            epochs: self.spec.epochs,
+            batches: self.batches,
+            images: self.train_set.len,
             lm: None,
-        });
+        }
+    }
+
+    fn period(
+        &mut self,
+        k: usize,
+        row: MetricsRow,
+        observer: &mut dyn RunObserver,
+    ) -> Result<Period> {
+        let (spec, macs) = (self.spec, self.macs);
+        let epoch = k + 1;
+        let steps_before = self.trainer.global_step();
         let started = Instant::now();
         let mut stop = false;
         let mut seen = 0usize;
         let mut last_accuracy = f32::NAN;
-        let result = trainer.train_epoch(&train_set, spec.batch_size, &mut |p| {
-            let images = p.samples - seen;
-            seen = p.samples;
-            last_accuracy = p.accuracy;
-            if observer
-                .batch_done(p.batch + 1, p.batches, p.loss as f64, images)
-                .is_break()
-            {
-                stop = true;
-            }
-        });
+        let result = self
+            .trainer
+            .train_epoch(&self.train_set, spec.batch_size, &mut |p| {
+                let images = p.samples - seen;
+                seen = p.samples;
+                last_accuracy = p.accuracy;
+                if observer
+                    .batch_done(p.batch + 1, p.batches, p.loss as f64, images)
+                    .is_break()
+                {
+                    stop = true;
+                }
+            });
         let stats = match result {
             Ok(stats) => stats,
             Err(NetError::NonFiniteLoss { batch, loss, .. }) => {
-                let batch_images = spec.batch_size.min(train_set.len - batch * spec.batch_size);
+                let batch_images = spec
+                    .batch_size
+                    .min(self.train_set.len - batch * spec.batch_size);
                 let d = Divergence {
                     epoch,
                     step: steps_before + batch as u64 + 1,
@@ -225,31 +263,33 @@ pub fn train(
                     train_accuracy: last_accuracy,
                     seconds: round_ms(started.elapsed().as_secs_f64()),
                     macs: seen as u64 * macs.total() + batch_images as u64 * macs.forward,
-                    ..recorder.row()
+                    ..row
                 };
-                return recorder.diverged(d, row);
+                return Ok(Period::Diverged(d, row));
             }
             Err(e) => return Err(e.into()),
         };
         if stop {
-            return Ok(RunOutcome::Interrupted {
-                epochs_completed: epoch - 1,
-            });
+            return Ok(Period::Interrupted);
         }
-        let eval = trainer.evaluate(&test_set, spec.eval_batch_size)?;
-        let row = MetricsRow {
+        let eval = self
+            .trainer
+            .evaluate(&self.test_set, spec.eval_batch_size)?;
+        Ok(Period::Done(MetricsRow {
             epoch,
-            step: trainer.global_step(),
+            step: self.trainer.global_step(),
             train_loss: stats.loss,
             train_accuracy: stats.accuracy,
             test_loss: eval.loss,
             test_accuracy: eval.accuracy,
             seconds: round_ms(started.elapsed().as_secs_f64()),
-            macs: train_set.len as u64 * macs.total() + test_set.len as u64 * macs.forward,
-            ..recorder.row()
-        };
-        recorder.record(row.clone(), |path| Ok(trainer.save_state(path)?))?;
-        observer.epoch_done(&row);
+            macs: self.train_set.len as u64 * macs.total()
+                + self.test_set.len as u64 * macs.forward,
+            ..row
+        }))
     }
-    recorder.finish()
+
+    fn save(&self, path: &Path) -> Result<()> {
+        Ok(self.trainer.save_state(path)?)
+    }
 }

@@ -1,8 +1,10 @@
 //! The run directory, the same for every task: its files, where a run
 //! starts (`prepare`: fresh, resumed, forced, or already done), the
 //! progress a run reports ([`RunObserver`]) and how it ends
-//! ([`RunOutcome`]), and `Recorder`, which writes what a training loop
-//! completes in the order [`crate::run`] describes.
+//! ([`RunOutcome`]), and the one training loop of every task
+//! (`train_periods`): a task supplies its periods (a classifier's epochs,
+//! a language model's steps up to each evaluation) and `Recorder` writes
+//! what each completes in the order [`crate::run`] describes.
 //!
 //! A checkpoint of a finished or interrupted run is read back with its
 //! `run.toml` by [`load_checkpoint`] (evaluation, sampling, fine-tuning).
@@ -364,6 +366,59 @@ fn row_base(spec: &RunSpec) -> MetricsRow {
 /// `DIR/vocab.txt`: the vocabulary of a language-model run.
 pub const VOCAB_TXT: &str = "vocab.txt";
 
+/// How one period of training ended: a classifier's epoch, or a language
+/// model's steps up to its next evaluation.
+pub(crate) enum Period {
+    /// Trained and evaluated: its row.
+    Done(MetricsRow),
+    /// The loss stopped being finite: where, and the period's partial row.
+    Diverged(Divergence, MetricsRow),
+    /// The observer stopped it; nothing of it is recorded.
+    Interrupted,
+}
+
+/// A task's training, one period at a time, for [`train_periods`].
+pub(crate) trait PeriodTrainer {
+    /// What the observer is told when period `k` (0-based) begins.
+    fn announce(&self, k: usize) -> EpochStart;
+    /// Train and evaluate period `k`, reporting batches to `observer`;
+    /// `row` holds the run's identity columns, for the period's row.
+    fn period(
+        &mut self,
+        k: usize,
+        row: MetricsRow,
+        observer: &mut dyn RunObserver,
+    ) -> Result<Period>;
+    /// Write the trainer state (the checkpoint) to `path`.
+    fn save(&self, path: &Path) -> Result<()>;
+}
+
+/// The training loop of every task: from the rows `recorder` holds to its
+/// last period, each period announced, trained, then recorded (row,
+/// checkpoint, status) or ended as a divergence or an interruption.
+pub(crate) fn train_periods(
+    mut recorder: Recorder<'_>,
+    trainer: &mut impl PeriodTrainer,
+    observer: &mut dyn RunObserver,
+) -> Result<RunOutcome> {
+    for k in recorder.rows.len()..recorder.units {
+        observer.epoch_started(&trainer.announce(k));
+        match trainer.period(k, recorder.row(), observer)? {
+            Period::Done(row) => {
+                recorder.record(row.clone(), |path| trainer.save(path))?;
+                observer.epoch_done(&row);
+            }
+            Period::Diverged(d, row) => return recorder.diverged(d, row),
+            Period::Interrupted => {
+                return Ok(RunOutcome::Interrupted {
+                    epochs_completed: k,
+                })
+            }
+        }
+    }
+    recorder.finish()
+}
+
 /// Writes what a training loop completes, the same way for every task:
 /// per completed epoch (or evaluation) `metrics.csv`, then the trainer
 /// state, then `run.toml`; a divergence as a last partial row and the
@@ -417,11 +472,6 @@ impl<'a> Recorder<'a> {
     /// The run directory.
     pub(crate) fn dir(&self) -> &RunDir {
         &self.dir
-    }
-
-    /// Rows recorded so far.
-    pub(crate) fn rows(&self) -> &[MetricsRow] {
-        &self.rows
     }
 
     /// A row with the run's identity columns, the measured ones empty.
