@@ -18,7 +18,7 @@ use amsim::{ModelInfo, PlanSpec};
 use nets::data::{resolve_dataset_dir, ImageDataset, Split};
 use nets::optim::{Optimizer, OptimizerConfig};
 use nets::schedule::LrSchedule;
-use nets::train::Trainer;
+use nets::train::{EvalStats, Trainer};
 
 use crate::atomic::write_atomic;
 use crate::error::{ExperimentError, Result};
@@ -170,30 +170,49 @@ impl Evaluator {
 
     /// Evaluate the trained weights under `plan`.
     pub fn evaluate(&self, plan: &EvalPlan, models: &[ModelInfo]) -> Result<EvalResult> {
-        let spec = plan.applied_to(&self.spec);
-        spec.validate()?;
-        let mut network = network_for_spec(&spec, models)?;
-        self.source
-            .checkpoint
-            .apply_weights(&self.source.checkpoint_path, &mut network)?;
-        let started = Instant::now();
-        // The optimizer and schedule are never used: evaluation does not train.
-        let mut trainer = Trainer::new(
-            network,
-            Optimizer::new(OptimizerConfig::sgd())?,
-            LrSchedule::constant(1.0),
-            spec.seed,
-        )?;
-        let stats = trainer.evaluate(&self.test_set, spec.eval_batch_size)?;
-        Ok(EvalResult {
-            label: plan.label.clone(),
-            plan: spec.plan_label(),
-            loss: stats.loss,
-            accuracy: stats.accuracy,
-            samples: stats.samples,
-            seconds: started.elapsed().as_secs_f64(),
+        let build = |spec: &RunSpec| {
+            let mut network = network_for_spec(spec, models)?;
+            self.source
+                .checkpoint
+                .apply_weights(&self.source.checkpoint_path, &mut network)?;
+            Ok(network)
+        };
+        evaluate_plan(plan, &self.spec, build, |network, spec| {
+            // The optimizer and schedule are never used: evaluation does not
+            // train.
+            let mut trainer = Trainer::new(
+                network,
+                Optimizer::new(OptimizerConfig::sgd())?,
+                LrSchedule::constant(1.0),
+                spec.seed,
+            )?;
+            Ok(trainer.evaluate(&self.test_set, spec.eval_batch_size)?)
         })
     }
+}
+
+/// The result of `plan` applied to `base` (checked): `build` makes the
+/// model of the spec it is given with the trained weights, `score`
+/// evaluates it (timed). The evaluation of either task.
+pub(crate) fn evaluate_plan<M>(
+    plan: &EvalPlan,
+    base: &RunSpec,
+    build: impl FnOnce(&RunSpec) -> Result<M>,
+    score: impl FnOnce(M, &RunSpec) -> Result<EvalStats>,
+) -> Result<EvalResult> {
+    let spec = plan.applied_to(base);
+    spec.validate()?;
+    let model = build(&spec)?;
+    let started = Instant::now();
+    let stats = score(model, &spec)?;
+    Ok(EvalResult {
+        label: plan.label.clone(),
+        plan: spec.plan_label(),
+        loss: stats.loss,
+        accuracy: stats.accuracy,
+        samples: stats.samples,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// Header of the evaluation CSV.

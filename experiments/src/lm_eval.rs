@@ -18,14 +18,13 @@
 //! products run: the plan roles `fwd`, `attn_qk` and `attn_av` matter.
 
 use std::path::Path;
-use std::time::Instant;
 
 use amsim::{ModelInfo, Role};
 use nets::data::load_text;
 use nets::lm::{apply_weights, evaluate_windows, validation_starts};
 
 use crate::error::{ExperimentError, Result};
-use crate::eval::{write_csv, EvalPlan, EvalResult};
+use crate::eval::{evaluate_plan, write_csv, EvalPlan, EvalResult};
 use crate::lm::load_corpus;
 use crate::model::transformer_for_spec;
 use crate::run_dir::{read_vocab, LoadedCheckpoint, RUN_TOML, VOCAB_TXT};
@@ -146,23 +145,20 @@ impl LmEvaluator {
     /// Validation loss, perplexity and accuracy of the trained weights
     /// under `plan`.
     pub fn evaluate(&self, plan: &EvalPlan, models: &[ModelInfo]) -> Result<EvalResult> {
-        let spec = plan.applied_to(&self.spec);
-        spec.validate()?;
-        let mut model = transformer_for_spec(&spec, self.vocab.len(), models)?;
-        apply_weights(
-            &self.source.checkpoint,
-            &self.source.checkpoint_path,
-            &mut model,
-        )?;
-        let started = Instant::now();
-        let stats = evaluate_windows(&mut model, &self.text, &self.starts, spec.eval_batch_size)?;
-        Ok(EvalResult {
-            label: plan.label.clone(),
-            plan: spec.plan_label(),
-            loss: stats.loss,
-            accuracy: stats.accuracy,
-            samples: stats.samples,
-            seconds: started.elapsed().as_secs_f64(),
+        let build = |spec: &RunSpec| {
+            let mut model = transformer_for_spec(spec, self.vocab.len(), models)?;
+            let source = &self.source;
+            apply_weights(&source.checkpoint, &source.checkpoint_path, &mut model)?;
+            Ok(model)
+        };
+        evaluate_plan(plan, &self.spec, build, |mut model, spec| {
+            let batch = spec.eval_batch_size;
+            Ok(evaluate_windows(
+                &mut model,
+                &self.text,
+                &self.starts,
+                batch,
+            )?)
         })
     }
 
