@@ -21,13 +21,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 const MODEL_DIR: &str = "multipliers";
-const ABI_HEADER: &str = "multipliers/approx_model.h";
-const COMMITTED_BINDINGS: &str = "src/bindings.rs";
 /// Set to any value to skip bindgen and use the committed bindings, as a
 /// machine without libclang does.
 const NO_BINDGEN_ENV: &str = "APPROXTRAIN_NO_BINDGEN";
 /// Widest mantissa a model may declare (the FP32 fraction).
 const MAX_MODEL_BITS: u32 = 23;
+
+// `ABI_HEADER`, `COMMITTED_BINDINGS` and `committed_bindings_warning`.
+include!("build/committed_bindings.rs");
 
 fn main() {
     if let Err(e) = run() {
@@ -499,7 +500,16 @@ fn write_bindings(manifest_dir: &Path, out_dir: &Path) -> Result<(), String> {
                 format!("bindgen unavailable ({why}) and cannot read {COMMITTED_BINDINGS}: {e}")
             })?;
             write(&target, &text)?;
-            println!("cargo:warning=using the committed {COMMITTED_BINDINGS}: {why}");
+            // Cargo repeats a build script's warnings on every build: say
+            // nothing in the normal case, where the header is older.
+            let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+            if let Some(warning) = committed_bindings_warning(
+                modified(&manifest_dir.join(ABI_HEADER)),
+                modified(&committed),
+                &why,
+            ) {
+                println!("cargo:warning={warning}");
+            }
             println!("cargo:rustc-env=APPROXTRAIN_BINDINGS_FRESH=");
             println!("cargo:rustc-env=APPROXTRAIN_BINDINGS_NOTE={why}");
         }

@@ -323,3 +323,52 @@ fn unknown_net_and_dataset_errors_list_the_valid_ones() {
         "{e}"
     );
 }
+
+/// `bench train` on a classifier times one epoch per multiplier, fp32
+/// first, over the images asked for; the JSON profile's parts (with
+/// `other`) add up to the timed epoch.
+#[test]
+fn bench_train_times_a_classifier_epoch_per_multiplier() {
+    let out = approxtrain(&[
+        "bench",
+        "train",
+        "--net",
+        "lenet300100",
+        "--images",
+        "256",
+        "--batch-size",
+        "64",
+        "--multiplier",
+        "mbm:7",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let labels: Vec<&str> = rows
+        .iter()
+        .map(|r| r["multiplier"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["fp32", "mbm:7"]);
+    for r in &rows {
+        assert_eq!(r["net"], "lenet300100");
+        assert_eq!(
+            (r["images"].as_u64(), r["batch_size"].as_u64()),
+            (Some(256), Some(64))
+        );
+        let seconds = r["seconds"].as_f64().unwrap();
+        assert!(seconds > 0.0, "{r}");
+        let profile = r["profile"].as_object().expect("a profile object");
+        let total: f64 = profile.values().map(|v| v.as_f64().unwrap()).sum();
+        assert!((total - seconds).abs() <= 0.05 * seconds + 1e-3, "{r}");
+        assert!(profile["products"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert_eq!(rows[0]["ratio_vs_fp32"].as_f64(), Some(1.0));
+}

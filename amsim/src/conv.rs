@@ -482,13 +482,6 @@ impl Drop for Scratch {
     }
 }
 
-/// Free the convolution buffers this thread keeps between calls (they grow
-/// to the largest layer seen, e.g. ~75 MB for the weight gradient of
-/// ResNet-20's first stage at batch 128).
-pub fn release_workspace() {
-    let _ = SCRATCH.try_with(|p| p.borrow_mut().clear());
-}
-
 /// Images per chunk so that a chunk's column buffer stays near
 /// [`COL_CHUNK_ELEMS`] (at least one image).
 fn images_per_chunk(per_image: usize, batch: usize) -> usize {

@@ -264,11 +264,6 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| io_err(path, e))
 }
 
-/// Read a native LUT file, checking every field (see the module doc).
-pub fn read_native(path: &Path) -> Result<Lut> {
-    Ok(parse_native(&read_bytes(path)?, path)?.1)
-}
-
 /// Read the header and table of a native LUT file.
 pub fn read_native_with_header(path: &Path) -> Result<(NativeHeader, Lut)> {
     parse_native(&read_bytes(path)?, path)

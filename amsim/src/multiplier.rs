@@ -40,12 +40,6 @@ impl Multiplier {
         }
     }
 
-    /// Whether results must be bit-exact with the scalar reference (AMSim
-    /// paths), as opposed to compared with a tolerance (native paths).
-    pub fn is_bit_exact(&self) -> bool {
-        matches!(self, Multiplier::Lut(_) | Multiplier::Direct { .. })
-    }
-
     /// The canonical spec string (`fp32`, `bf16`, `mbm:7`, `direct:mbm:23`).
     pub fn label(&self) -> String {
         match self {

@@ -25,11 +25,15 @@
 //! do not compare; a designer declaring a model's figures should take them
 //! from the same flow as the FP32 reference, or compare ratios only.
 
+use std::path::Path;
+
 use amsim::{ModelInfo, MultiplierSpec, PlanSpec, Role};
 use nets::layers::MacCounts;
 
-use crate::error::{ExperimentError, Result};
-use crate::spec::RunSpec;
+use crate::error::Result;
+use crate::model::fp32_network;
+use crate::run_dir::read_vocab;
+use crate::spec::{RunSpec, Task, TransformerSpec};
 
 /// Energy of one IEEE FP32 multiply, picojoules: M. Horowitz, "Computing's
 /// energy problem (and what we can do about it)", ISSCC 2014, doi
@@ -51,25 +55,23 @@ pub fn multiply_energy_pj(m: &MultiplierSpec, models: &[ModelInfo]) -> Option<f6
     }
 }
 
-/// The plans of `spec`: the default, then each per-layer plan by layer.
-fn plans(spec: &RunSpec) -> Result<(PlanSpec, Vec<(String, PlanSpec)>)> {
-    let layers = spec
-        .layers
-        .iter()
-        .map(|(name, plan)| {
-            plan.parse::<PlanSpec>()
-                .map(|p| (name.clone(), p))
-                .map_err(|e| ExperimentError::BadSpec(format!("plan of layer '{name}': {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok((spec.plan()?, layers))
+/// The per-layer plan of `name`, else of the names it is inside
+/// (`block0.mlp.fc1`, then `block0.mlp`, then `block0`).
+fn plan_of<'a>(name: &str, per_layer: &'a [(String, PlanSpec)]) -> Option<&'a PlanSpec> {
+    let mut name = name;
+    loop {
+        if let Some((_, p)) = per_layer.iter().find(|(layer, _)| layer == name) {
+            return Some(p);
+        }
+        name = &name[..name.rfind('.')?];
+    }
 }
 
 /// Whether some product of `spec` goes through a model that declares a
 /// figure: only then is an energy table worth computing and showing
 /// (`fp32` alone has nothing to compare with).
 pub fn declares_energy(spec: &RunSpec, models: &[ModelInfo]) -> bool {
-    let Ok((default, layers)) = plans(spec) else {
+    let Ok((default, layers)) = spec.plans() else {
         return false;
     };
     std::iter::once(&default)
@@ -100,18 +102,80 @@ pub struct RunEnergy {
     pub fp32_inference_image_uj: f64,
 }
 
-/// Per-role multiply-accumulates of each layer of `spec`'s network for
-/// one image of its dataset.
+/// Multiply-accumulates of a group of products that share their
+/// multipliers: those of one name a plan can be given to, by pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Products {
+    /// The name whose plan forms them (a layer, a ResNet block, a
+    /// Transformer's `block0.attn`); a name without a plan of its own
+    /// takes that of the name before its last `.` (`block0.mlp.fc1` that of
+    /// `block0`), then the default plan.
+    pub layer: String,
+    /// Multiply-accumulates of the forward, input-gradient and
+    /// weight-gradient passes.
+    pub macs: MacCounts,
+    /// `None` for a layer's own products, each pass on its role (`fwd`,
+    /// `dx`, `dw`); `Some(role)` for attention's score products, every pass
+    /// on that role (`attn_qk`, `attn_av`).
+    pub role: Option<Role>,
+}
+
+/// The products of one training example of the run `spec` in `run_dir`:
+/// an image of a classifier's dataset ([`nets::Network::macs_per_layer`]),
+/// or a window of a language model's context, whose vocabulary is the
+/// run's `vocab.txt`.
+pub fn products_of_run(spec: &RunSpec, run_dir: &Path) -> Result<Vec<Products>> {
+    if spec.task() == Task::LanguageModel {
+        let vocab = read_vocab(run_dir)?.len();
+        return Ok(products_per_window(&spec.transformer_spec(), vocab));
+    }
+    Ok(macs_per_layer(spec)?
+        .into_iter()
+        .map(|(layer, macs)| Products {
+            layer,
+            macs,
+            role: None,
+        })
+        .collect())
+}
+
+/// The products of one training window of the model `t` with a vocabulary
+/// of `vocab` characters, by plan name, each counted in all three passes
+/// as [`nets::transformer::Transformer::macs_per_sequence`] counts them: per block the Q/K/V
+/// and output projections (`block{i}.attn`, `4tc²`), the scores `Q·Kᵀ`
+/// (role `attn_qk`) and `A·V` (role `attn_av`, `t²c` each), the MLP
+/// (`block{i}.mlp.fc1`, `block{i}.mlp.fc2`, `4tc²` each); then the head
+/// (`tcv`).
+pub fn products_per_window(t: &TransformerSpec, vocab: usize) -> Vec<Products> {
+    let (c, w, v) = (t.width as u64, t.context as u64, vocab as u64);
+    let every_pass = |n: u64| MacCounts {
+        forward: n,
+        grad_input: n,
+        grad_weight: n,
+    };
+    let products = |layer: String, n: u64, role: Option<Role>| Products {
+        layer,
+        macs: every_pass(n),
+        role,
+    };
+    let mut out = Vec::new();
+    for i in 0..t.layers {
+        let attn = format!("block{i}.attn");
+        out.push(products(attn.clone(), 4 * w * c * c, None));
+        out.push(products(attn.clone(), w * w * c, Some(Role::AttnQk)));
+        out.push(products(attn, w * w * c, Some(Role::AttnAv)));
+        for fc in ["fc1", "fc2"] {
+            out.push(products(format!("block{i}.mlp.{fc}"), 4 * w * c * c, None));
+        }
+    }
+    out.push(products("head".into(), w * c * v, None));
+    out
+}
+
+/// Per-role multiply-accumulates of each layer of the classifier `spec`'s
+/// network for one image of its dataset.
 pub fn macs_per_layer(spec: &RunSpec) -> Result<Vec<(String, MacCounts)>> {
-    let (shape, classes) = crate::run::dataset_shape(&spec.dataset)?;
-    let network = nets::Network::by_name(
-        &spec.net,
-        &shape,
-        classes,
-        amsim::MultiplierPlan::uniform(amsim::Multiplier::Fp32),
-        spec.seed,
-    )?;
-    Ok(network.macs_per_layer())
+    Ok(fp32_network(&spec.net, &spec.dataset, spec.seed)?.macs_per_layer())
 }
 
 /// The energy of `spec`'s multiplies per image, from the per-layer
@@ -121,29 +185,45 @@ pub fn energy_of_layers(
     spec: &RunSpec,
     models: &[ModelInfo],
 ) -> Result<RunEnergy> {
-    let (default, per_layer) = plans(spec)?;
+    let products: Vec<Products> = layers
+        .iter()
+        .map(|(layer, macs)| Products {
+            layer: layer.clone(),
+            macs: *macs,
+            role: None,
+        })
+        .collect();
+    energy_of_products(&products, spec, models)
+}
+
+/// The energy of `spec`'s multiplies per training example (image or
+/// window), from its products ([`products_of_run`]; see the module docs).
+pub fn energy_of_products(
+    products: &[Products],
+    spec: &RunSpec,
+    models: &[ModelInfo],
+) -> Result<RunEnergy> {
+    let (default, per_layer) = spec.plans()?;
     let mut macs = MacCounts::default();
     let mut train_pj = Some(0.0);
     let mut infer_pj = Some(0.0);
-    for (name, m) in layers {
+    for p in products {
+        let m = &p.macs;
         macs += *m;
-        let plan = per_layer
-            .iter()
-            .find(|(layer, _)| layer == name)
-            .map_or(&default, |(_, p)| p);
+        let plan = plan_of(&p.layer, &per_layer).unwrap_or(&default);
         let energy = |role: Role| multiply_energy_pj(plan.get(role), models);
         let counts = [
             (Role::Forward, m.forward),
             (Role::GradInput, m.grad_input),
             (Role::GradWeight, m.grad_weight),
         ];
-        for (role, n) in counts {
+        for (pass, n) in counts {
             if n == 0 {
                 continue;
             }
-            let e = energy(role);
+            let e = energy(p.role.unwrap_or(pass));
             train_pj = train_pj.zip(e).map(|(sum, e)| sum + n as f64 * e);
-            if role == Role::Forward {
+            if pass == Role::Forward {
                 infer_pj = infer_pj.zip(e).map(|(sum, e)| sum + n as f64 * e);
             }
         }
@@ -238,6 +318,35 @@ mod tests {
         let e = energy_of_layers(&layers, &spec, &models).unwrap();
         assert_eq!(e.train_image_uj, Some(e.fp32_train_image_uj));
         assert!(!declares_energy(&spec, &models));
+    }
+
+    /// The products of a window add up to the model's own count, pass by
+    /// pass, and name only plan names of the model.
+    #[test]
+    fn products_per_window_cover_every_product_once() {
+        for (layers, width, heads, context, vocab) in [(1, 16, 2, 16, 11), (3, 24, 4, 9, 40)] {
+            let t = TransformerSpec {
+                layers,
+                width,
+                heads,
+                context,
+                ..TransformerSpec::default()
+            };
+            let model = nets::transformer::Transformer::new(
+                t.config(vocab).unwrap(),
+                amsim::MultiplierPlan::uniform(amsim::Multiplier::Fp32),
+                1,
+            )
+            .unwrap();
+            let products = products_per_window(&t, vocab);
+            let mut sum = nets::layers::MacCounts::default();
+            for p in &products {
+                sum += p.macs;
+            }
+            assert_eq!(sum, model.macs_per_sequence(context));
+            let names = model.plan_names();
+            assert!(products.iter().all(|p| names.contains(&p.layer)));
+        }
     }
 
     #[test]

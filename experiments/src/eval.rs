@@ -1,101 +1,31 @@
 //! Inference of a trained network under other multiplier plans
-//! (`approxtrain eval`), and the checkpoint loading that fine-tuning
-//! (`train --init`) shares with it.
+//! (`approxtrain eval`).
 //!
 //! A checkpoint is named by its run directory (which holds `run.toml` and
 //! `checkpoint.bin`) or by a checkpoint file inside one: `run.toml` says
 //! which network, dataset and plan the weights were trained with, the
 //! checkpoint holds the weights. Evaluation builds the network of the run's
 //! spec with the plan asked for, copies the weights in
-//! ([`Checkpoint::apply_weights`]) and measures test loss and accuracy.
+//! ([`nets::checkpoint::Checkpoint::apply_weights`]) and measures test loss and accuracy.
 //! Only the forward products run in evaluation, so only the `fwd` role of a
 //! plan matters.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use amsim::{ModelInfo, PlanSpec};
-use nets::checkpoint::Checkpoint;
 use nets::data::{resolve_dataset_dir, ImageDataset, Split};
 use nets::optim::{Optimizer, OptimizerConfig};
 use nets::schedule::LrSchedule;
-use nets::train::Trainer;
+use nets::train::{EvalStats, Trainer};
 
 use crate::atomic::write_atomic;
 use crate::error::{ExperimentError, Result};
+use crate::model::{network_for_spec, plan_names};
 use crate::plan_file::{check_layer_names, PlanFile};
-use crate::run::{layer_names, network_for_spec, CHECKPOINT_BIN, RUN_TOML};
-use crate::spec::{RunFile, RunSpec};
-
-/// A checkpoint with the run it belongs to.
-#[derive(Debug, Clone)]
-pub struct LoadedCheckpoint {
-    /// The run directory.
-    pub run_dir: PathBuf,
-    /// The checkpoint file.
-    pub checkpoint_path: PathBuf,
-    /// The run's `run.toml`.
-    pub run: RunFile,
-    /// The decoded checkpoint (format and checksum verified).
-    pub checkpoint: Checkpoint,
-}
-
-/// Load a checkpoint named by `path`: a run directory (its
-/// `checkpoint.bin`) or a checkpoint file whose directory holds the run's
-/// `run.toml`. Errors name the missing or corrupt file, and a checkpoint
-/// saved from another network than `run.toml` describes.
-pub fn load_checkpoint(path: &Path) -> Result<LoadedCheckpoint> {
-    let not_found = |reason: String| ExperimentError::BadFile {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let (run_dir, checkpoint_path) = if path.is_dir() {
-        (path.to_path_buf(), path.join(CHECKPOINT_BIN))
-    } else if path.is_file() {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        (dir, path.to_path_buf())
-    } else {
-        return Err(not_found(
-            "no such run directory or checkpoint file".to_string(),
-        ));
-    };
-    let run_toml = run_dir.join(RUN_TOML);
-    if !run_toml.is_file() {
-        return Err(not_found(format!(
-            "not a run directory: {} is missing (a checkpoint is read with the run.toml of its run)",
-            run_toml.display()
-        )));
-    }
-    if !checkpoint_path.is_file() {
-        return Err(not_found(format!(
-            "{} is missing: the run has no completed epoch",
-            checkpoint_path.display()
-        )));
-    }
-    let run = RunFile::read(&run_toml)?;
-    let checkpoint = Checkpoint::load(&checkpoint_path)?;
-    if checkpoint.network != run.spec.net {
-        return Err(ExperimentError::BadFile {
-            path: checkpoint_path,
-            reason: format!(
-                "saved from network '{}', but {} describes '{}'",
-                checkpoint.network,
-                run_toml.display(),
-                run.spec.net
-            ),
-        });
-    }
-    Ok(LoadedCheckpoint {
-        run_dir,
-        checkpoint_path,
-        run,
-        checkpoint,
-    })
-}
+use crate::run_dir::LoadedCheckpoint;
+use crate::spec::RunSpec;
 
 /// A multiplier plan to evaluate: the default plan of every layer and
 /// per-layer plans, as strings in the form of [`RunSpec`].
@@ -127,50 +57,23 @@ impl EvalPlan {
         }
     }
 
-    /// The plan a plan file describes on top of `base` (the run's own
-    /// plan), after checking its models against `models` and its layer names
-    /// against `net`.
-    pub fn from_file(
-        file: &PlanFile,
-        base: &PlanSpec,
-        net: &str,
-        models: &[ModelInfo],
-    ) -> Result<EvalPlan> {
-        Self::from_file_with_names(file, base, net, &layer_names(net)?, models)
-    }
-
     /// The plan a plan file describes on top of the plan of the run `spec`
     /// (what `eval --plan` evaluates), its layer names checked against the
     /// run's network: a classifier's layers, or a Transformer's plan names
-    /// ([`crate::lm::plan_names`], which depend on its number of blocks).
+    /// ([`plan_names`], which depend on its number of blocks).
     pub fn from_file_for_spec(
         file: &PlanFile,
         spec: &RunSpec,
         models: &[ModelInfo],
     ) -> Result<EvalPlan> {
-        let names = if spec.net == crate::lm::TRANSFORMER {
-            crate::lm::plan_names(spec)?
-        } else {
-            layer_names(&spec.net)?
-        };
-        Self::from_file_with_names(file, &spec.plan()?, &spec.net, &names, models)
-    }
-
-    fn from_file_with_names(
-        file: &PlanFile,
-        base: &PlanSpec,
-        net: &str,
-        names: &[String],
-        models: &[ModelInfo],
-    ) -> Result<EvalPlan> {
         file.check_models(models)?;
         check_layer_names(
             file.layers.keys(),
-            names,
-            net,
+            &plan_names(spec)?,
+            &spec.net,
             &format!("plan file {}", file.path.display()),
         )?;
-        let resolved = file.resolve(base);
+        let resolved = file.resolve(&spec.plan()?);
         Ok(EvalPlan {
             label: file
                 .path
@@ -267,30 +170,49 @@ impl Evaluator {
 
     /// Evaluate the trained weights under `plan`.
     pub fn evaluate(&self, plan: &EvalPlan, models: &[ModelInfo]) -> Result<EvalResult> {
-        let spec = plan.applied_to(&self.spec);
-        spec.validate()?;
-        let mut network = network_for_spec(&spec, models)?;
-        self.source
-            .checkpoint
-            .apply_weights(&self.source.checkpoint_path, &mut network)?;
-        let started = Instant::now();
-        // The optimizer and schedule are never used: evaluation does not train.
-        let mut trainer = Trainer::new(
-            network,
-            Optimizer::new(OptimizerConfig::sgd())?,
-            LrSchedule::constant(1.0),
-            spec.seed,
-        )?;
-        let stats = trainer.evaluate(&self.test_set, spec.eval_batch_size)?;
-        Ok(EvalResult {
-            label: plan.label.clone(),
-            plan: spec.plan_label(),
-            loss: stats.loss,
-            accuracy: stats.accuracy,
-            samples: stats.samples,
-            seconds: started.elapsed().as_secs_f64(),
+        let build = |spec: &RunSpec| {
+            let mut network = network_for_spec(spec, models)?;
+            self.source
+                .checkpoint
+                .apply_weights(&self.source.checkpoint_path, &mut network)?;
+            Ok(network)
+        };
+        evaluate_plan(plan, &self.spec, build, |network, spec| {
+            // The optimizer and schedule are never used: evaluation does not
+            // train.
+            let mut trainer = Trainer::new(
+                network,
+                Optimizer::new(OptimizerConfig::sgd())?,
+                LrSchedule::constant(1.0),
+                spec.seed,
+            )?;
+            Ok(trainer.evaluate(&self.test_set, spec.eval_batch_size)?)
         })
     }
+}
+
+/// The result of `plan` applied to `base` (checked): `build` makes the
+/// model of the spec it is given with the trained weights, `score`
+/// evaluates it (timed). The evaluation of either task.
+pub(crate) fn evaluate_plan<M>(
+    plan: &EvalPlan,
+    base: &RunSpec,
+    build: impl FnOnce(&RunSpec) -> Result<M>,
+    score: impl FnOnce(M, &RunSpec) -> Result<EvalStats>,
+) -> Result<EvalResult> {
+    let spec = plan.applied_to(base);
+    spec.validate()?;
+    let model = build(&spec)?;
+    let started = Instant::now();
+    let stats = score(model, &spec)?;
+    Ok(EvalResult {
+        label: plan.label.clone(),
+        plan: spec.plan_label(),
+        loss: stats.loss,
+        accuracy: stats.accuracy,
+        samples: stats.samples,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// Header of the evaluation CSV.
@@ -314,12 +236,8 @@ pub fn write_eval_csv(
     results: &[EvalResult],
     overwrite: bool,
 ) -> Result<()> {
-    refuse_existing(path, overwrite)?;
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let err = |e: csv::Error| ExperimentError::Other(format!("{}: {e}", path.display()));
-    w.write_record(EVAL_CSV_HEADER).map_err(err)?;
-    for r in results {
-        w.write_record([
+    let records = results.iter().map(|r| {
+        vec![
             evaluator.source.checkpoint_path.display().to_string(),
             evaluator.spec.net.clone(),
             evaluator.spec.dataset.clone(),
@@ -329,12 +247,28 @@ pub fn write_eval_csv(
             r.loss.to_string(),
             r.accuracy.to_string(),
             format!("{:.3}", r.seconds),
-        ])
-        .map_err(err)?;
+        ]
+    });
+    write_csv(path, overwrite, &EVAL_CSV_HEADER, records)
+}
+
+/// Write `header` and `records` as CSV at `path`, whole; an existing file
+/// is an error unless `overwrite`.
+pub(crate) fn write_csv(
+    path: &Path,
+    overwrite: bool,
+    header: &[&str],
+    records: impl IntoIterator<Item = Vec<String>>,
+) -> Result<()> {
+    refuse_existing(path, overwrite)?;
+    let err =
+        |e: &dyn std::fmt::Display| ExperimentError::Other(format!("{}: {e}", path.display()));
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(header).map_err(|e| err(&e))?;
+    for record in records {
+        w.write_record(&record).map_err(|e| err(&e))?;
     }
-    let bytes = w
-        .into_inner()
-        .map_err(|e| ExperimentError::Other(format!("{}: {e}", path.display())))?;
+    let bytes = w.into_inner().map_err(|e| err(&e))?;
     write_atomic(path, &bytes)
 }
 

@@ -25,204 +25,26 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use amsim::{ModelInfo, MultiplierPlan};
+use amsim::ModelInfo;
 use nets::data::{load_text, CharCorpus};
+use nets::layers::MacCounts;
 use nets::lm::{generate, validation_starts, LmTrainer};
 use nets::schedule::{Granularity, LrSchedule, Schedule};
-use nets::transformer::{Positions, Transformer, TransformerConfig};
+use nets::transformer::Transformer;
 use nets::NetError;
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
 
 use crate::atomic::write_atomic;
 use crate::error::{ExperimentError, Result};
-use crate::metrics::{write_metrics_with_perplexity, MetricsRow};
-use crate::run::{
-    optimizer, prepare, resolve_plans, round_ms, row_base, summary, write_state, Divergence,
-    EpochStart, LmPeriod, RunDir, RunObserver, RunOutcome, Start, StartMode,
+use crate::metrics::MetricsRow;
+use crate::model::{optimizer, transformer_for_spec, PlannedModel};
+use crate::run_dir::{
+    load_checkpoint, prepare, read_vocab, round_ms, train_periods, Divergence, EpochStart,
+    LmPeriod, Period, PeriodTrainer, Recorder, RunDir, RunObserver, RunOutcome, Start, StartMode,
+    RUN_TOML, VOCAB_TXT,
 };
-use crate::spec::{RunFile, RunSpec, RunStatus, ScheduleKind};
-
-/// The network name of language-model runs.
-pub const TRANSFORMER: &str = "transformer";
-/// The dataset prefix of a text file: `text:PATH`.
-pub const TEXT_PREFIX: &str = "text:";
-/// `DIR/vocab.txt`: the vocabulary of a language-model run.
-pub const VOCAB_TXT: &str = "vocab.txt";
-
-/// The path of a `text:PATH` dataset.
-pub fn text_path(dataset: &str) -> Option<&Path> {
-    dataset
-        .strip_prefix(TEXT_PREFIX)
-        .filter(|p| !p.is_empty())
-        .map(Path::new)
-}
-
-/// Size and options of the Transformer of a run (the `[spec.transformer]`
-/// table of `run.toml`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TransformerSpec {
-    /// Blocks.
-    pub layers: usize,
-    /// Width C.
-    pub width: usize,
-    /// Attention heads (must divide the width).
-    pub heads: usize,
-    /// Context T: the length of training and validation windows.
-    pub context: usize,
-    /// `learned` or `sinusoidal`.
-    pub positions: String,
-    /// Output head tied to the token embedding.
-    pub tied_head: bool,
-    /// Steps of linear learning-rate warm-up before the cosine decay.
-    pub warmup_steps: usize,
-    /// Validation windows per evaluation (spread evenly over the
-    /// validation text).
-    pub eval_windows: usize,
-}
-
-impl Default for TransformerSpec {
-    /// The default model: 4 layers, width 128, 4 heads, context 128,
-    /// learned positions, tied head; 100 warm-up steps; 128 validation
-    /// windows (16,384 characters).
-    fn default() -> Self {
-        TransformerSpec {
-            layers: 4,
-            width: 128,
-            heads: 4,
-            context: 128,
-            positions: Positions::Learned.name().into(),
-            tied_head: true,
-            warmup_steps: 100,
-            eval_windows: 128,
-        }
-    }
-}
-
-impl TransformerSpec {
-    /// The model configuration for a vocabulary of `vocab` characters.
-    pub fn config(&self, vocab: usize) -> Result<TransformerConfig> {
-        let config = TransformerConfig {
-            vocab,
-            context: self.context,
-            layers: self.layers,
-            width: self.width,
-            heads: self.heads,
-            positions: Positions::parse(&self.positions)?,
-            tied_head: self.tied_head,
-        };
-        config.validate()?;
-        Ok(config)
-    }
-}
-
-/// Set the language-model defaults on a spec made for `--net transformer`:
-/// AdamW (lr 1e-3, β2 0.99, weight decay 0.1), batch 32, 2000 steps with
-/// an evaluation every 100, gradients clipped to norm 1, cosine decay to a
-/// tenth of the rate after 100 warm-up steps (the nanoGPT character-level
-/// Shakespeare recipe, scaled to the smaller model).
-pub fn apply_defaults(spec: &mut RunSpec) {
-    spec.optimizer.kind = crate::spec::OptimizerKind::Adam;
-    spec.optimizer.lr = 1e-3;
-    spec.optimizer.beta2 = 0.99;
-    spec.optimizer.weight_decay = 0.1;
-    spec.optimizer.nesterov = false;
-    spec.batch_size = 32;
-    spec.eval_batch_size = 32;
-    spec.schedule.kind = ScheduleKind::Cosine;
-    spec.schedule.warmup_epochs = 0;
-    spec.steps = Some(2000);
-    spec.eval_every = Some(100);
-    spec.clip_norm = Some(1.0);
-    spec.transformer = Some(TransformerSpec::default());
-    spec.augment = false;
-}
-
-/// The language-model checks of [`RunSpec::validate`]; options that only a
-/// Transformer takes are errors for other networks.
-pub fn validate(spec: &RunSpec) -> Result<()> {
-    let bad = |m: String| Err(ExperimentError::BadSpec(m));
-    if spec.net != TRANSFORMER {
-        for (given, flag) in [
-            (spec.steps.is_some(), "--steps"),
-            (spec.eval_every.is_some(), "--eval-every"),
-            (spec.clip_norm.is_some(), "--clip-norm"),
-            (spec.transformer.is_some(), "the transformer options"),
-        ] {
-            if given {
-                return bad(format!("{flag} is available with --net transformer only"));
-            }
-        }
-        if spec.dataset.starts_with(TEXT_PREFIX) {
-            return bad(format!(
-                "{} is a text corpus; train it with --net transformer",
-                spec.dataset
-            ));
-        }
-        return Ok(());
-    }
-    if text_path(&spec.dataset).is_none() {
-        return bad(format!(
-            "--net transformer trains on a text file: --dataset text:PATH (got '{}')",
-            spec.dataset
-        ));
-    }
-    let Some(t) = &spec.transformer else {
-        return bad("a transformer run needs its [transformer] table".into());
-    };
-    t.config(1)?;
-    if t.eval_windows == 0 {
-        return bad("--eval-windows must be at least 1".into());
-    }
-    if spec.steps == Some(0) || spec.eval_every == Some(0) {
-        return bad("--steps and --eval-every must be at least 1".into());
-    }
-    if let Some(c) = spec.clip_norm {
-        if !(c.is_finite() && c > 0.0) {
-            return bad(format!("--clip-norm must be positive, got {c}"));
-        }
-    }
-    if !matches!(
-        spec.schedule.kind,
-        ScheduleKind::Cosine | ScheduleKind::Constant
-    ) {
-        return bad(format!(
-            "a transformer run takes the cosine or constant schedule, not {}",
-            spec.schedule.kind
-        ));
-    }
-    Ok(())
-}
-
-/// Names a plan file may give a plan to in the model of `spec`.
-pub fn plan_names(spec: &RunSpec) -> Result<Vec<String>> {
-    let t = spec.transformer.clone().unwrap_or_default();
-    let mut small = t.clone();
-    // The names depend on the number of blocks only.
-    (small.width, small.heads, small.context) = (2, 1, 1);
-    small.positions = Positions::Learned.name().into();
-    let model = Transformer::new(
-        small.config(1)?,
-        MultiplierPlan::uniform(amsim::Multiplier::Fp32),
-        0,
-    )?;
-    Ok(model.plan_names())
-}
-
-/// The model of `spec` for `vocab` characters, plans resolved against
-/// `models`, weights from the spec's seed.
-pub fn model_for_spec(spec: &RunSpec, vocab: usize, models: &[ModelInfo]) -> Result<Transformer> {
-    let t = spec.transformer.clone().unwrap_or_default();
-    let (default_plan, layer_plans) = resolve_plans(spec, models, &plan_names(spec)?)?;
-    let mut model = Transformer::new(t.config(vocab)?, default_plan, spec.seed)?;
-    // BTreeMap order: `block0` before `block0.attn`, so a block's plan is
-    // applied first and its inner layers' plans override it.
-    for (name, plan) in layer_plans {
-        model.set_plan_by_name(&name, plan)?;
-    }
-    Ok(model)
-}
+pub use crate::spec::{text_path, TransformerSpec, TEXT_PREFIX, TRANSFORMER};
+use crate::spec::{RunFile, RunSpec, ScheduleKind, Task};
 
 /// The corpus of a `text:PATH` spec, checked against the context: both
 /// splits must hold at least one window of `context + 1` characters.
@@ -300,14 +122,36 @@ pub fn train_lm(
 ) -> Result<RunOutcome> {
     let dir = RunDir::new(dir);
     let (path, corpus) = load_corpus(spec)?;
-    let t_spec = spec.transformer.clone().unwrap_or_default();
-    let model = model_for_spec(spec, corpus.vocab_size(), models)?;
+    let t_spec = spec.transformer_spec();
+    let mut model = transformer_for_spec(spec, corpus.vocab_size(), models)?;
     let total = total_steps(spec, corpus.train.len());
     let every = spec.eval_every.unwrap_or(total).max(1);
     let eval_at = evaluation_steps(total, every);
-    let (mut rows, state) = match prepare(spec, &dir, mode, eval_at.len())? {
+    let (rows, state) = match prepare(spec, &dir, mode, eval_at.len())? {
         Start::Done(s) => return Ok(RunOutcome::AlreadyFinished(s)),
         Start::Train { rows, state } => (rows, state),
+    };
+    // Fine-tuning starts from the weights of another language-model run
+    // (same size, same vocabulary), with fresh optimizer state, counters
+    // and schedule; a resumed run continues from its own checkpoint.
+    let init = match (&spec.init, &state) {
+        (Some(from), None) => {
+            let init = load_checkpoint(from)?;
+            let init_vocab_path = init.run_dir.join(VOCAB_TXT);
+            if read_vocab(&init.run_dir)? != corpus.vocab {
+                return Err(ExperimentError::BadFile {
+                    path: path.clone(),
+                    reason: format!(
+                        "its characters differ from those of {}, the vocabulary of the weights \
+                         given by --init; fine-tune on the text that run trained on",
+                        init_vocab_path.display()
+                    ),
+                });
+            }
+            nets::lm::apply_weights(&init.checkpoint, &init.checkpoint_path, &mut model)?;
+            Some(init)
+        }
+        _ => None,
     };
     let context = t_spec.context;
     let valid_starts = validation_starts(corpus.valid.len(), context, t_spec.eval_windows)?;
@@ -326,68 +170,93 @@ pub fn train_lm(
             dir.path().display(),
             trainer.step()
         ));
+    } else if let Some(init) = &init {
+        observer.message(&format!(
+            "starting from the weights of {} (step {})",
+            init.checkpoint_path.display(),
+            init.checkpoint.global_step
+        ));
     }
-    std::fs::create_dir_all(dir.path()).map_err(|e| ExperimentError::io(dir.path(), e))?;
-    if trainer.step() == 0 {
-        for stale in [dir.metrics_csv(), dir.checkpoint()] {
-            if stale.exists() {
-                std::fs::remove_file(&stale).map_err(|e| ExperimentError::io(&stale, e))?;
-            }
-        }
-    }
-    let vocab: String = corpus.vocab.iter().collect();
-    write_atomic(&dir.path().join(VOCAB_TXT), vocab.as_bytes())?;
+    let fresh = trainer.step() == 0;
     let data_source = path.display().to_string();
-    write_metrics_with_perplexity(&dir.metrics_csv(), &rows)?;
-    write_state(spec, &dir, &data_source, RunStatus::Running, &rows, None)?;
+    let recorder = Recorder::begin(spec, dir, data_source, rows, eval_at.len(), fresh)?;
+    let vocab: String = corpus.vocab.iter().collect();
+    write_atomic(&recorder.dir().path().join(VOCAB_TXT), vocab.as_bytes())?;
 
-    let macs = trainer.model.macs_per_sequence(context);
-    let row_base = row_base(spec);
-    let batch = spec.batch_size;
-    for (k, &until) in eval_at.iter().enumerate().skip(rows.len()) {
-        let evaluation = k + 1;
-        let first = trainer.step();
-        let steps = (until - first) as usize;
-        observer.epoch_started(&EpochStart {
-            epoch: evaluation,
-            epochs: eval_at.len(),
+    let macs = trainer.model.macs_per_example();
+    let mut periods = Evaluations {
+        spec,
+        trainer,
+        corpus,
+        valid_starts,
+        eval_at,
+        total,
+        context,
+        macs,
+    };
+    train_periods(recorder, &mut periods, observer)
+}
+
+/// A language model's training for [`train_periods`]: one period per
+/// evaluation, the steps up to it.
+struct Evaluations<'a> {
+    spec: &'a RunSpec,
+    trainer: LmTrainer,
+    corpus: CharCorpus,
+    valid_starts: Vec<usize>,
+    /// The steps after which an evaluation is recorded.
+    eval_at: Vec<u64>,
+    total: usize,
+    context: usize,
+    macs: MacCounts,
+}
+
+impl PeriodTrainer for Evaluations<'_> {
+    fn announce(&self, k: usize) -> EpochStart {
+        let first = self.trainer.step();
+        let steps = (self.eval_at[k] - first) as usize;
+        EpochStart {
+            epoch: k + 1,
+            epochs: self.eval_at.len(),
             batches: steps,
-            images: steps * batch,
+            images: steps * self.spec.batch_size,
             lm: Some(LmPeriod {
                 first_step: first,
-                total_steps: total as u64,
-                context,
+                total_steps: self.total as u64,
+                context: self.context,
             }),
-        });
+        }
+    }
+
+    fn period(
+        &mut self,
+        k: usize,
+        row: MetricsRow,
+        observer: &mut dyn RunObserver,
+    ) -> Result<Period> {
+        let (batch, macs) = (self.spec.batch_size, self.macs);
+        let evaluation = k + 1;
+        let steps = (self.eval_at[k] - self.trainer.step()) as usize;
         let started = Instant::now();
         let (mut loss_sum, mut acc_sum) = (0.0f64, 0.0f64);
         for i in 0..steps {
-            let s = match trainer.train_step(&corpus.train, batch) {
+            let s = match self.trainer.train_step(&self.corpus.train, batch) {
                 Ok(s) => s,
                 Err(NetError::NonFiniteLoss { loss, .. }) => {
                     let d = Divergence {
                         epoch: evaluation,
-                        step: trainer.step() + 1,
+                        step: self.trainer.step() + 1,
                         loss: loss as f64,
                     };
-                    rows.push(MetricsRow {
+                    let row = MetricsRow {
                         epoch: evaluation,
                         step: d.step,
                         train_loss: loss,
                         seconds: round_ms(started.elapsed().as_secs_f64()),
                         macs: (i * batch) as u64 * macs.total() + batch as u64 * macs.forward,
-                        ..row_base.clone()
-                    });
-                    write_metrics_with_perplexity(&dir.metrics_csv(), &rows)?;
-                    write_state(
-                        spec,
-                        &dir,
-                        &data_source,
-                        RunStatus::Diverged,
-                        &rows,
-                        Some(d.to_string()),
-                    )?;
-                    return Ok(RunOutcome::Diverged(d));
+                        ..row
+                    };
+                    return Ok(Period::Diverged(d, row));
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -397,37 +266,32 @@ pub fn train_lm(
                 .batch_done(i + 1, steps, s.loss as f64, batch)
                 .is_break()
             {
-                return Ok(RunOutcome::Interrupted {
-                    epochs_completed: k,
-                });
+                return Ok(Period::Interrupted);
             }
         }
-        let eval = trainer.evaluate(&corpus.valid, &valid_starts, spec.eval_batch_size)?;
-        trainer.record_evaluation();
-        let row = MetricsRow {
+        let eval = self.trainer.evaluate(
+            &self.corpus.valid,
+            &self.valid_starts,
+            self.spec.eval_batch_size,
+        )?;
+        self.trainer.record_evaluation();
+        Ok(Period::Done(MetricsRow {
             epoch: evaluation,
-            step: trainer.step(),
+            step: self.trainer.step(),
             train_loss: (loss_sum / steps.max(1) as f64) as f32,
             train_accuracy: (acc_sum / steps.max(1) as f64) as f32,
             test_loss: eval.loss,
             test_accuracy: eval.accuracy,
             seconds: round_ms(started.elapsed().as_secs_f64()),
-            macs: (steps * batch) as u64 * macs.total() + valid_starts.len() as u64 * macs.forward,
-            ..row_base.clone()
-        };
-        rows.push(row.clone());
-        write_metrics_with_perplexity(&dir.metrics_csv(), &rows)?;
-        trainer.checkpoint().save(&dir.checkpoint())?;
-        let status = if evaluation == eval_at.len() {
-            RunStatus::Finished
-        } else {
-            RunStatus::Running
-        };
-        write_state(spec, &dir, &data_source, status, &rows, None)?;
-        observer.epoch_done(&row);
+            macs: (steps * batch) as u64 * macs.total()
+                + self.valid_starts.len() as u64 * macs.forward,
+            ..row
+        }))
     }
-    write_state(spec, &dir, &data_source, RunStatus::Finished, &rows, None)?;
-    Ok(RunOutcome::Finished(summary(spec, rows)))
+
+    fn save(&self, path: &Path) -> Result<()> {
+        Ok(self.trainer.checkpoint().save(path)?)
+    }
 }
 
 /// A trained language model ready to generate text.
@@ -437,6 +301,8 @@ pub struct Sampler {
     pub model: Transformer,
     /// Characters by id.
     pub vocab: Vec<char>,
+    /// The file they come from (the run's `vocab.txt`), for messages.
+    pub vocab_path: PathBuf,
     /// The run's spec.
     pub spec: RunSpec,
 }
@@ -450,22 +316,27 @@ impl Sampler {
         plan: Option<(String, BTreeMap<String, String>)>,
         models: &[ModelInfo],
     ) -> Result<Sampler> {
-        let loaded = crate::eval::load_checkpoint(checkpoint)?;
+        let loaded = load_checkpoint(checkpoint)?;
         let RunFile { mut spec, .. } = loaded.run;
-        if spec.net != TRANSFORMER {
+        if spec.task() != Task::LanguageModel {
             return Err(ExperimentError::BadFile {
-                path: loaded.run_dir.join(crate::run::RUN_TOML),
+                path: loaded.run_dir.join(RUN_TOML),
                 reason: format!("a {} run; sample needs a --net transformer run", spec.net),
             });
         }
-        let vocab = crate::lm_eval::read_vocab(&loaded.run_dir)?;
+        let vocab = read_vocab(&loaded.run_dir)?;
         if let Some((default, layers)) = plan {
             spec.multiplier = default;
             spec.layers = layers;
         }
-        let mut model = model_for_spec(&spec, vocab.len(), models)?;
+        let mut model = transformer_for_spec(&spec, vocab.len(), models)?;
         nets::lm::apply_weights(&loaded.checkpoint, &loaded.checkpoint_path, &mut model)?;
-        Ok(Sampler { model, vocab, spec })
+        Ok(Sampler {
+            model,
+            vocab,
+            vocab_path: loaded.run_dir.join(VOCAB_TXT),
+            spec,
+        })
     }
 
     /// `tokens` characters following `prompt`, drawn at `temperature` (0:
@@ -485,10 +356,13 @@ impl Sampler {
                     .iter()
                     .position(|&v| v == c)
                     .map(|i| i as u32)
-                    .ok_or_else(|| {
-                        ExperimentError::BadSpec(format!(
-                            "--prompt: the character {c:?} is not in the model's vocabulary"
-                        ))
+                    .ok_or_else(|| ExperimentError::BadFile {
+                        path: self.vocab_path.clone(),
+                        reason: format!(
+                            "the --prompt character {c:?} is not in the run's vocabulary \
+                             (the {} characters of its training text, listed in this file)",
+                            self.vocab.len()
+                        ),
                     })
             })
             .collect::<Result<Vec<u32>>>()?;

@@ -4,7 +4,7 @@
 //!
 //! The weights come from the run's checkpoint and the vocabulary from its
 //! `vocab.txt`; the model is rebuilt from the run's spec with the plan asked
-//! for ([`crate::lm::model_for_spec`]). By default it is scored on the same
+//! for ([`crate::model::transformer_for_spec`]). By default it is scored on the same
 //! fixed validation windows as the run's `metrics.csv` rows (the last tenth
 //! of the training text, [`nets::lm::validation_starts`] with the run's
 //! `eval_windows`), with the same function ([`nets::lm::evaluate_windows`])
@@ -18,35 +18,18 @@
 //! products run: the plan roles `fwd`, `attn_qk` and `attn_av` matter.
 
 use std::path::Path;
-use std::time::Instant;
 
 use amsim::{ModelInfo, Role};
 use nets::data::load_text;
 use nets::lm::{apply_weights, evaluate_windows, validation_starts};
 
-use crate::atomic::write_atomic;
 use crate::error::{ExperimentError, Result};
-use crate::eval::{refuse_existing, EvalPlan, EvalResult, LoadedCheckpoint};
-use crate::lm::{load_corpus, model_for_spec, text_path, TRANSFORMER, VOCAB_TXT};
+use crate::eval::{evaluate_plan, write_csv, EvalPlan, EvalResult};
+use crate::lm::load_corpus;
+use crate::model::transformer_for_spec;
+use crate::run_dir::{read_vocab, LoadedCheckpoint, RUN_TOML, VOCAB_TXT};
 use crate::sensitivity::{Harm, PlanEvaluator, SensitivityItem};
-use crate::spec::RunSpec;
-
-/// The vocabulary of the run in `run_dir`: the characters of its
-/// `vocab.txt`, in id order.
-pub fn read_vocab(run_dir: &Path) -> Result<Vec<char>> {
-    let path = run_dir.join(VOCAB_TXT);
-    let vocab: Vec<char> = std::fs::read_to_string(&path)
-        .map_err(|e| ExperimentError::io(&path, e))?
-        .chars()
-        .collect();
-    if vocab.is_empty() {
-        return Err(ExperimentError::BadFile {
-            path,
-            reason: "is empty; it should hold the training text's characters".into(),
-        });
-    }
-    Ok(vocab)
-}
+use crate::spec::{text_path, RunSpec, Task};
 
 /// A trained language model and the text windows it is scored on, ready
 /// to evaluate plans.
@@ -80,9 +63,9 @@ impl LmEvaluator {
         eval_windows: Option<usize>,
     ) -> Result<LmEvaluator> {
         let mut spec = source.run.spec.clone();
-        if spec.net != TRANSFORMER {
+        if spec.task() != Task::LanguageModel {
             return Err(ExperimentError::BadFile {
-                path: source.run_dir.join(crate::run::RUN_TOML),
+                path: source.run_dir.join(RUN_TOML),
                 reason: format!(
                     "a {} run; language-model evaluation needs a --net transformer run",
                     spec.net
@@ -94,7 +77,7 @@ impl LmEvaluator {
                 "--eval-windows must be at least 1".into(),
             ));
         }
-        let t_spec = spec.transformer.clone().unwrap_or_default();
+        let t_spec = spec.transformer_spec();
         let windows = eval_windows.unwrap_or(t_spec.eval_windows);
         let vocab = read_vocab(&source.run_dir)?;
         let vocab_path = source.run_dir.join(VOCAB_TXT);
@@ -162,30 +145,27 @@ impl LmEvaluator {
     /// Validation loss, perplexity and accuracy of the trained weights
     /// under `plan`.
     pub fn evaluate(&self, plan: &EvalPlan, models: &[ModelInfo]) -> Result<EvalResult> {
-        let spec = plan.applied_to(&self.spec);
-        spec.validate()?;
-        let mut model = model_for_spec(&spec, self.vocab.len(), models)?;
-        apply_weights(
-            &self.source.checkpoint,
-            &self.source.checkpoint_path,
-            &mut model,
-        )?;
-        let started = Instant::now();
-        let stats = evaluate_windows(&mut model, &self.text, &self.starts, spec.eval_batch_size)?;
-        Ok(EvalResult {
-            label: plan.label.clone(),
-            plan: spec.plan_label(),
-            loss: stats.loss,
-            accuracy: stats.accuracy,
-            samples: stats.samples,
-            seconds: started.elapsed().as_secs_f64(),
+        let build = |spec: &RunSpec| {
+            let mut model = transformer_for_spec(spec, self.vocab.len(), models)?;
+            let source = &self.source;
+            apply_weights(&source.checkpoint, &source.checkpoint_path, &mut model)?;
+            Ok(model)
+        };
+        evaluate_plan(plan, &self.spec, build, |mut model, spec| {
+            let batch = spec.eval_batch_size;
+            Ok(evaluate_windows(
+                &mut model,
+                &self.text,
+                &self.starts,
+                batch,
+            )?)
         })
     }
 
     /// Forward products per window of every item [`sensitivity_items`]
     /// lists, for the run's model.
     pub fn items(&self) -> Vec<SensitivityItem> {
-        let t = self.spec.transformer.clone().unwrap_or_default();
+        let t = self.spec.transformer_spec();
         sensitivity_items(t.layers, t.width, t.context, self.vocab.len())
     }
 }
@@ -326,13 +306,9 @@ pub fn write_lm_eval_csv(
     results: &[EvalResult],
     overwrite: bool,
 ) -> Result<()> {
-    refuse_existing(path, overwrite)?;
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let err = |e: csv::Error| ExperimentError::Other(format!("{}: {e}", path.display()));
-    w.write_record(LM_EVAL_CSV_HEADER).map_err(err)?;
     let first = results.first().map_or(0.0, |r| r.loss as f64);
-    for r in results {
-        w.write_record([
+    let records = results.iter().map(|r| {
+        vec![
             evaluator.source.checkpoint_path.display().to_string(),
             evaluator.spec.net.clone(),
             evaluator.spec.dataset.clone(),
@@ -345,13 +321,9 @@ pub fn write_lm_eval_csv(
             r.accuracy.to_string(),
             format!("{:.6}", r.loss as f64 - first),
             format!("{:.3}", r.seconds),
-        ])
-        .map_err(err)?;
-    }
-    let bytes = w
-        .into_inner()
-        .map_err(|e| ExperimentError::Other(format!("{}: {e}", path.display())))?;
-    write_atomic(path, &bytes)
+        ]
+    });
+    write_csv(path, overwrite, &LM_EVAL_CSV_HEADER, records)
 }
 
 /// `exp(loss)`, as `metrics.csv`'s `test_perplexity` column computes it.

@@ -13,9 +13,9 @@ use plotters::prelude::*;
 
 use crate::atomic::write_atomic;
 use crate::error::{ExperimentError, Result};
-use crate::lm::TRANSFORMER;
-use crate::plot::plan_colour;
+use crate::figure::{plan_colour, write_png_with};
 use crate::report::{all_plans, find_runs, RunRecord};
+use crate::spec::Task;
 
 /// File stem of the figure.
 pub const VALIDATION_LOSS_FIGURE: &str = "validation_loss";
@@ -28,7 +28,7 @@ const SIZE: (u32, u32) = (800, 520);
 pub fn plot_validation_loss(dir: &Path) -> Result<Vec<PathBuf>> {
     let runs: Vec<RunRecord> = find_runs(dir)?
         .into_iter()
-        .filter(|r| r.file.spec.net == TRANSFORMER && !r.rows.is_empty())
+        .filter(|r| r.file.spec.task() == Task::LanguageModel && !r.rows.is_empty())
         .collect();
     if runs.is_empty() {
         return Ok(Vec::new());
@@ -46,18 +46,8 @@ pub fn plot_validation_loss(dir: &Path) -> Result<Vec<PathBuf>> {
     )
     .map_err(|e| draw_error(&svg_path, e))?;
     write_atomic(&svg_path, svg.as_bytes())?;
-    // plotters picks the PNG encoder by extension: draw into a temporary
-    // `.png` and rename it, so the file is written whole.
     let png_path = dir.join(format!("{VALIDATION_LOSS_FIGURE}.png"));
-    let tmp = dir.join(format!(
-        ".{VALIDATION_LOSS_FIGURE}-{}.tmp.png",
-        std::process::id()
-    ));
-    if let Err(e) = draw(BitMapBackend::new(&tmp, SIZE).into_drawing_area(), &runs) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(draw_error(&png_path, e));
-    }
-    std::fs::rename(&tmp, &png_path).map_err(|e| ExperimentError::io(&png_path, e))?;
+    write_png_with(&png_path, SIZE, |area| draw(area.clone(), &runs))?;
     Ok(vec![png_path, svg_path])
 }
 

@@ -22,7 +22,7 @@ pub const METRICS_HEADER: &str = "run_id,net,dataset,plan,seed,epoch,step,train_
 /// values, written in their shortest round-trip form.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricsRow {
-    /// Deterministic run name ([`crate::run::RunSpec::run_id`]).
+    /// Deterministic run name ([`crate::spec::RunSpec::run_id`]).
     pub run_id: String,
     /// Network name.
     pub net: String,

@@ -414,7 +414,7 @@ pub fn write_histogram_png(stats: &LayerOperandStats, path: &std::path::Path) ->
     use plotters::prelude::*;
     let colours = [RGBColor(0x1f, 0x77, 0xb4), RGBColor(0xd6, 0x27, 0x28)];
     let rows = stats.roles.len();
-    crate::sensitivity::write_png_with(path, (1280, 360 * rows as u32 + 40), |root| {
+    crate::figure::write_png_with(path, (1280, 360 * rows as u32 + 40), |root| {
         root.fill(&WHITE)?;
         let (title, body) = root.split_vertically(40);
         title.titled(

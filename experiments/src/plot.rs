@@ -24,13 +24,15 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::atomic::write_atomic;
-use crate::energy::{declares_energy, energy_of_layers, macs_per_layer, RunEnergy};
+use crate::energy::{declares_energy, energy_of_products, products_of_run, Products, RunEnergy};
 use crate::error::{ExperimentError, Result};
+use crate::figure::{plan_colour, write_png_with};
 use crate::metrics::write_metrics;
 use crate::report::{
     all_plans, find_runs, groups, markdown, summary_rows, Group, ModelSection, ReportExtras,
     RunRecord, REFERENCE_PLAN, REPORT_FILE, SUMMARY_FILE,
 };
+use crate::spec::Task;
 
 /// Width of one panel, pixels.
 pub const PANEL_WIDTH: u32 = 640;
@@ -125,9 +127,7 @@ pub fn plot_dir(dir: &Path, models: &[ModelInfo]) -> Result<PlotOutput> {
         ));
         files.extend(lm_files);
     }
-    let classifiers = runs
-        .iter()
-        .any(|r| r.file.spec.net != crate::lm::TRANSFORMER);
+    let classifiers = runs.iter().any(|r| r.file.spec.task() == Task::Classifier);
     let figures: &[Figure] = if classifiers { &Figure::ALL } else { &[] };
     for &figure in figures {
         let png = dir.join(format!("{}.png", figure.stem()));
@@ -150,7 +150,7 @@ pub fn plot_dir(dir: &Path, models: &[ModelInfo]) -> Result<PlotOutput> {
     );
 
     let model_sections = draw_heatmaps(dir, &runs, models, &mut files)?;
-    let energy = energies(&runs, models)?;
+    let energy = energies(dir, &runs, models)?;
     let energy_path = dir.join(ENERGY_FILE);
     if energy.is_empty() {
         // A file of an earlier plot whose figures are gone would mislead.
@@ -247,28 +247,34 @@ fn draw_heatmaps(
 
 /// Energy per image of every run of each (net, dataset) group in which
 /// some run uses a model that declares figures; empty when none does.
-fn energies(runs: &[RunRecord], models: &[ModelInfo]) -> Result<Vec<(String, RunEnergy)>> {
+fn energies(
+    dir: &Path,
+    runs: &[RunRecord],
+    models: &[ModelInfo],
+) -> Result<Vec<(String, RunEnergy)>> {
     let mut out = Vec::new();
     for g in groups(runs) {
         if !g.runs.iter().any(|r| declares_energy(&r.file.spec, models)) {
             continue;
         }
-        // One count per network and seed is enough: plans do not change
-        // the multiply-accumulates.
-        let mut layers_of: Vec<(u64, Vec<(String, nets::layers::MacCounts)>)> = Vec::new();
+        // One count per network and seed is enough for a classifier: plans
+        // do not change the multiply-accumulates. A language model's
+        // depend on its size and vocabulary, counted per run.
+        let mut layers_of: Vec<(u64, Vec<Products>)> = Vec::new();
         for r in &g.runs {
             let spec = &r.file.spec;
-            let layers = match layers_of.iter().find(|(seed, _)| *seed == spec.seed) {
-                Some((_, l)) => l.clone(),
-                None => {
-                    let l = macs_per_layer(spec)?;
-                    layers_of.push((spec.seed, l.clone()));
-                    l
+            let cached = layers_of.iter().find(|(seed, _)| *seed == spec.seed);
+            let products = match cached {
+                Some((_, p)) if spec.task() == Task::Classifier => p.clone(),
+                _ => {
+                    let p = products_of_run(spec, &dir.join(&r.dir))?;
+                    layers_of.push((spec.seed, p.clone()));
+                    p
                 }
             };
             out.push((
                 r.file.run.run_id.clone(),
-                energy_of_layers(&layers, spec, models)?,
+                energy_of_products(&products, spec, models)?,
             ));
         }
     }
@@ -314,26 +320,8 @@ fn draw_error(path: &Path, e: impl std::fmt::Display) -> ExperimentError {
 /// temporary `.png` next to it (it picks the encoder by extension), which is
 /// then renamed over `path`.
 fn write_png(path: &Path, figure: Figure, runs: &[RunRecord], plans: &[String]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = dir.join(format!(".{}-{}.tmp.png", figure.stem(), std::process::id()));
     let size = figure_size(groups(runs).len());
-    let drawn = draw(
-        BitMapBackend::new(&tmp, size).into_drawing_area(),
-        figure,
-        runs,
-        plans,
-    );
-    if let Err(e) = drawn {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(draw_error(path, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        ExperimentError::io(path, e)
-    })
+    write_png_with(path, size, |area| draw(area.clone(), figure, runs, plans))
 }
 
 /// Draw `figure` as an SVG at `path`, written whole.
@@ -378,13 +366,6 @@ where
     }
     root.present()?;
     Ok(())
-}
-
-/// The colour of `plan`: its place among all plans of the figure.
-pub(crate) fn plan_colour(plans: &[String], plan: &str) -> RGBColor {
-    let k = plans.iter().position(|p| p == plan).unwrap_or(0);
-    let c = Palette99::pick(k).to_rgba();
-    RGBColor(c.0, c.1, c.2)
 }
 
 /// The run's name in a legend or under its bar, marked when it diverged.

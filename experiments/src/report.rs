@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::energy::{RunEnergy, FP32_MULTIPLY_PJ};
 use crate::error::{ExperimentError, Result};
 use crate::metrics::{read_metrics, MetricsRow};
-use crate::spec::{RunFile, RunStatus};
+use crate::spec::{RunFile, RunStatus, Task};
 
 /// The merged metrics of every run, next to the report.
 pub const SUMMARY_FILE: &str = "summary.csv";
@@ -294,7 +294,7 @@ pub fn markdown(title: &str, runs: &[RunRecord], extras: &ReportExtras) -> Strin
     }
     for g in groups(runs) {
         let _ = writeln!(s, "## {} on {}\n", g.net, g.dataset);
-        if g.net == crate::lm::TRANSFORMER {
+        if Task::of_net(&g.net) == Task::LanguageModel {
             lm_table(&mut s, &g);
             continue;
         }
@@ -474,9 +474,14 @@ fn energy_table(s: &mut String, g: &Group, extras: &ReportExtras) {
     if rows.is_empty() {
         return;
     }
+    // A language model's example is a window of its context.
+    let unit = match Task::of_net(&g.net) {
+        Task::Classifier => "image",
+        Task::LanguageModel => "window",
+    };
     let _ = writeln!(
         s,
-        "Energy of the multiplies per image (µJ): multiply-accumulates per role \
+        "Energy of the multiplies per {unit} (µJ): multiply-accumulates per role \
          times each role's energy per multiply (the power x delay its C model \
          declares), against the same counts at {FP32_MULTIPLY_PJ} pJ per FP32 \
          multiply (Horowitz, ISSCC 2014, 45 nm). `-`: a multiplier of the plan \
@@ -488,8 +493,8 @@ fn energy_table(s: &mut String, g: &Group, extras: &ReportExtras) {
     );
     let _ = writeln!(
         s,
-        "| plan | MACs fwd | MACs dx | MACs dw | training image | {REFERENCE_PLAN} | ratio \
-         | inference image | {REFERENCE_PLAN} | ratio |"
+        "| plan | MACs fwd | MACs dx | MACs dw | training {unit} | {REFERENCE_PLAN} | ratio \
+         | inference {unit} | {REFERENCE_PLAN} | ratio |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
     for (r, e) in rows {

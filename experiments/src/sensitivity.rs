@@ -39,7 +39,8 @@ use amsim::{ModelInfo, MultiplierSpec, PlanSpec, Role};
 use crate::energy::multiply_energy_pj;
 use crate::error::{ExperimentError, Result};
 use crate::eval::{EvalPlan, EvalResult, Evaluator};
-use crate::run::network_for_spec;
+use crate::figure::write_png_with;
+use crate::model::network_for_spec;
 use crate::spec::RunSpec;
 
 /// How the harm of a plan is measured against the baseline.
@@ -548,44 +549,6 @@ pub fn sensitivity_csv(report: &SensitivityReport) -> Result<Vec<u8>> {
     }
     w.into_inner()
         .map_err(|e| ExperimentError::Other(format!("sensitivity CSV: {e}")))
-}
-
-/// Draw a PNG at `path` with `draw`, written whole: plotters encodes into a
-/// temporary `.png` next to it (it picks the encoder by the extension),
-/// renamed over `path` once complete.
-pub(crate) fn write_png_with(
-    path: &std::path::Path,
-    size: (u32, u32),
-    draw: impl FnOnce(
-        &plotters::drawing::DrawingArea<plotters::prelude::BitMapBackend, plotters::coord::Shift>,
-    ) -> std::result::Result<(), Box<dyn std::error::Error>>,
-) -> Result<()> {
-    use plotters::prelude::*;
-    amsim::heatmap::register_embedded_font();
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{stem}-{}.tmp.png", std::process::id()));
-    let drawn = {
-        let area = BitMapBackend::new(&tmp, size).into_drawing_area();
-        draw(&area).and_then(|_| area.present().map_err(|e| e.into()))
-    };
-    if let Err(e) = drawn {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(ExperimentError::Other(format!(
-            "{}: cannot draw figure: {e}",
-            path.display()
-        )));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        ExperimentError::io(path, e)
-    })
 }
 
 /// Bar chart of the harm per item against the baseline (accuracy drop in

@@ -8,23 +8,43 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use amsim::PlanSpec;
+use nets::transformer::{Positions, TransformerConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::write_atomic;
 use crate::error::{ExperimentError, Result};
 
-/// Networks `approxtrain train` can build.
-pub const NETS: &[&str] = &[
-    "lenet300100",
-    "lenet5",
-    "resnet20",
-    "resnet32",
-    "resnet56",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "transformer",
-];
+/// Networks `approxtrain train` can build: the classifiers of
+/// [`nets::model::NETWORK_NAMES`] and [`TRANSFORMER`].
+pub fn net_names() -> impl Iterator<Item = &'static str> {
+    nets::model::NETWORK_NAMES
+        .into_iter()
+        .chain(std::iter::once(TRANSFORMER))
+}
+
+/// What a run's network learns from its data. Told apart once, from the
+/// network's name ([`Task::of_net`]); `run.toml` stays flat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// An image classifier (LeNet, ResNet) on an image dataset, trained in
+    /// epochs; `metrics.csv` has a row per epoch.
+    Classifier,
+    /// The character-level Transformer on a text file (`text:PATH`),
+    /// trained in steps ([`TransformerSpec`]); a row per evaluation.
+    LanguageModel,
+}
+
+impl Task {
+    /// The task of the network `net`.
+    pub fn of_net(net: &str) -> Task {
+        if net == TRANSFORMER {
+            Task::LanguageModel
+        } else {
+            Task::Classifier
+        }
+    }
+}
+
 /// Datasets `approxtrain train` can load (and `text:PATH`, a UTF-8 text
 /// file, for the transformer).
 pub const DATASETS: &[&str] = &["mnist", "fashion-mnist", "cifar10"];
@@ -87,6 +107,17 @@ pub struct OptimizerSpec {
     /// Minibatch SGD", 2017, section 5.1, and the usual ResNet recipes).
     #[serde(default, skip_serializing_if = "is_false")]
     pub decay_bn_bias: bool,
+}
+
+impl OptimizerSpec {
+    /// Change the family to `kind`; a switch from SGD to Adam takes Adam's
+    /// default learning rate (1e-3), which a given `--lr` then replaces.
+    pub fn switch_to(&mut self, kind: OptimizerKind) {
+        if kind != self.kind && kind == OptimizerKind::Adam {
+            self.lr = 1e-3;
+        }
+        self.kind = kind;
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -159,6 +190,18 @@ pub struct ScheduleSpec {
     pub warmup_epochs: usize,
 }
 
+impl ScheduleSpec {
+    /// Change the family to `kind`; one without warm-up (constant, step)
+    /// drops the warm-up epochs, which a given `--warmup-epochs` then
+    /// replaces.
+    pub fn switch_to(&mut self, kind: ScheduleKind) {
+        if !matches!(kind, ScheduleKind::Cosine | ScheduleKind::OneCycle) {
+            self.warmup_epochs = 0;
+        }
+        self.kind = kind;
+    }
+}
+
 /// Everything that determines the result of a training run.
 ///
 /// Two specs that differ only in [`RunSpec::data_dir`] or
@@ -225,33 +268,38 @@ pub struct RunSpec {
     /// Transformer: clip the global gradient norm to this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip_norm: Option<f64>,
-    /// Transformer: model size and options ([`crate::lm`]).
+    /// Transformer: model size and options ([`TransformerSpec`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transformer: Option<crate::lm::TransformerSpec>,
+    pub transformer: Option<TransformerSpec>,
 }
 
 impl RunSpec {
+    /// The run's task, from its network.
+    pub fn task(&self) -> Task {
+        Task::of_net(&self.net)
+    }
+
+    /// The Transformer's size and options (the defaults when the spec has
+    /// no `[transformer]` table).
+    pub fn transformer_spec(&self) -> TransformerSpec {
+        self.transformer.clone().unwrap_or_default()
+    }
+
     /// Check names and ranges; the error says which value is wrong.
     pub fn validate(&self) -> Result<()> {
-        if !NETS.contains(&self.net.as_str()) {
+        if !net_names().any(|n| n == self.net) {
             return Err(ExperimentError::UnknownNet {
                 name: self.net.clone(),
-                valid: NETS.join(", "),
+                valid: net_names().collect::<Vec<_>>().join(", "),
             });
         }
-        if !DATASETS.contains(&self.dataset.as_str())
-            && crate::lm::text_path(&self.dataset).is_none()
-        {
+        if !DATASETS.contains(&self.dataset.as_str()) && text_path(&self.dataset).is_none() {
             return Err(ExperimentError::UnknownDataset {
                 name: self.dataset.clone(),
                 valid: DATASETS.join(", "),
             });
         }
-        self.plan()?;
-        for (layer, plan) in &self.layers {
-            plan.parse::<PlanSpec>()
-                .map_err(|e| ExperimentError::BadSpec(format!("plan of layer '{layer}': {e}")))?;
-        }
+        self.plans()?;
         let bad = |m: String| Err(ExperimentError::BadSpec(m));
         if self.epochs == 0 {
             return bad("epochs must be at least 1".into());
@@ -296,7 +344,7 @@ impl RunSpec {
                 self.label_smoothing
             ));
         }
-        crate::lm::validate(self)
+        validate_task(self)
     }
 
     /// The parsed default plan.
@@ -304,6 +352,24 @@ impl RunSpec {
         self.multiplier
             .parse()
             .map_err(|e| ExperimentError::BadSpec(format!("multiplier: {e}")))
+    }
+
+    /// The parsed plans: the default, then each per-layer plan by layer
+    /// name (in name order, so a block's plan comes before those of its
+    /// inner layers). The one place a spec's plan strings are parsed; they
+    /// become multipliers in [`crate::model`].
+    pub fn plans(&self) -> Result<(PlanSpec, Vec<(String, PlanSpec)>)> {
+        let default = self.plan()?;
+        let layers = self
+            .layers
+            .iter()
+            .map(|(name, plan)| {
+                plan.parse::<PlanSpec>()
+                    .map(|p| (name.clone(), p))
+                    .map_err(|e| ExperimentError::BadSpec(format!("plan of layer '{name}': {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((default, layers))
     }
 
     /// The full plan label for `metrics.csv`: the default plan, then
@@ -333,7 +399,7 @@ impl RunSpec {
                 .collect()
         };
         // A text corpus is named by its file stem (`text-first-folio`).
-        let dataset = match crate::lm::text_path(&self.dataset) {
+        let dataset = match text_path(&self.dataset) {
             Some(p) => format!(
                 "text-{}",
                 squeeze(&p.file_stem().unwrap_or_default().to_string_lossy())
@@ -389,6 +455,171 @@ impl RunSpec {
         }
         out
     }
+}
+
+/// The network name of language-model runs.
+pub const TRANSFORMER: &str = nets::transformer::TRANSFORMER_NAME;
+/// The dataset prefix of a text file: `text:PATH`.
+pub const TEXT_PREFIX: &str = "text:";
+
+/// The path of a `text:PATH` dataset.
+pub fn text_path(dataset: &str) -> Option<&Path> {
+    dataset
+        .strip_prefix(TEXT_PREFIX)
+        .filter(|p| !p.is_empty())
+        .map(Path::new)
+}
+
+/// Size and options of the Transformer of a run (the `[spec.transformer]`
+/// table of `run.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformerSpec {
+    /// Blocks.
+    pub layers: usize,
+    /// Width C.
+    pub width: usize,
+    /// Attention heads (must divide the width).
+    pub heads: usize,
+    /// Context T: the length of training and validation windows.
+    pub context: usize,
+    /// `learned` or `sinusoidal`.
+    pub positions: String,
+    /// Output head tied to the token embedding.
+    pub tied_head: bool,
+    /// Steps of linear learning-rate warm-up before the cosine decay.
+    pub warmup_steps: usize,
+    /// Validation windows per evaluation (spread evenly over the
+    /// validation text).
+    pub eval_windows: usize,
+}
+
+impl Default for TransformerSpec {
+    /// The default model: 4 layers, width 128, 4 heads, context 128,
+    /// learned positions, tied head; 100 warm-up steps; 128 validation
+    /// windows (16,384 characters).
+    fn default() -> Self {
+        TransformerSpec {
+            layers: 4,
+            width: 128,
+            heads: 4,
+            context: 128,
+            positions: Positions::Learned.name().into(),
+            tied_head: true,
+            warmup_steps: 100,
+            eval_windows: 128,
+        }
+    }
+}
+
+impl TransformerSpec {
+    /// The model configuration for a vocabulary of `vocab` characters.
+    pub fn config(&self, vocab: usize) -> Result<TransformerConfig> {
+        let config = TransformerConfig {
+            vocab,
+            context: self.context,
+            layers: self.layers,
+            width: self.width,
+            heads: self.heads,
+            positions: Positions::parse(&self.positions)?,
+            tied_head: self.tied_head,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Set the language-model defaults on a spec made for `--net transformer`:
+/// AdamW (lr 1e-3, β2 0.99, weight decay 0.1), batch 32, 2000 steps with
+/// an evaluation every 100, gradients clipped to norm 1, cosine decay to a
+/// tenth of the rate after 100 warm-up steps (the nanoGPT character-level
+/// Shakespeare recipe, scaled to the smaller model).
+fn apply_language_model_defaults(spec: &mut RunSpec) {
+    spec.optimizer.kind = OptimizerKind::Adam;
+    spec.optimizer.lr = 1e-3;
+    spec.optimizer.beta2 = 0.99;
+    spec.optimizer.weight_decay = 0.1;
+    spec.optimizer.nesterov = false;
+    spec.batch_size = 32;
+    spec.eval_batch_size = 32;
+    spec.schedule.kind = ScheduleKind::Cosine;
+    spec.schedule.warmup_epochs = 0;
+    spec.steps = Some(2000);
+    spec.eval_every = Some(100);
+    spec.clip_norm = Some(1.0);
+    spec.transformer = Some(TransformerSpec::default());
+    spec.augment = false;
+}
+
+/// The checks of [`RunSpec::validate`] that depend on the task: options
+/// that only a Transformer takes are errors for classifiers, and image
+/// options are errors for a Transformer.
+fn validate_task(spec: &RunSpec) -> Result<()> {
+    let bad = |m: String| Err(ExperimentError::BadSpec(m));
+    if spec.task() == Task::Classifier {
+        for (given, flag) in [
+            (spec.steps.is_some(), "--steps"),
+            (spec.eval_every.is_some(), "--eval-every"),
+            (spec.clip_norm.is_some(), "--clip-norm"),
+            (spec.transformer.is_some(), "the transformer options"),
+        ] {
+            if given {
+                return bad(format!("{flag} is available with --net transformer only"));
+            }
+        }
+        if spec.dataset.starts_with(TEXT_PREFIX) {
+            return bad(format!(
+                "{} is a text corpus; train it with --net transformer",
+                spec.dataset
+            ));
+        }
+        return Ok(());
+    }
+    if text_path(&spec.dataset).is_none() {
+        return bad(format!(
+            "--net transformer trains on a text file: --dataset text:PATH (got '{}')",
+            spec.dataset
+        ));
+    }
+    // Image-classifier options a language model has no use for: refused
+    // rather than recorded in run.toml and ignored.
+    for (given, flag) in [
+        (spec.train_limit.is_some(), "--train-limit"),
+        (spec.label_smoothing != 0.0, "--label-smoothing"),
+        (spec.augment, "--augment"),
+        (spec.optimizer.decay_bn_bias, "--decay-bn-bias"),
+    ] {
+        if given {
+            return bad(format!(
+                "{flag} is available for image classifiers only, not with --net transformer"
+            ));
+        }
+    }
+    let Some(t) = &spec.transformer else {
+        return bad("a transformer run needs its [transformer] table".into());
+    };
+    t.config(1)?;
+    if t.eval_windows == 0 {
+        return bad("--eval-windows must be at least 1".into());
+    }
+    if spec.steps == Some(0) || spec.eval_every == Some(0) {
+        return bad("--steps and --eval-every must be at least 1".into());
+    }
+    if let Some(c) = spec.clip_norm {
+        if !(c.is_finite() && c > 0.0) {
+            return bad(format!("--clip-norm must be positive, got {c}"));
+        }
+    }
+    if !matches!(
+        spec.schedule.kind,
+        ScheduleKind::Cosine | ScheduleKind::Constant
+    ) {
+        return bad(format!(
+            "a transformer run takes the cosine or constant schedule, not {}",
+            spec.schedule.kind
+        ));
+    }
+    Ok(())
 }
 
 /// 32-bit FNV-1a (Fowler, Noll, Vo): a short stable hash for run names.
@@ -518,7 +749,7 @@ impl RunSpec {
     /// epochs, seed 1, `fp32` everywhere; random crop and flip for
     /// cifar10.
     /// For `transformer`, the language-model defaults of
-    /// [`crate::lm::apply_defaults`] instead.
+    /// `apply_language_model_defaults` instead.
     pub fn with_defaults(net: &str, dataset: &str) -> RunSpec {
         let mut spec = RunSpec {
             net: net.to_string(),
@@ -558,8 +789,8 @@ impl RunSpec {
             clip_norm: None,
             transformer: None,
         };
-        if net == crate::lm::TRANSFORMER {
-            crate::lm::apply_defaults(&mut spec);
+        if spec.task() == Task::LanguageModel {
+            apply_language_model_defaults(&mut spec);
         }
         spec
     }
@@ -645,6 +876,28 @@ mod tests {
         RunSpec::with_defaults("lenet300100", "fashion-mnist")
             .validate()
             .unwrap();
+    }
+
+    #[test]
+    fn switching_families_takes_their_defaults() {
+        let mut spec = RunSpec::with_defaults("lenet5", "mnist");
+        spec.optimizer.switch_to(OptimizerKind::Adam);
+        assert_eq!(
+            (spec.optimizer.kind, spec.optimizer.lr),
+            (OptimizerKind::Adam, 1e-3)
+        );
+        spec.optimizer.lr = 0.02;
+        spec.optimizer.switch_to(OptimizerKind::Adam);
+        assert_eq!(spec.optimizer.lr, 0.02);
+        assert_eq!(spec.schedule.warmup_epochs, 1);
+        spec.schedule.switch_to(ScheduleKind::OneCycle);
+        assert_eq!(spec.schedule.warmup_epochs, 1);
+        spec.schedule.switch_to(ScheduleKind::Step);
+        assert_eq!(
+            (spec.schedule.kind, spec.schedule.warmup_epochs),
+            (ScheduleKind::Step, 0)
+        );
+        spec.validate().unwrap();
     }
 
     /// CIFAR-10 runs augment by default and MNIST runs do not; the fields

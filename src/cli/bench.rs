@@ -10,6 +10,8 @@ use amsim::spec::Resolver;
 use amsim::{Multiplier, MultiplierSpec};
 use anyhow::{bail, Context};
 use approxtrain::models::MODELS;
+use experiments::bench::{time_lm_training, time_training, Timed};
+use experiments::device::Device;
 use serde_json::json;
 
 /// Multipliers timed when `--multiplier` is not given.
@@ -94,21 +96,12 @@ pub struct CommonArgs {
     /// Untimed warm-up calls before timing.
     #[arg(long, default_value_t = 1, value_name = "W")]
     warmup: usize,
-    /// Compute device.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    /// Compute device: cpu or cuda.
+    #[arg(long, default_value_t = Device::Cpu)]
     device: Device,
     /// Print one JSON object per row instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-/// Where the engines run.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Device {
-    /// The CPU engine (rayon threads; see the global --threads).
-    Cpu,
-    /// The CUDA engine.
-    Cuda,
 }
 
 /// Options of `bench gemm`.
@@ -219,19 +212,16 @@ fn prepare(common: &CommonArgs) -> anyhow::Result<(Vec<Multiplier>, BenchOptions
     Ok((mults, opts))
 }
 
-/// The GPU engine for `--device cuda` (a clear error naming what is
-/// missing otherwise), `None` for the CPU.
+/// The GPU engine for `--device cuda`, named on standard error (a clear
+/// error naming what is missing without a GPU), `None` for the CPU.
 pub fn cuda_engine(
     device: Device,
 ) -> anyhow::Result<Option<std::sync::Arc<amsim::cuda::CudaEngine>>> {
-    match device {
-        Device::Cpu => Ok(None),
-        Device::Cuda => {
-            let eng = amsim::cuda::CudaEngine::global().context("--device cuda")?;
-            eprintln!("device: {} ({})", eng.device_name(), eng.arch());
-            Ok(Some(eng))
-        }
+    let engine = device.engine()?;
+    if let Some(e) = &engine {
+        eprintln!("device: {} ({})", e.device_name(), e.arch());
     }
+    Ok(engine)
 }
 
 fn run_gemm(a: GemmArgs) -> anyhow::Result<()> {
@@ -443,51 +433,11 @@ fn print_conv_table(rows: &[ConvBenchRow], s: &Conv2dShape, name: Option<&str>) 
     }
 }
 
-/// One timed run: wall seconds, seconds with an AMSim product call in
-/// flight, and exclusive seconds per operation on the training thread.
-struct Timed {
-    seconds: f64,
-    product_seconds: f64,
-    profile: Vec<(amsim::timing::Op, f64)>,
-}
-
-/// Reset and start the product clock and the per-operation profile of the
-/// calling thread.
-fn start_timing() -> std::time::Instant {
-    amsim::timing::reset();
-    amsim::timing::reset_profile();
-    amsim::timing::set_enabled(true);
-    amsim::timing::profile_thread(true);
-    std::time::Instant::now()
-}
-
-/// Stop the clocks started by [`start_timing`] and read them.
-fn stop_timing(start: std::time::Instant) -> Timed {
-    let seconds = start.elapsed().as_secs_f64();
-    amsim::timing::profile_thread(false);
-    amsim::timing::set_enabled(false);
-    Timed {
-        seconds,
-        product_seconds: amsim::timing::product_nanos() as f64 * 1e-9,
-        profile: amsim::timing::profile(),
-    }
-}
-
-/// The per-operation breakdown of a timed run, with the unaccounted rest
-/// as `other`, as `(name, seconds)`.
-fn breakdown(t: &Timed) -> Vec<(&'static str, f64)> {
-    let mut rows: Vec<(&'static str, f64)> =
-        t.profile.iter().map(|&(op, s)| (op.name(), s)).collect();
-    let counted: f64 = rows.iter().map(|r| r.1).sum();
-    rows.push(("other", (t.seconds - counted).max(0.0)));
-    rows
-}
-
 /// Print the breakdown of each row: seconds and share of the run.
 fn print_breakdown(rows: &[(String, &Timed)]) {
     println!();
     println!("where the time went (exclusive seconds on the training thread, share of the run):");
-    let names: Vec<&str> = breakdown(rows[0].1).iter().map(|r| r.0).collect();
+    let names: Vec<&str> = rows[0].1.breakdown().iter().map(|r| r.0).collect();
     print!("{:<12}", "operation");
     for (label, _) in rows {
         print!(" {:>18}", label);
@@ -496,7 +446,7 @@ fn print_breakdown(rows: &[(String, &Timed)]) {
     for (i, name) in names.iter().enumerate() {
         print!("{name:<12}");
         for (_, t) in rows {
-            let s = breakdown(t)[i].1;
+            let s = t.breakdown()[i].1;
             print!(" {:>10.3} {:>6.1}%", s, 100.0 * s / t.seconds);
         }
         println!();
@@ -506,7 +456,7 @@ fn print_breakdown(rows: &[(String, &Timed)]) {
 /// The breakdown as a JSON object of seconds.
 fn breakdown_json(t: &Timed) -> serde_json::Value {
     serde_json::Value::Object(
-        breakdown(t)
+        t.breakdown()
             .into_iter()
             .map(|(k, v)| (k.to_string(), json!(v)))
             .collect(),
@@ -522,75 +472,6 @@ struct TrainBenchRow {
     threads: usize,
 }
 
-/// Time `repeats` epochs of `net` under `mult` on `data`: the median
-/// epoch's seconds and its seconds in AMSim products. Each timed epoch
-/// starts from the same freshly initialised network, so every multiplier
-/// does the same work.
-fn time_training(
-    a: &TrainBenchArgs,
-    mult: &Multiplier,
-    data: &nets::data::ImageDataset,
-) -> anyhow::Result<Timed> {
-    use nets::model::Network;
-    use nets::optim::{Optimizer, OptimizerConfig};
-    use nets::schedule::LrSchedule;
-    use nets::train::Trainer;
-    let shape = [data.channels, data.height, data.width];
-    let mut times = Vec::with_capacity(a.repeats);
-    for _ in 0..a.repeats {
-        let plan = amsim::MultiplierPlan::uniform(mult.clone());
-        let net = Network::by_name(&a.net, &shape, data.num_classes, plan, 1)?;
-        let opt = Optimizer::new(OptimizerConfig::sgd_momentum(0.9))?;
-        let mut trainer = Trainer::new(net, opt, LrSchedule::constant(0.01), 1)?;
-        let start = start_timing();
-        match trainer.train_epoch(data, a.batch_size.unwrap_or(128), &mut |_| {}) {
-            Ok(_) => {}
-            // A diverging multiplier still did the work of its batches up to
-            // the failure; report it rather than a misleading time.
-            Err(e) => bail!("{mult}: training failed during the timed epoch: {e}"),
-        }
-        times.push(stop_timing(start));
-    }
-    times.sort_by(|x, y| x.seconds.total_cmp(&y.seconds));
-    Ok(times.swap_remove(times.len() / 2))
-}
-
-/// Time `repeats` runs of `a.steps` optimizer steps of the default
-/// Transformer under `mult` on `corpus` (after one untimed step, which
-/// allocates the optimizer state): the median run's seconds and its seconds
-/// in AMSim products. Every run starts from the same fresh model and draws
-/// the same windows.
-fn time_lm_training(
-    a: &TrainBenchArgs,
-    mult: &Multiplier,
-    corpus: &nets::data::CharCorpus,
-    batch: usize,
-) -> anyhow::Result<Timed> {
-    use nets::optim::{Optimizer, OptimizerConfig};
-    let config = experiments::lm::TransformerSpec::default().config(corpus.vocab_size())?;
-    let mut times = Vec::with_capacity(a.repeats);
-    for _ in 0..a.repeats {
-        let plan = amsim::MultiplierPlan::uniform(mult.clone());
-        let model = nets::transformer::Transformer::new(config, plan, 1)?;
-        let opt = Optimizer::new(OptimizerConfig::adamw(0.1))?;
-        let schedule = nets::schedule::LrSchedule::constant(1e-3);
-        let mut trainer = nets::lm::LmTrainer::new(model, opt, schedule, 1, Some(1.0))?;
-        let step = |t: &mut nets::lm::LmTrainer| -> anyhow::Result<()> {
-            t.train_step(&corpus.train, batch)
-                .map(|_| ())
-                .with_context(|| format!("{mult}: training failed during the timed steps"))
-        };
-        step(&mut trainer)?;
-        let start = start_timing();
-        for _ in 0..a.steps {
-            step(&mut trainer)?;
-        }
-        times.push(stop_timing(start));
-    }
-    times.sort_by(|x, y| x.seconds.total_cmp(&y.seconds));
-    Ok(times.swap_remove(times.len() / 2))
-}
-
 fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
     if a.repeats == 0 {
         bail!("--repeats must be at least 1");
@@ -598,7 +479,7 @@ fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
     if a.batch_size == Some(0) {
         bail!("--batch-size must be at least 1");
     }
-    let lm = a.net == experiments::lm::TRANSFORMER;
+    let lm = experiments::Task::of_net(&a.net) == experiments::Task::LanguageModel;
     if lm && a.steps == 0 {
         bail!("--steps must be at least 1");
     }
@@ -637,7 +518,7 @@ fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
     let mut rows = Vec::new();
     for m in &mults {
-        let timed = time_training(&a, m, &data)?;
+        let timed = time_training(&a.net, m, &data, a.batch_size.unwrap_or(128), a.repeats)?;
         rows.push(TrainBenchRow {
             multiplier: m.label(),
             timed,
@@ -728,7 +609,7 @@ fn run_train_lm(a: &TrainBenchArgs, mults: &[Multiplier]) -> anyhow::Result<()> 
     let threads = rayon::current_num_threads();
     let mut rows = Vec::new();
     for m in mults {
-        let timed = time_lm_training(a, m, &corpus, batch)?;
+        let timed = time_lm_training(m, &corpus, batch, a.steps, a.repeats)?;
         rows.push((m.label(), timed));
     }
     let base = rows[0].1.seconds;

@@ -6,12 +6,10 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use experiments::eval::{
-    load_checkpoint, write_eval_csv, EvalPlan, EvalResult, Evaluator, LoadedCheckpoint,
-};
-use experiments::lm::TRANSFORMER;
+use experiments::eval::{write_eval_csv, EvalPlan, EvalResult, Evaluator};
 use experiments::lm_eval::{perplexity, write_lm_eval_csv, LmEvaluator};
-use experiments::PlanFile;
+use experiments::run_dir::{load_checkpoint, LoadedCheckpoint};
+use experiments::{PlanFile, Task};
 
 /// Options of `approxtrain eval`.
 #[derive(clap::Args)]
@@ -172,13 +170,28 @@ fn plans_of(a: &EvalArgs, source: &LoadedCheckpoint) -> anyhow::Result<Vec<EvalP
     Ok(plans)
 }
 
+/// Evaluate each plan in turn, printing `line` of each result as it comes.
+fn evaluate_each(
+    plans: &[EvalPlan],
+    evaluate: impl Fn(&EvalPlan) -> experiments::Result<EvalResult>,
+    line: impl Fn(&EvalResult) -> String,
+) -> anyhow::Result<Vec<EvalResult>> {
+    let mut results = Vec::new();
+    for plan in plans {
+        let r = evaluate(plan)?;
+        eprintln!("{}", line(&r));
+        results.push(r);
+    }
+    Ok(results)
+}
+
 /// Run `eval`.
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     if let Some(csv) = &a.csv {
         experiments::eval::refuse_existing(csv, a.force)?;
     }
     let source = load_checkpoint(&a.checkpoint)?;
-    if source.run.spec.net == TRANSFORMER {
+    if source.run.spec.task() == Task::LanguageModel {
         return run_lm(a, source);
     }
     if a.eval_windows.is_some() {
@@ -208,18 +221,19 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         evaluator.spec.dataset,
         evaluator.data_source
     );
-    let mut results = Vec::new();
-    for plan in &plans {
-        let r = evaluator.evaluate(plan, models)?;
-        eprintln!(
-            "{}: accuracy {:.2}%, loss {:.4} ({:.1} s)",
-            r.label,
-            100.0 * r.accuracy,
-            r.loss,
-            r.seconds
-        );
-        results.push(r);
-    }
+    let results = evaluate_each(
+        &plans,
+        |p| evaluator.evaluate(p, models),
+        |r| {
+            format!(
+                "{}: accuracy {:.2}%, loss {:.4} ({:.1} s)",
+                r.label,
+                100.0 * r.accuracy,
+                r.loss,
+                r.seconds
+            )
+        },
+    )?;
     print_table(&results);
     if let Some(csv) = &a.csv {
         write_eval_csv(csv, &evaluator, &results, a.force)?;
@@ -254,18 +268,19 @@ fn run_lm(a: EvalArgs, source: LoadedCheckpoint) -> anyhow::Result<()> {
         evaluator.characters(),
         evaluator.text_source
     );
-    let mut results = Vec::new();
-    for plan in &plans {
-        let r = evaluator.evaluate(plan, models)?;
-        eprintln!(
-            "{}: loss {:.4} nats/char, accuracy {:.2}% ({:.1} s)",
-            r.label,
-            r.loss,
-            100.0 * r.accuracy,
-            r.seconds
-        );
-        results.push(r);
-    }
+    let results = evaluate_each(
+        &plans,
+        |p| evaluator.evaluate(p, models),
+        |r| {
+            format!(
+                "{}: loss {:.4} nats/char, accuracy {:.2}% ({:.1} s)",
+                r.label,
+                r.loss,
+                100.0 * r.accuracy,
+                r.seconds
+            )
+        },
+    )?;
     print_lm_table(&results);
     if let Some(csv) = &a.csv {
         write_lm_eval_csv(csv, &evaluator, &results, a.force)?;

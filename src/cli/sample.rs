@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use experiments::lm::{plan_names, Sampler};
-use experiments::{PlanFile, RunFile};
+use experiments::eval::EvalPlan;
+use experiments::lm::Sampler;
+use experiments::PlanFile;
 
 /// Options of `approxtrain sample`.
 #[derive(clap::Args)]
@@ -51,25 +52,12 @@ pub fn run(a: SampleArgs) -> anyhow::Result<()> {
         }
         (None, Some(path)) => {
             let file = PlanFile::read(path)?;
-            file.check_models(models)?;
-            let run = experiments::eval::load_checkpoint(&a.checkpoint)?.run;
-            let RunFile { spec, .. } = run;
+            let spec = experiments::run_dir::load_checkpoint(&a.checkpoint)?
+                .run
+                .spec;
             // Layers the file leaves alone keep the run's own plan.
-            let resolved = file.resolve(&spec.plan()?);
-            experiments::plan_file::check_layer_names(
-                file.layers.keys(),
-                &plan_names(&spec)?,
-                &spec.net,
-                &format!("plan file {}", path.display()),
-            )?;
-            Some((
-                resolved.default.to_string(),
-                resolved
-                    .layers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.to_string()))
-                    .collect(),
-            ))
+            let plan = EvalPlan::from_file_for_spec(&file, &spec, models)?;
+            Some((plan.multiplier, plan.layers))
         }
         (None, None) => None,
     };

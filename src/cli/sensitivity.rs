@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use experiments::atomic::write_atomic;
-use experiments::eval::{load_checkpoint, Evaluator};
-use experiments::lm::TRANSFORMER;
+use experiments::eval::Evaluator;
 use experiments::lm_eval::LmEvaluator;
+use experiments::run_dir::load_checkpoint;
 use experiments::sensitivity::{
     plan_file_text, sensitivity, sensitivity_csv, write_sensitivity_png, Harm, PlanEvaluator,
     SensitivityReport,
 };
+use experiments::Task;
 
 /// Options of `approxtrain sensitivity`.
 #[derive(clap::Args)]
@@ -203,7 +204,7 @@ pub fn run(a: SensitivityArgs) -> anyhow::Result<()> {
     amsim::spec::Resolver::new(models).resolve(&approx)?;
     let source = load_checkpoint(&a.checkpoint)?;
     let net = source.run.spec.net.clone();
-    let lm = net == TRANSFORMER;
+    let lm = source.run.spec.task() == Task::LanguageModel;
     let wrong = |flag: &str, right: &str| {
         anyhow::anyhow!(
             "{flag} does not apply to {}, a {net} run: use {right}",

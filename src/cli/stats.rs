@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use experiments::atomic::write_atomic;
-use experiments::eval::load_checkpoint;
 use experiments::opstats::{
     histogram_csv, layer_operand_stats, metrics_csv, role_name, write_histogram_png,
 };
+use experiments::run_dir::load_checkpoint;
+use experiments::Task;
 use nets::data::{resolve_dataset_dir, Split};
 
 /// Options of `approxtrain stats`.
@@ -71,7 +72,7 @@ pub fn run(a: StatsArgs) -> anyhow::Result<()> {
         ),
     };
     let source = load_checkpoint(&a.checkpoint)?;
-    if source.run.spec.net == experiments::lm::TRANSFORMER {
+    if source.run.spec.task() == Task::LanguageModel {
         // The recorder steps through a classifier's layer list; a
         // Transformer's layers sit inside its blocks, out of its reach.
         bail!(
@@ -112,7 +113,7 @@ pub fn run(a: StatsArgs) -> anyhow::Result<()> {
     if a.data_dir.is_some() {
         run_spec.data_dir = a.data_dir.clone();
     }
-    let mut network = experiments::run::network_for_spec(&run_spec, models)?;
+    let mut network = experiments::model::network_for_spec(&run_spec, models)?;
     source
         .checkpoint
         .apply_weights(&source.checkpoint_path, &mut network)?;

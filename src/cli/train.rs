@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use experiments::device::Device;
+use experiments::eval::EvalPlan;
 use experiments::run::{train, EpochStart, RunObserver, RunOutcome, StartMode};
 use experiments::spec::{OptimizerKind, ScheduleKind};
-use experiments::{MetricsRow, PlanFile, RunFile, RunSpec};
+use experiments::{MetricsRow, PlanFile, RunFile, RunSpec, Task};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Options of `approxtrain train`, boxed: they are many, and the CLI's
@@ -44,11 +46,11 @@ transformer) and checkpoint.bin.")]
 pub struct TrainArgs {
     #[command(flatten)]
     options: Box<TrainOptions>,
-    /// Where the products of convolution, dense and attention layers run. With cuda,
+    /// Where the products of convolution, dense and attention layers run: cpu or cuda. With cuda,
     /// AMSim results are bit-exact with the CPU, so the run is the same run
     /// (fp32 runs through cuBLAS and may differ in the last bits).
-    #[arg(long, value_enum, default_value_t = crate::cli::bench::Device::Cpu)]
-    device: crate::cli::bench::Device,
+    #[arg(long, default_value_t = Device::Cpu)]
+    device: Device,
 }
 
 /// The flags of `approxtrain train`.
@@ -135,7 +137,7 @@ struct TrainOptions {
     spec: Option<PathBuf>,
     /// Fine-tune: start from the weights of a run directory (or a checkpoint
     /// file in one) with fresh optimizer state and schedule; net and dataset
-    /// default to that run's. Recorded as `init` in run.toml.
+    /// (and a transformer's size) default to that run's. Recorded as `init` in run.toml.
     #[arg(long, value_name = "DIR")]
     init: Option<PathBuf>,
     /// Start over in an output directory that already holds this run.
@@ -208,7 +210,7 @@ impl LmOptions {
     fn apply(&self, spec: &mut RunSpec, epochs_given: bool) {
         if let Some(n) = self.steps {
             spec.steps = Some(n);
-        } else if epochs_given && spec.net == experiments::lm::TRANSFORMER {
+        } else if epochs_given && spec.task() == Task::LanguageModel {
             spec.steps = None;
         }
         if self.eval_every.is_some() {
@@ -278,15 +280,7 @@ fn resume_conflicts(a: &TrainOptions) -> Vec<&'static str> {
 fn spec_from_args(a: &TrainOptions) -> anyhow::Result<RunSpec> {
     let mut spec = match (&a.spec, &a.init) {
         (Some(p), _) => RunFile::read(p)?.spec,
-        (None, Some(init)) => {
-            // Net and dataset of the run the weights come from, fresh
-            // hyper-parameters (a mismatching --net is rejected when the
-            // weights are loaded).
-            let from = experiments::eval::load_checkpoint(init)?.run.spec;
-            let mut s = RunSpec::with_defaults(&from.net, &from.dataset);
-            s.data_dir = from.data_dir;
-            s
-        }
+        (None, Some(init)) => experiments::run::fine_tuning_spec(init)?,
         (None, None) => RunSpec::with_defaults(
             a.net.as_deref().unwrap_or_default(),
             a.dataset.as_deref().unwrap_or("mnist"),
@@ -323,16 +317,11 @@ fn spec_from_args(a: &TrainOptions) -> anyhow::Result<RunSpec> {
     set(&mut spec.batch_size, a.batch_size);
     set(&mut spec.eval_batch_size, a.eval_batch_size);
     set(&mut spec.schedule.step_epochs, a.step_epochs);
-    set(&mut spec.schedule.warmup_epochs, a.warmup_epochs);
     if let Some(s) = a.seed {
         spec.seed = s;
     }
     if let Some(o) = &a.optimizer {
-        let kind: OptimizerKind = o.parse()?;
-        if kind != spec.optimizer.kind && a.lr.is_none() && kind == OptimizerKind::Adam {
-            spec.optimizer.lr = 1e-3;
-        }
-        spec.optimizer.kind = kind;
+        spec.optimizer.switch_to(o.parse::<OptimizerKind>()?);
     }
     if let Some(v) = a.lr {
         spec.optimizer.lr = v;
@@ -347,15 +336,9 @@ fn spec_from_args(a: &TrainOptions) -> anyhow::Result<RunSpec> {
         spec.optimizer.nesterov = v;
     }
     if let Some(s) = &a.schedule {
-        spec.schedule.kind = s.parse::<ScheduleKind>()?;
-        if !matches!(
-            spec.schedule.kind,
-            ScheduleKind::Cosine | ScheduleKind::OneCycle
-        ) && a.warmup_epochs.is_none()
-        {
-            spec.schedule.warmup_epochs = 0;
-        }
+        spec.schedule.switch_to(s.parse::<ScheduleKind>()?);
     }
+    set(&mut spec.schedule.warmup_epochs, a.warmup_epochs);
     if let Some(g) = a.gamma {
         spec.schedule.gamma = g;
     }
@@ -374,31 +357,15 @@ fn spec_from_args(a: &TrainOptions) -> anyhow::Result<RunSpec> {
     }
     if let Some(path) = &a.plan {
         let file = PlanFile::read(path)?;
-        file.check_models(approxtrain::models::MODELS)?;
         if a.multiplier.is_some() && !file.default.is_empty() {
             bail!(
                 "{}: sets the default multiplier, and so does --multiplier; give it in one place",
                 path.display()
             );
         }
-        let resolved = file.resolve(&spec.plan()?);
-        spec.multiplier = resolved.default.to_string();
-        spec.layers = resolved
-            .layers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_string()))
-            .collect();
-        let valid = if spec.net == experiments::lm::TRANSFORMER {
-            experiments::lm::plan_names(&spec)?
-        } else {
-            experiments::run::layer_names(&spec.net)?
-        };
-        experiments::plan_file::check_layer_names(
-            file.layers.keys(),
-            &valid,
-            &spec.net,
-            &format!("plan file {}", path.display()),
-        )?;
+        let plan = EvalPlan::from_file_for_spec(&file, &spec, approxtrain::models::MODELS)?;
+        spec.multiplier = plan.multiplier;
+        spec.layers = plan.layers;
     }
     spec.threads = Some(rayon::current_num_threads());
     Ok(spec)
@@ -473,7 +440,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         );
     }
     match outcome {
-        RunOutcome::Finished(summary) if spec.net == experiments::lm::TRANSFORMER => {
+        RunOutcome::Finished(summary) if spec.task() == Task::LanguageModel => {
             let last = summary.rows.last();
             let loss = last.map_or(f32::NAN, |r| r.test_loss);
             println!(
@@ -653,7 +620,7 @@ impl RunObserver for Progress {
     }
 
     fn epoch_done(&mut self, row: &MetricsRow) {
-        if row.net == experiments::lm::TRANSFORMER {
+        if self.lm.is_some() {
             self.finish();
             eprintln!(
                 "step {}: train loss {:.4}, validation loss {:.4} nats/char (perplexity {:.3}, \

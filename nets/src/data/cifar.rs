@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use super::{read_file, DataError, Dataset, ImageDataset, Normalization, Result, Split};
+use super::{read_file, DataError, ImageDataset, Normalization, Result, Split};
 
 /// Bytes of one record: a label and a 3x32x32 image.
 pub const CIFAR10_RECORD: usize = 1 + CIFAR10_PIXELS;
@@ -115,13 +115,4 @@ pub fn load_cifar10(
         width: 32,
         num_classes: CIFAR10_CLASSES.len(),
     })
-}
-
-/// [`load_cifar10`] with the default normalisation.
-pub fn load_cifar10_default(
-    dir: &Path,
-    split: Split,
-    limit: Option<usize>,
-) -> Result<ImageDataset> {
-    load_cifar10(dir, split, limit, &Dataset::Cifar10.default_normalization())
 }
