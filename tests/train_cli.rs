@@ -12,7 +12,9 @@ mod support;
 use std::path::Path;
 use std::process::Output;
 
-use support::{approxtrain, failure_stderr, metrics_without_seconds, shared_data_dir, test_seed};
+use support::{
+    approxtrain, failure_stderr, json_lines, metrics_without_seconds, shared_data_dir, test_seed,
+};
 
 /// `train` with small-run flags, the given seed and output directory.
 fn quick_train(out: &Path, seed: u64, extra: &[&str]) -> Output {
@@ -347,11 +349,7 @@ fn bench_train_times_a_classifier_epoch_per_multiplier() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows = json_lines(&out);
     let labels: Vec<&str> = rows
         .iter()
         .map(|r| r["multiplier"].as_str().unwrap())

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Output;
 
 use rand::SeedableRng;
-use support::{approxtrain, random_text, stderr, test_seed};
+use support::{approxtrain, json_lines, random_text, stderr, test_seed};
 
 /// A text of random sentences (see [`random_text`]) generated from `seed`.
 fn write_text(path: &Path, seed: u64) {
@@ -375,11 +375,7 @@ fn bench_train_times_transformer_steps_per_multiplier() {
         "--json",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows = json_lines(&out);
     let labels: Vec<&str> = rows
         .iter()
         .map(|r| r["multiplier"].as_str().unwrap())

@@ -76,6 +76,20 @@ struct Geometry {
 }
 
 impl Geometry {
+    /// The convolution `s` itself (its forward pass).
+    fn of(s: &Conv2dShape) -> Self {
+        Geometry {
+            cin: s.in_channels,
+            h: s.in_h,
+            w: s.in_w,
+            cout: s.out_channels,
+            kh: s.kernel_h,
+            kw: s.kernel_w,
+            ph: s.padding.0,
+            pw: s.padding.1,
+        }
+    }
+
     fn oh(&self) -> usize {
         self.h + 2 * self.ph + 1 - self.kh
     }
@@ -244,16 +258,7 @@ unsafe fn store(plane: &mut [f32], ow: usize, v: (usize, usize, usize), a: __m25
 /// Forward pass: `y = conv(x, w)` (NCHW, weights `[o][c][kh][kw]`).
 /// The caller checked [`applies`] and the buffer lengths.
 pub(crate) fn forward(s: &Conv2dShape, x: &[f32], w: &[f32], y: &mut [f32]) {
-    let g = Geometry {
-        cin: s.in_channels,
-        h: s.in_h,
-        w: s.in_w,
-        cout: s.out_channels,
-        kh: s.kernel_h,
-        kw: s.kernel_w,
-        ph: s.padding.0,
-        pw: s.padding.1,
-    };
+    let g = Geometry::of(s);
     let taps = g.cin * g.kh * g.kw;
     // wt[tap][o] = w[o][tap].
     let mut wt = vec![0.0f32; taps * g.cout];
@@ -299,16 +304,7 @@ pub(crate) fn grad_input(s: &Conv2dShape, dy: &[f32], w: &[f32], dx: &mut [f32])
 /// of dy[o][r][q] * xpad[c][r + i][q + j]`. The caller checked [`applies`]
 /// and the buffer lengths.
 pub(crate) fn grad_weight(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
-    let g = Geometry {
-        cin: s.in_channels,
-        h: s.in_h,
-        w: s.in_w,
-        cout: s.out_channels,
-        kh: s.kernel_h,
-        kw: s.kernel_w,
-        ph: s.padding.0,
-        pw: s.padding.1,
-    };
+    let g = Geometry::of(s);
     let (oh, ow) = (g.oh(), g.ow());
     let taps = g.cin * g.kh * g.kw;
     let in_len = g.cin * g.h * g.w;

@@ -30,14 +30,8 @@ const TANH_MAX: f32 = 10.0;
 /// range); NaN gives NaN.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    // Comparisons are false for NaN, so NaN passes through the clamp.
-    let x = if x < EXP_MIN {
-        EXP_MIN
-    } else if x > EXP_MAX {
-        EXP_MAX
-    } else {
-        x
-    };
+    // NaN passes through the clamp.
+    let x = x.clamp(EXP_MIN, EXP_MAX);
     let n = (x * LOG2E + ROUND) - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let mut p = 1.987_569_1e-4f32;
@@ -45,7 +39,8 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    // Cephes's 5.0000001e-1, which is 0.5 in FP32.
+    p = p * r + 0.5;
     let e = p * (r * r) + r + 1.0;
     // n is in [-126, 127] here (0 for NaN, whose e is NaN anyway).
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
@@ -56,13 +51,7 @@ pub fn exp(x: f32) -> f32 {
 /// gives `±1`.
 #[inline(always)]
 pub fn tanh(u: f32) -> f32 {
-    let u = if u > TANH_MAX {
-        TANH_MAX
-    } else if u < -TANH_MAX {
-        -TANH_MAX
-    } else {
-        u
-    };
+    let u = u.clamp(-TANH_MAX, TANH_MAX);
     1.0 - 2.0 / (exp(2.0 * u) + 1.0)
 }
 

@@ -91,6 +91,14 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// The JSON rows (one per line) of a command's standard output.
+pub fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON row per line"))
+        .collect()
+}
+
 /// The standard error of a command that must have failed.
 pub fn failure_stderr(o: &Output) -> String {
     assert!(!o.status.success(), "the command succeeded");

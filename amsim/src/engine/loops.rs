@@ -74,14 +74,15 @@ const ROW_CHUNK: usize = 480;
 /// between.
 const ROW_CHUNK_AVX2: usize = 1920;
 
-/// The rows per chunk for micro-kernel tiles of `mr` rows (6: the AVX2
-/// kernels).
+/// The rows per chunk for micro-kernel tiles of `mr` rows (the AVX2
+/// kernels' tile height is theirs alone).
 fn row_chunk(mr: usize) -> usize {
-    if mr == 6 {
-        ROW_CHUNK_AVX2
-    } else {
-        ROW_CHUNK
+    #[cfg(target_arch = "x86_64")]
+    if mr == super::x86::MR256 {
+        return ROW_CHUNK_AVX2;
     }
+    let _ = mr;
+    ROW_CHUNK
 }
 
 /// Least rows of a chunk for tables wider than [`ROW_CHUNK`] rows (see
@@ -763,26 +764,13 @@ fn exact_tile(
 mod tests {
     use std::sync::Arc;
 
-    use rand::{Rng, SeedableRng};
+    use rand::Rng;
     use rand_chacha::ChaCha8Rng;
 
     use super::*;
+    use crate::engine::test_rng;
     use crate::gemm::{gemm_reference, MatMut, MatRef};
     use crate::{Lut, Multiplier};
-
-    fn test_rng() -> ChaCha8Rng {
-        let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1)
-            });
-        eprintln!("seed = {seed} (rerun with APPROXTRAIN_TEST_SEED={seed})");
-        ChaCha8Rng::seed_from_u64(seed)
-    }
 
     /// Mitchell's product on truncated fractions (see the integration
     /// tests' `support::mitchell`), skewed by the first operand so that a

@@ -368,7 +368,8 @@ const PACK_SLACK: usize = 8;
 
 /// The micro-panel height of the AVX2 kernels, for which the AVX2 packers
 /// are written.
-const AVX2_MR: usize = 6;
+#[cfg(target_arch = "x86_64")]
+const AVX2_MR: usize = super::x86::MR256;
 
 /// The split of 8 operands at once, as [`split_bits`]: `(scale bits, table
 /// index, biased exponent, normal mask)`.
@@ -909,7 +910,7 @@ fn pack_y_body(
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
-    use rand::{Rng as _, SeedableRng};
+    use rand::Rng as _;
     use rand_chacha::ChaCha8Rng;
 
     use super::*;
@@ -943,17 +944,7 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX2, the AVX2 packers cannot run");
             return;
         }
-        let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1)
-            });
-        eprintln!("seed = {seed} (rerun with APPROXTRAIN_TEST_SEED={seed})");
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut rng = crate::engine::test_rng();
         for case in 0..300 {
             let rows = rng.gen_range(1..140usize);
             let kc = rng.gen_range(1..40usize);

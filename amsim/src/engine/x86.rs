@@ -336,7 +336,7 @@ unsafe fn direct_fma_avx512(
 pub(crate) struct Avx2;
 
 /// Rows of the AVX2 tile: 12 accumulator registers of 16.
-const MR256: usize = 6;
+pub(crate) const MR256: usize = 6;
 
 impl LutKernel for Avx2 {
     const MR: usize = MR256;
