@@ -312,7 +312,6 @@ pub(crate) fn grad_weight(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]
     let plen = g.cin * g.padded_h() * g.padded_w();
     let group = dw_group(oh * ow);
     let groups = s.batch.div_ceil(group);
-    let vecs = vectors(oh, ow);
     let mut pad_buf = Scratch::take();
     let xp_all = pad_buf.slice(s.batch * plen);
     xp_all
@@ -337,7 +336,7 @@ pub(crate) fn grad_weight(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]
                     // SAFETY: AVX2 and FMA were detected (`applies`); loads
                     // stay inside the padded copies and the output-gradient
                     // planes (see `weight_tile`).
-                    unsafe { grad_weight_block(&g, &xps, &dys, &vecs, cb * 4, rows) };
+                    unsafe { grad_weight_block(&g, &xps, &dys, cb * 4, rows) };
                 });
         });
     dw.fill(0.0);
@@ -350,12 +349,17 @@ pub(crate) fn grad_weight(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]
 
 /// Rows `co0..co0 + 4` (clipped) of a group's partial weight gradient,
 /// `rows[o * taps + t]`.
+///
+/// The images are the outer loop and the tiles of 3 taps the inner one,
+/// each tile's sums kept in `acc` between images: one image's output
+/// gradients of 4 channels (16 KiB at 32x32) stay in L1 while every tile
+/// reads them. Each sum still takes the images, then the output vectors,
+/// in order.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn grad_weight_block(
     g: &Geometry,
     xps: &[&[f32]],
     dys: &[&[f32]],
-    vecs: &[(usize, usize, usize)],
     co0: usize,
     rows: &mut [f32],
 ) {
@@ -363,99 +367,117 @@ unsafe fn grad_weight_block(
     let (pw_, ph_) = (g.padded_w(), g.padded_h());
     let cob = 4.min(g.cout - co0);
     debug_assert!(rows.len() == cob * taps);
-    let mut t0 = 0;
-    while t0 < taps {
-        let tb = 3.min(taps - t0);
-        // Offsets of the taps in the padded image.
-        let mut offs = [0usize; 3];
-        for (t, o) in offs.iter_mut().enumerate().take(tb) {
-            let tap = t0 + t;
+    let tiles = taps.div_ceil(3);
+    // Offsets of the taps in the padded image.
+    let offs: Vec<usize> = (0..taps)
+        .map(|tap| {
             let (c, i, j) = (tap / (g.kh * g.kw), (tap / g.kw) % g.kh, tap % g.kw);
-            *o = (c * ph_ + i) * pw_ + j;
+            (c * ph_ + i) * pw_ + j
+        })
+        .collect();
+    let mut acc = vec![[[_mm256_setzero_ps(); 3]; 4]; tiles];
+    for (xp, dy) in xps.iter().zip(dys) {
+        for (tile, acc) in acc.iter_mut().enumerate() {
+            let t0 = tile * 3;
+            let tb = 3.min(taps - t0);
+            let offs = &offs[t0..t0 + tb];
+            let img = (xp, dy);
+            match (cob, tb) {
+                (4, 3) => weight_tile::<4, 3>(g, img, co0, offs, acc),
+                (4, 2) => weight_tile::<4, 2>(g, img, co0, offs, acc),
+                (4, _) => weight_tile::<4, 1>(g, img, co0, offs, acc),
+                (3, 3) => weight_tile::<3, 3>(g, img, co0, offs, acc),
+                (3, 2) => weight_tile::<3, 2>(g, img, co0, offs, acc),
+                (3, _) => weight_tile::<3, 1>(g, img, co0, offs, acc),
+                (2, 3) => weight_tile::<2, 3>(g, img, co0, offs, acc),
+                (2, 2) => weight_tile::<2, 2>(g, img, co0, offs, acc),
+                (2, _) => weight_tile::<2, 1>(g, img, co0, offs, acc),
+                (_, 3) => weight_tile::<1, 3>(g, img, co0, offs, acc),
+                (_, 2) => weight_tile::<1, 2>(g, img, co0, offs, acc),
+                _ => weight_tile::<1, 1>(g, img, co0, offs, acc),
+            }
         }
-        let offs = &offs[..tb];
-        let sums: [[f32; 3]; 4] = match (cob, tb) {
-            (4, 3) => weight_tile::<4, 3>(g, xps, dys, vecs, co0, offs),
-            (4, 2) => weight_tile::<4, 2>(g, xps, dys, vecs, co0, offs),
-            (4, _) => weight_tile::<4, 1>(g, xps, dys, vecs, co0, offs),
-            (3, 3) => weight_tile::<3, 3>(g, xps, dys, vecs, co0, offs),
-            (3, 2) => weight_tile::<3, 2>(g, xps, dys, vecs, co0, offs),
-            (3, _) => weight_tile::<3, 1>(g, xps, dys, vecs, co0, offs),
-            (2, 3) => weight_tile::<2, 3>(g, xps, dys, vecs, co0, offs),
-            (2, 2) => weight_tile::<2, 2>(g, xps, dys, vecs, co0, offs),
-            (2, _) => weight_tile::<2, 1>(g, xps, dys, vecs, co0, offs),
-            (_, 3) => weight_tile::<1, 3>(g, xps, dys, vecs, co0, offs),
-            (_, 2) => weight_tile::<1, 2>(g, xps, dys, vecs, co0, offs),
-            _ => weight_tile::<1, 1>(g, xps, dys, vecs, co0, offs),
-        };
-        for (o, row) in sums.iter().enumerate().take(cob) {
-            rows[o * taps + t0..o * taps + t0 + tb].copy_from_slice(&row[..tb]);
+    }
+    for (tile, acc) in acc.iter().enumerate() {
+        let t0 = tile * 3;
+        let tb = 3.min(taps - t0);
+        for (o, acc) in acc.iter().enumerate().take(cob) {
+            for (t, a) in acc.iter().enumerate().take(tb) {
+                let mut l = [0.0f32; 8];
+                _mm256_storeu_ps(l.as_mut_ptr(), *a);
+                // Lanes added pairwise in a fixed order.
+                rows[o * taps + t0 + t] =
+                    ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+            }
         }
-        t0 += tb;
     }
 }
 
-/// Sums of `dy[co0 + o] * xpad[tap t]` over the group's images and output
-/// positions, for `COB` channels and `TB` taps (the padded-image offsets
-/// `offs`), lanes added at the end.
+/// Add one image's products `dy[co0 + o] * xpad[tap t]` over its output
+/// positions to the lane sums `acc[o][t]`, for `COB` channels and `TB` taps
+/// (the padded-image offsets `offs`).
 #[inline(always)]
 unsafe fn weight_tile<const COB: usize, const TB: usize>(
     g: &Geometry,
-    xps: &[&[f32]],
-    dys: &[&[f32]],
-    vecs: &[(usize, usize, usize)],
+    (xp, dy): (&&[f32], &&[f32]),
     co0: usize,
     offs: &[usize],
-) -> [[f32; 3]; 4] {
+    sums: &mut [[__m256; 3]; 4],
+) {
     let (oh, ow) = (g.oh(), g.ow());
     let pw_ = g.padded_w();
-    let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    debug_assert!(dy.len() == g.cout * oh * ow);
+    debug_assert!(offs.len() == TB);
     let mut acc = [[_mm256_setzero_ps(); TB]; COB];
-    for (xp, dy) in xps.iter().zip(dys) {
-        debug_assert!(dy.len() == g.cout * oh * ow);
-        let xp = xp.as_ptr();
-        let dy = dy.as_ptr();
-        for &(r, c, live) in vecs {
-            // Loads of x stay inside the padded copy (see `forward_tile`);
-            // loads of dy: the plane of co0 + o, row r, columns c..c + 8,
-            // masked to the live lanes (the last vector of the last plane
-            // would read past the buffer).
-            let at = r * ow + c;
-            let mut d = [_mm256_setzero_ps(); COB];
-            let mut a = [_mm256_setzero_ps(); TB];
-            if live == 8 {
-                for (o, d) in d.iter_mut().enumerate() {
-                    *d = _mm256_loadu_ps(dy.add((co0 + o) * oh * ow + at));
-                }
-                for (t, a) in a.iter_mut().enumerate() {
-                    *a = _mm256_loadu_ps(xp.add(offs[t] + r * pw_ + c));
-                }
-            } else {
-                let m = _mm256_cmpgt_epi32(_mm256_set1_epi32(live as i32), iota);
-                for (o, d) in d.iter_mut().enumerate() {
-                    *d = _mm256_maskload_ps(dy.add((co0 + o) * oh * ow + at), m);
-                }
-                // Lanes past the row are zero in x too, so that an infinite
-                // input there cannot make 0 * inf.
-                for (t, a) in a.iter_mut().enumerate() {
-                    *a = _mm256_maskload_ps(xp.add(offs[t] + r * pw_ + c), m);
-                }
-            }
-            for o in 0..COB {
-                for t in 0..TB {
-                    acc[o][t] = _mm256_fmadd_ps(d[o], a[t], acc[o][t]);
-                }
-            }
-        }
-    }
-    let mut out = [[0.0f32; 3]; 4];
     for o in 0..COB {
         for t in 0..TB {
-            let mut l = [0.0f32; 8];
-            _mm256_storeu_ps(l.as_mut_ptr(), acc[o][t]);
-            // Lanes added pairwise in a fixed order.
-            out[o][t] = ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+            acc[o][t] = sums[o][t];
         }
     }
-    out
+    // Loads of x stay inside the padded copy (see `forward_tile`); loads of
+    // dy: the plane of co0 + o, row r, columns c..c + 8, masked to the live
+    // lanes at the end of a row (the last vector of the last plane would
+    // read past the buffer).
+    let xt: [*const f32; TB] = std::array::from_fn(|t| xp.as_ptr().add(offs[t]));
+    let dyo: [*const f32; COB] = std::array::from_fn(|o| dy.as_ptr().add((co0 + o) * oh * ow));
+    let full = ow / 8 * 8;
+    let tail = _mm256_cmpgt_epi32(
+        _mm256_set1_epi32((ow - full) as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    );
+    for r in 0..oh {
+        let (xr, dr) = (r * pw_, r * ow);
+        // The taps' vectors are held and each channel's output gradient is
+        // loaded as it is used: 12 sums, 3 taps and one gradient fill the
+        // 16 registers (holding all 4 gradients too would spill, and reload
+        // a tap per multiply-add).
+        let mut c = 0;
+        while c < full {
+            let a: [__m256; TB] = std::array::from_fn(|t| _mm256_loadu_ps(xt[t].add(xr + c)));
+            for (o, acc) in acc.iter_mut().enumerate() {
+                let d = _mm256_loadu_ps(dyo[o].add(dr + c));
+                for t in 0..TB {
+                    acc[t] = _mm256_fmadd_ps(d, a[t], acc[t]);
+                }
+            }
+            c += 8;
+        }
+        if full < ow {
+            // Lanes past the row are zero in x too, so that an infinite
+            // input there cannot make 0 * inf.
+            let a: [__m256; TB] =
+                std::array::from_fn(|t| _mm256_maskload_ps(xt[t].add(xr + full), tail));
+            for (o, acc) in acc.iter_mut().enumerate() {
+                let d = _mm256_maskload_ps(dyo[o].add(dr + full), tail);
+                for t in 0..TB {
+                    acc[t] = _mm256_fmadd_ps(d, a[t], acc[t]);
+                }
+            }
+        }
+    }
+    for o in 0..COB {
+        for t in 0..TB {
+            sums[o][t] = acc[o][t];
+        }
+    }
 }
