@@ -29,7 +29,7 @@
 
 use rayon::prelude::*;
 
-use super::{channel_sums, min_planes_per_task, split_batch, Layer, Param};
+use super::{channel_sum_pair, channel_sums, min_planes_per_task, split_batch, Layer, Param};
 use crate::{NetError, Result, Tensor};
 
 /// ε added to the variance.
@@ -194,8 +194,8 @@ impl Layer for BatchNorm2d {
         let plane = self.cache_shape[2] * self.cache_shape[3];
         let dyd = &dy.data;
         let xhat = &self.cache_xhat;
-        let dbeta = channel_sums(n, c, plane, dyd, None, |_, g, _| g);
-        let dgamma = channel_sums(n, c, plane, dyd, Some(xhat), |_, g, h| g * h);
+        let (dbeta, dgamma) =
+            channel_sum_pair(n, c, plane, dyd, Some(xhat), |_, g, _| g, |_, g, h| g * h);
         // Running statistics are not trained: their gradient stays zero.
         self.running_mean.grad.fill(0.0);
         self.running_var.grad.fill(0.0);

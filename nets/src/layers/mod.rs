@@ -247,15 +247,61 @@ pub(crate) fn channel_sums(
                     lanes[l] += f(ch, xa, xb);
                 }
             }
-            let mut width = SUM_LANES;
-            while width > 1 {
-                width /= 2;
-                for l in 0..width {
-                    lanes[l] += lanes[l + width];
-                }
-            }
-            lanes[0]
+            fold_lanes(lanes)
         })
         .collect_into_vec(&mut out);
     out
+}
+
+/// Two [`channel_sums`] in one pass over the data: `(Σ f, Σ g)` per
+/// channel, each in exactly the order [`channel_sums`] takes.
+pub(crate) fn channel_sum_pair(
+    n: usize,
+    c: usize,
+    plane: usize,
+    a: &[f32],
+    b: Option<&[f32]>,
+    f: impl Fn(usize, f32, f32) -> f32 + Sync,
+    g: impl Fn(usize, f32, f32) -> f32 + Sync,
+) -> (Vec<f32>, Vec<f32>) {
+    use rayon::prelude::*;
+    let b = b.unwrap_or(a);
+    let mut out = Vec::with_capacity(c);
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mut lf = [0.0f32; SUM_LANES];
+            let mut lg = [0.0f32; SUM_LANES];
+            for img in 0..n {
+                let start = (img * c + ch) * plane;
+                let (pa, pb) = (&a[start..start + plane], &b[start..start + plane]);
+                let mut ca = pa.chunks_exact(SUM_LANES);
+                let mut cb = pb.chunks_exact(SUM_LANES);
+                for (xa, xb) in (&mut ca).zip(&mut cb) {
+                    for l in 0..SUM_LANES {
+                        lf[l] += f(ch, xa[l], xb[l]);
+                        lg[l] += g(ch, xa[l], xb[l]);
+                    }
+                }
+                for (l, (&xa, &xb)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+                    lf[l] += f(ch, xa, xb);
+                    lg[l] += g(ch, xa, xb);
+                }
+            }
+            (fold_lanes(lf), fold_lanes(lg))
+        })
+        .collect_into_vec(&mut out);
+    out.into_iter().unzip()
+}
+
+/// The partial sums added pairwise: lane `l` and lane `l + width / 2`.
+fn fold_lanes(mut lanes: [f32; SUM_LANES]) -> f32 {
+    let mut width = SUM_LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            lanes[l] += lanes[l + width];
+        }
+    }
+    lanes[0]
 }

@@ -197,14 +197,17 @@ impl Layer for ResidualBlock {
 
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
         let _span = amsim::timing::span(amsim::timing::Op::Residual);
-        let mut h = x.clone();
+        // The first stage reads the block's input itself (no copy).
+        let mut h: Option<Tensor> = None;
         for s in &mut self.stages {
-            h = s.conv.forward(&h, train)?;
-            h = s.bn.forward(&h, train)?;
+            let mut t = s.conv.forward(h.as_ref().unwrap_or(x), train)?;
+            t = s.bn.forward(&t, train)?;
             if let Some(relu) = &mut s.relu {
-                h = relu.forward(&h, train)?;
+                t = relu.forward(&t, train)?;
             }
+            h = Some(t);
         }
+        let mut h = required(&self.name, h)?;
         self.shortcut.add_forward(x, &mut h, train)?;
         self.relu_out.forward(&h, train)
     }
@@ -212,18 +215,36 @@ impl Layer for ResidualBlock {
     fn backward(&mut self, dy: &Tensor, need_input_grad: bool) -> Result<Option<Tensor>> {
         let _span = amsim::timing::span(amsim::timing::Op::Residual);
         let dz = required(&self.name, self.relu_out.backward(dy, true)?)?;
-        let mut g = dz.clone();
+        // The last stage reads dz itself (no copy).
+        let mut g: Option<Tensor> = None;
         let mut dx_main = None;
         for (i, s) in self.stages.iter_mut().enumerate().rev() {
+            let mut t = None;
             if let Some(relu) = &mut s.relu {
-                g = required(&self.name, relu.backward(&g, true)?)?;
+                t = Some(required(
+                    &self.name,
+                    relu.backward(g.as_ref().unwrap_or(&dz), true)?,
+                )?);
             }
-            g = required(&self.name, s.bn.backward(&g, true)?)?;
+            let t = required(
+                &self.name,
+                s.bn.backward(t.as_ref().or(g.as_ref()).unwrap_or(&dz), true)?,
+            )?;
             if i == 0 {
-                dx_main = s.conv.backward(&g, need_input_grad)?;
+                dx_main = s.conv.backward(&t, need_input_grad)?;
             } else {
-                g = required(&self.name, s.conv.backward(&g, true)?)?;
+                g = Some(required(&self.name, s.conv.backward(&t, true)?)?);
             }
+        }
+        if matches!(self.shortcut, Shortcut::Identity) {
+            // The identity's input gradient is dz: added as it is.
+            return match dx_main {
+                Some(mut dx) if need_input_grad => {
+                    add_into(&self.name, &mut dx, &dz)?;
+                    Ok(Some(dx))
+                }
+                _ => Ok(None),
+            };
         }
         let dx_short = self.shortcut.backward(&dz, need_input_grad)?;
         match (dx_main, dx_short) {
