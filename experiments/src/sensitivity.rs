@@ -39,7 +39,6 @@ use amsim::{ModelInfo, MultiplierSpec, PlanSpec, Role};
 use crate::energy::multiply_energy_pj;
 use crate::error::{ExperimentError, Result};
 use crate::eval::{EvalPlan, EvalResult, Evaluator};
-use crate::figure::write_png_with;
 use crate::model::network_for_spec;
 use crate::spec::RunSpec;
 
@@ -98,7 +97,7 @@ impl Harm {
     }
 
     /// The bar chart's y axis.
-    fn axis(self) -> &'static str {
+    pub(crate) fn axis(self) -> &'static str {
         match self {
             Harm::AccuracyDrop => "test accuracy drop vs baseline (percentage points)",
             Harm::LossRise => "validation loss rise (nats/char)",
@@ -549,133 +548,6 @@ pub fn sensitivity_csv(report: &SensitivityReport) -> Result<Vec<u8>> {
     }
     w.into_inner()
         .map_err(|e| ExperimentError::Other(format!("sensitivity CSV: {e}")))
-}
-
-/// Bar chart of the harm per item against the baseline (accuracy drop in
-/// points, or validation-loss rise in nats/char): only this item
-/// approximate, and all but this item.
-pub fn write_sensitivity_png(report: &SensitivityReport, path: &std::path::Path) -> Result<()> {
-    use amsim::heatmap::FONT_FAMILY;
-    use plotters::prelude::*;
-    let n = report.layers.len();
-    let drops: Vec<(f64, f64)> = report
-        .layers
-        .iter()
-        .map(|l| {
-            (
-                report.harm_of(&l.only_this),
-                report.harm_of(&l.all_but_this),
-            )
-        })
-        .collect();
-    let hi = drops
-        .iter()
-        .flat_map(|(a, b)| [*a, *b])
-        .chain([report.budget, report.harm_of(&report.all_approx)])
-        .fold(
-            // The smallest top of the axis, so that an all-zero chart
-            // still has a scale.
-            match report.harm {
-                Harm::AccuracyDrop => 0.1f64,
-                Harm::LossRise => 0.005,
-            },
-            f64::max,
-        );
-    let lo = drops
-        .iter()
-        .flat_map(|(a, b)| [*a, *b])
-        .fold(0.0f64, f64::min);
-    let item_word = match report.harm {
-        Harm::AccuracyDrop => "layer",
-        Harm::LossRise => "item",
-    };
-    let prec = match report.harm {
-        Harm::AccuracyDrop => 2,
-        Harm::LossRise => 3,
-    };
-    let width = 160 + 110 * n as u32;
-    write_png_with(path, (width.max(640), 480), |area| {
-        area.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(area)
-            .margin(14)
-            .caption(
-                format!(
-                    "{} per {}, forward products on {}",
-                    match report.harm {
-                        Harm::AccuracyDrop => "accuracy drop",
-                        Harm::LossRise => "validation loss rise",
-                    },
-                    item_word,
-                    report.approx
-                ),
-                (FONT_FAMILY, 18),
-            )
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.0..n as f64, (lo * 1.1)..(hi * 1.6))?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(0)
-            .x_desc(format!("{item_word} (sorted by least harm)"))
-            .y_desc(report.harm.axis())
-            .label_style((FONT_FAMILY, 14))
-            .axis_desc_style((FONT_FAMILY, 15))
-            .y_label_formatter(&|v| format!("{v:.prec$}"))
-            .draw()?;
-        let only = RGBColor(0x1f, 0x77, 0xb4);
-        let allbut = RGBColor(0xff, 0x7f, 0x0e);
-        chart
-            .draw_series(drops.iter().enumerate().map(|(i, (a, _))| {
-                let x = i as f64;
-                Rectangle::new([(x + 0.1, 0.0), (x + 0.48, *a)], only.filled())
-            }))?
-            .label(format!("only this {item_word} approximate"))
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], only.filled()));
-        chart
-            .draw_series(drops.iter().enumerate().map(|(i, (_, b))| {
-                let x = i as f64;
-                Rectangle::new([(x + 0.52, 0.0), (x + 0.9, *b)], allbut.filled())
-            }))?
-            .label(format!("all but this {item_word} approximate"))
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], allbut.filled()));
-        chart
-            .draw_series(DashedLineSeries::new(
-                vec![(0.0, report.budget), (n as f64, report.budget)],
-                8,
-                5,
-                BLACK.stroke_width(2),
-            ))?
-            .label(format!(
-                "{} {} {}",
-                report.harm.flag(),
-                report.budget,
-                report.harm.unit()
-            ))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
-        let base = area.get_base_pixel();
-        for (i, l) in report.layers.iter().enumerate() {
-            let (px, py) = chart.backend_coord(&(i as f64 + 0.5, lo * 1.1));
-            area.draw(&Text::new(
-                l.layer.clone(),
-                (px - base.0, py - base.1 + 6),
-                TextStyle::from((FONT_FAMILY, 14).into_font()).pos(
-                    plotters::style::text_anchor::Pos::new(
-                        plotters::style::text_anchor::HPos::Center,
-                        plotters::style::text_anchor::VPos::Top,
-                    ),
-                ),
-            ))?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT_FAMILY, 14))
-            .draw()?;
-        Ok(())
-    })
 }
 
 #[cfg(test)]
