@@ -19,7 +19,8 @@
 //!   training loop with the recorder it writes through;
 //! - [`run`] (classifier epochs) and [`lm`] (language-model steps): each
 //!   task's period of training for that loop; [`eval`], [`lm_eval`], [`sensitivity`],
-//!   [`energy`]: inference and costs of trained runs;
+//!   [`energy`]: inference and costs of trained runs; [`checkpoint_eval`]:
+//!   `approxtrain eval` of either task over [`eval`] and [`lm_eval`];
 //! - [`opstats`]: operand statistics of a layer; [`report`]: tables;
 //!   [`figure`]: every figure (the font, colours, the image writer, the
 //!   heat map of a table); [`plot`]: a folder's summary, figures and report;
@@ -30,6 +31,7 @@
 
 pub mod atomic;
 pub mod bench;
+pub mod checkpoint_eval;
 pub mod device;
 pub mod energy;
 pub mod error;
