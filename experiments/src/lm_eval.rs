@@ -336,6 +336,7 @@ mod tests {
     use super::*;
     use amsim::{Multiplier, MultiplierPlan};
     use nets::transformer::{Positions, Transformer, TransformerConfig};
+    use nets::PlannedModel;
 
     /// The items partition the model's forward products: their MACs add up
     /// to `macs_per_sequence`, whatever the size.

@@ -25,7 +25,7 @@ pub const SIZE: (u32, u32) = (960, 820);
 
 /// Diverging colour of `v` in `[-1, 1]`: blue (negative), white, red
 /// (positive), the end points of ColorBrewer's RdBu scheme.
-pub fn diverging_colour(v: f64) -> RGBColor {
+fn diverging_colour(v: f64) -> RGBColor {
     let t = v.clamp(-1.0, 1.0);
     let (end, t) = if t < 0.0 {
         ((33.0, 102.0, 172.0), -t)

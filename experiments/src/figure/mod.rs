@@ -37,15 +37,15 @@ use crate::atomic::write_atomic;
 use crate::error::{ExperimentError, Result};
 
 /// The embedded font (DejaVu Sans).
-pub static FONT_TTF: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+static FONT_TTF: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
 /// Family name under which the embedded font is registered.
-pub const FONT_FAMILY: &str = "sans-serif";
+pub(crate) const FONT_FAMILY: &str = "sans-serif";
 
 /// Register the embedded font as plotters' `sans-serif` family (once per
 /// process). Anything that draws text with plotters' `ab_glyph` backend,
 /// which has no system fonts, calls this first.
-pub fn register_embedded_font() {
+pub(crate) fn register_embedded_font() {
     static REGISTER: Once = Once::new();
     REGISTER.call_once(|| {
         // The bytes are a valid TrueType font checked by a test; a failure
