@@ -5,7 +5,7 @@
 //! classifier's layers with products (their forward products), or the
 //! finest parts of a Transformer (per block the projections, the score
 //! products `Q·Kᵀ` and `A·V`, the two MLP layers, and the head; see
-//! [`crate::lm_eval::sensitivity_items`]). With the run's own plan as the
+//! [`transformer_items`]). With the run's own plan as the
 //! baseline, for every item:
 //! - *only this*: the item on `A`, everything else on the baseline;
 //! - *all but this*: every other item on `A`, this one on the baseline.
@@ -117,6 +117,55 @@ pub struct SensitivityItem {
     pub roles: Vec<Role>,
     /// Forward multiply-accumulates per image or window.
     pub forward_macs: u64,
+}
+
+/// The finest non-overlapping parts of a Transformer that a plan can put
+/// on a multiplier, with their forward multiply-accumulates per window of
+/// `t` positions (width `c`, vocabulary `v`), in model order. Per block:
+/// - `block{i}.attn`: the Q/K/V and output projections (`fwd` of the
+///   plan name `block{i}.attn`), `3tc² + tc²`;
+/// - `block{i}.attn_qk`: the scores `Q·Kᵀ` (its `attn_qk` role), `t²c`;
+/// - `block{i}.attn_av`: `A·V` (its `attn_av` role), `t²c`;
+/// - `block{i}.mlp.fc1`, `block{i}.mlp.fc2`: `4tc²` each;
+///
+/// and `head`, `tcv`. The counts are those of
+/// [`nets::transformer::Transformer::macs_per_sequence`], split by part.
+pub fn transformer_items(layers: usize, c: usize, t: usize, v: usize) -> Vec<SensitivityItem> {
+    let (c, t, v) = (c as u64, t as u64, v as u64);
+    let item = |name: String, layer: String, role: Role, macs: u64| SensitivityItem {
+        name,
+        layer,
+        roles: vec![role],
+        forward_macs: macs,
+    };
+    let mut items = Vec::new();
+    for i in 0..layers {
+        let attn = format!("block{i}.attn");
+        items.push(item(
+            attn.clone(),
+            attn.clone(),
+            Role::Forward,
+            4 * t * c * c,
+        ));
+        items.push(item(
+            format!("block{i}.attn_qk"),
+            attn.clone(),
+            Role::AttnQk,
+            t * t * c,
+        ));
+        items.push(item(
+            format!("block{i}.attn_av"),
+            attn,
+            Role::AttnAv,
+            t * t * c,
+        ));
+        for fc in ["fc1", "fc2"] {
+            let name = format!("block{i}.mlp.{fc}");
+            items.push(item(name.clone(), name, Role::Forward, 4 * t * c * c));
+        }
+    }
+    items.push(item("head".into(), "head".into(), Role::Forward, t * c * v));
+    items
 }
 
 /// A trained network with its evaluation data: what the analysis needs.
@@ -579,7 +628,7 @@ mod tests {
             .subsec_nanos() as u64;
         eprintln!("seed = {seed}");
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let items = crate::lm_eval::sensitivity_items(2, 8, 4, 5);
+        let items = transformer_items(2, 8, 4, 5);
         let names: Vec<String> = {
             let mut n: Vec<String> = items.iter().map(|i| i.layer.clone()).collect();
             n.extend(["block0".to_string(), "block1".to_string()]);
