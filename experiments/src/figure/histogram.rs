@@ -5,7 +5,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::{write_png_with, FONT_FAMILY};
+use super::{draw_legend, write_png_with, FONT_FAMILY};
 use crate::error::Result;
 use crate::opstats::{role_name, LayerOperandStats, OperandHistogram};
 
@@ -77,13 +77,7 @@ pub fn write_histogram_png(stats: &LayerOperandStats, path: &Path) -> Result<()>
                         Rectangle::new([(x, y - 5), (x + 12, y + 5)], col.filled())
                     });
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font((FONT_FAMILY, 12))
-                .draw()?;
+            draw_legend(&mut chart, SeriesLabelPosition::UpperLeft, 12)?;
             // Index panel.
             let n = 1u32 << stats.bits;
             let ishare = |h: &OperandHistogram, c: u64| {
@@ -138,13 +132,7 @@ pub fn write_histogram_png(stats: &LayerOperandStats, path: &Path) -> Result<()>
                 ))?
                 .label("uniform")
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font((FONT_FAMILY, 12))
-                .draw()?;
+            draw_legend(&mut chart, SeriesLabelPosition::UpperRight, 12)?;
         }
         Ok(())
     })

@@ -29,8 +29,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle};
 
 use crate::atomic::write_atomic;
@@ -59,6 +61,66 @@ pub(crate) fn plan_colour(plans: &[String], plan: &str) -> RGBColor {
     let k = plans.iter().position(|p| p == plan).unwrap_or(0);
     let c = Palette99::pick(k).to_rgba();
     RGBColor(c.0, c.1, c.2)
+}
+
+/// The legend mark of a line series: a 20-pixel stroke of `colour`.
+pub(crate) fn line_mark(colour: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
+}
+
+/// Draw the legend of `chart`'s labelled series at `position`: a
+/// translucent white box with a black border, text of `size` pixels.
+pub(crate) fn draw_legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+    size: u32,
+) -> DrawResult
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT_FAMILY, size))
+        .draw()?;
+    Ok(())
+}
+
+/// Text of `size` pixels, centred on its anchor horizontally and placed
+/// at `v` of it vertically.
+pub(crate) fn centred_text(size: u32, v: VPos) -> TextStyle<'static> {
+    TextStyle::from((FONT_FAMILY, size).into_font()).pos(Pos::new(HPos::Center, v))
+}
+
+/// Write `labels` under the slots of a bar chart (label `i` centred under
+/// `x = i + 0.5`), below the x axis at `y0`, in `size`-pixel text. They go
+/// in pixels of the panel `area`: outside the chart's coordinate range
+/// plotters would clamp them onto the axis.
+pub(crate) fn draw_slot_labels<DB>(
+    area: &DrawingArea<DB, Shift>,
+    chart: &ChartContext<DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    labels: impl IntoIterator<Item = String>,
+    y0: f64,
+    size: u32,
+) -> DrawResult
+where
+    DB: DrawingBackend,
+    DB::ErrorType: 'static,
+{
+    let base = area.get_base_pixel();
+    for (i, label) in labels.into_iter().enumerate() {
+        let (px, py) = chart.backend_coord(&(i as f64 + 0.5, y0));
+        area.draw(&Text::new(
+            label,
+            (px - base.0, py - base.1 + 6),
+            centred_text(size, VPos::Top),
+        ))?;
+    }
+    Ok(())
 }
 
 /// What drawing on a plotters backend returns.

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::{write_png_with, FONT_FAMILY};
+use super::{draw_legend, draw_slot_labels, line_mark, write_png_with, FONT_FAMILY};
 use crate::error::Result;
 use crate::sensitivity::{Harm, SensitivityReport};
 
@@ -108,28 +108,10 @@ pub fn write_sensitivity_png(report: &SensitivityReport, path: &Path) -> Result<
                 report.budget,
                 report.harm.unit()
             ))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
-        let base = area.get_base_pixel();
-        for (i, l) in report.layers.iter().enumerate() {
-            let (px, py) = chart.backend_coord(&(i as f64 + 0.5, lo * 1.1));
-            area.draw(&Text::new(
-                l.layer.clone(),
-                (px - base.0, py - base.1 + 6),
-                TextStyle::from((FONT_FAMILY, 14).into_font()).pos(
-                    plotters::style::text_anchor::Pos::new(
-                        plotters::style::text_anchor::HPos::Center,
-                        plotters::style::text_anchor::VPos::Top,
-                    ),
-                ),
-            ))?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT_FAMILY, 14))
-            .draw()?;
+            .legend(line_mark(BLACK));
+        let items = report.layers.iter().map(|l| l.layer.clone());
+        draw_slot_labels(area, &chart, items, lo * 1.1, 14)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft, 14)?;
         Ok(())
     })
 }

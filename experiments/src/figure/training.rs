@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use plotters::style::text_anchor::VPos;
+
 use super::{
-    plan_colour, register_embedded_font, write_png_with, write_svg_with, DrawResult, FONT_FAMILY,
+    centred_text, draw_legend, draw_slot_labels, line_mark, plan_colour, register_embedded_font,
+    write_png_with, write_svg_with, DrawResult, FONT_FAMILY,
 };
 use crate::error::Result;
 use crate::report::{groups, Group, RunRecord, REFERENCE_PLAN};
@@ -218,17 +221,9 @@ where
                 chart
                     .draw_series(LineSeries::new(series(r), colour.stroke_width(2)))?
                     .label(legend_label(group, r))
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-                    });
+                    .legend(line_mark(colour));
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font((FONT_FAMILY, 14))
-                .draw()?;
+            draw_legend(&mut chart, SeriesLabelPosition::LowerRight, 14)?;
         }
         Curve::TrainLoss => {
             // log10 of the loss on a linear axis, labelled with the loss:
@@ -252,17 +247,9 @@ where
                 chart
                     .draw_series(LineSeries::new(points, colour.stroke_width(2)))?
                     .label(legend_label(group, r))
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-                    });
+                    .legend(line_mark(colour));
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font((FONT_FAMILY, 14))
-                .draw()?;
+            draw_legend(&mut chart, SeriesLabelPosition::UpperRight, 14)?;
         }
     }
     Ok(())
@@ -325,36 +312,15 @@ where
             }),
     )?;
     // Value above each bar, name below the axis.
-    let text = |size: u32| {
-        TextStyle::from((FONT_FAMILY, size).into_font()).pos(
-            plotters::style::text_anchor::Pos::new(
-                plotters::style::text_anchor::HPos::Center,
-                plotters::style::text_anchor::VPos::Bottom,
-            ),
-        )
-    };
     chart.draw_series(accs.iter().enumerate().filter_map(|(i, acc)| {
         let acc = (*acc)?;
         Some(Text::new(
             format!("{acc:.2}"),
             (i as f64 + 0.5, acc.max(y0)),
-            text(14),
+            centred_text(14, VPos::Bottom),
         ))
     }))?;
-    // Names go below the axis, in pixels of the panel: outside the
-    // chart's coordinate range plotters would clamp them onto the axis.
-    let base = area.get_base_pixel();
-    for (i, l) in labels.iter().enumerate() {
-        let (px, py) = chart.backend_coord(&(i as f64 + 0.5, y0));
-        area.draw(&Text::new(
-            l.clone(),
-            (px - base.0, py - base.1 + 6),
-            text(13).pos(plotters::style::text_anchor::Pos::new(
-                plotters::style::text_anchor::HPos::Center,
-                plotters::style::text_anchor::VPos::Top,
-            )),
-        ))?;
-    }
+    draw_slot_labels(area, &chart, labels, y0, 13)?;
     if let Some(base) = reference {
         chart
             .draw_series(DashedLineSeries::new(
@@ -364,14 +330,8 @@ where
                 BLACK.stroke_width(2),
             ))?
             .label(format!("{REFERENCE_PLAN} reference ({base:.2})"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT_FAMILY, 14))
-            .draw()?;
+            .legend(line_mark(BLACK));
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight, 14)?;
     }
     Ok(())
 }

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{plan_colour, write_png_with, write_svg_with, DrawResult, FONT_FAMILY};
+use super::{
+    draw_legend, line_mark, plan_colour, write_png_with, write_svg_with, DrawResult, FONT_FAMILY,
+};
 use crate::error::Result;
 use crate::report::{all_plans, find_runs, RunRecord};
 use crate::spec::Task;
@@ -81,17 +83,9 @@ where
         chart
             .draw_series(LineSeries::new(points(r), colour.stroke_width(2)))?
             .label(label)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-            });
+            .legend(line_mark(colour));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT_FAMILY, 13))
-        .draw()?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight, 13)?;
     root.present()?;
     Ok(())
 }
