@@ -235,3 +235,51 @@ impl CheckpointEvaluator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::TRANSFORMER;
+
+    /// Each task refuses the options of the other one, naming the option,
+    /// the run and what to use instead; options a task uses pass.
+    #[test]
+    fn an_option_of_the_other_task_is_a_one_line_error() {
+        let named = Path::new("runs/r");
+        let lenet = RunSpec::with_defaults("lenet5", "mnist");
+        let lm = RunSpec::with_defaults(TRANSFORMER, "text:corpus.txt");
+        let windows = EvalData {
+            eval_windows: Some(4),
+            ..EvalData::default()
+        };
+        let e = windows.check(&lenet, named).unwrap_err().to_string();
+        assert!(
+            e.contains("--eval-windows") && e.contains("runs/r") && e.contains("--test-limit"),
+            "{e}"
+        );
+        assert!(windows.check(&lm, named).is_ok());
+        for (flag, data) in [
+            (
+                "--test-limit",
+                EvalData {
+                    test_limit: Some(3),
+                    ..EvalData::default()
+                },
+            ),
+            (
+                "--data-dir",
+                EvalData {
+                    data_dir: Some("data".into()),
+                    ..EvalData::default()
+                },
+            ),
+        ] {
+            let e = data.check(&lm, named).unwrap_err().to_string();
+            assert!(
+                e.starts_with(flag) && e.contains("--eval-windows") && !e.contains('\n'),
+                "{e}"
+            );
+            assert!(data.check(&lenet, named).is_ok());
+        }
+    }
+}
