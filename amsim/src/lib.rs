@@ -19,7 +19,6 @@ pub mod cuda;
 pub mod engine;
 pub mod error;
 pub mod gemm;
-pub mod heatmap;
 pub mod lut;
 pub mod lut_file;
 pub mod metrics;

@@ -306,6 +306,45 @@ pub fn relative_errors(lut: &Lut) -> Vec<f64> {
     out
 }
 
+/// A relative-error grid of a table, possibly block-averaged: what a heat
+/// map of the table draws.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorGrid {
+    /// Cells per axis.
+    pub cells: usize,
+    /// Table entries per cell along each axis.
+    pub block: usize,
+    /// Mean relative error of each cell, row (`ta`) major.
+    pub values: Vec<f64>,
+}
+
+/// The signed relative errors of `lut` ([`relative_errors`]) on at most
+/// `max_cells` cells per axis (a power of two), each the mean of its
+/// `block x block` entries, so that a wide table shrinks while its
+/// systematic error patterns stay visible.
+pub fn error_grid(lut: &Lut, max_cells: usize) -> ErrorGrid {
+    let n = 1usize << lut.bits();
+    let mut cells = n;
+    while cells > max_cells.max(1) {
+        cells /= 2;
+    }
+    let block = n / cells;
+    let rel = relative_errors(lut);
+    let mut values = vec![0.0; cells * cells];
+    for ta in 0..n {
+        for tb in 0..n {
+            values[(ta / block) * cells + tb / block] += rel[ta * n + tb];
+        }
+    }
+    let per_cell = (block * block) as f64;
+    values.iter_mut().for_each(|v| *v /= per_cell);
+    ErrorGrid {
+        cells,
+        block,
+        values,
+    }
+}
+
 /// Column names of the summary CSV, in order.
 pub const CSV_COLUMNS: [&str; 16] = [
     "model",
@@ -462,6 +501,22 @@ pub(crate) mod tests {
     /// to 11 bits).
     pub(crate) fn exact(a: f32, b: f32, bits: u32) -> f32 {
         truncate(a, bits) * truncate(b, bits)
+    }
+
+    #[test]
+    fn grid_is_block_mean_of_relative_errors() {
+        let lut = Lut::build("mitchell", mitchell, 4).unwrap();
+        let full = error_grid(&lut, 512);
+        assert_eq!((full.cells, full.block), (16, 1));
+        assert_eq!(full.values, relative_errors(&lut));
+        let coarse = error_grid(&lut, 5);
+        assert_eq!((coarse.cells, coarse.block), (4, 4));
+        let v = &full.values;
+        let expect: f64 = (0..4)
+            .flat_map(|i| (4..8).map(move |j| v[i * 16 + j]))
+            .sum::<f64>()
+            / 16.0;
+        assert!((coarse.values[1] - expect).abs() < 1e-15);
     }
 
     #[test]

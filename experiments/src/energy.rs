@@ -241,6 +241,7 @@ pub fn energy_of_products(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nets::PlannedModel;
 
     fn model(name: &'static str, power_mw: f64, delay_ns: f64) -> ModelInfo {
         fn product(a: f32, b: f32, _bits: u32) -> f32 {

@@ -11,9 +11,10 @@
 //! plan matters.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use amsim::spec::Resolver;
 use amsim::{ModelInfo, PlanSpec};
 use nets::data::{resolve_dataset_dir, ImageDataset, Split};
 use nets::optim::{Optimizer, OptimizerConfig};
@@ -87,6 +88,31 @@ impl EvalPlan {
                 .map(|(k, v)| (k.clone(), v.to_string()))
                 .collect(),
         })
+    }
+
+    /// The plans asked of a checkpoint trained with `spec`: one per
+    /// multiplier plan in `uniform` (models and widths checked against
+    /// `models`) and per plan file in `files` (applied on top of the run's
+    /// plan), or the run's own plan when both are empty.
+    pub fn asked(
+        uniform: &[PlanSpec],
+        files: &[PathBuf],
+        spec: &RunSpec,
+        models: &[ModelInfo],
+    ) -> Result<Vec<EvalPlan>> {
+        let mut plans = Vec::new();
+        for plan in uniform {
+            Resolver::new(models).resolve_plan(plan)?;
+            plans.push(EvalPlan::uniform(plan));
+        }
+        for path in files {
+            let file = PlanFile::read(path)?;
+            plans.push(EvalPlan::from_file_for_spec(&file, spec, models)?);
+        }
+        if plans.is_empty() {
+            plans.push(EvalPlan::of_run(spec));
+        }
+        Ok(plans)
     }
 
     /// The plan recorded in a run spec (what the checkpoint was trained with).

@@ -19,8 +19,11 @@
 //!   training loop with the recorder it writes through;
 //! - [`run`] (classifier epochs) and [`lm`] (language-model steps): each
 //!   task's period of training for that loop; [`eval`], [`lm_eval`], [`sensitivity`],
-//!   [`energy`]: inference and costs of trained runs;
-//! - [`report`], [`plot`], [`lm_plot`], [`opstats`]: tables and figures;
+//!   [`energy`]: inference and costs of trained runs; [`checkpoint_eval`]:
+//!   `approxtrain eval` of either task over [`eval`] and [`lm_eval`];
+//! - [`opstats`]: operand statistics of a layer; [`report`]: tables;
+//!   [`figure`]: every figure (the font, colours, the image writer, the
+//!   heat map of a table); [`plot`]: a folder's summary, figures and report;
 //!   [`sweep`]: many runs; [`mod@bench`]: timed training.
 //!
 //! Every file is written whole (temp file + rename, [`atomic`]), so an
@@ -28,14 +31,14 @@
 
 pub mod atomic;
 pub mod bench;
+pub mod checkpoint_eval;
 pub mod device;
 pub mod energy;
 pub mod error;
 pub mod eval;
-mod figure;
+pub mod figure;
 pub mod lm;
 pub mod lm_eval;
-pub mod lm_plot;
 pub mod metrics;
 pub mod model;
 pub mod opstats;

@@ -37,7 +37,7 @@ use rand::SeedableRng;
 use crate::atomic::write_atomic;
 use crate::error::{ExperimentError, Result};
 use crate::metrics::MetricsRow;
-use crate::model::{optimizer, transformer_for_spec, PlannedModel};
+use crate::model::{optimizer, transformer_for_spec};
 use crate::run_dir::{
     load_checkpoint, prepare, read_vocab, round_ms, train_periods, Divergence, EpochStart,
     LmPeriod, Period, PeriodTrainer, Recorder, RunDir, RunObserver, RunOutcome, Start, StartMode,
@@ -45,6 +45,7 @@ use crate::run_dir::{
 };
 pub use crate::spec::{text_path, TransformerSpec, TEXT_PREFIX, TRANSFORMER};
 use crate::spec::{RunFile, RunSpec, ScheduleKind, Task};
+use nets::PlannedModel;
 
 /// The corpus of a `text:PATH` spec, checked against the context: both
 /// splits must hold at least one window of `context + 1` characters.

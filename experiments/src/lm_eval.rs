@@ -19,7 +19,7 @@
 
 use std::path::Path;
 
-use amsim::{ModelInfo, Role};
+use amsim::ModelInfo;
 use nets::data::load_text;
 use nets::lm::{apply_weights, evaluate_windows, validation_starts};
 
@@ -28,7 +28,7 @@ use crate::eval::{evaluate_plan, write_csv, EvalPlan, EvalResult};
 use crate::lm::load_corpus;
 use crate::model::transformer_for_spec;
 use crate::run_dir::{read_vocab, LoadedCheckpoint, RUN_TOML, VOCAB_TXT};
-use crate::sensitivity::{Harm, PlanEvaluator, SensitivityItem};
+use crate::sensitivity::{transformer_items, Harm, PlanEvaluator, SensitivityItem};
 use crate::spec::{text_path, RunSpec, Task};
 
 /// A trained language model and the text windows it is scored on, ready
@@ -162,11 +162,11 @@ impl LmEvaluator {
         })
     }
 
-    /// Forward products per window of every item [`sensitivity_items`]
+    /// Forward products per window of every item [`transformer_items`]
     /// lists, for the run's model.
     pub fn items(&self) -> Vec<SensitivityItem> {
         let t = self.spec.transformer_spec();
-        sensitivity_items(t.layers, t.width, t.context, self.vocab.len())
+        transformer_items(t.layers, t.width, t.context, self.vocab.len())
     }
 }
 
@@ -207,55 +207,6 @@ fn encode_with(path: &Path, vocab: &[char], vocab_path: &Path) -> Result<Vec<u32
         .chain(&corpus.valid)
         .map(|&i| to_run[i as usize])
         .collect())
-}
-
-/// The finest non-overlapping parts of a Transformer that a plan can put
-/// on a multiplier, with their forward multiply-accumulates per window of
-/// `t` positions (width `c`, vocabulary `v`), in model order. Per block:
-/// - `block{i}.attn`: the Q/K/V and output projections (`fwd` of the
-///   plan name `block{i}.attn`), `3tc² + tc²`;
-/// - `block{i}.attn_qk`: the scores `Q·Kᵀ` (its `attn_qk` role), `t²c`;
-/// - `block{i}.attn_av`: `A·V` (its `attn_av` role), `t²c`;
-/// - `block{i}.mlp.fc1`, `block{i}.mlp.fc2`: `4tc²` each;
-///
-/// and `head`, `tcv`. The counts are those of
-/// [`nets::transformer::Transformer::macs_per_sequence`], split by part.
-pub fn sensitivity_items(layers: usize, c: usize, t: usize, v: usize) -> Vec<SensitivityItem> {
-    let (c, t, v) = (c as u64, t as u64, v as u64);
-    let item = |name: String, layer: String, role: Role, macs: u64| SensitivityItem {
-        name,
-        layer,
-        roles: vec![role],
-        forward_macs: macs,
-    };
-    let mut items = Vec::new();
-    for i in 0..layers {
-        let attn = format!("block{i}.attn");
-        items.push(item(
-            attn.clone(),
-            attn.clone(),
-            Role::Forward,
-            4 * t * c * c,
-        ));
-        items.push(item(
-            format!("block{i}.attn_qk"),
-            attn.clone(),
-            Role::AttnQk,
-            t * t * c,
-        ));
-        items.push(item(
-            format!("block{i}.attn_av"),
-            attn,
-            Role::AttnAv,
-            t * t * c,
-        ));
-        for fc in ["fc1", "fc2"] {
-            let name = format!("block{i}.mlp.{fc}");
-            items.push(item(name.clone(), name, Role::Forward, 4 * t * c * c));
-        }
-    }
-    items.push(item("head".into(), "head".into(), Role::Forward, t * c * v));
-    items
 }
 
 impl PlanEvaluator for LmEvaluator {
@@ -336,11 +287,12 @@ mod tests {
     use super::*;
     use amsim::{Multiplier, MultiplierPlan};
     use nets::transformer::{Positions, Transformer, TransformerConfig};
+    use nets::PlannedModel;
 
     /// The items partition the model's forward products: their MACs add up
     /// to `macs_per_sequence`, whatever the size.
     #[test]
-    fn sensitivity_items_cover_every_forward_product_once() {
+    fn transformer_items_cover_every_forward_product_once() {
         for (layers, c, heads, t, v) in [(1, 16, 2, 16, 11), (3, 24, 4, 9, 40)] {
             let model = Transformer::new(
                 TransformerConfig {
@@ -356,7 +308,7 @@ mod tests {
                 1,
             )
             .unwrap();
-            let items = sensitivity_items(layers, c, t, v);
+            let items = transformer_items(layers, c, t, v);
             assert_eq!(items.len(), 5 * layers + 1);
             let sum: u64 = items.iter().map(|i| i.forward_macs).sum();
             assert_eq!(sum, model.macs_per_sequence(t).forward);

@@ -1,71 +1,19 @@
 //! The models of a run spec: a classifier's [`Network`] or the
-//! [`Transformer`], built with the spec's plans resolved against the C-model
-//! registry, the names a plan file may address in them, and the optimizer.
+//! [`Transformer`] (both [`PlannedModel`]s), built with the spec's plans
+//! resolved against the C-model registry, the names a plan file may address
+//! in them, and the optimizer.
 //! Training, evaluation, sensitivity and energy all build models here.
 
 use amsim::spec::Resolver;
 use amsim::{ModelInfo, MultiplierPlan};
-use nets::layers::MacCounts;
 use nets::model::Network;
 use nets::optim::{Optimizer, OptimizerConfig};
 use nets::transformer::{Positions, Transformer};
+use nets::PlannedModel;
 
 use crate::error::{ExperimentError, Result};
 use crate::plan_file::check_layer_names;
 use crate::spec::{net_names, OptimizerKind, RunSpec, Task, DATASETS};
-
-/// What the runs need of a model of either task, whose layers take
-/// multiplier plans: implemented by the classifiers' [`Network`] and by the
-/// [`Transformer`].
-pub trait PlannedModel {
-    /// Every name a plan can be given to, in order (a classifier's layers
-    /// and ResNet blocks with their inner convolutions; a Transformer's
-    /// blocks, their attention and MLP layers, and the head).
-    fn plan_names(&self) -> Vec<String>;
-    /// Give the layer (or block) `name` the plan `plan`.
-    fn set_plan_by_name(&mut self, name: &str, plan: MultiplierPlan) -> nets::Result<()>;
-    /// Multiply-accumulates per role of one training example: an image, or
-    /// a window of the Transformer's context (an evaluated example costs
-    /// `forward` only).
-    fn macs_per_example(&self) -> MacCounts;
-}
-
-impl PlannedModel for Network {
-    fn plan_names(&self) -> Vec<String> {
-        Network::plan_names(self)
-    }
-    fn set_plan_by_name(&mut self, name: &str, plan: MultiplierPlan) -> nets::Result<()> {
-        Network::set_plan_by_name(self, name, plan)
-    }
-    fn macs_per_example(&self) -> MacCounts {
-        self.macs_per_image()
-    }
-}
-
-impl PlannedModel for Transformer {
-    fn plan_names(&self) -> Vec<String> {
-        Transformer::plan_names(self)
-    }
-    fn set_plan_by_name(&mut self, name: &str, plan: MultiplierPlan) -> nets::Result<()> {
-        Transformer::set_plan_by_name(self, name, plan)
-    }
-    fn macs_per_example(&self) -> MacCounts {
-        self.macs_per_sequence(self.config().context)
-    }
-}
-
-/// Set the per-layer plans on `model` in name order, so that a block's
-/// plan comes before those of its inner layers (`s1b1` < `s1b1.conv1`,
-/// `block0` < `block0.attn`): the more specific name wins.
-fn apply_layer_plans(
-    model: &mut impl PlannedModel,
-    layer_plans: Vec<(String, MultiplierPlan)>,
-) -> Result<()> {
-    for (name, plan) in layer_plans {
-        model.set_plan_by_name(&name, plan)?;
-    }
-    Ok(())
-}
 
 /// The names a plan (per-layer plan, plan file) may address in the model of
 /// `spec`: a classifier's layers and blocks ([`layer_names`]) or a
@@ -124,7 +72,7 @@ pub fn network_for_spec(spec: &RunSpec, models: &[ModelInfo]) -> Result<Network>
     let mut network = fp32_network(&spec.net, &spec.dataset, spec.seed)?;
     let (default_plan, layer_plans) = resolve_plans(spec, models, &network.plan_names())?;
     network.set_plan(&default_plan);
-    apply_layer_plans(&mut network, layer_plans)?;
+    network.set_plans_by_name(layer_plans)?;
     Ok(network)
 }
 
@@ -189,6 +137,6 @@ pub fn transformer_for_spec(
     let t = spec.transformer_spec();
     let (default_plan, layer_plans) = resolve_plans(spec, models, &transformer_plan_names(spec)?)?;
     let mut model = Transformer::new(t.config(vocab)?, default_plan, spec.seed)?;
-    apply_layer_plans(&mut model, layer_plans)?;
+    model.set_plans_by_name(layer_plans)?;
     Ok(model)
 }

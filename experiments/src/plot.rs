@@ -1,96 +1,32 @@
 //! `approxtrain plot DIR`: merge every run below `DIR` into
-//! `DIR/summary.csv`, draw the figures (PNG and SVG) and write
-//! `DIR/report.md` ([`crate::report`]).
+//! `DIR/summary.csv`, draw the figures (PNG and SVG, [`crate::figure`])
+//! and write `DIR/report.md` ([`crate::report`]).
 //!
-//! Figures have one panel per (net, dataset), [`COLUMNS`] panels a row:
-//! test accuracy and training loss against the epoch (one line per run,
-//! named by its plan), and the final test accuracy as bars with the `fp32`
-//! reference as a horizontal line. A plan keeps its colour in every panel.
-//! Text uses the font embedded in `amsim` (no system font library).
-//!
-//! Each table a run uses (`MODEL:BITS`) also gets its relative-error heat
-//! map (`heatmap_MODEL_BITS.png`, [`amsim::heatmap`]) and a row of error
-//! metrics in the report; where a C model declares power and delay, the
-//! report adds the energy of the multiplies ([`crate::energy`]) and
+//! Classifier runs get the figures of [`crate::figure::training`],
+//! language-model runs that of [`crate::figure::validation_loss`]. Each
+//! table a run uses (`MODEL:BITS`) also gets its relative-error heat map
+//! (`heatmap_MODEL_BITS.png`, [`crate::figure::heatmap`]) and a row of
+//! error metrics in the report; where a C model declares power and delay,
+//! the report adds the energy of the multiplies ([`crate::energy`]) and
 //! [`ENERGY_FILE`].
 
-use std::error::Error;
 use std::path::{Path, PathBuf};
 
-use amsim::heatmap::{register_embedded_font, write_heatmap, FONT_FAMILY};
 use amsim::metrics::characterize_lut;
 use amsim::{Lut, ModelInfo, MultiplierSpec, PlanSpec, Role, MAX_LUT_BITS};
-use plotters::coord::Shift;
-use plotters::prelude::*;
 
 use crate::atomic::write_atomic;
 use crate::energy::{declares_energy, energy_of_products, products_of_run, Products, RunEnergy};
 use crate::error::{ExperimentError, Result};
-use crate::figure::{plan_colour, write_png_with};
+use crate::figure::heatmap::write_heatmap;
+use crate::figure::training::{write_figure, Figure};
+use crate::figure::validation_loss::{plot_validation_loss, VALIDATION_LOSS_FIGURE};
 use crate::metrics::write_metrics;
 use crate::report::{
-    all_plans, find_runs, groups, markdown, summary_rows, Group, ModelSection, ReportExtras,
-    RunRecord, REFERENCE_PLAN, REPORT_FILE, SUMMARY_FILE,
+    all_plans, find_runs, groups, markdown, summary_rows, ModelSection, ReportExtras, RunRecord,
+    REPORT_FILE, SUMMARY_FILE,
 };
 use crate::spec::Task;
-
-/// Width of one panel, pixels.
-pub const PANEL_WIDTH: u32 = 640;
-/// Height of one panel, pixels.
-pub const PANEL_HEIGHT: u32 = 440;
-/// Height of the figure title, pixels.
-pub const TITLE_HEIGHT: u32 = 40;
-/// Panels per row.
-pub const COLUMNS: usize = 2;
-
-/// The figures, by file stem.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Figure {
-    /// Test accuracy against the epoch.
-    TestAccuracy,
-    /// Training loss against the epoch (log scale).
-    TrainLoss,
-    /// Final test accuracy per plan, with the `fp32` reference line.
-    FinalAccuracy,
-}
-
-impl Figure {
-    /// Every figure, in report order.
-    pub const ALL: [Figure; 3] = [
-        Figure::TestAccuracy,
-        Figure::TrainLoss,
-        Figure::FinalAccuracy,
-    ];
-
-    /// File name without extension.
-    pub fn stem(self) -> &'static str {
-        match self {
-            Figure::TestAccuracy => "test_accuracy",
-            Figure::TrainLoss => "train_loss",
-            Figure::FinalAccuracy => "final_accuracy",
-        }
-    }
-
-    /// Title and report caption.
-    pub fn title(self) -> &'static str {
-        match self {
-            Figure::TestAccuracy => "Test accuracy",
-            Figure::TrainLoss => "Training loss",
-            Figure::FinalAccuracy => "Final test accuracy",
-        }
-    }
-}
-
-/// Pixel size of a figure of `panels` panels.
-pub fn figure_size(panels: usize) -> (u32, u32) {
-    let panels = panels.max(1);
-    let cols = panels.min(COLUMNS);
-    let rows = panels.div_ceil(COLUMNS);
-    (
-        cols as u32 * PANEL_WIDTH,
-        rows as u32 * PANEL_HEIGHT + TITLE_HEIGHT,
-    )
-}
 
 /// What [`plot_dir`] read and wrote.
 #[derive(Debug, Clone)]
@@ -118,11 +54,11 @@ pub fn plot_dir(dir: &Path, models: &[ModelInfo]) -> Result<PlotOutput> {
     let plans = all_plans(&runs);
     // Language-model runs get their validation loss against the step; the
     // per-epoch accuracy figures are drawn only where a classifier is.
-    let lm_files = crate::lm_plot::plot_validation_loss(dir)?;
+    let lm_files = plot_validation_loss(dir)?;
     let mut pngs: Vec<(String, &str)> = Vec::new();
     if !lm_files.is_empty() {
         pngs.push((
-            format!("{}.png", crate::lm_plot::VALIDATION_LOSS_FIGURE),
+            format!("{}.png", VALIDATION_LOSS_FIGURE),
             "Validation loss (nats per character) against the step",
         ));
         files.extend(lm_files);
@@ -130,12 +66,7 @@ pub fn plot_dir(dir: &Path, models: &[ModelInfo]) -> Result<PlotOutput> {
     let classifiers = runs.iter().any(|r| r.file.spec.task() == Task::Classifier);
     let figures: &[Figure] = if classifiers { &Figure::ALL } else { &[] };
     for &figure in figures {
-        let png = dir.join(format!("{}.png", figure.stem()));
-        write_png(&png, figure, &runs, &plans)?;
-        files.push(png);
-        let svg = dir.join(format!("{}.svg", figure.stem()));
-        write_svg(&svg, figure, &runs, &plans)?;
-        files.push(svg);
+        files.extend(write_figure(dir, figure, &runs, &plans)?);
     }
 
     let title = dir
@@ -310,319 +241,4 @@ fn write_energy_csv(path: &Path, runs: &[RunRecord], energy: &[(String, RunEnerg
         ));
     }
     write_atomic(path, text.as_bytes())
-}
-
-fn draw_error(path: &Path, e: impl std::fmt::Display) -> ExperimentError {
-    ExperimentError::Other(format!("{}: cannot draw figure: {e}", path.display()))
-}
-
-/// Draw `figure` as a PNG at `path`, written whole: plotters encodes into a
-/// temporary `.png` next to it (it picks the encoder by extension), which is
-/// then renamed over `path`.
-fn write_png(path: &Path, figure: Figure, runs: &[RunRecord], plans: &[String]) -> Result<()> {
-    let size = figure_size(groups(runs).len());
-    write_png_with(path, size, |area| draw(area.clone(), figure, runs, plans))
-}
-
-/// Draw `figure` as an SVG at `path`, written whole.
-fn write_svg(path: &Path, figure: Figure, runs: &[RunRecord], plans: &[String]) -> Result<()> {
-    let size = figure_size(groups(runs).len());
-    let mut svg = String::new();
-    draw(
-        SVGBackend::with_string(&mut svg, size).into_drawing_area(),
-        figure,
-        runs,
-        plans,
-    )
-    .map_err(|e| draw_error(path, e))?;
-    write_atomic(path, svg.as_bytes())
-}
-
-type DrawResult = std::result::Result<(), Box<dyn Error>>;
-
-/// Draw `figure` on `root`: the title, then one panel per group.
-fn draw<DB: DrawingBackend>(
-    root: DrawingArea<DB, Shift>,
-    figure: Figure,
-    runs: &[RunRecord],
-    plans: &[String],
-) -> DrawResult
-where
-    DB::ErrorType: 'static,
-{
-    register_embedded_font();
-    root.fill(&WHITE)?;
-    let (title, body) = root.split_vertically(TITLE_HEIGHT);
-    title.titled(figure.title(), (FONT_FAMILY, 24))?;
-    let groups = groups(runs);
-    let rows = groups.len().div_ceil(COLUMNS);
-    let cols = groups.len().clamp(1, COLUMNS);
-    for (group, area) in groups.iter().zip(body.split_evenly((rows, cols))) {
-        match figure {
-            Figure::TestAccuracy => draw_curves(&area, group, plans, Curve::TestAccuracy)?,
-            Figure::TrainLoss => draw_curves(&area, group, plans, Curve::TrainLoss)?,
-            Figure::FinalAccuracy => draw_bars(&area, group, plans)?,
-        }
-    }
-    root.present()?;
-    Ok(())
-}
-
-/// The run's name in a legend or under its bar, marked when it diverged.
-fn legend_label(group: &Group, run: &RunRecord) -> String {
-    if run.diverged() {
-        format!("{} (diverged)", group.label(run))
-    } else {
-        group.label(run)
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Curve {
-    TestAccuracy,
-    TrainLoss,
-}
-
-/// (min, max) of finite `values`, or `None`.
-fn finite_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
-    values
-        .filter(|v| v.is_finite())
-        .fold(None, |acc, v| match acc {
-            None => Some((v, v)),
-            Some((lo, hi)) => Some((f64::min(lo, v), f64::max(hi, v))),
-        })
-}
-
-/// One line per run of `group`: test accuracy (percent) or training loss
-/// (log scale) against the epoch.
-fn draw_curves<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    group: &Group,
-    plans: &[String],
-    curve: Curve,
-) -> DrawResult
-where
-    DB::ErrorType: 'static,
-{
-    let value = |r: &crate::MetricsRow| match curve {
-        Curve::TestAccuracy => r.test_accuracy as f64 * 100.0,
-        Curve::TrainLoss => r.train_loss as f64,
-    };
-    let usable = |v: f64| v.is_finite() && (matches!(curve, Curve::TestAccuracy) || v > 0.0);
-    let max_epoch = group
-        .runs
-        .iter()
-        .flat_map(|r| r.rows.iter().map(|x| x.epoch))
-        .max()
-        .unwrap_or(1)
-        .max(2);
-    let (lo, hi) = finite_range(
-        group
-            .runs
-            .iter()
-            .flat_map(|r| r.rows.iter().map(value))
-            .filter(|v| usable(*v)),
-    )
-    .unwrap_or((1.0, 2.0));
-    let caption = format!("{} on {}", group.net, group.dataset);
-    let mut builder = ChartBuilder::on(area);
-    builder
-        .margin(12)
-        .caption(&caption, (FONT_FAMILY, 18))
-        .x_label_area_size(40)
-        .y_label_area_size(60);
-    let series = |r: &RunRecord| -> Vec<(f64, f64)> {
-        r.rows
-            .iter()
-            .map(|x| (x.epoch as f64, value(x)))
-            .filter(|p| usable(p.1))
-            .collect()
-    };
-    let x_range = 1.0..max_epoch as f64;
-    // Epochs are whole numbers: a tick per epoch up to a dozen, and no
-    // label on a tick between two epochs.
-    let x_labels = max_epoch.min(12);
-    let epoch_label = |v: &f64| {
-        if (v - v.round()).abs() < 1e-6 {
-            format!("{v:.0}")
-        } else {
-            String::new()
-        }
-    };
-    match curve {
-        Curve::TestAccuracy => {
-            let pad = ((hi - lo) * 0.05).max(0.05);
-            let mut chart =
-                builder.build_cartesian_2d(x_range, (lo - pad)..(hi + pad).min(100.0 + pad))?;
-            chart
-                .configure_mesh()
-                .x_desc("epoch")
-                .y_desc("test accuracy (%)")
-                .label_style((FONT_FAMILY, 14))
-                .axis_desc_style((FONT_FAMILY, 15))
-                .x_labels(x_labels)
-                .x_label_formatter(&epoch_label)
-                .y_label_formatter(&|v| format!("{v:.1}"))
-                .draw()?;
-            for r in &group.runs {
-                let colour = plan_colour(plans, &r.plan());
-                chart
-                    .draw_series(LineSeries::new(series(r), colour.stroke_width(2)))?
-                    .label(legend_label(group, r))
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-                    });
-            }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font((FONT_FAMILY, 14))
-                .draw()?;
-        }
-        Curve::TrainLoss => {
-            // log10 of the loss on a linear axis, labelled with the loss:
-            // plotters' own log axis crowds its labels within a decade.
-            let (l0, l1) = (lo.log10(), hi.log10());
-            let pad = ((l1 - l0) * 0.05).max(0.02);
-            let mut chart = builder.build_cartesian_2d(x_range, (l0 - pad)..(l1 + pad))?;
-            chart
-                .configure_mesh()
-                .x_desc("epoch")
-                .y_desc("training loss (nats, log scale)")
-                .label_style((FONT_FAMILY, 14))
-                .axis_desc_style((FONT_FAMILY, 15))
-                .x_labels(x_labels)
-                .x_label_formatter(&epoch_label)
-                .y_label_formatter(&|v| format!("{:.3}", 10f64.powf(*v)))
-                .draw()?;
-            for r in &group.runs {
-                let colour = plan_colour(plans, &r.plan());
-                let points = series(r).into_iter().map(|(x, y)| (x, y.log10()));
-                chart
-                    .draw_series(LineSeries::new(points, colour.stroke_width(2)))?
-                    .label(legend_label(group, r))
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-                    });
-            }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font((FONT_FAMILY, 14))
-                .draw()?;
-        }
-    }
-    Ok(())
-}
-
-/// One bar per run of `group` (final test accuracy, percent), diverged
-/// runs as an empty slot named so, and the `fp32` reference as a dashed
-/// horizontal line. The axis starts near the lowest bar so that gaps of a
-/// tenth of a point stay visible.
-fn draw_bars<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    group: &Group,
-    plans: &[String],
-) -> DrawResult
-where
-    DB::ErrorType: 'static,
-{
-    let n = group.runs.len();
-    let accs: Vec<Option<f64>> = group
-        .runs
-        .iter()
-        .map(|r| r.final_accuracy().map(|a| a as f64 * 100.0))
-        .collect();
-    let reference = group.reference().map(|(a, _)| a * 100.0);
-    let (lo, hi) =
-        finite_range(accs.iter().flatten().copied().chain(reference)).unwrap_or((0.0, 100.0));
-    let pad = ((hi - lo) * 0.5).max(0.2);
-    let (y0, y1) = ((lo - pad).max(0.0), (hi + pad * 0.6).min(100.0));
-    let labels: Vec<String> = group.runs.iter().map(|r| legend_label(group, r)).collect();
-    let caption = format!("{} on {}", group.net, group.dataset);
-    let mut chart = ChartBuilder::on(area)
-        .margin(12)
-        .caption(&caption, (FONT_FAMILY, 18))
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..n as f64, y0..y1)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(0)
-        .x_desc("multiplier plan")
-        .y_desc("final test accuracy (%)")
-        .label_style((FONT_FAMILY, 14))
-        .axis_desc_style((FONT_FAMILY, 15))
-        .y_label_formatter(&|v| format!("{v:.2}"))
-        .draw()?;
-    chart.draw_series(
-        group
-            .runs
-            .iter()
-            .zip(&accs)
-            .enumerate()
-            .filter_map(|(i, (r, acc))| {
-                let acc = (*acc)?;
-                let x = i as f64;
-                Some(Rectangle::new(
-                    [(x + 0.15, y0), (x + 0.85, acc.max(y0))],
-                    plan_colour(plans, &r.plan()).filled(),
-                ))
-            }),
-    )?;
-    // Value above each bar, name below the axis.
-    let text = |size: u32| {
-        TextStyle::from((FONT_FAMILY, size).into_font()).pos(
-            plotters::style::text_anchor::Pos::new(
-                plotters::style::text_anchor::HPos::Center,
-                plotters::style::text_anchor::VPos::Bottom,
-            ),
-        )
-    };
-    chart.draw_series(accs.iter().enumerate().filter_map(|(i, acc)| {
-        let acc = (*acc)?;
-        Some(Text::new(
-            format!("{acc:.2}"),
-            (i as f64 + 0.5, acc.max(y0)),
-            text(14),
-        ))
-    }))?;
-    // Names go below the axis, in pixels of the panel: outside the
-    // chart's coordinate range plotters would clamp them onto the axis.
-    let base = area.get_base_pixel();
-    for (i, l) in labels.iter().enumerate() {
-        let (px, py) = chart.backend_coord(&(i as f64 + 0.5, y0));
-        area.draw(&Text::new(
-            l.clone(),
-            (px - base.0, py - base.1 + 6),
-            text(13).pos(plotters::style::text_anchor::Pos::new(
-                plotters::style::text_anchor::HPos::Center,
-                plotters::style::text_anchor::VPos::Top,
-            )),
-        ))?;
-    }
-    if let Some(base) = reference {
-        chart
-            .draw_series(DashedLineSeries::new(
-                vec![(0.0, base), (n as f64, base)],
-                8,
-                5,
-                BLACK.stroke_width(2),
-            ))?
-            .label(format!("{REFERENCE_PLAN} reference ({base:.2})"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT_FAMILY, 14))
-            .draw()?;
-    }
-    Ok(())
 }

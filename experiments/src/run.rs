@@ -29,11 +29,12 @@ use nets::NetError;
 
 use crate::error::Result;
 use crate::metrics::MetricsRow;
-use crate::model::{network_for_spec, optimizer, PlannedModel};
+use crate::model::{network_for_spec, optimizer};
 use crate::run_dir::{
     load_checkpoint, prepare, round_ms, train_periods, Period, PeriodTrainer, Recorder, Start,
 };
 use crate::spec::{RunSpec, ScheduleKind, Task};
+use nets::PlannedModel;
 
 // The run directory's files and the outcome of a run, for the callers of
 // [`train`].

@@ -5,7 +5,7 @@
 //! classifier's layers with products (their forward products), or the
 //! finest parts of a Transformer (per block the projections, the score
 //! products `Q·Kᵀ` and `A·V`, the two MLP layers, and the head; see
-//! [`crate::lm_eval::sensitivity_items`]). With the run's own plan as the
+//! [`transformer_items`]). With the run's own plan as the
 //! baseline, for every item:
 //! - *only this*: the item on `A`, everything else on the baseline;
 //! - *all but this*: every other item on `A`, this one on the baseline.
@@ -39,7 +39,6 @@ use amsim::{ModelInfo, MultiplierSpec, PlanSpec, Role};
 use crate::energy::multiply_energy_pj;
 use crate::error::{ExperimentError, Result};
 use crate::eval::{EvalPlan, EvalResult, Evaluator};
-use crate::figure::write_png_with;
 use crate::model::network_for_spec;
 use crate::spec::RunSpec;
 
@@ -98,7 +97,7 @@ impl Harm {
     }
 
     /// The bar chart's y axis.
-    fn axis(self) -> &'static str {
+    pub(crate) fn axis(self) -> &'static str {
         match self {
             Harm::AccuracyDrop => "test accuracy drop vs baseline (percentage points)",
             Harm::LossRise => "validation loss rise (nats/char)",
@@ -118,6 +117,55 @@ pub struct SensitivityItem {
     pub roles: Vec<Role>,
     /// Forward multiply-accumulates per image or window.
     pub forward_macs: u64,
+}
+
+/// The finest non-overlapping parts of a Transformer that a plan can put
+/// on a multiplier, with their forward multiply-accumulates per window of
+/// `t` positions (width `c`, vocabulary `v`), in model order. Per block:
+/// - `block{i}.attn`: the Q/K/V and output projections (`fwd` of the
+///   plan name `block{i}.attn`), `3tc² + tc²`;
+/// - `block{i}.attn_qk`: the scores `Q·Kᵀ` (its `attn_qk` role), `t²c`;
+/// - `block{i}.attn_av`: `A·V` (its `attn_av` role), `t²c`;
+/// - `block{i}.mlp.fc1`, `block{i}.mlp.fc2`: `4tc²` each;
+///
+/// and `head`, `tcv`. The counts are those of
+/// [`nets::transformer::Transformer::macs_per_sequence`], split by part.
+pub fn transformer_items(layers: usize, c: usize, t: usize, v: usize) -> Vec<SensitivityItem> {
+    let (c, t, v) = (c as u64, t as u64, v as u64);
+    let item = |name: String, layer: String, role: Role, macs: u64| SensitivityItem {
+        name,
+        layer,
+        roles: vec![role],
+        forward_macs: macs,
+    };
+    let mut items = Vec::new();
+    for i in 0..layers {
+        let attn = format!("block{i}.attn");
+        items.push(item(
+            attn.clone(),
+            attn.clone(),
+            Role::Forward,
+            4 * t * c * c,
+        ));
+        items.push(item(
+            format!("block{i}.attn_qk"),
+            attn.clone(),
+            Role::AttnQk,
+            t * t * c,
+        ));
+        items.push(item(
+            format!("block{i}.attn_av"),
+            attn,
+            Role::AttnAv,
+            t * t * c,
+        ));
+        for fc in ["fc1", "fc2"] {
+            let name = format!("block{i}.mlp.{fc}");
+            items.push(item(name.clone(), name, Role::Forward, 4 * t * c * c));
+        }
+    }
+    items.push(item("head".into(), "head".into(), Role::Forward, t * c * v));
+    items
 }
 
 /// A trained network with its evaluation data: what the analysis needs.
@@ -551,133 +599,6 @@ pub fn sensitivity_csv(report: &SensitivityReport) -> Result<Vec<u8>> {
         .map_err(|e| ExperimentError::Other(format!("sensitivity CSV: {e}")))
 }
 
-/// Bar chart of the harm per item against the baseline (accuracy drop in
-/// points, or validation-loss rise in nats/char): only this item
-/// approximate, and all but this item.
-pub fn write_sensitivity_png(report: &SensitivityReport, path: &std::path::Path) -> Result<()> {
-    use amsim::heatmap::FONT_FAMILY;
-    use plotters::prelude::*;
-    let n = report.layers.len();
-    let drops: Vec<(f64, f64)> = report
-        .layers
-        .iter()
-        .map(|l| {
-            (
-                report.harm_of(&l.only_this),
-                report.harm_of(&l.all_but_this),
-            )
-        })
-        .collect();
-    let hi = drops
-        .iter()
-        .flat_map(|(a, b)| [*a, *b])
-        .chain([report.budget, report.harm_of(&report.all_approx)])
-        .fold(
-            // The smallest top of the axis, so that an all-zero chart
-            // still has a scale.
-            match report.harm {
-                Harm::AccuracyDrop => 0.1f64,
-                Harm::LossRise => 0.005,
-            },
-            f64::max,
-        );
-    let lo = drops
-        .iter()
-        .flat_map(|(a, b)| [*a, *b])
-        .fold(0.0f64, f64::min);
-    let item_word = match report.harm {
-        Harm::AccuracyDrop => "layer",
-        Harm::LossRise => "item",
-    };
-    let prec = match report.harm {
-        Harm::AccuracyDrop => 2,
-        Harm::LossRise => 3,
-    };
-    let width = 160 + 110 * n as u32;
-    write_png_with(path, (width.max(640), 480), |area| {
-        area.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(area)
-            .margin(14)
-            .caption(
-                format!(
-                    "{} per {}, forward products on {}",
-                    match report.harm {
-                        Harm::AccuracyDrop => "accuracy drop",
-                        Harm::LossRise => "validation loss rise",
-                    },
-                    item_word,
-                    report.approx
-                ),
-                (FONT_FAMILY, 18),
-            )
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.0..n as f64, (lo * 1.1)..(hi * 1.6))?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(0)
-            .x_desc(format!("{item_word} (sorted by least harm)"))
-            .y_desc(report.harm.axis())
-            .label_style((FONT_FAMILY, 14))
-            .axis_desc_style((FONT_FAMILY, 15))
-            .y_label_formatter(&|v| format!("{v:.prec$}"))
-            .draw()?;
-        let only = RGBColor(0x1f, 0x77, 0xb4);
-        let allbut = RGBColor(0xff, 0x7f, 0x0e);
-        chart
-            .draw_series(drops.iter().enumerate().map(|(i, (a, _))| {
-                let x = i as f64;
-                Rectangle::new([(x + 0.1, 0.0), (x + 0.48, *a)], only.filled())
-            }))?
-            .label(format!("only this {item_word} approximate"))
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], only.filled()));
-        chart
-            .draw_series(drops.iter().enumerate().map(|(i, (_, b))| {
-                let x = i as f64;
-                Rectangle::new([(x + 0.52, 0.0), (x + 0.9, *b)], allbut.filled())
-            }))?
-            .label(format!("all but this {item_word} approximate"))
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], allbut.filled()));
-        chart
-            .draw_series(DashedLineSeries::new(
-                vec![(0.0, report.budget), (n as f64, report.budget)],
-                8,
-                5,
-                BLACK.stroke_width(2),
-            ))?
-            .label(format!(
-                "{} {} {}",
-                report.harm.flag(),
-                report.budget,
-                report.harm.unit()
-            ))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
-        let base = area.get_base_pixel();
-        for (i, l) in report.layers.iter().enumerate() {
-            let (px, py) = chart.backend_coord(&(i as f64 + 0.5, lo * 1.1));
-            area.draw(&Text::new(
-                l.layer.clone(),
-                (px - base.0, py - base.1 + 6),
-                TextStyle::from((FONT_FAMILY, 14).into_font()).pos(
-                    plotters::style::text_anchor::Pos::new(
-                        plotters::style::text_anchor::HPos::Center,
-                        plotters::style::text_anchor::VPos::Top,
-                    ),
-                ),
-            ))?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT_FAMILY, 14))
-            .draw()?;
-        Ok(())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -707,7 +628,7 @@ mod tests {
             .subsec_nanos() as u64;
         eprintln!("seed = {seed}");
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let items = crate::lm_eval::sensitivity_items(2, 8, 4, 5);
+        let items = transformer_items(2, 8, 4, 5);
         let names: Vec<String> = {
             let mut n: Vec<String> = items.iter().map(|i| i.layer.clone()).collect();
             n.extend(["block0".to_string(), "block1".to_string()]);

@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
+use experiments::figure::training::{figure_size, Figure};
 use experiments::metrics::{read_metrics, write_metrics};
-use experiments::plot::{figure_size, plot_dir, Figure};
+use experiments::plot::plot_dir;
 use experiments::{MetricsRow, RunFile, RunSpec, RunState, RunStatus, METRICS_HEADER};
 
 /// Write a run directory at `dir` whose epoch `e` (1-based) has test

@@ -16,6 +16,8 @@
 //! - [`transformer::Transformer`]: the character-level language model
 //!   (pre-LN blocks, attention scores on the plan's `attn_qk` / `attn_av`),
 //!   trained step by step and sampled by [`lm`].
+//! - [`planned::PlannedModel`]: what both models offer runs of either task
+//!   (plan names, plans set by name, MACs per example).
 //! - [`optim::Optimizer`] (SGD / Adam / AdamW) and [`schedule::LrSchedule`].
 //! - [`init`]: He and Glorot initialisation; [`rng`]: every random stream is
 //!   derived from the run seed.
@@ -53,6 +55,7 @@ pub mod layers;
 pub mod lm;
 pub mod model;
 pub mod optim;
+pub mod planned;
 pub mod rng;
 pub mod schedule;
 pub mod tensor;
@@ -61,4 +64,5 @@ pub mod transformer;
 
 pub use error::{NetError, Result};
 pub use model::Network;
+pub use planned::PlannedModel;
 pub use tensor::Tensor;

@@ -9,6 +9,7 @@ use crate::layers::{
     BatchNorm2d, Conv2d, Dense, Flatten, GlobalAvgPool, Layer, MacCounts, MaxPool2d, Param, Relu,
     ResidualBlock, ShortcutKind, BOTTLENECK_EXPANSION,
 };
+use crate::planned::PlannedModel;
 use crate::rng::{derive_seed, rng_for, Purpose};
 use crate::{NetError, Result, Tensor};
 
@@ -439,43 +440,6 @@ impl Network {
             .collect()
     }
 
-    /// Every name a plan can be given to, in order: each layer of
-    /// [`Network::layer_names`] followed by its inner layers with products
-    /// (for a ResNet block `s1b1`: `s1b1.conv1`, `s1b1.conv2`, and
-    /// `s1b1.shortcut.conv` with a projection shortcut).
-    pub fn plan_names(&self) -> Vec<String> {
-        let mut names = Vec::new();
-        for l in self.layers.iter().filter(|l| l.plan().is_some()) {
-            names.push(l.name().to_string());
-            names.extend(l.inner_plan_names());
-        }
-        names
-    }
-
-    /// [`Network::set_layer_plan`] for any of [`Network::plan_names`]: a
-    /// layer (for a block, all its convolutions) or one inner layer. An
-    /// error listing the valid names when there is no such name.
-    pub fn set_plan_by_name(&mut self, name: &str, plan: MultiplierPlan) -> Result<()> {
-        if self
-            .layers
-            .iter()
-            .any(|l| l.name() == name && l.plan().is_some())
-        {
-            return self.set_layer_plan(name, plan);
-        }
-        for l in &mut self.layers {
-            if l.inner_plan_names().iter().any(|n| n == name) {
-                l.set_inner_plan(name, plan);
-                return Ok(());
-            }
-        }
-        Err(NetError::UnknownLayer {
-            net: self.name.clone(),
-            name: name.to_string(),
-            valid: self.plan_names().join(", "),
-        })
-    }
-
     /// The plan of any of [`Network::plan_names`].
     pub fn plan_by_name(&self, name: &str) -> Result<&MultiplierPlan> {
         if let Ok(p) = self.layer_plan(name) {
@@ -644,5 +608,48 @@ impl Network {
         }
         s.push_str(&format!("{} parameters\n", self.num_params()));
         s
+    }
+}
+
+impl PlannedModel for Network {
+    /// Every name a plan can be given to, in order: each layer of
+    /// [`Network::layer_names`] followed by its inner layers with products
+    /// (for a ResNet block `s1b1`: `s1b1.conv1`, `s1b1.conv2`, and
+    /// `s1b1.shortcut.conv` with a projection shortcut).
+    fn plan_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for l in self.layers.iter().filter(|l| l.plan().is_some()) {
+            names.push(l.name().to_string());
+            names.extend(l.inner_plan_names());
+        }
+        names
+    }
+
+    /// [`Network::set_layer_plan`] for any of [`Network::plan_names`]: a
+    /// layer (for a block, all its convolutions) or one inner layer. An
+    /// error listing the valid names when there is no such name.
+    fn set_plan_by_name(&mut self, name: &str, plan: MultiplierPlan) -> Result<()> {
+        if self
+            .layers
+            .iter()
+            .any(|l| l.name() == name && l.plan().is_some())
+        {
+            return self.set_layer_plan(name, plan);
+        }
+        for l in &mut self.layers {
+            if l.inner_plan_names().iter().any(|n| n == name) {
+                l.set_inner_plan(name, plan);
+                return Ok(());
+            }
+        }
+        Err(NetError::UnknownLayer {
+            net: self.name.clone(),
+            name: name.to_string(),
+            valid: self.plan_names().join(", "),
+        })
+    }
+
+    fn macs_per_example(&self) -> MacCounts {
+        self.macs_per_image()
     }
 }

@@ -41,6 +41,7 @@ use crate::init::Init;
 use crate::layers::{
     CausalSelfAttention, Dense, Embedding, Gelu, Layer, LayerNorm, MacCounts, Param,
 };
+use crate::planned::PlannedModel;
 use crate::rng::{rng_for, Purpose};
 use crate::{NetError, Result, Tensor};
 
@@ -528,62 +529,6 @@ impl Transformer {
         self.params().iter().map(|p| p.len()).sum()
     }
 
-    /// Every name a plan can be given to, in order (see the module
-    /// documentation).
-    pub fn plan_names(&self) -> Vec<String> {
-        let mut names = Vec::new();
-        for b in &self.blocks {
-            names.push(b.name.clone());
-            names.push(format!("{}.attn", b.name));
-            names.push(format!("{}.mlp.fc1", b.name));
-            names.push(format!("{}.mlp.fc2", b.name));
-        }
-        names.push("head".into());
-        names
-    }
-
-    /// Set the plan of one of [`Transformer::plan_names`]; an error listing
-    /// the valid names otherwise.
-    pub fn set_plan_by_name(&mut self, name: &str, plan: MultiplierPlan) -> Result<()> {
-        if name == "head" {
-            match &mut self.head {
-                Head::Untied(d) => {
-                    d.set_plan(plan);
-                }
-                Head::Tied { plan: p, .. } => *p = plan,
-            }
-            return Ok(());
-        }
-        for b in &mut self.blocks {
-            let Some(rest) = name.strip_prefix(b.name.as_str()) else {
-                continue;
-            };
-            match rest {
-                "" => {
-                    b.attn.set_plan(plan.clone());
-                    b.fc1.set_plan(plan.clone());
-                    b.fc2.set_plan(plan);
-                }
-                ".attn" => {
-                    b.attn.set_plan(plan);
-                }
-                ".mlp.fc1" => {
-                    b.fc1.set_plan(plan);
-                }
-                ".mlp.fc2" => {
-                    b.fc2.set_plan(plan);
-                }
-                _ => continue,
-            }
-            return Ok(());
-        }
-        Err(NetError::UnknownLayer {
-            net: TRANSFORMER_NAME.into(),
-            name: name.to_string(),
-            valid: self.plan_names().join(", "),
-        })
-    }
-
     /// The plan of one of [`Transformer::plan_names`] (for a block, that of
     /// its attention).
     pub fn plan_by_name(&self, name: &str) -> Result<&MultiplierPlan> {
@@ -642,6 +587,68 @@ impl Transformer {
             if c.tied_head { "tied" } else { "untied" },
             self.num_params()
         )
+    }
+}
+
+impl PlannedModel for Transformer {
+    /// Every name a plan can be given to, in order (see the module
+    /// documentation).
+    fn plan_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for b in &self.blocks {
+            names.push(b.name.clone());
+            names.push(format!("{}.attn", b.name));
+            names.push(format!("{}.mlp.fc1", b.name));
+            names.push(format!("{}.mlp.fc2", b.name));
+        }
+        names.push("head".into());
+        names
+    }
+
+    /// Set the plan of one of [`Transformer::plan_names`]; an error listing
+    /// the valid names otherwise.
+    fn set_plan_by_name(&mut self, name: &str, plan: MultiplierPlan) -> Result<()> {
+        if name == "head" {
+            match &mut self.head {
+                Head::Untied(d) => {
+                    d.set_plan(plan);
+                }
+                Head::Tied { plan: p, .. } => *p = plan,
+            }
+            return Ok(());
+        }
+        for b in &mut self.blocks {
+            let Some(rest) = name.strip_prefix(b.name.as_str()) else {
+                continue;
+            };
+            match rest {
+                "" => {
+                    b.attn.set_plan(plan.clone());
+                    b.fc1.set_plan(plan.clone());
+                    b.fc2.set_plan(plan);
+                }
+                ".attn" => {
+                    b.attn.set_plan(plan);
+                }
+                ".mlp.fc1" => {
+                    b.fc1.set_plan(plan);
+                }
+                ".mlp.fc2" => {
+                    b.fc2.set_plan(plan);
+                }
+                _ => continue,
+            }
+            return Ok(());
+        }
+        Err(NetError::UnknownLayer {
+            net: TRANSFORMER_NAME.into(),
+            name: name.to_string(),
+            valid: self.plan_names().join(", "),
+        })
+    }
+
+    fn macs_per_example(&self) -> MacCounts {
+        self.macs_per_sequence(self.config.context)
     }
 }
 

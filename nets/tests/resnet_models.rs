@@ -11,6 +11,7 @@ use nets::model::Network;
 use nets::optim::{Optimizer, OptimizerConfig};
 use nets::schedule::LrSchedule;
 use nets::train::Trainer;
+use nets::PlannedModel;
 use nets::Tensor;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;

@@ -12,6 +12,7 @@ use nets::lm::{generate, validation_starts, LmTrainer};
 use nets::optim::{Optimizer, OptimizerConfig};
 use nets::schedule::{Granularity, LrSchedule, Schedule};
 use nets::transformer::{Positions, Transformer, TransformerConfig};
+use nets::PlannedModel;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use support::{fp32, test_rng};

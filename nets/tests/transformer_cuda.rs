@@ -34,6 +34,7 @@ use nets::lm::{validation_starts, LmTrainer};
 use nets::optim::{Optimizer, OptimizerConfig};
 use nets::schedule::{Granularity, LrSchedule, Schedule};
 use nets::transformer::{Positions, Transformer, TransformerConfig};
+use nets::PlannedModel;
 use nets::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -1,15 +1,14 @@
 //! `approxtrain eval`: test loss and accuracy of a trained checkpoint under
-//! one or more multiplier plans (see [`experiments::eval`]; for a
-//! transformer run, validation loss, perplexity and next-character accuracy,
-//! see [`experiments::lm_eval`]).
+//! one or more multiplier plans; for a transformer run, validation loss,
+//! perplexity and next-character accuracy. One path for both tasks over
+//! [`experiments::checkpoint_eval`], which holds what differs.
 
 use std::path::PathBuf;
 
 use anyhow::bail;
-use experiments::eval::{write_eval_csv, EvalPlan, EvalResult, Evaluator};
-use experiments::lm_eval::{perplexity, write_lm_eval_csv, LmEvaluator};
-use experiments::run_dir::{load_checkpoint, LoadedCheckpoint};
-use experiments::{PlanFile, Task};
+use experiments::checkpoint_eval::{CheckpointEvaluator, EvalData};
+use experiments::eval::EvalPlan;
+use experiments::run_dir::load_checkpoint;
 
 /// Options of `approxtrain eval`.
 #[derive(clap::Args)]
@@ -91,199 +90,41 @@ pub fn split_specs(list: &str) -> anyhow::Result<Vec<amsim::PlanSpec>> {
         .collect()
 }
 
-/// Print results as a table, with the change against the first row.
-pub fn print_table(results: &[EvalResult]) {
-    let width = results
-        .iter()
-        .map(|r| r.label.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    println!(
-        "{:<width$}  {:>9}  {:>9}  {:>10}  {:>8}",
-        "plan", "test loss", "accuracy", "vs first", "seconds"
-    );
-    let first = results.first().map(|r| r.accuracy).unwrap_or(0.0);
-    for r in results {
-        println!(
-            "{:<width$}  {:>9.4}  {:>8.2}%  {:>+9.2}pt  {:>8.1}",
-            r.label,
-            r.loss,
-            100.0 * r.accuracy,
-            100.0 * (r.accuracy - first),
-            r.seconds
-        );
-    }
-}
-
-/// Print language-model results as a table, with the change of the
-/// validation loss against the first row.
-pub fn print_lm_table(results: &[EvalResult]) {
-    let width = results
-        .iter()
-        .map(|r| r.label.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    println!(
-        "{:<width$}  {:>9}  {:>10}  {:>8}  {:>9}  {:>8}",
-        "plan", "val loss", "perplexity", "accuracy", "vs first", "seconds"
-    );
-    let first = results.first().map(|r| r.loss).unwrap_or(0.0);
-    for r in results {
-        println!(
-            "{:<width$}  {:>9.4}  {:>10.4}  {:>7.2}%  {:>+9.4}  {:>8.1}",
-            r.label,
-            r.loss,
-            perplexity(r),
-            100.0 * r.accuracy,
-            r.loss - first,
-            r.seconds
-        );
-    }
-    println!("(loss in nats/char; vs first: change of the validation loss against the first row)");
-}
-
-/// The plans asked for: one per `--multiplier` item and `--plan` file, or
-/// the run's own.
-fn plans_of(a: &EvalArgs, source: &LoadedCheckpoint) -> anyhow::Result<Vec<EvalPlan>> {
-    let models = approxtrain::models::MODELS;
-    let mut plans = Vec::new();
-    if let Some(list) = &a.multiplier {
-        for spec in split_specs(list)? {
-            // Resolving checks models and widths before any data is read.
-            amsim::spec::Resolver::new(models).resolve_plan(&spec)?;
-            plans.push(EvalPlan::uniform(&spec));
-        }
-    }
-    for path in &a.plan {
-        let file = PlanFile::read(path)?;
-        plans.push(EvalPlan::from_file_for_spec(
-            &file,
-            &source.run.spec,
-            models,
-        )?);
-    }
-    if plans.is_empty() {
-        plans.push(EvalPlan::of_run(&source.run.spec));
-    }
-    Ok(plans)
-}
-
-/// Evaluate each plan in turn, printing `line` of each result as it comes.
-fn evaluate_each(
-    plans: &[EvalPlan],
-    evaluate: impl Fn(&EvalPlan) -> experiments::Result<EvalResult>,
-    line: impl Fn(&EvalResult) -> String,
-) -> anyhow::Result<Vec<EvalResult>> {
-    let mut results = Vec::new();
-    for plan in plans {
-        let r = evaluate(plan)?;
-        eprintln!("{}", line(&r));
-        results.push(r);
-    }
-    Ok(results)
-}
-
 /// Run `eval`.
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     if let Some(csv) = &a.csv {
         experiments::eval::refuse_existing(csv, a.force)?;
     }
-    let source = load_checkpoint(&a.checkpoint)?;
-    if source.run.spec.task() == Task::LanguageModel {
-        return run_lm(a, source);
-    }
-    if a.eval_windows.is_some() {
-        bail!(
-            "--eval-windows applies to transformer runs; {} is a {} run (use --test-limit)",
-            a.checkpoint.display(),
-            source.run.spec.net
-        );
-    }
     let models = approxtrain::models::MODELS;
-    let plans = plans_of(&a, &source)?;
-    let evaluator = Evaluator::new(
-        source,
-        a.dataset.as_deref(),
-        a.data_dir.as_deref(),
-        a.test_limit,
-    )?;
-    if let Some(n) = &evaluator.data_notice {
+    let source = load_checkpoint(&a.checkpoint)?;
+    let data = EvalData {
+        dataset: a.dataset.clone(),
+        data_dir: a.data_dir.clone(),
+        test_limit: a.test_limit,
+        eval_windows: a.eval_windows,
+    };
+    data.check(&source.run.spec, &a.checkpoint)?;
+    // Plans are resolved before any data is read: a wrong model or width
+    // fails at once.
+    let uniform = match &a.multiplier {
+        Some(list) => split_specs(list)?,
+        None => Vec::new(),
+    };
+    let plans = EvalPlan::asked(&uniform, &a.plan, &source.run.spec, models)?;
+    let evaluator = CheckpointEvaluator::new(source, &data, &a.checkpoint)?;
+    if let Some(n) = evaluator.data_notice() {
         eprintln!("{n}");
     }
-    eprintln!(
-        "{} ({} epochs, trained with {}) on {} test images of {} from {}",
-        evaluator.source.checkpoint_path.display(),
-        evaluator.source.checkpoint.epoch,
-        evaluator.source.run.spec.plan_label(),
-        evaluator.test_set.len,
-        evaluator.spec.dataset,
-        evaluator.data_source
-    );
-    let results = evaluate_each(
-        &plans,
-        |p| evaluator.evaluate(p, models),
-        |r| {
-            format!(
-                "{}: accuracy {:.2}%, loss {:.4} ({:.1} s)",
-                r.label,
-                100.0 * r.accuracy,
-                r.loss,
-                r.seconds
-            )
-        },
-    )?;
-    print_table(&results);
-    if let Some(csv) = &a.csv {
-        write_eval_csv(csv, &evaluator, &results, a.force)?;
-        eprintln!("wrote {}", csv.display());
+    eprintln!("{}", evaluator.describe());
+    let mut results = Vec::new();
+    for plan in &plans {
+        let r = evaluator.evaluate(plan, models)?;
+        eprintln!("{}", evaluator.result_line(&r));
+        results.push(r);
     }
-    Ok(())
-}
-
-/// `eval` of a transformer run.
-fn run_lm(a: EvalArgs, source: LoadedCheckpoint) -> anyhow::Result<()> {
-    let models = approxtrain::models::MODELS;
-    for (given, flag) in [
-        (a.test_limit.is_some(), "--test-limit"),
-        (a.data_dir.is_some(), "--data-dir"),
-    ] {
-        if given {
-            bail!(
-                "{flag} applies to image classifiers; {} is a transformer run (use --eval-windows N, \
-                 or --dataset text:PATH for another text)",
-                a.checkpoint.display()
-            );
-        }
-    }
-    let plans = plans_of(&a, &source)?;
-    let evaluator = LmEvaluator::new(source, a.dataset.as_deref(), a.eval_windows)?;
-    eprintln!(
-        "{} (step {}, trained with {}) on {} windows ({} characters) of {}",
-        evaluator.source.checkpoint_path.display(),
-        evaluator.source.checkpoint.global_step,
-        evaluator.source.run.spec.plan_label(),
-        evaluator.starts.len(),
-        evaluator.characters(),
-        evaluator.text_source
-    );
-    let results = evaluate_each(
-        &plans,
-        |p| evaluator.evaluate(p, models),
-        |r| {
-            format!(
-                "{}: loss {:.4} nats/char, accuracy {:.2}% ({:.1} s)",
-                r.label,
-                r.loss,
-                100.0 * r.accuracy,
-                r.seconds
-            )
-        },
-    )?;
-    print_lm_table(&results);
+    print!("{}", evaluator.table(&results));
     if let Some(csv) = &a.csv {
-        write_lm_eval_csv(csv, &evaluator, &results, a.force)?;
+        evaluator.write_csv(csv, &results, a.force)?;
         eprintln!("wrote {}", csv.display());
     }
     Ok(())

@@ -410,7 +410,7 @@ pub fn run_characterize(a: CharacterizeArgs) -> Result<()> {
         println!("wrote {}", path.display());
     }
     if let (Some(path), Some(lut)) = (&a.heatmap, &lut) {
-        amsim::heatmap::write_heatmap(lut, path)
+        experiments::figure::heatmap::write_heatmap(lut, path)
             .with_context(|| format!("heat map of {}", lut.model_name()))?;
         println!("wrote {}", path.display());
     }

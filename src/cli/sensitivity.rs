@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use experiments::atomic::write_atomic;
 use experiments::eval::Evaluator;
+use experiments::figure::sensitivity::write_sensitivity_png;
 use experiments::lm_eval::LmEvaluator;
 use experiments::run_dir::load_checkpoint;
 use experiments::sensitivity::{
-    plan_file_text, sensitivity, sensitivity_csv, write_sensitivity_png, Harm, PlanEvaluator,
-    SensitivityReport,
+    plan_file_text, sensitivity, sensitivity_csv, Harm, PlanEvaluator, SensitivityReport,
 };
 use experiments::Task;
 

@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use experiments::atomic::write_atomic;
-use experiments::opstats::{
-    histogram_csv, layer_operand_stats, metrics_csv, role_name, write_histogram_png,
-};
+use experiments::figure::histogram::write_histogram_png;
+use experiments::opstats::{histogram_csv, layer_operand_stats, metrics_csv, role_name};
 use experiments::run_dir::load_checkpoint;
 use experiments::Task;
 use nets::data::{resolve_dataset_dir, Split};

@@ -1,19 +1,18 @@
 //! The validation-loss figure of language-model runs
-//! (`validation_loss.png` / `.svg`), drawn by `approxtrain plot` next to
-//! the figures of [`crate::plot`] when the folder holds `--net transformer`
+//! (`validation_loss.png` / `.svg`), drawn by `approxtrain plot`
+//! ([`crate::plot`]) next to the figures of [`super::training`] when the folder holds `--net transformer`
 //! runs: one line per run, validation loss (nats per character) against
 //! the optimizer step.
 
-use std::error::Error;
 use std::path::{Path, PathBuf};
 
-use amsim::heatmap::{register_embedded_font, FONT_FAMILY};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::atomic::write_atomic;
-use crate::error::{ExperimentError, Result};
-use crate::figure::{plan_colour, write_png_with};
+use super::{
+    draw_legend, line_mark, plan_colour, write_png_with, write_svg_with, DrawResult, FONT_FAMILY,
+};
+use crate::error::Result;
 use crate::report::{all_plans, find_runs, RunRecord};
 use crate::spec::Task;
 
@@ -33,28 +32,14 @@ pub fn plot_validation_loss(dir: &Path) -> Result<Vec<PathBuf>> {
     if runs.is_empty() {
         return Ok(Vec::new());
     }
-    register_embedded_font();
-    let draw_error = |path: &Path, e: Box<dyn Error>| ExperimentError::BadFile {
-        path: path.to_path_buf(),
-        reason: format!("cannot draw the figure: {e}"),
-    };
     let svg_path = dir.join(format!("{VALIDATION_LOSS_FIGURE}.svg"));
-    let mut svg = String::new();
-    draw(
-        SVGBackend::with_string(&mut svg, SIZE).into_drawing_area(),
-        &runs,
-    )
-    .map_err(|e| draw_error(&svg_path, e))?;
-    write_atomic(&svg_path, svg.as_bytes())?;
+    write_svg_with(&svg_path, SIZE, |area| draw(area, &runs))?;
     let png_path = dir.join(format!("{VALIDATION_LOSS_FIGURE}.png"));
     write_png_with(&png_path, SIZE, |area| draw(area.clone(), &runs))?;
     Ok(vec![png_path, svg_path])
 }
 
-fn draw<DB: DrawingBackend>(
-    root: DrawingArea<DB, Shift>,
-    runs: &[RunRecord],
-) -> std::result::Result<(), Box<dyn Error>>
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, runs: &[RunRecord]) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
@@ -98,17 +83,9 @@ where
         chart
             .draw_series(LineSeries::new(points(r), colour.stroke_width(2)))?
             .label(label)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
-            });
+            .legend(line_mark(colour));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT_FAMILY, 13))
-        .draw()?;
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight, 13)?;
     root.present()?;
     Ok(())
 }
