@@ -193,7 +193,7 @@ pub fn write_heatmap(lut: &Lut, path: &Path) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         AmsimError::Io {
             path: path.to_path_buf(),
-            source: e,
+            error: e,
         }
     })
 }

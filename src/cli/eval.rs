@@ -190,6 +190,13 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     if let Some(csv) = &a.csv {
         experiments::eval::refuse_existing(csv, a.force)?;
     }
+    // A table replaced (--force) inside a run directory is written under
+    // that directory's lock, so no training or other evaluation writes
+    // there at the same time.
+    let _lock = match (&a.csv, a.force) {
+        (Some(csv), true) => experiments::run_dir::lock_if_run_dir(csv.parent())?,
+        _ => None,
+    };
     let source = load_checkpoint(&a.checkpoint)?;
     if source.run.spec.task() == Task::LanguageModel {
         return run_lm(a, source);
