@@ -419,6 +419,11 @@ pub(crate) fn prepare(
                         ),
                     });
                 }
+                // Killed after its last checkpoint, before run.toml said
+                // so: record the end now.
+                if stored.run.status != RunStatus::Finished {
+                    write_state(spec, dir, inputs, RunStatus::Finished, &rows, None)?;
+                }
                 return Ok(Start::Done(summary(spec, rows)));
             }
             Ok(Start::Train {
@@ -438,6 +443,14 @@ pub(crate) fn locked_start(
 ) -> Result<(RunDirLock, Start)> {
     let existed = dir.path().exists();
     let lock = lock_run_dir(dir.path())?;
+    // Temp files of a whole-file write that a killed process left: no
+    // other process writes here while the lock is held.
+    for name in [RUN_TOML, METRICS_CSV, CHECKPOINT_BIN, VOCAB_TXT] {
+        let tmp = dir.path().join(format!("{name}.tmp"));
+        if tmp.exists() {
+            std::fs::remove_file(&tmp).map_err(|e| ExperimentError::io(&tmp, e))?;
+        }
+    }
     match prepare(dir) {
         Ok(start) => Ok((lock, start)),
         Err(e) => {
@@ -714,8 +727,14 @@ impl<'a> Recorder<'a> {
     /// state `checkpoint`, then the status.
     pub(crate) fn record(&mut self, row: MetricsRow, checkpoint: &Checkpoint) -> Result<()> {
         self.rows.push(row);
-        self.write_metrics()?;
-        checkpoint.save(&self.dir.checkpoint())?;
+        let written = self
+            .write_metrics()
+            .and_then(|()| Ok(checkpoint.save(&self.dir.checkpoint())?));
+        if let Err(e) = written {
+            // Not completed: the state records the checkpointed rows only.
+            self.rows.pop();
+            return Err(e);
+        }
         let status = if self.rows.len() == self.units {
             RunStatus::Finished
         } else {
@@ -838,4 +857,134 @@ pub fn read_vocab(run_dir: &Path) -> Result<Vec<char>> {
         });
     }
     Ok(vocab)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nets::checkpoint::SavedParam;
+
+    /// A trainer whose periods end with the given losses and weights.
+    struct Scripted {
+        losses: Vec<(f32, f32)>,
+        weights: Vec<f32>,
+        done: usize,
+    }
+
+    impl PeriodTrainer for Scripted {
+        fn announce(&self, k: usize) -> EpochStart {
+            EpochStart {
+                epoch: k + 1,
+                epochs: self.losses.len(),
+                batches: 1,
+                images: 1,
+                lm: None,
+            }
+        }
+
+        fn period(
+            &mut self,
+            k: usize,
+            row: MetricsRow,
+            _observer: &mut dyn RunObserver,
+        ) -> Result<Period> {
+            self.done = k + 1;
+            let (train_loss, test_loss) = self.losses[k];
+            Ok(Period::Done(MetricsRow {
+                epoch: k + 1,
+                step: k as u64 + 1,
+                train_loss,
+                train_accuracy: 0.5,
+                test_loss,
+                test_accuracy: 0.5,
+                ..row
+            }))
+        }
+
+        fn checkpoint(&self) -> Checkpoint {
+            Checkpoint {
+                network: "lenet300100".into(),
+                seed: 1,
+                epoch: self.done as u64,
+                global_step: self.done as u64,
+                optimizer: "sgd".into(),
+                optimizer_steps: self.done as u64,
+                params: vec![SavedParam {
+                    name: "fc1.weight".into(),
+                    shape: vec![self.weights.len()],
+                    values: self.weights.clone(),
+                }],
+                optimizer_slots: vec![],
+            }
+        }
+    }
+
+    /// Train `trainer` in a fresh directory: its outcome and `run.toml`.
+    fn outcome_of(trainer: &mut Scripted) -> (RunOutcome, RunFile) {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spec = RunSpec::with_defaults("lenet300100", "mnist");
+        spec.epochs = trainer.losses.len();
+        let dir = RunDir::new(tmp.path().join("run"));
+        let lock = lock_run_dir(dir.path()).unwrap();
+        let inputs = RunInputs {
+            data_source: "test data".into(),
+            identity: RunIdentity::new(&spec, Vec::new()).unwrap(),
+        };
+        let recorder = Recorder::begin(
+            &spec,
+            dir.clone(),
+            lock,
+            inputs,
+            Vec::new(),
+            spec.epochs,
+            true,
+        )
+        .unwrap();
+        let outcome = train_periods(recorder, trainer, &mut Silent).unwrap();
+        (outcome, RunFile::read(&dir.run_toml()).unwrap())
+    }
+
+    #[test]
+    fn a_non_finite_test_loss_or_weight_is_a_divergence_not_a_finished_run() {
+        let cases: [(Vec<(f32, f32)>, Vec<f32>, &str); 3] = [
+            (
+                vec![(0.5, 0.4), (9.8e29, f32::NAN)],
+                vec![0.1, 0.2],
+                "test loss is NaN",
+            ),
+            (
+                vec![(f32::INFINITY, 0.4)],
+                vec![0.1],
+                "training loss is inf",
+            ),
+            (
+                vec![(0.5, 0.4), (0.5, 0.4)],
+                vec![f32::NAN, 0.2, f32::INFINITY],
+                "2 weights are not finite (first in fc1.weight)",
+            ),
+        ];
+        for (losses, weights, what) in cases {
+            let mut trainer = Scripted {
+                losses,
+                weights,
+                done: 0,
+            };
+            let (outcome, file) = outcome_of(&mut trainer);
+            let RunOutcome::Diverged(d) = outcome else {
+                panic!("{what}: {outcome:?}")
+            };
+            assert_eq!(d.what, what);
+            assert_eq!(file.run.status, RunStatus::Diverged);
+            assert!(file.run.message.unwrap().contains(what));
+        }
+        // Finite throughout: finished.
+        let mut trainer = Scripted {
+            losses: vec![(0.5, 0.4), (0.3, 0.2)],
+            weights: vec![0.1],
+            done: 0,
+        };
+        let (outcome, file) = outcome_of(&mut trainer);
+        assert!(matches!(outcome, RunOutcome::Finished(_)), "{outcome:?}");
+        assert_eq!(file.run.status, RunStatus::Finished);
+    }
 }
