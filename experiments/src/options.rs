@@ -266,6 +266,37 @@ impl TrainOptions {
         Ok(spec)
     }
 
+    /// The attention roles (`attn_qk`, `attn_av`) in `--multiplier` or a
+    /// plan file act in a Transformer only: for another network they are
+    /// an error rather than ignored.
+    fn refuse_attention_roles(&self, spec: &RunSpec) -> Result<()> {
+        if spec.task() == Task::LanguageModel {
+            return Ok(());
+        }
+        let is_role = |key: &str| matches!(key.trim(), "attn_qk" | "attn_av");
+        let in_multiplier = self.multiplier.as_deref().is_some_and(|m| {
+            m.split(',')
+                .any(|part| part.split_once('=').is_some_and(|(k, _)| is_role(k)))
+        });
+        let in_plan = match &self.plan {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| ExperimentError::io(p, e))?
+                .lines()
+                .any(|l| l.split_once('=').is_some_and(|(k, _)| is_role(k))),
+            None => false,
+        };
+        let place = match (in_multiplier, in_plan, &self.plan) {
+            (true, _, _) => "--multiplier".to_string(),
+            (false, true, Some(p)) => format!("plan file {}", p.display()),
+            _ => return Ok(()),
+        };
+        Err(ExperimentError::BadSpec(format!(
+            "{place} sets attn_qk or attn_av, but {} has no attention (only --net transformer \
+             does); remove them",
+            spec.net
+        )))
+    }
+
     /// The spec of a new run: the base (defaults, --spec or --init) with
     /// the options given applied.
     fn new_spec(&self, models: &[ModelInfo]) -> Result<RunSpec> {
@@ -346,6 +377,7 @@ impl TrainOptions {
                 spec.layers.clear();
             }
         }
+        self.refuse_attention_roles(&spec)?;
         if let Some(path) = &self.plan {
             let file = PlanFile::read(path)?;
             if self.multiplier.is_some() && !file.default.is_empty() {

@@ -209,6 +209,26 @@ pub const LOCK_FILE: &str = ".lock";
 #[derive(Debug)]
 pub struct RunDirLock {
     _file: std::fs::File,
+    /// The directory, when taking the lock created it: removed again on
+    /// release if nothing but the lock file was written there (a run
+    /// refused before its first file leaves nothing behind).
+    created: Option<PathBuf>,
+}
+
+impl Drop for RunDirLock {
+    fn drop(&mut self) {
+        let Some(dir) = &self.created else { return };
+        let only_lock = std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<std::io::Result<Vec<_>>>()
+                .is_ok_and(|names| names == [std::ffi::OsString::from(LOCK_FILE)])
+        });
+        if only_lock {
+            let _ = std::fs::remove_file(dir.join(LOCK_FILE));
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
 
 /// Take the run directory `dir` (created if needed) for this process: the
@@ -220,6 +240,7 @@ pub struct RunDirLock {
 /// lock is [`ExperimentError::Locked`].
 pub fn lock_run_dir(dir: &Path) -> Result<RunDirLock> {
     use std::io::Write as _;
+    let created = (!dir.exists()).then(|| dir.to_path_buf());
     std::fs::create_dir_all(dir).map_err(|e| ExperimentError::io(dir, e))?;
     let path = dir.join(LOCK_FILE);
     let mut file = std::fs::OpenOptions::new()
@@ -249,7 +270,10 @@ pub fn lock_run_dir(dir: &Path) -> Result<RunDirLock> {
     let _ = file
         .set_len(0)
         .and_then(|_| write!(file, "pid {}", std::process::id()));
-    Ok(RunDirLock { _file: file })
+    Ok(RunDirLock {
+        _file: file,
+        created,
+    })
 }
 
 /// [`lock_run_dir`] of `dir` when it is a run directory (holds
@@ -434,14 +458,14 @@ pub(crate) fn prepare(
     }
 }
 
-/// Lock `dir` and decide where to start there (`prepare`); a directory
-/// that did not exist before and holds nothing but the lock when
-/// `prepare` fails is removed again, so a refused run leaves nothing.
+/// Lock `dir` (see [`RunDirLock`]: a directory the lock created is
+/// removed again if the run stops before writing to it), remove the temp
+/// files a killed process left there, and decide where to start
+/// (`prepare`).
 pub(crate) fn locked_start(
     dir: &RunDir,
     prepare: impl FnOnce(&RunDir) -> Result<Start>,
 ) -> Result<(RunDirLock, Start)> {
-    let existed = dir.path().exists();
     let lock = lock_run_dir(dir.path())?;
     // Temp files of a whole-file write that a killed process left: no
     // other process writes here while the lock is held.
@@ -451,17 +475,7 @@ pub(crate) fn locked_start(
             std::fs::remove_file(&tmp).map_err(|e| ExperimentError::io(&tmp, e))?;
         }
     }
-    match prepare(dir) {
-        Ok(start) => Ok((lock, start)),
-        Err(e) => {
-            if !existed {
-                drop(lock);
-                let _ = std::fs::remove_file(dir.path().join(LOCK_FILE));
-                let _ = std::fs::remove_dir(dir.path());
-            }
-            Err(e)
-        }
-    }
+    Ok((lock, prepare(dir)?))
 }
 
 /// What changed between the run recorded in `stored` and the inputs of

@@ -648,24 +648,6 @@ fn validate_task(spec: &RunSpec) -> Result<()> {
                 spec.dataset
             ));
         }
-        // The attention roles of a plan only act in a Transformer.
-        let (default, layers) = spec.plans()?;
-        let attention_set = |p: &PlanSpec| p.attn_qk != p.forward || p.attn_av != p.forward;
-        let place = if attention_set(&default) {
-            Some(format!("the plan '{}'", spec.multiplier))
-        } else {
-            layers
-                .iter()
-                .find(|(_, p)| attention_set(p))
-                .map(|(name, _)| format!("the plan of layer '{name}'"))
-        };
-        if let Some(place) = place {
-            return bad(format!(
-                "{place} sets attn_qk or attn_av, but {} has no attention (only --net transformer \
-                 does); remove them",
-                spec.net
-            ));
-        }
         return Ok(());
     }
     if text_path(&spec.dataset).is_none() {
