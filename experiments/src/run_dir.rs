@@ -960,7 +960,9 @@ mod tests {
 
     #[test]
     fn a_non_finite_test_loss_or_weight_is_a_divergence_not_a_finished_run() {
-        let cases: [(Vec<(f32, f32)>, Vec<f32>, &str); 3] = [
+        // (training and test loss of each epoch, the weights, what diverged)
+        type Case = (Vec<(f32, f32)>, Vec<f32>, &'static str);
+        let cases: [Case; 3] = [
             (
                 vec![(0.5, 0.4), (9.8e29, f32::NAN)],
                 vec![0.1, 0.2],
