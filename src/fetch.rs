@@ -55,12 +55,13 @@ pub enum FetchError {
         message: String,
     },
     /// A local file could not be written or read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (in the message, not a separate source, so that a
+        /// printed error chain says it once).
+        error: std::io::Error,
     },
     /// The download's md5 is not the published one.
     #[error(
@@ -77,12 +78,12 @@ pub enum FetchError {
         found: String,
     },
     /// The download does not parse as the dataset's format.
-    #[error("{url}: the downloaded file is not valid ({source}). Nothing was written; try again")]
+    #[error("{url}: the downloaded file is not valid ({error}). Nothing was written; try again")]
     Invalid {
         /// The URL.
         url: String,
         /// What the loader's validation found.
-        source: DataError,
+        error: DataError,
     },
     /// The CIFAR-10 archive cannot be read or lacks a batch.
     #[error("{url}: {message}. Nothing more was written; try again")]
@@ -247,7 +248,7 @@ pub fn fetch_dataset(
     let dir = data_root.join(dataset.folder());
     std::fs::create_dir_all(&dir).map_err(|source| FetchError::Io {
         path: dir.clone(),
-        source,
+        error: source,
     })?;
     let base = opts
         .base_url
@@ -359,7 +360,7 @@ impl Partial {
     fn persist(mut self, dest: &Path) -> Result<()> {
         std::fs::rename(&self.path, dest).map_err(|source| FetchError::Io {
             path: dest.to_path_buf(),
-            source,
+            error: source,
         })?;
         self.kept = true;
         Ok(())
@@ -398,7 +399,7 @@ impl Fetcher<'_> {
         self.download(&url, &part.path)?;
         let bytes = std::fs::read(&part.path).map_err(|source| FetchError::Io {
             path: part.path.clone(),
-            source,
+            error: source,
         })?;
         match check(&bytes, &dest) {
             Check::Valid => {}
@@ -409,7 +410,7 @@ impl Fetcher<'_> {
                     found,
                 })
             }
-            Check::Invalid(source) => return Err(FetchError::Invalid { url, source }),
+            Check::Invalid(source) => return Err(FetchError::Invalid { url, error: source }),
         }
         part.persist(&dest)?;
         (self.progress)(FetchEvent::Written { path: dest.clone() });
@@ -443,7 +444,7 @@ impl Fetcher<'_> {
         });
         let io_err = |source| FetchError::Io {
             path: to.to_path_buf(),
-            source,
+            error: source,
         };
         let mut file = File::create(to).map_err(io_err)?;
         let mut reader = response.into_reader();
@@ -509,7 +510,7 @@ impl Fetcher<'_> {
         self.download(&url, &archive.path)?;
         let io_err = |source| FetchError::Io {
             path: archive.path.clone(),
-            source,
+            error: source,
         };
         if verify_md5 {
             let mut ctx = md5::Context::new();
@@ -549,13 +550,13 @@ impl Fetcher<'_> {
             if name != "batches.meta.txt" {
                 check_cifar10_batch(&bytes, &dest).map_err(|source| FetchError::Invalid {
                     url: url.clone(),
-                    source,
+                    error: source,
                 })?;
             }
             let part = Partial::new(dir, &name);
             std::fs::write(&part.path, &bytes).map_err(|source| FetchError::Io {
                 path: part.path.clone(),
-                source,
+                error: source,
             })?;
             part.persist(&dest)?;
             (self.progress)(FetchEvent::Written { path: dest.clone() });

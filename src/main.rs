@@ -74,16 +74,23 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
-        if n == 0 {
-            eprintln!("error: --threads must be at least 1");
+        if let Err(e) = experiments::options::check_threads(n) {
+            eprintln!("error: {e}");
             std::process::exit(2);
         }
-        if let Err(e) = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-        {
-            eprintln!("error: cannot start {n} threads: {e}");
-            std::process::exit(1);
+        // Commands that compute nothing start no pool.
+        let computes = !matches!(
+            cli.command,
+            Command::Models(_) | Command::Plot(_) | Command::Data(_)
+        );
+        if computes {
+            if let Err(e) = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global()
+            {
+                eprintln!("error: cannot start {n} threads: {e}");
+                std::process::exit(1);
+            }
         }
     }
     let result = match cli.command {

@@ -59,7 +59,7 @@ fn approxtrain_export_then_import_gives_the_built_native_table() {
         for bits in ["1", "3", "5", "7"] {
             ok(
                 &[
-                    "lut", "export", "--model", model, "--bits", bits, "-o", "t.bin",
+                    "lut", "export", "--model", model, "--bits", bits, "-o", "t.bin", "--force",
                 ],
                 d,
             );
@@ -74,6 +74,7 @@ fn approxtrain_export_then_import_gives_the_built_native_table() {
                     model,
                     "-o",
                     "imported.lut",
+                    "--force",
                 ],
                 d,
             );
@@ -87,6 +88,7 @@ fn approxtrain_export_then_import_gives_the_built_native_table() {
                     bits,
                     "-o",
                     "built.lut",
+                    "--force",
                 ],
                 d,
             );
@@ -97,7 +99,7 @@ fn approxtrain_export_then_import_gives_the_built_native_table() {
             ok(
                 &[
                     "lut", "export", "--model", model, "--bits", bits, "--format", "native", "-o",
-                    "n.lut",
+                    "n.lut", "--force",
                 ],
                 d,
             );

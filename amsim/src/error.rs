@@ -36,11 +36,12 @@ pub enum AmsimError {
     BadLutFile { path: PathBuf, reason: String },
 
     /// An I/O error on a named file.
-    #[error("{}: {source}", path.display())]
+    /// (The OS error is in the message, not a separate source, so that a
+    /// printed error chain says it once.)
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// Operands whose shapes or strides do not fit together or overrun their

@@ -59,10 +59,10 @@ fn bad(path: &Path, reason: impl Into<String>) -> AmsimError {
     }
 }
 
-fn io_err(path: &Path, source: std::io::Error) -> AmsimError {
+fn io_err(path: &Path, error: std::io::Error) -> AmsimError {
     AmsimError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -260,8 +260,27 @@ fn table_to_lut(name: &str, bits: u32, table: Vec<f32>, path: &Path) -> Result<L
     })
 }
 
+/// The bytes of a table file, its size checked first: no file larger than
+/// the largest table is read.
 fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    let len = fs::metadata(path).map_err(|e| io_err(path, e))?.len();
+    let max = max_file_len();
+    if len > max {
+        return Err(bad(
+            path,
+            format!(
+                "is {len} bytes, larger than any table ({max} bytes at most, for {MAX_LUT_BITS} bits); \
+                 is it the right file?"
+            ),
+        ));
+    }
     fs::read(path).map_err(|e| io_err(path, e))
+}
+
+/// The size of the largest table file: a native table of
+/// [`MAX_LUT_BITS`] bits, with room for its header.
+fn max_file_len() -> u64 {
+    4 * (1u64 << (2 * MAX_LUT_BITS)) + 65536
 }
 
 /// Read the header and table of a native LUT file.

@@ -91,6 +91,25 @@ pub enum ExperimentError {
         reason: String,
     },
 
+    /// A run directory another process holds ([`crate::run_dir::lock_run_dir`]).
+    #[error("{}: another process is using this run directory ({owner}); wait for it to end, or choose another directory", dir.display())]
+    Locked {
+        /// The run directory.
+        dir: PathBuf,
+        /// Who holds it (`pid N`).
+        owner: String,
+    },
+
+    /// `--resume` of a run whose data, tables, checkpoint or code are not
+    /// those it was recorded with.
+    #[error("{}: the run was recorded with other inputs: {changes}; resume anyway (recording the new ones) with --resume {} --force, or start a new run in another directory", dir.display(), dir.display())]
+    RunChanged {
+        /// The run directory.
+        dir: PathBuf,
+        /// What changed, `what: old -> new`, separated by `; `.
+        changes: String,
+    },
+
     /// An error of the simulator (bad multiplier spec, missing model, ...).
     #[error(transparent)]
     Amsim(#[from] amsim::AmsimError),

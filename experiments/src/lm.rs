@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use amsim::ModelInfo;
+use nets::checkpoint::Checkpoint;
 use nets::data::{load_text, CharCorpus};
 use nets::layers::MacCounts;
 use nets::lm::{generate, validation_starts, LmTrainer};
@@ -36,12 +37,13 @@ use rand::SeedableRng;
 
 use crate::atomic::write_atomic;
 use crate::error::{ExperimentError, Result};
+use crate::identity::{FileIdentity, RunIdentity};
 use crate::metrics::MetricsRow;
 use crate::model::{optimizer, transformer_for_spec};
 use crate::run_dir::{
-    load_checkpoint, prepare, read_vocab, round_ms, train_periods, Divergence, EpochStart,
-    LmPeriod, Period, PeriodTrainer, Recorder, RunDir, RunObserver, RunOutcome, Start, StartMode,
-    RUN_TOML, VOCAB_TXT,
+    load_checkpoint, locked_start, prepare, read_vocab, round_ms, train_periods, Divergence,
+    EpochStart, LmPeriod, Period, PeriodTrainer, Recorder, RunDir, RunInputs, RunObserver,
+    RunOutcome, Start, StartMode, RUN_TOML, VOCAB_TXT,
 };
 pub use crate::spec::{text_path, TransformerSpec, TEXT_PREFIX, TRANSFORMER};
 use crate::spec::{RunFile, RunSpec, ScheduleKind, Task};
@@ -71,6 +73,58 @@ pub fn load_corpus(spec: &RunSpec) -> Result<(PathBuf, CharCorpus)> {
         }
     }
     Ok((path, corpus))
+}
+
+/// Bytes a Transformer run of `spec` over `vocab` characters needs, about:
+/// the parameters with their gradients and two optimizer slots (4 copies),
+/// and the activations a training batch keeps for backward (per block
+/// about 16 values per position and channel, plus the attention scores
+/// and probabilities of every head), all `f32`.
+pub fn memory_estimate(spec: &RunSpec, vocab: usize) -> u128 {
+    let t = spec.transformer_spec();
+    let (c, l, ctx, h) = (
+        t.width as u128,
+        t.layers as u128,
+        t.context as u128,
+        t.heads as u128,
+    );
+    let b = spec.batch_size.max(spec.eval_batch_size) as u128;
+    let params = 12 * c * c * l + (vocab as u128 + ctx) * c + 2 * vocab as u128 * c;
+    let activations = b * ctx * (l * (16 * c + 2 * h * ctx) + 2 * vocab as u128);
+    4 * (4 * params + activations)
+}
+
+/// Refuse a Transformer too large for this machine's memory, before any
+/// allocation: the estimate ([`memory_estimate`]), what is available and
+/// the options that size it.
+pub fn check_memory(spec: &RunSpec, vocab: usize) -> Result<()> {
+    let need = memory_estimate(spec, vocab);
+    let available = available_memory().unwrap_or(u64::MAX) as u128;
+    if need > available {
+        let t = spec.transformer_spec();
+        let gb = |b: u128| b as f64 / 1e9;
+        return Err(ExperimentError::BadSpec(format!(
+            "the transformer needs about {:.1} GB of memory (--width {}, --layers {}, --context {}, \
+             --batch-size {}), more than the {:.1} GB available; use a smaller --width, --layers, \
+             --context or --batch-size",
+            gb(need),
+            t.width,
+            t.layers,
+            t.context,
+            spec.batch_size,
+            gb(available)
+        )));
+    }
+    Ok(())
+}
+
+/// Memory this process can still use, in bytes: `MemAvailable` of
+/// `/proc/meminfo` (Linux), or `None` where it cannot be read.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Optimizer steps of the run: `steps`, or else `epochs` passes over the
@@ -124,11 +178,17 @@ pub fn train_lm(
     let dir = RunDir::new(dir);
     let (path, corpus) = load_corpus(spec)?;
     let t_spec = spec.transformer_spec();
+    check_memory(spec, corpus.vocab_size())?;
     let mut model = transformer_for_spec(spec, corpus.vocab_size(), models)?;
     let total = total_steps(spec, corpus.train.len());
     let every = spec.eval_every.unwrap_or(total).max(1);
     let eval_at = evaluation_steps(total, every);
-    let (rows, state) = match prepare(spec, &dir, mode, eval_at.len())? {
+    let inputs = RunInputs {
+        data_source: path.display().to_string(),
+        identity: RunIdentity::new(spec, vec![FileIdentity::of_file(&path)?])?,
+    };
+    let (lock, start) = locked_start(&dir, |dir| prepare(spec, dir, mode, eval_at.len(), &inputs))?;
+    let (rows, state) = match start {
         Start::Done(s) => return Ok(RunOutcome::AlreadyFinished(s)),
         Start::Train { rows, state } => (rows, state),
     };
@@ -179,8 +239,7 @@ pub fn train_lm(
         ));
     }
     let fresh = trainer.step() == 0;
-    let data_source = path.display().to_string();
-    let recorder = Recorder::begin(spec, dir, data_source, rows, eval_at.len(), fresh)?;
+    let recorder = Recorder::begin(spec, dir, lock, inputs, rows, eval_at.len(), fresh)?;
     let vocab: String = corpus.vocab.iter().collect();
     write_atomic(&recorder.dir().path().join(VOCAB_TXT), vocab.as_bytes())?;
 
@@ -244,11 +303,12 @@ impl PeriodTrainer for Evaluations<'_> {
             let s = match self.trainer.train_step(&self.corpus.train, batch) {
                 Ok(s) => s,
                 Err(NetError::NonFiniteLoss { loss, .. }) => {
-                    let d = Divergence {
-                        epoch: evaluation,
-                        step: self.trainer.step() + 1,
-                        loss: loss as f64,
-                    };
+                    let d = Divergence::of_loss(
+                        evaluation,
+                        self.trainer.step() + 1,
+                        "loss",
+                        loss as f64,
+                    );
                     let row = MetricsRow {
                         epoch: evaluation,
                         step: d.step,
@@ -290,8 +350,8 @@ impl PeriodTrainer for Evaluations<'_> {
         }))
     }
 
-    fn save(&self, path: &Path) -> Result<()> {
-        Ok(self.trainer.checkpoint().save(path)?)
+    fn checkpoint(&self) -> Checkpoint {
+        self.trainer.checkpoint()
     }
 }
 

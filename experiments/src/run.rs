@@ -21,6 +21,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use amsim::ModelInfo;
+use nets::checkpoint::Checkpoint;
 use nets::data::{resolve_dataset_dir, ImageDataset, Split};
 use nets::layers::MacCounts;
 use nets::schedule::{Granularity, LrSchedule, Schedule};
@@ -28,10 +29,12 @@ use nets::train::Trainer;
 use nets::NetError;
 
 use crate::error::Result;
+use crate::identity::{data_identities, RunIdentity};
 use crate::metrics::MetricsRow;
 use crate::model::{network_for_spec, optimizer};
 use crate::run_dir::{
-    load_checkpoint, prepare, round_ms, train_periods, Period, PeriodTrainer, Recorder, Start,
+    load_checkpoint, locked_start, prepare, round_ms, train_periods, Period, PeriodTrainer,
+    Recorder, RunInputs, Start,
 };
 use crate::spec::{RunSpec, ScheduleKind, Task};
 use nets::PlannedModel;
@@ -39,8 +42,8 @@ use nets::PlannedModel;
 // The run directory's files and the outcome of a run, for the callers of
 // [`train`].
 pub use crate::run_dir::{
-    Divergence, EpochStart, LmPeriod, RunDir, RunObserver, RunOutcome, RunSummary, Silent,
-    StartMode, CHECKPOINT_BIN, METRICS_CSV, RUN_TOML,
+    lock_run_dir, Divergence, EpochStart, LmPeriod, RunDir, RunDirLock, RunObserver, RunOutcome,
+    RunSummary, Silent, StartMode, CHECKPOINT_BIN, LOCK_FILE, METRICS_CSV, RUN_TOML,
 };
 
 /// The learning-rate schedule of `spec` for `batches` steps per epoch.
@@ -122,17 +125,28 @@ pub fn train(
     }
     let dir = RunDir::new(dir);
     let mut network = network_for_spec(spec, models)?;
+    // Everything the run reads is found, fingerprinted and loaded before
+    // the run directory is touched.
+    let location = resolve_dataset_dir(spec.data_dir.as_deref(), &spec.dataset)?;
+    let inputs = RunInputs {
+        data_source: location.describe(),
+        identity: RunIdentity::new(spec, data_identities(&location)?)?,
+    };
+    let train_set = location.load_images(Split::Train, spec.train_limit)?;
+    let test_set = location.load_images(Split::Test, spec.test_limit)?;
+    let batches = train_set.len.div_ceil(spec.batch_size);
+    let init = spec.init.as_deref().map(load_checkpoint).transpose()?;
 
-    let (rows, state) = match prepare(spec, &dir, mode, spec.epochs)? {
+    let (lock, start) = locked_start(&dir, |dir| prepare(spec, dir, mode, spec.epochs, &inputs))?;
+    let (rows, state) = match start {
         Start::Done(s) => return Ok(RunOutcome::AlreadyFinished(s)),
         Start::Train { rows, state } => (rows, state),
     };
     // Fine-tuning starts from the weights of another run's checkpoint, with
     // fresh optimizer state, counters and schedule; a resumed fine-tuning
     // run continues from its own checkpoint and does not need it again.
-    let init = match (&spec.init, &state) {
-        (Some(from), None) => {
-            let init = load_checkpoint(from)?;
+    let init = match (init, &state) {
+        (Some(init), None) => {
             init.checkpoint
                 .apply_weights(&init.checkpoint_path, &mut network)?;
             Some(init)
@@ -140,14 +154,9 @@ pub fn train(
         _ => None,
     };
 
-    let location = resolve_dataset_dir(spec.data_dir.as_deref(), &spec.dataset)?;
-    let data_source = location.describe();
     if let Some(notice) = &location.notice {
         observer.message(notice);
     }
-    let train_set = location.load_images(Split::Train, spec.train_limit)?;
-    let test_set = location.load_images(Split::Test, spec.test_limit)?;
-    let batches = train_set.len.div_ceil(spec.batch_size);
     if spec.optimizer.decay_bn_bias {
         for p in network.params_mut() {
             // One-dimensional parameters: biases and batch-norm γ, β; the
@@ -185,7 +194,7 @@ pub fn train(
     }
 
     let fresh = trainer.epoch() == 0;
-    let recorder = Recorder::begin(spec, dir, data_source, rows, spec.epochs, fresh)?;
+    let recorder = Recorder::begin(spec, dir, lock, inputs, rows, spec.epochs, fresh)?;
 
     let macs = trainer.network.macs_per_example();
     let mut periods = Epochs {
@@ -252,11 +261,12 @@ impl PeriodTrainer for Epochs<'_> {
                 let batch_images = spec
                     .batch_size
                     .min(self.train_set.len - batch * spec.batch_size);
-                let d = Divergence {
+                let d = Divergence::of_loss(
                     epoch,
-                    step: steps_before + batch as u64 + 1,
-                    loss: loss as f64,
-                };
+                    steps_before + batch as u64 + 1,
+                    "loss",
+                    loss as f64,
+                );
                 let row = MetricsRow {
                     epoch,
                     step: d.step,
@@ -290,7 +300,7 @@ impl PeriodTrainer for Epochs<'_> {
         }))
     }
 
-    fn save(&self, path: &Path) -> Result<()> {
-        Ok(self.trainer.save_state(path)?)
+    fn checkpoint(&self) -> Checkpoint {
+        self.trainer.checkpoint()
     }
 }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use nets::checkpoint::Checkpoint;
 
 use crate::error::{ExperimentError, Result};
+use crate::identity::RunIdentity;
 use crate::metrics::{read_metrics, write_metrics, write_metrics_with_perplexity, MetricsRow};
 use crate::spec::{RunFile, RunSpec, RunState, RunStatus, Task};
 
@@ -34,6 +35,10 @@ pub enum StartMode {
     /// Continue the run recorded in the directory from its last completed
     /// epoch (the spec may only change `epochs`, `data_dir`, `threads`).
     Resume,
+    /// [`StartMode::Resume`] although what defines the run changed (its
+    /// data files, tables or code version; `--resume DIR --force`): the
+    /// changes are accepted and the new identity recorded.
+    ResumeChanged,
     /// Start over, discarding the directory's run of the same spec.
     Force,
 }
@@ -112,22 +117,39 @@ pub struct Divergence {
     /// Optimizer steps since the start of the run, counting the step
     /// whose loss was not finite.
     pub step: u64,
-    /// The loss (NaN or infinite).
+    /// The loss (NaN or infinite), or NaN when the weights stopped being
+    /// finite.
     pub loss: f64,
+    /// What stopped being finite, as a phrase (`loss is NaN`, `test loss is
+    /// inf`, `12 weights are not finite (first in conv1.weight)`).
+    pub what: String,
+}
+
+impl Divergence {
+    /// A divergence at `epoch` (1-based) and `step` whose `quantity`
+    /// (`loss`, `test loss`) is the non-finite `value`.
+    pub fn of_loss(epoch: usize, step: u64, quantity: &str, value: f64) -> Divergence {
+        let shown = if value.is_nan() {
+            "NaN".to_string()
+        } else {
+            format!("{value}")
+        };
+        Divergence {
+            epoch,
+            step,
+            loss: value,
+            what: format!("{quantity} is {shown}"),
+        }
+    }
 }
 
 impl std::fmt::Display for Divergence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let what = if self.loss.is_nan() {
-            "NaN".to_string()
-        } else {
-            format!("{}", self.loss)
-        };
         write!(
             f,
-            "training diverged at epoch {} step {}: loss is {what}; try a lower learning rate (--lr), \
+            "training diverged at epoch {} step {}: {}; try a lower learning rate (--lr), \
              a smaller batch, or a multiplier plan with exact gradients (dx=fp32,dw=fp32)",
-            self.epoch, self.step
+            self.epoch, self.step, self.what
         )
     }
 }
@@ -178,6 +200,105 @@ impl RunDir {
     }
 }
 
+/// The lock file inside a run directory (see [`lock_run_dir`]).
+pub const LOCK_FILE: &str = ".lock";
+
+/// An exclusive hold on a run directory, released when dropped or when
+/// the process ends in any way (the operating system drops the lock of a
+/// killed process, so an interruption never leaves a stale lock).
+#[derive(Debug)]
+pub struct RunDirLock {
+    _file: std::fs::File,
+    /// The directory, when taking the lock created it: removed again on
+    /// release if nothing but the lock file was written there (a run
+    /// refused before its first file leaves nothing behind).
+    created: Option<PathBuf>,
+}
+
+impl Drop for RunDirLock {
+    fn drop(&mut self) {
+        let Some(dir) = &self.created else { return };
+        let only_lock = std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<std::io::Result<Vec<_>>>()
+                .is_ok_and(|names| names == [std::ffi::OsString::from(LOCK_FILE)])
+        });
+        if only_lock {
+            let _ = std::fs::remove_file(dir.join(LOCK_FILE));
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Take the run directory `dir` (created if needed) for this process: the
+/// one lock of a run directory, held by `train` (new, `--resume`,
+/// `--force`), every sweep entry, `eval --force` and `sensitivity` while
+/// they write there, so that two processes never write the same files. It
+/// is an advisory lock (`flock` on Unix, `LockFileEx` on Windows) on
+/// `dir/.lock`; the file stays, holding the pid of its last owner. A held
+/// lock is [`ExperimentError::Locked`].
+pub fn lock_run_dir(dir: &Path) -> Result<RunDirLock> {
+    use std::io::Write as _;
+    let created = (!dir.exists()).then(|| dir.to_path_buf());
+    std::fs::create_dir_all(dir).map_err(|e| ExperimentError::io(dir, e))?;
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| ExperimentError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let owner = std::fs::read_to_string(&path).unwrap_or_default();
+            let owner = owner.trim();
+            return Err(ExperimentError::Locked {
+                dir: dir.to_path_buf(),
+                owner: if owner.is_empty() {
+                    "lock held".into()
+                } else {
+                    owner.into()
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(ExperimentError::io(&path, e)),
+    }
+    // Who holds it, for the message above; not needed for correctness.
+    let _ = file
+        .set_len(0)
+        .and_then(|_| write!(file, "pid {}", std::process::id()));
+    Ok(RunDirLock {
+        _file: file,
+        created,
+    })
+}
+
+/// [`lock_run_dir`] of `dir` when it is a run directory (holds
+/// `run.toml`); `None` for any other folder, which is left as it is.
+pub fn lock_if_run_dir(dir: Option<&Path>) -> Result<Option<RunDirLock>> {
+    let dir = match dir {
+        Some(d) if d.as_os_str().is_empty() => Path::new("."),
+        Some(d) => d,
+        None => return Ok(None),
+    };
+    if dir.join(RUN_TOML).is_file() {
+        lock_run_dir(dir).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// What a run reads, resolved before its directory is touched: where its
+/// data comes from (in words, for `run.toml`) and its identity.
+#[derive(Debug, Clone)]
+pub(crate) struct RunInputs {
+    pub(crate) data_source: String,
+    pub(crate) identity: RunIdentity,
+}
+
 /// What [`prepare`] found in the run directory.
 pub(crate) enum Start {
     /// Nothing to do: the run is finished.
@@ -208,14 +329,16 @@ pub(crate) fn prepare(
     dir: &RunDir,
     mode: StartMode,
     units: usize,
+    inputs: &RunInputs,
 ) -> Result<Start> {
+    let resume = matches!(mode, StartMode::Resume | StartMode::ResumeChanged);
     let fresh = Start::Train {
         rows: Vec::new(),
         state: None,
     };
     let run_toml = dir.run_toml();
     if !run_toml.exists() {
-        if mode == StartMode::Resume {
+        if resume {
             return Err(ExperimentError::NotResumable {
                 dir: dir.path().to_path_buf(),
                 reason: format!("{} does not exist", run_toml.display()),
@@ -264,7 +387,7 @@ pub(crate) fn prepare(
                 dir.path().display()
             ))),
         },
-        StartMode::Resume => {
+        StartMode::Resume | StartMode::ResumeChanged => {
             if stored.run.status == RunStatus::Diverged {
                 return Err(ExperimentError::NotResumable {
                     dir: dir.path().to_path_buf(),
@@ -275,10 +398,29 @@ pub(crate) fn prepare(
                 });
             }
             let ckpt = dir.checkpoint();
-            if !ckpt.exists() {
-                return Ok(fresh);
+            let state = if ckpt.exists() {
+                Some(Checkpoint::load(&ckpt)?)
+            } else {
+                None
+            };
+            let mut changes = identity_changes(&stored.run, inputs);
+            if let Some(state) = state.as_ref().filter(|s| s.seed != spec.seed) {
+                changes.push(format!(
+                    "{}: saved by a run of seed {}, but this run has seed {}",
+                    ckpt.display(),
+                    state.seed,
+                    spec.seed
+                ));
             }
-            let state = Checkpoint::load(&ckpt)?;
+            if !changes.is_empty() && mode == StartMode::Resume {
+                return Err(ExperimentError::RunChanged {
+                    dir: dir.path().to_path_buf(),
+                    changes: changes.join("; "),
+                });
+            }
+            let Some(state) = state else {
+                return Ok(fresh);
+            };
             let epochs_completed = state.epoch as usize;
             let mut rows = read_metrics(&dir.metrics_csv())?;
             rows.retain(|r| r.epoch <= epochs_completed);
@@ -301,6 +443,11 @@ pub(crate) fn prepare(
                         ),
                     });
                 }
+                // Killed after its last checkpoint, before run.toml said
+                // so: record the end now.
+                if stored.run.status != RunStatus::Finished {
+                    write_state(spec, dir, inputs, RunStatus::Finished, &rows, None)?;
+                }
                 return Ok(Start::Done(summary(spec, rows)));
             }
             Ok(Start::Train {
@@ -308,6 +455,49 @@ pub(crate) fn prepare(
                 state: Some(state),
             })
         }
+    }
+}
+
+/// Lock `dir` (see [`RunDirLock`]: a directory the lock created is
+/// removed again if the run stops before writing to it), remove the temp
+/// files a killed process left there, and decide where to start
+/// (`prepare`).
+pub(crate) fn locked_start(
+    dir: &RunDir,
+    prepare: impl FnOnce(&RunDir) -> Result<Start>,
+) -> Result<(RunDirLock, Start)> {
+    let lock = lock_run_dir(dir.path())?;
+    // Temp files of a whole-file write that a killed process left: no
+    // other process writes here while the lock is held.
+    for name in [RUN_TOML, METRICS_CSV, CHECKPOINT_BIN, VOCAB_TXT] {
+        let tmp = dir.path().join(format!("{name}.tmp"));
+        if tmp.exists() {
+            std::fs::remove_file(&tmp).map_err(|e| ExperimentError::io(&tmp, e))?;
+        }
+    }
+    Ok((lock, prepare(dir)?))
+}
+
+/// What changed between the run recorded in `stored` and the inputs of
+/// this one: the identity's changes, or for a run recorded without an
+/// identity, where its data came from.
+fn identity_changes(stored: &RunState, inputs: &RunInputs) -> Vec<String> {
+    if let Some(was) = &stored.identity {
+        return was.changes(&inputs.identity);
+    }
+    let Some(was) = &stored.data else {
+        return Vec::new();
+    };
+    let now = &inputs.data_source;
+    let same = was == now
+        || matches!(
+            (std::path::absolute(was), std::path::absolute(now)),
+            (Ok(a), Ok(b)) if a == b
+        );
+    if same {
+        Vec::new()
+    } else {
+        vec![format!("data: {was} -> {now}")]
     }
 }
 
@@ -320,14 +510,16 @@ pub(crate) fn round_ms(seconds: f64) -> f64 {
 fn write_state(
     spec: &RunSpec,
     dir: &RunDir,
-    data_source: &str,
+    inputs: &RunInputs,
     status: RunStatus,
     rows: &[MetricsRow],
     message: Option<String>,
 ) -> Result<()> {
     let completed: Vec<&MetricsRow> = rows
         .iter()
-        .filter(|r| r.test_accuracy.is_finite())
+        .filter(|r| {
+            r.test_accuracy.is_finite() && r.test_loss.is_finite() && r.train_loss.is_finite()
+        })
         .collect();
     RunFile {
         run: RunState {
@@ -335,8 +527,9 @@ fn write_state(
             status,
             epochs_completed: completed.len(),
             test_accuracy: completed.last().map(|r| r.test_accuracy),
-            data: Some(data_source.to_string()),
+            data: Some(inputs.data_source.clone()),
             message,
+            identity: Some(inputs.identity.clone()),
         },
         spec: spec.clone(),
     }
@@ -389,15 +582,32 @@ pub(crate) trait PeriodTrainer {
         row: MetricsRow,
         observer: &mut dyn RunObserver,
     ) -> Result<Period>;
-    /// Write the trainer state (the checkpoint) to `path`.
-    fn save(&self, path: &Path) -> Result<()>;
+    /// The trainer state, as the checkpoint holds it.
+    fn checkpoint(&self) -> Checkpoint;
 }
 
 /// The training loop of every task: from the rows `recorder` holds to its
-/// last period, each period announced, trained, then recorded (row,
-/// checkpoint, status) or ended as a divergence or an interruption.
+/// last period, each period announced, trained, checked ([`divergence`]),
+/// then recorded (row, checkpoint, status) or ended as a divergence or an
+/// interruption. An error (a full disk, an unreadable file) is recorded as
+/// the status `failed` before it is returned.
 pub(crate) fn train_periods(
     mut recorder: Recorder<'_>,
+    trainer: &mut impl PeriodTrainer,
+    observer: &mut dyn RunObserver,
+) -> Result<RunOutcome> {
+    match run_periods(&mut recorder, trainer, observer) {
+        Ok(outcome) => Ok(outcome),
+        Err(e) => {
+            // Best effort: the disk may be the reason it failed.
+            let _ = recorder.write_state(RunStatus::Failed, Some(e.to_string()));
+            Err(e)
+        }
+    }
+}
+
+fn run_periods(
+    recorder: &mut Recorder<'_>,
     trainer: &mut impl PeriodTrainer,
     observer: &mut dyn RunObserver,
 ) -> Result<RunOutcome> {
@@ -405,7 +615,11 @@ pub(crate) fn train_periods(
         observer.epoch_started(&trainer.announce(k));
         match trainer.period(k, recorder.row(), observer)? {
             Period::Done(row) => {
-                recorder.record(row.clone(), |path| trainer.save(path))?;
+                let checkpoint = trainer.checkpoint();
+                if let Some(d) = divergence(&row, &checkpoint) {
+                    return recorder.diverged(d, row);
+                }
+                recorder.record(row.clone(), &checkpoint)?;
                 observer.epoch_done(&row);
             }
             Period::Diverged(d, row) => return recorder.diverged(d, row),
@@ -419,36 +633,70 @@ pub(crate) fn train_periods(
     recorder.finish()
 }
 
+/// The one divergence check of a completed period, for every network and
+/// task: its training and test losses and every weight of the state about
+/// to be checkpointed must be finite.
+pub(crate) fn divergence(row: &MetricsRow, checkpoint: &Checkpoint) -> Option<Divergence> {
+    for (quantity, value) in [
+        ("training loss", row.train_loss),
+        ("test loss", row.test_loss),
+    ] {
+        if !value.is_finite() {
+            return Some(Divergence::of_loss(
+                row.epoch,
+                row.step,
+                quantity,
+                value as f64,
+            ));
+        }
+    }
+    let mut first = None;
+    let mut count = 0usize;
+    for p in &checkpoint.params {
+        let bad = p.values.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 && first.is_none() {
+            first = Some(p.name.clone());
+        }
+        count += bad;
+    }
+    first.map(|name| Divergence {
+        epoch: row.epoch,
+        step: row.step,
+        loss: f64::NAN,
+        what: format!("{count} weights are not finite (first in {name})"),
+    })
+}
+
 /// Writes what a training loop completes, the same way for every task:
 /// per completed epoch (or evaluation) `metrics.csv`, then the trainer
 /// state, then `run.toml`; a divergence as a last partial row and the
-/// status `diverged`.
+/// status `diverged`. Holds the run directory's lock.
 pub(crate) struct Recorder<'a> {
     spec: &'a RunSpec,
     dir: RunDir,
-    data_source: String,
+    inputs: RunInputs,
     rows: Vec<MetricsRow>,
     /// Rows of the finished run: its epochs, or a language model's
     /// evaluations.
     units: usize,
     base: MetricsRow,
+    _lock: RunDirLock,
 }
 
 impl<'a> Recorder<'a> {
-    /// Open `dir` to train `spec` on from `rows` (`units` rows when
-    /// finished): create it, remove the metrics and checkpoint of an
-    /// earlier run when starting from scratch (`fresh`), write the rows so
-    /// far and the status `running`. `data_source` says where the data came
-    /// from (recorded in `run.toml`).
+    /// Open `dir` (locked by `lock`) to train `spec` on from `rows`
+    /// (`units` rows when finished): remove the metrics and checkpoint of
+    /// an earlier run when starting from scratch (`fresh`), write the rows
+    /// so far and the status `running` with the run's `inputs`.
     pub(crate) fn begin(
         spec: &'a RunSpec,
         dir: RunDir,
-        data_source: String,
+        lock: RunDirLock,
+        inputs: RunInputs,
         rows: Vec<MetricsRow>,
         units: usize,
         fresh: bool,
     ) -> Result<Self> {
-        std::fs::create_dir_all(dir.path()).map_err(|e| ExperimentError::io(dir.path(), e))?;
         if fresh {
             for stale in [dir.metrics_csv(), dir.checkpoint()] {
                 if stale.exists() {
@@ -459,10 +707,11 @@ impl<'a> Recorder<'a> {
         let recorder = Recorder {
             spec,
             dir,
-            data_source,
+            inputs,
             rows,
             units,
             base: row_base(spec),
+            _lock: lock,
         };
         recorder.write_metrics()?;
         recorder.write_state(RunStatus::Running, None)?;
@@ -489,15 +738,17 @@ impl<'a> Recorder<'a> {
     }
 
     /// Record a completed epoch or evaluation: its row, then the trainer
-    /// state (`save` writes it to the path it is given), then the status.
-    pub(crate) fn record(
-        &mut self,
-        row: MetricsRow,
-        save: impl FnOnce(&Path) -> Result<()>,
-    ) -> Result<()> {
+    /// state `checkpoint`, then the status.
+    pub(crate) fn record(&mut self, row: MetricsRow, checkpoint: &Checkpoint) -> Result<()> {
         self.rows.push(row);
-        self.write_metrics()?;
-        save(&self.dir.checkpoint())?;
+        let written = self
+            .write_metrics()
+            .and_then(|()| Ok(checkpoint.save(&self.dir.checkpoint())?));
+        if let Err(e) = written {
+            // Not completed: the state records the checkpointed rows only.
+            self.rows.pop();
+            return Err(e);
+        }
         let status = if self.rows.len() == self.units {
             RunStatus::Finished
         } else {
@@ -507,11 +758,11 @@ impl<'a> Recorder<'a> {
     }
 
     /// End the run: the status `finished` once every row is there.
-    pub(crate) fn finish(self) -> Result<RunOutcome> {
+    pub(crate) fn finish(&mut self) -> Result<RunOutcome> {
         if self.rows.len() == self.units {
             self.write_state(RunStatus::Finished, None)?;
         }
-        Ok(RunOutcome::Finished(summary(self.spec, self.rows)))
+        Ok(RunOutcome::Finished(summary(self.spec, self.rows.clone())))
     }
 
     /// `metrics.csv`: a language model's with its perplexity column.
@@ -528,7 +779,7 @@ impl<'a> Recorder<'a> {
         write_state(
             self.spec,
             &self.dir,
-            &self.data_source,
+            &self.inputs,
             status,
             &self.rows,
             message,
@@ -620,4 +871,136 @@ pub fn read_vocab(run_dir: &Path) -> Result<Vec<char>> {
         });
     }
     Ok(vocab)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nets::checkpoint::SavedParam;
+
+    /// A trainer whose periods end with the given losses and weights.
+    struct Scripted {
+        losses: Vec<(f32, f32)>,
+        weights: Vec<f32>,
+        done: usize,
+    }
+
+    impl PeriodTrainer for Scripted {
+        fn announce(&self, k: usize) -> EpochStart {
+            EpochStart {
+                epoch: k + 1,
+                epochs: self.losses.len(),
+                batches: 1,
+                images: 1,
+                lm: None,
+            }
+        }
+
+        fn period(
+            &mut self,
+            k: usize,
+            row: MetricsRow,
+            _observer: &mut dyn RunObserver,
+        ) -> Result<Period> {
+            self.done = k + 1;
+            let (train_loss, test_loss) = self.losses[k];
+            Ok(Period::Done(MetricsRow {
+                epoch: k + 1,
+                step: k as u64 + 1,
+                train_loss,
+                train_accuracy: 0.5,
+                test_loss,
+                test_accuracy: 0.5,
+                ..row
+            }))
+        }
+
+        fn checkpoint(&self) -> Checkpoint {
+            Checkpoint {
+                network: "lenet300100".into(),
+                seed: 1,
+                epoch: self.done as u64,
+                global_step: self.done as u64,
+                optimizer: "sgd".into(),
+                optimizer_steps: self.done as u64,
+                params: vec![SavedParam {
+                    name: "fc1.weight".into(),
+                    shape: vec![self.weights.len()],
+                    values: self.weights.clone(),
+                }],
+                optimizer_slots: vec![],
+            }
+        }
+    }
+
+    /// Train `trainer` in a fresh directory: its outcome and `run.toml`.
+    fn outcome_of(trainer: &mut Scripted) -> (RunOutcome, RunFile) {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spec = RunSpec::with_defaults("lenet300100", "mnist");
+        spec.epochs = trainer.losses.len();
+        let dir = RunDir::new(tmp.path().join("run"));
+        let lock = lock_run_dir(dir.path()).unwrap();
+        let inputs = RunInputs {
+            data_source: "test data".into(),
+            identity: RunIdentity::new(&spec, Vec::new()).unwrap(),
+        };
+        let recorder = Recorder::begin(
+            &spec,
+            dir.clone(),
+            lock,
+            inputs,
+            Vec::new(),
+            spec.epochs,
+            true,
+        )
+        .unwrap();
+        let outcome = train_periods(recorder, trainer, &mut Silent).unwrap();
+        (outcome, RunFile::read(&dir.run_toml()).unwrap())
+    }
+
+    #[test]
+    fn a_non_finite_test_loss_or_weight_is_a_divergence_not_a_finished_run() {
+        // (training and test loss of each epoch, the weights, what diverged)
+        type Case = (Vec<(f32, f32)>, Vec<f32>, &'static str);
+        let cases: [Case; 3] = [
+            (
+                vec![(0.5, 0.4), (9.8e29, f32::NAN)],
+                vec![0.1, 0.2],
+                "test loss is NaN",
+            ),
+            (
+                vec![(f32::INFINITY, 0.4)],
+                vec![0.1],
+                "training loss is inf",
+            ),
+            (
+                vec![(0.5, 0.4), (0.5, 0.4)],
+                vec![f32::NAN, 0.2, f32::INFINITY],
+                "2 weights are not finite (first in fc1.weight)",
+            ),
+        ];
+        for (losses, weights, what) in cases {
+            let mut trainer = Scripted {
+                losses,
+                weights,
+                done: 0,
+            };
+            let (outcome, file) = outcome_of(&mut trainer);
+            let RunOutcome::Diverged(d) = outcome else {
+                panic!("{what}: {outcome:?}")
+            };
+            assert_eq!(d.what, what);
+            assert_eq!(file.run.status, RunStatus::Diverged);
+            assert!(file.run.message.unwrap().contains(what));
+        }
+        // Finite throughout: finished.
+        let mut trainer = Scripted {
+            losses: vec![(0.5, 0.4), (0.3, 0.2)],
+            weights: vec![0.1],
+            done: 0,
+        };
+        let (outcome, file) = outcome_of(&mut trainer);
+        assert!(matches!(outcome, RunOutcome::Finished(_)), "{outcome:?}");
+        assert_eq!(file.run.status, RunStatus::Finished);
+    }
 }

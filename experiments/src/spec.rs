@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::write_atomic;
 use crate::error::{ExperimentError, Result};
+use crate::identity::RunIdentity;
 
 /// Networks `approxtrain train` can build: the classifiers of
 /// [`nets::model::NETWORK_NAMES`] and [`TRANSFORMER`].
@@ -44,6 +45,13 @@ impl Task {
         }
     }
 }
+
+/// The most epochs (and epochs of a schedule) a run may ask for.
+pub const MAX_EPOCHS: u64 = 1_000_000;
+/// The largest training or evaluation batch.
+pub const MAX_BATCH: u64 = 1 << 24;
+/// The most optimizer steps of a language-model run.
+pub const MAX_STEPS: u64 = 1 << 40;
 
 /// Datasets `approxtrain train` can load (and `text:PATH`, a UTF-8 text
 /// file, for the transformer).
@@ -296,7 +304,10 @@ impl RunSpec {
         if !DATASETS.contains(&self.dataset.as_str()) && text_path(&self.dataset).is_none() {
             return Err(ExperimentError::UnknownDataset {
                 name: self.dataset.clone(),
-                valid: DATASETS.join(", "),
+                valid: format!(
+                    "{}, text:PATH (a UTF-8 file, for --net transformer)",
+                    DATASETS.join(", ")
+                ),
             });
         }
         self.plans()?;
@@ -344,7 +355,71 @@ impl RunSpec {
                 self.label_smoothing
             ));
         }
+        self.validate_ranges()?;
         validate_task(self)
+    }
+
+    /// Counts within what a run can do and `run.toml` can hold (TOML
+    /// integers are signed 64-bit), and paths that are UTF-8 (TOML text):
+    /// checked before a run directory is created, so a value the parser
+    /// accepts never fails half-way.
+    fn validate_ranges(&self) -> Result<()> {
+        let t = self.transformer.clone().unwrap_or_default();
+        let limits: [(&str, Option<u64>, u64); 16] = [
+            ("--seed", Some(self.seed), i64::MAX as u64),
+            ("--epochs", Some(self.epochs as u64), MAX_EPOCHS),
+            ("--batch-size", Some(self.batch_size as u64), MAX_BATCH),
+            (
+                "--eval-batch-size",
+                Some(self.eval_batch_size as u64),
+                MAX_BATCH,
+            ),
+            (
+                "--train-limit",
+                self.train_limit.map(|v| v as u64),
+                i64::MAX as u64,
+            ),
+            (
+                "--test-limit",
+                self.test_limit.map(|v| v as u64),
+                i64::MAX as u64,
+            ),
+            (
+                "--step-epochs",
+                Some(self.schedule.step_epochs as u64),
+                MAX_EPOCHS,
+            ),
+            (
+                "--warmup-epochs",
+                Some(self.schedule.warmup_epochs as u64),
+                MAX_EPOCHS,
+            ),
+            ("--steps", self.steps.map(|v| v as u64), MAX_STEPS),
+            ("--eval-every", self.eval_every.map(|v| v as u64), MAX_STEPS),
+            ("--threads", self.threads.map(|v| v as u64), i64::MAX as u64),
+            ("--layers", Some(t.layers as u64), 1 << 16),
+            ("--width", Some(t.width as u64), 1 << 24),
+            ("--context", Some(t.context as u64), 1 << 24),
+            ("--warmup-steps", Some(t.warmup_steps as u64), MAX_STEPS),
+            ("--eval-windows", Some(t.eval_windows as u64), 1 << 24),
+        ];
+        for (flag, value, max) in limits {
+            if let Some(v) = value.filter(|&v| v > max) {
+                return Err(ExperimentError::BadSpec(format!(
+                    "{flag} {v} is out of range; the largest value is {max}"
+                )));
+            }
+        }
+        for (flag, path) in [("--data-dir", &self.data_dir), ("--init", &self.init)] {
+            if let Some(p) = path.as_ref().filter(|p| p.to_str().is_none()) {
+                return Err(ExperimentError::BadSpec(format!(
+                    "{flag} {}: the path is not valid UTF-8, which run.toml cannot record; \
+                     rename the folder or use a link with a UTF-8 name",
+                    p.display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The parsed default plan.
@@ -666,6 +741,9 @@ pub enum RunStatus {
     Finished,
     /// Stopped because the loss became NaN or infinite.
     Diverged,
+    /// Stopped by an error (a full disk, an unreadable file); the
+    /// completed epochs are checkpointed and `--resume` continues.
+    Failed,
 }
 
 impl fmt::Display for RunStatus {
@@ -674,6 +752,7 @@ impl fmt::Display for RunStatus {
             RunStatus::Running => "running",
             RunStatus::Finished => "finished",
             RunStatus::Diverged => "diverged",
+            RunStatus::Failed => "failed",
         })
     }
 }
@@ -695,9 +774,13 @@ pub struct RunState {
     /// runs of one spec on different data do not compare.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<String>,
-    /// Why the run stopped, when it diverged.
+    /// Why the run stopped, when it diverged or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// What defines the run besides its spec (data and table files, code
+    /// version); absent in runs recorded before it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<RunIdentity>,
 }
 
 /// The whole `run.toml`.
@@ -814,6 +897,7 @@ mod tests {
                 test_accuracy: Some(0.5),
                 data: Some("data/mnist".into()),
                 message: Some("training diverged at epoch 2 step 9: loss is NaN".into()),
+                identity: None,
             },
             spec,
         };

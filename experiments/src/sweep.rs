@@ -378,7 +378,9 @@ impl Sweep {
 /// diverged one or a different spec.
 pub fn start_mode(dir: &Path) -> StartMode {
     match RunFile::read(&dir.join(RUN_TOML)) {
-        Ok(f) if f.run.status == RunStatus::Running => StartMode::Resume,
+        Ok(f) if matches!(f.run.status, RunStatus::Running | RunStatus::Failed) => {
+            StartMode::Resume
+        }
         _ => StartMode::New,
     }
 }
@@ -739,52 +741,6 @@ fn key_line(text: &str, path: &str) -> Option<usize> {
     best.map(|(_, line)| line)
 }
 
-/// The lock file inside a run directory (see [`lock_run_dir`]).
-pub const LOCK_FILE: &str = ".lock";
-
-/// An exclusive hold on a run directory, released when dropped or when
-/// the process ends in any way (the operating system drops the lock of a
-/// killed process, so an interruption never leaves a stale lock).
-#[derive(Debug)]
-pub struct RunDirLock {
-    _file: std::fs::File,
-}
-
-/// Take the run directory `dir` (created if needed) for this process, so
-/// that two sweeps pointed at the same output folder (two shards given the
-/// same `I/N` by mistake, or a rerun started while the first still runs)
-/// never train the same entry at once and interleave its files. The lock
-/// is an advisory lock (`flock` on Unix, `LockFileEx` on Windows) on
-/// `dir/.lock`; the file stays, holding the pid of its last owner. An
-/// error names the directory and what to do.
-pub fn lock_run_dir(dir: &Path) -> Result<RunDirLock> {
-    use std::io::Write as _;
-    std::fs::create_dir_all(dir).map_err(|e| ExperimentError::io(dir, e))?;
-    let path = dir.join(LOCK_FILE);
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| ExperimentError::io(&path, e))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let owner = std::fs::read_to_string(&path).unwrap_or_default();
-            let owner = owner.trim();
-            return Err(ExperimentError::Other(format!(
-                "{}: another process is running this entry ({}); wait for it, or run the \
-                 other shards (each shard of a sweep needs its own I/N)",
-                dir.display(),
-                if owner.is_empty() { "lock held" } else { owner }
-            )));
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(ExperimentError::io(&path, e)),
-    }
-    // Who holds it, for the message above; not needed for correctness.
-    let _ = file
-        .set_len(0)
-        .and_then(|_| write!(file, "pid {}", std::process::id()));
-    Ok(RunDirLock { _file: file })
-}
+// The one lock of a run directory, used by every entry (through
+// [`crate::run::train`]).
+pub use crate::run_dir::{lock_run_dir, RunDirLock, LOCK_FILE};

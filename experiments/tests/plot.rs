@@ -57,6 +57,7 @@ fn write_run(
             data: None,
             message: (status == RunStatus::Diverged)
                 .then(|| "training diverged at epoch 3 step 25: loss is NaN".to_string()),
+            identity: None,
         },
         spec,
     }

@@ -206,9 +206,9 @@ impl Checkpoint {
 
     /// Read a checkpoint file.
     pub fn load(path: &Path) -> Result<Checkpoint> {
-        let bytes = std::fs::read(path).map_err(|source| NetError::Io {
+        let bytes = std::fs::read(path).map_err(|error| NetError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Checkpoint::from_bytes(path, &bytes)
     }
@@ -334,16 +334,55 @@ impl Reader<'_> {
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |p: &Path| {
         let p: PathBuf = p.to_path_buf();
-        move |source| NetError::Io { path: p, source }
+        move |error| NetError::Io { path: p, error }
     };
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io(path))
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        match injected_write_failure(path) {
+            // Half the bytes reach the disk, as when it fills up.
+            Some(e) => {
+                let _ = f.write_all(&bytes[..bytes.len() / 2]);
+                return Err(io(&tmp)(e));
+            }
+            None => f.write_all(bytes).map_err(io(&tmp))?,
+        }
+        f.sync_all().map_err(io(&tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(io(path))
+    })();
+    if written.is_err() {
+        // A full disk stays full while the temp file lies there.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Test hook for the fault-injection tests: `APPROXTRAIN_TEST_FAIL_WRITES`
+/// names files (`checkpoint.bin`, `metrics.csv`, comma-separated); the
+/// whole-file writes of a file of that name fail with "no space left on
+/// device" half-way through. `NAME@K` lets the first K-1 writes of that
+/// name succeed. Unset, nothing changes.
+pub const FAIL_WRITES_ENV: &str = "APPROXTRAIN_TEST_FAIL_WRITES";
+
+fn injected_write_failure(path: &Path) -> Option<std::io::Error> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static WRITES: AtomicUsize = AtomicUsize::new(0);
+    let spec = std::env::var(FAIL_WRITES_ENV).ok()?;
+    let name = path.file_name()?.to_str()?;
+    let (after, _) = spec.split(',').find_map(|item| {
+        let (n, k) = item.split_once('@').unwrap_or((item, "1"));
+        (n == name).then(|| (k.parse::<usize>().unwrap_or(1), ()))
+    })?;
+    // Writes of the named files, counted together over the process.
+    let count = WRITES.fetch_add(1, Ordering::SeqCst) + 1;
+    (count >= after).then(|| {
+        std::io::Error::other(format!(
+            "No space left on device (injected by {FAIL_WRITES_ENV})"
+        ))
+    })
 }
 
 #[cfg(test)]

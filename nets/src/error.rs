@@ -70,13 +70,13 @@ pub enum NetError {
     },
 
     /// An I/O error on a named file.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
+        /// The OS error (in the message, not a separate source, so that a
+        /// printed error chain says it once).
+        error: std::io::Error,
     },
 }
 

@@ -122,3 +122,32 @@ fn missing_batch_is_an_error_naming_it() {
     assert!(err.to_string().contains(gone));
     assert!(err.to_string().contains("approxtrain data fetch cifar10"));
 }
+
+#[test]
+fn a_batch_cut_at_a_record_boundary_is_an_error_naming_it_unless_any_size_is_allowed() {
+    let mut rng = test_rng("cifar_batch_cut_at_a_record_boundary");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cifar-10");
+    std::fs::create_dir(&dir).unwrap();
+    // Whole records, but not the 10,000 of a standard batch.
+    write_batches(&dir, &mut rng, 3);
+    let loc =
+        nets::data::dir::resolve_in(Some(tmp.path()), None, nets::data::Dataset::Cifar10).unwrap();
+    let err = loc.load_images(Split::Test, None).unwrap_err();
+    eprintln!("{err}");
+    assert!(
+        matches!(
+            err,
+            DataError::WrongRecordCount {
+                records: 3,
+                expected: 10_000,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(CIFAR10_TEST_FILE), "{err}");
+    // Files a user made in the CIFAR format: any whole number of records.
+    let set = load_cifar10(&dir, Split::Test, None, &Normalization::UnitRange).unwrap();
+    assert_eq!(set.len, 3);
+}

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use data_support::{random_mnist, shared_dataset, write_mnist};
 use nets::data::dir::{data_root_from, resolve_in};
 use nets::data::{
-    load_mnist_like, resolve_dataset_dir, DataError, Dataset, DatasetSource, Split,
-    SHIPPED_MNIST_TEST, SHIPPED_MNIST_TRAIN,
+    load_mnist_like, resolve_dataset_dir, DataError, Dataset, DatasetLocation, DatasetSource,
+    Split, SHIPPED_MNIST_TEST, SHIPPED_MNIST_TRAIN,
 };
 use support::test_rng;
 
@@ -68,29 +68,46 @@ fn a_complete_dataset_folder_is_used_where_found() {
 }
 
 #[test]
-fn missing_mnist_falls_back_to_the_shipped_subset_with_a_notice() {
-    let tmp = tempfile::tempdir().unwrap();
-    let loc = resolve_in(Some(tmp.path()), None, Dataset::Mnist).unwrap();
-    assert_eq!(loc.source, DatasetSource::ShippedMnistSubset);
-    let notice = loc.notice.clone().unwrap();
-    eprintln!("{notice}");
-    assert!(notice.contains("6,000-image MNIST subset shipped in data-subset/mnist"));
-    assert!(notice.contains(&tmp.path().join("mnist").display().to_string()));
-    assert!(notice.contains("approxtrain data fetch mnist"));
+fn missing_mnist_falls_back_to_the_shipped_subset_only_without_a_data_directory() {
     let loc = resolve_in(None, None, Dataset::Mnist);
     if let Ok(DatasetSource::ShippedMnistSubset) = loc.as_ref().map(|l| l.source.clone()) {
-        assert!(loc.unwrap().notice.unwrap().contains("no --data-dir given"));
+        let notice = loc.unwrap().notice.unwrap();
+        eprintln!("{notice}");
+        assert!(notice.contains("6,000-image MNIST subset shipped in data-subset/mnist"));
+        assert!(notice.contains("no --data-dir given"));
+        assert!(notice.contains("approxtrain data fetch mnist"));
     }
+    // A data directory that is given (flag or environment) must hold the
+    // dataset: no silent training on the subset.
+    let tmp = tempfile::tempdir().unwrap();
+    for (flag, env) in [
+        (Some(tmp.path()), None),
+        (None, Some(tmp.path().as_os_str())),
+    ] {
+        let e = resolve_in(flag, env, Dataset::Mnist)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&tmp.path().join("mnist").display().to_string())
+                && e.contains("train-images-idx3-ubyte"),
+            "{e}"
+        );
+    }
+    // One of the four files missing is an error naming it too.
+    let (pixels, labels) = random_mnist(&mut test_rng("mnist_missing_one_file"), 3);
+    let dir = tmp.path().join("mnist");
+    write_mnist(&dir, false, &pixels, &labels, true);
+    write_mnist(&dir, true, &pixels, &labels, true);
+    std::fs::remove_file(dir.join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    let e = resolve_in(Some(tmp.path()), None, Dataset::Mnist)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("t10k-labels-idx1-ubyte"), "{e}");
 }
 
 #[test]
 fn shipped_subset_holds_the_documented_counts_and_histograms() {
-    let loc = resolve_in(
-        Some(Path::new("surely-not-a-data-dir")),
-        None,
-        Dataset::Mnist,
-    )
-    .unwrap();
+    let loc = DatasetLocation::shipped_mnist_subset();
     let train = loc.load_images(Split::Train, None).unwrap();
     let test = loc.load_images(Split::Test, None).unwrap();
     assert_eq!(
@@ -112,12 +129,7 @@ fn shipped_subset_is_the_head_of_the_full_mnist() {
     let Some(dir) = shared_dataset("mnist") else {
         return;
     };
-    let loc = resolve_in(
-        Some(Path::new("surely-not-a-data-dir")),
-        None,
-        Dataset::Mnist,
-    )
-    .unwrap();
+    let loc = DatasetLocation::shipped_mnist_subset();
     for (split, n) in [
         (Split::Train, SHIPPED_MNIST_TRAIN),
         (Split::Test, SHIPPED_MNIST_TEST),

@@ -300,3 +300,15 @@ fn normalisation_with_the_wrong_number_of_channels_is_an_error() {
     let err = load_mnist_like_with(tmp.path(), Split::Train, None, &zero_std).unwrap_err();
     assert!(matches!(err, DataError::BadHeader { .. }), "{err:?}");
 }
+
+#[test]
+fn an_mnist_file_with_no_images_is_an_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    for test_split in [false, true] {
+        write_mnist(tmp.path(), test_split, &[], &[], true);
+    }
+    let err = load_mnist_like(tmp.path(), Split::Train, None).unwrap_err();
+    eprintln!("{err}");
+    assert_names(&err, "train-images-idx3-ubyte");
+    assert!(err.to_string().contains("0 images"), "{err}");
+}

@@ -95,6 +95,13 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     if let Some(csv) = &a.csv {
         experiments::eval::refuse_existing(csv, a.force)?;
     }
+    // A table replaced (--force) inside a run directory is written under
+    // that directory's lock, so no training or other evaluation writes
+    // there at the same time.
+    let _lock = match (&a.csv, a.force) {
+        (Some(csv), true) => experiments::run_dir::lock_if_run_dir(csv.parent())?,
+        _ => None,
+    };
     let models = approxtrain::models::MODELS;
     let source = load_checkpoint(&a.checkpoint)?;
     let data = EvalData {

@@ -9,6 +9,7 @@ use amsim::verify::{self, VerifyReport};
 use amsim::{Lut, ModelInfo};
 use anyhow::{bail, Context, Result};
 use approxtrain::models::MODELS;
+use experiments::eval::refuse_existing;
 
 /// `approxtrain lut ...`
 #[derive(clap::Subcommand)]
@@ -21,6 +22,9 @@ pub enum LutCommand {
         /// Output file (default: MODELBITS.lut, e.g. mbm7.lut).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Replace the output file if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Tabulate a model and write it as an ApproxTrain .bin or native file.
     ///
@@ -38,6 +42,9 @@ pub enum LutCommand {
         /// Output file (default: ApproxTrain's NAME_BITS.bin, e.g. MBM_7.bin, or MODELBITS.lut).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Replace the output file if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Convert an ApproxTrain .bin table to a native LUT file.
     #[command(after_help = "Example:\n  approxtrain lut import MBM_7.bin -o mbm7.lut")]
@@ -53,6 +60,9 @@ pub enum LutCommand {
         /// Output file (default: the input name with extension .lut).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Replace the output file if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Show a table: header, a corner of its entries, checksum and error metrics.
     #[command(
@@ -184,9 +194,14 @@ fn clock_seed() -> u64 {
 /// Run `lut`.
 pub fn run_lut(c: LutCommand) -> Result<()> {
     match c {
-        LutCommand::Build { model, output } => {
+        LutCommand::Build {
+            model,
+            output,
+            force,
+        } => {
             let lut = build_lut(&model.model, model.bits)?;
             let out = output.unwrap_or_else(|| native_name(&lut));
+            refuse_existing(&out, force)?;
             lut_file::write_native(&lut, &out)?;
             println!(
                 "wrote {} ({} at {} bits, {} entries, checksum {:016x})",
@@ -201,11 +216,13 @@ pub fn run_lut(c: LutCommand) -> Result<()> {
             model,
             format,
             output,
+            force,
         } => {
             let lut = build_lut(&model.model, model.bits)?;
             match format {
                 ExportFormat::Native => {
                     let out = output.unwrap_or_else(|| native_name(&lut));
+                    refuse_existing(&out, force)?;
                     lut_file::write_native(&lut, &out)?;
                     println!(
                         "wrote {} (native, {} entries)",
@@ -220,6 +237,7 @@ pub fn run_lut(c: LutCommand) -> Result<()> {
                             lut.bits(),
                         ))
                     });
+                    refuse_existing(&out, force)?;
                     lut_file::write_approxtrain(&lut, &out)?;
                     println!(
                         "wrote {} (ApproxTrain, {} bytes)",
@@ -240,6 +258,7 @@ pub fn run_lut(c: LutCommand) -> Result<()> {
             bits,
             name,
             output,
+            force,
         } => {
             let lut = lut_file::read_approxtrain(&file, bits, name.as_deref())?;
             let out = output.unwrap_or_else(|| file.with_extension("lut"));
@@ -249,6 +268,7 @@ pub fn run_lut(c: LutCommand) -> Result<()> {
                     file.display()
                 );
             }
+            refuse_existing(&out, force)?;
             lut_file::write_native(&lut, &out)?;
             println!(
                 "wrote {} ({} at {} bits from {})",

@@ -250,6 +250,9 @@ pub fn run(a: SensitivityArgs) -> anyhow::Result<()> {
         }
     });
     check_output_dir(&out, a.force)?;
+    // Held while the analysis writes there: two analyses never interleave
+    // their files.
+    let _lock = experiments::run_dir::lock_run_dir(&out)?;
     let checkpoint_label = a.checkpoint.display().to_string();
     let evaluator: Box<dyn PlanEvaluator> = if lm {
         let e = LmEvaluator::new(source, None, a.eval_windows)?;

@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::bail;
 use experiments::run::{train, RunObserver, RunOutcome, StartMode, RUN_TOML};
 use experiments::sweep::{lock_run_dir, start_mode, Shard, Sweep, SweepEntry};
-use experiments::{MetricsRow, RunFile, RunStatus};
+use experiments::{ExperimentError, MetricsRow, RunFile, RunStatus};
 
 /// Options of `approxtrain sweep`.
 #[derive(clap::Args)]
@@ -66,6 +66,9 @@ pub struct SweepArgs {
 enum EntryResult {
     Done,
     Skipped,
+    /// Another process holds the entry's run directory (another sweep is
+    /// training it): neither done nor failed here.
+    Busy,
     Failed(String),
 }
 
@@ -150,6 +153,10 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         .iter()
         .filter(|(_, r)| matches!(r, EntryResult::Skipped))
         .count();
+    let busy: Vec<&String> = results
+        .iter()
+        .filter_map(|(id, r)| matches!(r, EntryResult::Busy).then_some(id))
+        .collect();
     let failed: Vec<(&String, &String)> = results
         .iter()
         .filter_map(|(id, r)| match r {
@@ -158,8 +165,13 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
         })
         .collect();
     println!(
-        "sweep finished: {done} trained, {skipped} already finished, {} failed; results in {}",
+        "sweep finished: {done} trained, {skipped} already finished, {} failed{}; results in {}",
         failed.len(),
+        if busy.is_empty() {
+            String::new()
+        } else {
+            format!(", {} run by another process", busy.len())
+        },
         out.display()
     );
     if !failed.is_empty() {
@@ -172,6 +184,17 @@ pub fn run(args: SweepArgs) -> anyhow::Result<()> {
             failed.len(),
             results.len(),
             list.join("\n")
+        );
+    }
+    if !busy.is_empty() {
+        bail!(
+            "{} entries are being trained by another process ({}); run the sweep again when it \
+             has ended to check that they finished",
+            busy.len(),
+            busy.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     Ok(())
@@ -190,15 +213,21 @@ fn run_entry(
     let id = spec.run_id();
     let dir = out.join(&id);
     let tag = format!("#{} {id}", entry.index);
-    // Held until the entry is done: another sweep on the same folder skips
-    // it with an error instead of writing the same files.
-    let _lock = match lock_run_dir(&dir) {
-        Ok(lock) => lock,
+    // `train` holds the run directory's lock while it runs the entry;
+    // another sweep on the same folder skips it instead of writing the
+    // same files. A held lock is seen here first so that the entry is not
+    // read half-written.
+    match lock_run_dir(&dir) {
+        Ok(lock) => drop(lock),
+        Err(ExperimentError::Locked { owner, .. }) => {
+            println!("{tag}: another process is running this entry ({owner}); skipped");
+            return EntryResult::Busy;
+        }
         Err(e) => {
             println!("{tag}: {e}");
             return EntryResult::Failed(e.to_string());
         }
-    };
+    }
     // `train` would refuse a stored diverged run and point to --force,
     // which a sweep does not have.
     if let Ok(stored) = RunFile::read(&dir.join(RUN_TOML)) {
@@ -264,6 +293,10 @@ fn run_entry(
             let why = format!("interrupted after {epochs_completed} epochs");
             println!("{tag}: {why}");
             EntryResult::Failed(why)
+        }
+        Err(ExperimentError::Locked { owner, .. }) => {
+            println!("{tag}: another process is running this entry ({owner}); skipped");
+            EntryResult::Busy
         }
         Err(e) => {
             println!("{tag}: failed: {e}");

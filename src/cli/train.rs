@@ -1,19 +1,18 @@
 //! `approxtrain train`: one training run in a run directory (see the
-//! `experiments` crate for the directory's files). This module only turns
-//! flags into a [`RunSpec`] and shows progress; the run itself is
-//! [`experiments::run::train`].
+//! `experiments` crate for the directory's files). This module only parses
+//! the flags (the library's [`options::TrainOptions`] turns them into a
+//! run) and shows progress; the run itself is [`experiments::run::train`].
 
 use std::io::IsTerminal;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use experiments::device::Device;
-use experiments::eval::EvalPlan;
-use experiments::run::{train, EpochStart, RunObserver, RunOutcome, StartMode};
-use experiments::spec::{OptimizerKind, ScheduleKind};
-use experiments::{MetricsRow, PlanFile, RunFile, RunSpec, Task};
+use experiments::options::{self, PlannedRun};
+use experiments::run::{train, EpochStart, RunObserver, RunOutcome};
+use experiments::{MetricsRow, Task};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Options of `approxtrain train`, boxed: they are many, and the CLI's
@@ -130,7 +129,7 @@ struct TrainOptions {
     test_limit: Option<usize>,
     /// Continue the interrupted run in DIR from its last completed epoch
     /// (with --epochs: extend it to that many epochs).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["net", "dataset", "multiplier", "plan", "spec", "out", "force", "init"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["net", "dataset", "multiplier", "plan", "spec", "out", "init"])]
     resume: Option<PathBuf>,
     /// Take the run specification from a run.toml (flags given override it).
     #[arg(long, value_name = "RUN_TOML")]
@@ -140,7 +139,9 @@ struct TrainOptions {
     /// (and a transformer's size) default to that run's. Recorded as `init` in run.toml.
     #[arg(long, value_name = "DIR")]
     init: Option<PathBuf>,
-    /// Start over in an output directory that already holds this run.
+    /// Start over in an output directory that already holds this run; with
+    /// --resume, continue although the run's data, tables or code changed
+    /// (the new ones are recorded).
     #[arg(long)]
     force: bool,
     #[command(flatten)]
@@ -185,233 +186,62 @@ struct LmOptions {
     eval_windows: Option<usize>,
 }
 
-impl LmOptions {
-    /// Flags that change the run (all but --steps, which may extend a
-    /// resumed run).
-    fn given(&self) -> Vec<&'static str> {
-        [
-            (self.eval_every.is_some(), "--eval-every"),
-            (self.clip_norm.is_some(), "--clip-norm"),
-            (self.layers.is_some(), "--layers"),
-            (self.width.is_some(), "--width"),
-            (self.heads.is_some(), "--heads"),
-            (self.context.is_some(), "--context"),
-            (self.positions.is_some(), "--positions"),
-            (self.tied_head.is_some(), "--tied-head"),
-            (self.warmup_steps.is_some(), "--warmup-steps"),
-            (self.eval_windows.is_some(), "--eval-windows"),
-        ]
-        .into_iter()
-        .filter_map(|(given, flag)| given.then_some(flag))
-        .collect()
-    }
-
-    /// Apply the flags to `spec`.
-    fn apply(&self, spec: &mut RunSpec, epochs_given: bool) {
-        if let Some(n) = self.steps {
-            spec.steps = Some(n);
-        } else if epochs_given && spec.task() == Task::LanguageModel {
-            spec.steps = None;
-        }
-        if self.eval_every.is_some() {
-            spec.eval_every = self.eval_every;
-        }
-        if self.clip_norm.is_some() {
-            spec.clip_norm = self.clip_norm;
-        }
-        let model_flags = self.given().len()
-            - usize::from(self.eval_every.is_some())
-            - usize::from(self.clip_norm.is_some());
-        if model_flags == 0 {
-            return;
-        }
-        let t = spec.transformer.get_or_insert_with(Default::default);
-        let set = |dst: &mut usize, src: Option<usize>| {
-            if let Some(v) = src {
-                *dst = v;
-            }
-        };
-        set(&mut t.layers, self.layers);
-        set(&mut t.width, self.width);
-        set(&mut t.heads, self.heads);
-        set(&mut t.context, self.context);
-        set(&mut t.warmup_steps, self.warmup_steps);
-        set(&mut t.eval_windows, self.eval_windows);
-        if let Some(p) = &self.positions {
-            t.positions = p.clone();
-        }
-        if let Some(v) = self.tied_head {
-            t.tied_head = v;
+impl TrainOptions {
+    /// The options as the library takes them.
+    fn to_library(&self) -> options::TrainOptions {
+        let lm = &self.lm;
+        options::TrainOptions {
+            net: self.net.clone(),
+            dataset: self.dataset.clone(),
+            data_dir: self.data_dir.clone(),
+            multiplier: self.multiplier.clone(),
+            plan: self.plan.clone(),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            eval_batch_size: self.eval_batch_size,
+            seed: self.seed,
+            out: self.out.clone(),
+            optimizer: self.optimizer.clone(),
+            lr: self.lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            nesterov: self.nesterov,
+            schedule: self.schedule.clone(),
+            step_epochs: self.step_epochs,
+            gamma: self.gamma,
+            warmup_epochs: self.warmup_epochs,
+            augment: self.augment,
+            label_smoothing: self.label_smoothing,
+            decay_bn_bias: self.decay_bn_bias,
+            train_limit: self.train_limit,
+            test_limit: self.test_limit,
+            resume: self.resume.clone(),
+            spec: self.spec.clone(),
+            init: self.init.clone(),
+            force: self.force,
+            lm: options::LmOptions {
+                steps: lm.steps,
+                eval_every: lm.eval_every,
+                clip_norm: lm.clip_norm,
+                layers: lm.layers,
+                width: lm.width,
+                heads: lm.heads,
+                context: lm.context,
+                positions: lm.positions.clone(),
+                tied_head: lm.tied_head,
+                warmup_steps: lm.warmup_steps,
+                eval_windows: lm.eval_windows,
+            },
         }
     }
-}
-
-/// Whether any training flag other than --epochs / --data-dir was given
-/// (they cannot change a run that is resumed).
-fn resume_conflicts(a: &TrainOptions) -> Vec<&'static str> {
-    let mut v = Vec::new();
-    let mut check = |given: bool, name| {
-        if given {
-            v.push(name)
-        }
-    };
-    check(a.batch_size.is_some(), "--batch-size");
-    check(a.seed.is_some(), "--seed");
-    check(a.optimizer.is_some(), "--optimizer");
-    check(a.lr.is_some(), "--lr");
-    check(a.momentum.is_some(), "--momentum");
-    check(a.weight_decay.is_some(), "--weight-decay");
-    check(a.nesterov.is_some(), "--nesterov");
-    check(a.schedule.is_some(), "--schedule");
-    check(a.step_epochs.is_some(), "--step-epochs");
-    check(a.gamma.is_some(), "--gamma");
-    check(a.warmup_epochs.is_some(), "--warmup-epochs");
-    check(a.augment.is_some(), "--augment");
-    check(a.label_smoothing.is_some(), "--label-smoothing");
-    check(a.decay_bn_bias.is_some(), "--decay-bn-bias");
-    check(a.train_limit.is_some(), "--train-limit");
-    check(a.test_limit.is_some(), "--test-limit");
-    check(a.eval_batch_size.is_some(), "--eval-batch-size");
-    v.extend(a.lm.given());
-    v
-}
-
-/// The spec the flags describe, on top of `base` (defaults or --spec).
-fn spec_from_args(a: &TrainOptions) -> anyhow::Result<RunSpec> {
-    let mut spec = match (&a.spec, &a.init) {
-        (Some(p), _) => RunFile::read(p)?.spec,
-        (None, Some(init)) => experiments::run::fine_tuning_spec(init)?,
-        (None, None) => RunSpec::with_defaults(
-            a.net.as_deref().unwrap_or_default(),
-            a.dataset.as_deref().unwrap_or("mnist"),
-        ),
-    };
-    if a.init.is_some() {
-        spec.init = a.init.clone();
-    }
-    if let Some(n) = &a.net {
-        spec.net = n.clone();
-    }
-    if let Some(d) = &a.dataset {
-        spec.dataset = d.clone();
-    }
-    if let Some(v) = a.augment {
-        spec.augment = v;
-    }
-    if let Some(v) = a.label_smoothing {
-        spec.label_smoothing = v;
-    }
-    if let Some(v) = a.decay_bn_bias {
-        spec.optimizer.decay_bn_bias = v;
-    }
-    if a.data_dir.is_some() {
-        spec.data_dir = a.data_dir.clone();
-    }
-    let set = |dst: &mut usize, src: Option<usize>| {
-        if let Some(v) = src {
-            *dst = v;
-        }
-    };
-    set(&mut spec.epochs, a.epochs);
-    a.lm.apply(&mut spec, a.epochs.is_some());
-    set(&mut spec.batch_size, a.batch_size);
-    set(&mut spec.eval_batch_size, a.eval_batch_size);
-    set(&mut spec.schedule.step_epochs, a.step_epochs);
-    if let Some(s) = a.seed {
-        spec.seed = s;
-    }
-    if let Some(o) = &a.optimizer {
-        spec.optimizer.switch_to(o.parse::<OptimizerKind>()?);
-    }
-    if let Some(v) = a.lr {
-        spec.optimizer.lr = v;
-    }
-    if let Some(v) = a.momentum {
-        spec.optimizer.momentum = v;
-    }
-    if let Some(v) = a.weight_decay {
-        spec.optimizer.weight_decay = v;
-    }
-    if let Some(v) = a.nesterov {
-        spec.optimizer.nesterov = v;
-    }
-    if let Some(s) = &a.schedule {
-        spec.schedule.switch_to(s.parse::<ScheduleKind>()?);
-    }
-    set(&mut spec.schedule.warmup_epochs, a.warmup_epochs);
-    if let Some(g) = a.gamma {
-        spec.schedule.gamma = g;
-    }
-    if a.train_limit.is_some() {
-        spec.train_limit = a.train_limit;
-    }
-    if a.test_limit.is_some() {
-        spec.test_limit = a.test_limit;
-    }
-    if let Some(m) = &a.multiplier {
-        let plan: amsim::PlanSpec = m.parse()?;
-        spec.multiplier = plan.to_string();
-        if a.spec.is_some() && a.plan.is_none() {
-            spec.layers.clear();
-        }
-    }
-    if let Some(path) = &a.plan {
-        let file = PlanFile::read(path)?;
-        if a.multiplier.is_some() && !file.default.is_empty() {
-            bail!(
-                "{}: sets the default multiplier, and so does --multiplier; give it in one place",
-                path.display()
-            );
-        }
-        let plan = EvalPlan::from_file_for_spec(&file, &spec, approxtrain::models::MODELS)?;
-        spec.multiplier = plan.multiplier;
-        spec.layers = plan.layers;
-    }
-    spec.threads = Some(rayon::current_num_threads());
-    Ok(spec)
 }
 
 /// Run `train`.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let a = &*args.options;
-    let (spec, dir, mode) = match &a.resume {
-        Some(dir) => {
-            let conflicts = resume_conflicts(a);
-            if !conflicts.is_empty() {
-                bail!(
-                    "--resume continues the run as recorded in {}; it cannot change {}",
-                    dir.join("run.toml").display(),
-                    conflicts.join(", ")
-                );
-            }
-            let mut spec = RunFile::read(&dir.join("run.toml"))
-                .with_context(|| format!("cannot resume {}", dir.display()))?
-                .spec;
-            if let Some(e) = a.epochs {
-                spec.epochs = e;
-            }
-            a.lm.apply(&mut spec, a.epochs.is_some());
-            if a.data_dir.is_some() {
-                spec.data_dir = a.data_dir.clone();
-            }
-            spec.threads = Some(rayon::current_num_threads());
-            (spec, dir.clone(), StartMode::Resume)
-        }
-        None => {
-            let spec = spec_from_args(a)?;
-            spec.validate()?;
-            let dir = a
-                .out
-                .clone()
-                .unwrap_or_else(|| Path::new("runs").join(spec.run_id()));
-            let mode = if a.force {
-                StartMode::Force
-            } else {
-                StartMode::New
-            };
-            (spec, dir, mode)
-        }
-    };
+    let PlannedRun { spec, dir, mode } = args
+        .options
+        .to_library()
+        .plan(rayon::current_num_threads(), approxtrain::models::MODELS)?;
     let engine = crate::cli::bench::cuda_engine(args.device)?;
     if let Some(e) = &engine {
         e.reset_transfer_stats();

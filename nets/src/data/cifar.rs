@@ -73,6 +73,44 @@ pub fn check_cifar10_batch(bytes: &[u8], path: &Path) -> Result<usize> {
     Ok(bytes.len() / CIFAR10_RECORD)
 }
 
+/// Records of each standard batch file (five training batches and the test
+/// batch of 10,000 images each).
+pub const CIFAR10_BATCH_RECORDS: usize = 10_000;
+
+/// Environment variable that lets [`super::DatasetLocation`] read
+/// CIFAR-format batches of any whole number of records (files a user made);
+/// without it a batch must hold [`CIFAR10_BATCH_RECORDS`].
+pub const CIFAR_ANY_SIZE_ENV: &str = "APPROXTRAIN_CIFAR_ANY_SIZE";
+
+/// [`load_cifar10`], each batch read also checked to hold exactly
+/// `records` records when given.
+pub fn load_cifar10_exact(
+    dir: &Path,
+    split: Split,
+    limit: Option<usize>,
+    norm: &Normalization,
+    records: Option<usize>,
+) -> Result<ImageDataset> {
+    if let Some(expected) = records {
+        for name in cifar10_files(split) {
+            let path = dir.join(name);
+            let len = std::fs::metadata(&path)
+                .map(|m| m.len() as usize)
+                .unwrap_or(0);
+            // Whole records only; a cut record is named by the loader.
+            if len % CIFAR10_RECORD == 0 && len / CIFAR10_RECORD != expected && len > 0 {
+                return Err(DataError::WrongRecordCount {
+                    path,
+                    records: len / CIFAR10_RECORD,
+                    expected,
+                    any_size_env: CIFAR_ANY_SIZE_ENV,
+                });
+            }
+        }
+    }
+    load_cifar10(dir, split, limit, norm)
+}
+
 /// Loads a split of CIFAR-10 from `dir` (which holds `data_batch_1.bin` ..
 /// `data_batch_5.bin` and `test_batch.bin`): `[N, 3, 32, 32]` images
 /// normalised with `norm` (the loaders' default is

@@ -3,15 +3,17 @@
 //! The data directory is `--data-dir` if given, else `$APPROXTRAIN_DATA`,
 //! else `./data`; dataset NAME lives in its folder there (`mnist/`,
 //! `fashion-mnist/`, `cifar-10/`, `shakespeare/`, the layout of the shared
-//! datasets). When MNIST is not there, the subset embedded in the library
-//! (see `data-subset/mnist`) stands in, with a notice for the user.
+//! datasets). When no data directory is given at all (neither flag nor
+//! environment) and `./data` has no MNIST, the subset embedded in the
+//! library (see `data-subset/mnist`) stands in, with a notice for the user;
+//! a data directory that is given must hold the dataset.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use super::cifar::{cifar10_files, load_cifar10};
+use super::cifar::{cifar10_files, load_cifar10_exact, CIFAR10_BATCH_RECORDS, CIFAR_ANY_SIZE_ENV};
 use super::idx::{find_idx_file, idx_stems, load_mnist_like_from_bytes, load_mnist_like_with};
-use super::subset::{shipped_file, SHIPPED_MNIST_DIR, SHIPPED_MNIST_TRAIN};
+use super::subset::{shipped_file, SHIPPED_MNIST_DIR, SHIPPED_MNIST_FILES, SHIPPED_MNIST_TRAIN};
 use super::text::{find_text_file, load_text, CharCorpus};
 use super::{DataError, Dataset, ImageDataset, Normalization, Result, Split};
 
@@ -80,9 +82,11 @@ pub fn missing_file(dataset: Dataset, dir: &Path) -> Option<String> {
 
 /// Finds dataset `name` under the data directory ([`data_root`]).
 ///
-/// When it is absent or incomplete there: MNIST falls back to the shipped
-/// subset, with a [`DatasetLocation::notice`] saying so; any other dataset is
-/// a [`DataError::DatasetNotFound`] saying how to get it.
+/// When it is absent or incomplete there, it is a
+/// [`DataError::DatasetNotFound`] naming the missing file and saying how to
+/// get it; only MNIST without any data directory given (no `--data-dir`, no
+/// `$APPROXTRAIN_DATA`) falls back to the shipped subset, with a
+/// [`DatasetLocation::notice`] saying so.
 pub fn resolve_dataset_dir(data_dir: Option<&Path>, name: &str) -> Result<DatasetLocation> {
     resolve_in(
         data_dir,
@@ -106,22 +110,17 @@ pub fn resolve_in(
             notice: None,
         });
     };
-    if dataset == Dataset::Mnist {
-        let why = match (data_dir, env.filter(|e| !e.is_empty())) {
-            (Some(_), _) => format!("not found at {}", dir.display()),
-            (None, Some(_)) => format!("not found at {} (from ${DATA_ENV})", dir.display()),
-            (None, None) => format!("no --data-dir given, not found at {}", dir.display()),
-        };
-        let notice = format!(
-            "using the {}-image MNIST subset shipped in {SHIPPED_MNIST_DIR} ({why}); \
-             for the full set run `approxtrain data fetch mnist` or pass --data-dir",
-            thousands(SHIPPED_MNIST_TRAIN)
-        );
-        return Ok(DatasetLocation {
-            dataset,
-            source: DatasetSource::ShippedMnistSubset,
-            notice: Some(notice),
-        });
+    let given = data_dir.is_some() || env.is_some_and(|e| !e.is_empty());
+    if dataset == Dataset::Mnist && !given {
+        let mut location = DatasetLocation::shipped_mnist_subset();
+        location.notice = Some(format!(
+            "using the {}-image MNIST subset shipped in {SHIPPED_MNIST_DIR} (no --data-dir \
+             given, not found at {}); for the full set run `approxtrain data fetch mnist` or \
+             pass --data-dir",
+            thousands(SHIPPED_MNIST_TRAIN),
+            dir.display()
+        ));
+        return Ok(location);
     }
     Err(DataError::DatasetNotFound {
         name: dataset.name(),
@@ -143,7 +142,57 @@ fn thousands(n: usize) -> String {
     groups.join(",")
 }
 
+/// One file of a dataset, for recording what a run trained on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatasetFile {
+    /// A file on disk.
+    Path(PathBuf),
+    /// A file embedded in the library (the shipped MNIST subset): its
+    /// name, as `data-subset/mnist/NAME`, and bytes.
+    Embedded(String, &'static [u8]),
+}
+
 impl DatasetLocation {
+    /// The MNIST subset embedded in the library, without a notice.
+    pub fn shipped_mnist_subset() -> DatasetLocation {
+        DatasetLocation {
+            dataset: Dataset::Mnist,
+            source: DatasetSource::ShippedMnistSubset,
+            notice: None,
+        }
+    }
+
+    /// The files the dataset is read from, in a fixed order.
+    pub fn files(&self) -> Vec<DatasetFile> {
+        let splits = [Split::Train, Split::Test];
+        match (&self.source, self.dataset) {
+            (DatasetSource::ShippedMnistSubset, _) => SHIPPED_MNIST_FILES
+                .iter()
+                .map(|(name, bytes)| {
+                    DatasetFile::Embedded(format!("{SHIPPED_MNIST_DIR}/{name}"), bytes)
+                })
+                .collect(),
+            (DatasetSource::Directory(dir), Dataset::Mnist | Dataset::FashionMnist) => splits
+                .into_iter()
+                .flat_map(|s| {
+                    let (i, l) = idx_stems(s);
+                    [i, l]
+                })
+                .filter_map(|stem| find_idx_file(dir, stem))
+                .map(DatasetFile::Path)
+                .collect(),
+            (DatasetSource::Directory(dir), Dataset::Cifar10) => splits
+                .into_iter()
+                .flat_map(|s| cifar10_files(s).iter())
+                .map(|f| DatasetFile::Path(dir.join(f)))
+                .collect(),
+            (DatasetSource::Directory(dir), Dataset::Shakespeare) => find_text_file(dir)
+                .map(DatasetFile::Path)
+                .into_iter()
+                .collect(),
+        }
+    }
+
     /// Where the files are, in words (a folder, or the shipped subset).
     pub fn describe(&self) -> String {
         match &self.source {
@@ -185,7 +234,9 @@ impl DatasetLocation {
                 load_mnist_like_with(dir, split, limit, norm)
             }
             (DatasetSource::Directory(dir), Dataset::Cifar10) => {
-                load_cifar10(dir, split, limit, norm)
+                let any_size = std::env::var_os(CIFAR_ANY_SIZE_ENV).is_some_and(|v| !v.is_empty());
+                let exact = (!any_size).then_some(CIFAR10_BATCH_RECORDS);
+                load_cifar10_exact(dir, split, limit, norm, exact)
             }
             (DatasetSource::Directory(_), Dataset::Shakespeare) => Err(DataError::WrongKind {
                 name: self.dataset.name(),

@@ -57,9 +57,9 @@ pub fn maybe_gunzip(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(bytes.len() * 4);
     flate2::read::MultiGzDecoder::new(&bytes[..])
         .read_to_end(&mut out)
-        .map_err(|source| DataError::Gzip {
+        .map_err(|error| DataError::Gzip {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
     Ok(out)
 }
@@ -204,6 +204,12 @@ fn assemble_mnist_like(
         });
     }
     let (n_images, n_labels) = (images.dims[0], labels.dims[0]);
+    if n_images == 0 {
+        return Err(DataError::BadHeader {
+            path: image_path.to_path_buf(),
+            reason: "holds 0 images; the file is empty or cut short, fetch it again".into(),
+        });
+    }
     if n_images != n_labels {
         return Err(DataError::CountMismatch {
             images_path: image_path.to_path_buf(),

@@ -20,7 +20,9 @@ use std::path::PathBuf;
 
 pub use augment::Augmentation;
 pub use cifar::load_cifar10;
-pub use dir::{data_root, resolve_dataset_dir, DatasetLocation, DatasetSource, DATA_ENV};
+pub use dir::{
+    data_root, resolve_dataset_dir, DatasetFile, DatasetLocation, DatasetSource, DATA_ENV,
+};
 pub use idx::{load_mnist_like, load_mnist_like_with};
 pub use subset::{SHIPPED_MNIST_DIR, SHIPPED_MNIST_TEST, SHIPPED_MNIST_TRAIN};
 pub use text::{load_text, CharCorpus};
@@ -29,12 +31,13 @@ pub use text::{load_text, CharCorpus};
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The file could not be opened or read.
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (in the message, not a separate source, so that a
+        /// printed error chain says it once).
+        error: std::io::Error,
     },
     /// A file the dataset needs is absent.
     #[error("{}: file not found; {hint}", path.display())]
@@ -45,12 +48,12 @@ pub enum DataError {
         hint: String,
     },
     /// The file starts like gzip but does not decompress.
-    #[error("{}: corrupt gzip stream ({source}); delete the file and fetch it again", path.display())]
+    #[error("{}: corrupt gzip stream ({error}); delete the file and fetch it again", path.display())]
     Gzip {
         /// The file.
         path: PathBuf,
         /// The decoder's error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// An IDX file whose magic number is not the one expected.
     #[error(
@@ -107,6 +110,24 @@ pub enum DataError {
         record: usize,
         /// Bytes in the file.
         len: usize,
+    },
+    /// A CIFAR-10 batch that is whole records but not the 10,000 of a
+    /// standard batch (cut at a record boundary).
+    #[error(
+        "{}: holds {records} records; a CIFAR-10 batch holds exactly {expected}, so the file is \
+         cut short or not a CIFAR-10 batch: fetch it again with `approxtrain data fetch cifar10` \
+         (for CIFAR-format files of other sizes set {any_size_env}=1)",
+        path.display()
+    )]
+    WrongRecordCount {
+        /// The file.
+        path: PathBuf,
+        /// Records in it.
+        records: usize,
+        /// Records of a standard batch.
+        expected: usize,
+        /// The variable that accepts other sizes.
+        any_size_env: &'static str,
     },
     /// More bytes than the header promises: not the file it claims to be.
     #[error(
@@ -478,7 +499,7 @@ pub(crate) fn read_file(path: &std::path::Path, hint: &str) -> Result<Vec<u8>> {
         } else {
             DataError::Io {
                 path: path.to_path_buf(),
-                source,
+                error: source,
             }
         }
     })
