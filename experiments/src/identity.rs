@@ -7,12 +7,10 @@
 use std::io::Read;
 use std::path::Path;
 
-use amsim::MultiplierSpec;
 use nets::data::{DatasetFile, DatasetLocation};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ExperimentError, Result};
-use crate::spec::RunSpec;
 
 /// The code version recorded with every run.
 pub const CODE_VERSION: &str = concat!("approxtrain ", env!("CARGO_PKG_VERSION"));
@@ -93,13 +91,14 @@ pub struct RunIdentity {
 }
 
 impl RunIdentity {
-    /// The identity of a run of `spec` on the files `data`, with this code.
-    pub fn new(spec: &RunSpec, data: Vec<FileIdentity>) -> Result<RunIdentity> {
-        Ok(RunIdentity {
+    /// The identity of a run on the files `data` and the `lut:` tables
+    /// `tables` ([`crate::spec::RunSpec::table_identities`]), with this code.
+    pub fn new(data: Vec<FileIdentity>, tables: Vec<FileIdentity>) -> RunIdentity {
+        RunIdentity {
             code_version: CODE_VERSION.to_string(),
             data,
-            tables: table_identities(spec)?,
-        })
+            tables,
+        }
     }
 
     /// What changed from `self` (recorded) to `now`, one item each, naming
@@ -148,28 +147,6 @@ pub fn data_identities(location: &DatasetLocation) -> Result<Vec<FileIdentity>> 
             DatasetFile::Embedded(name, bytes) => Ok(FileIdentity::of_embedded(name, bytes)),
         })
         .collect()
-}
-
-/// The identities of the `lut:` table files of `spec`'s plans, each once.
-pub fn table_identities(spec: &RunSpec) -> Result<Vec<FileIdentity>> {
-    let (default, layers) = spec.plans()?;
-    let mut paths = Vec::new();
-    for plan in std::iter::once(&default).chain(layers.iter().map(|(_, p)| p)) {
-        for m in [
-            &plan.forward,
-            &plan.grad_input,
-            &plan.grad_weight,
-            &plan.attn_qk,
-            &plan.attn_av,
-        ] {
-            if let MultiplierSpec::LutFile(p) = m {
-                if !paths.contains(p) {
-                    paths.push(p.clone());
-                }
-            }
-        }
-    }
-    paths.iter().map(|p| FileIdentity::of_file(p)).collect()
 }
 
 #[cfg(test)]

@@ -185,7 +185,10 @@ pub fn train_lm(
     let eval_at = evaluation_steps(total, every);
     let inputs = RunInputs {
         data_source: path.display().to_string(),
-        identity: RunIdentity::new(spec, vec![FileIdentity::of_file(&path)?])?,
+        identity: RunIdentity::new(
+            vec![FileIdentity::of_file(&path)?],
+            spec.table_identities()?,
+        ),
     };
     let (lock, start) = locked_start(&dir, |dir| prepare(spec, dir, mode, eval_at.len(), &inputs))?;
     let (rows, state) = match start {

@@ -130,7 +130,7 @@ pub fn train(
     let location = resolve_dataset_dir(spec.data_dir.as_deref(), &spec.dataset)?;
     let inputs = RunInputs {
         data_source: location.describe(),
-        identity: RunIdentity::new(spec, data_identities(&location)?)?,
+        identity: RunIdentity::new(data_identities(&location)?, spec.table_identities()?),
     };
     let train_set = location.load_images(Split::Train, spec.train_limit)?;
     let test_set = location.load_images(Split::Test, spec.test_limit)?;

@@ -942,7 +942,7 @@ mod tests {
         let lock = lock_run_dir(dir.path()).unwrap();
         let inputs = RunInputs {
             data_source: "test data".into(),
-            identity: RunIdentity::new(&spec, Vec::new()).unwrap(),
+            identity: RunIdentity::new(Vec::new(), spec.table_identities().unwrap()),
         };
         let recorder = Recorder::begin(
             &spec,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::write_atomic;
 use crate::error::{ExperimentError, Result};
-use crate::identity::RunIdentity;
+use crate::identity::{FileIdentity, RunIdentity};
 
 /// Networks `approxtrain train` can build: the classifiers of
 /// [`nets::model::NETWORK_NAMES`] and [`TRANSFORMER`].
@@ -285,6 +285,29 @@ impl RunSpec {
     /// The run's task, from its network.
     pub fn task(&self) -> Task {
         Task::of_net(&self.net)
+    }
+
+    /// The identities of the `lut:` table files of the run's plans, each
+    /// once (recorded in [`RunIdentity`]).
+    pub fn table_identities(&self) -> Result<Vec<FileIdentity>> {
+        let (default, layers) = self.plans()?;
+        let mut paths = Vec::new();
+        for plan in std::iter::once(&default).chain(layers.iter().map(|(_, p)| p)) {
+            for m in [
+                &plan.forward,
+                &plan.grad_input,
+                &plan.grad_weight,
+                &plan.attn_qk,
+                &plan.attn_av,
+            ] {
+                if let amsim::MultiplierSpec::LutFile(p) = m {
+                    if !paths.contains(p) {
+                        paths.push(p.clone());
+                    }
+                }
+            }
+        }
+        paths.iter().map(|p| FileIdentity::of_file(p)).collect()
     }
 
     /// The Transformer's size and options (the defaults when the spec has
