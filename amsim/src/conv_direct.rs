@@ -1,4 +1,5 @@
-//! Direct native-`fp32` convolutions at stride 1 (AVX2 + FMA), without
+//! Direct native-`fp32` convolutions at stride 1 (AVX2 + FMA, and AVX-512F
+//! for the forward kernel where the CPU has it), without
 //! im2col and without a GEMM's packing.
 //!
 //! The im2col lowering copies every input element `KH * KW` times, and the
@@ -12,7 +13,10 @@
 //!   8-lane vectors of consecutive columns); each tap `(c, kh, kw)` is two
 //!   unaligned loads of the padded input row, one broadcast weight per
 //!   channel and two FMAs per channel. The output is written in place, in
-//!   NCHW.
+//!   NCHW. With AVX-512F the tile is up to 8 channels x 32 positions (two
+//!   16-lane vectors; rows of at most 8 columns go two to a vector): every
+//!   output element takes the same fused multiply-adds in the same order,
+//!   so both give the same bits (`APPROXTRAIN_NO_AVX512` keeps AVX2).
 //! - input gradient: the forward kernel on the output gradient, with the
 //!   weights flipped and their channel axes swapped, and padding
 //!   `K - 1 - pad`.
@@ -145,24 +149,216 @@ fn vectors(oh: usize, ow: usize) -> Vec<(usize, usize, usize)> {
     v
 }
 
+/// Whether the forward kernels take 16-lane AVX-512 vectors (detected
+/// once; `APPROXTRAIN_NO_AVX512`, any value, keeps the 8-lane AVX2 ones).
+/// Both compute every output element with the same fused multiply-adds in
+/// the same order, so they give the same bits.
+fn wide_forward() -> bool {
+    static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WIDE.get_or_init(|| {
+        is_x86_feature_detected!("avx512f") && std::env::var_os("APPROXTRAIN_NO_AVX512").is_none()
+    })
+}
+
 /// `out = conv(x, wt)` for the geometry `g` (see [`Geometry`]), images in
-/// parallel.
+/// parallel, with the widest kernels the CPU has.
 fn conv_s1(g: &Geometry, x: &[f32], wt: &[f32], out: &mut [f32]) {
+    conv_s1_with(g, x, wt, out, wide_forward())
+}
+
+/// [`conv_s1`] with the AVX-512 kernels (`wide`, on a CPU that has them)
+/// or the AVX2 ones.
+fn conv_s1_with(g: &Geometry, x: &[f32], wt: &[f32], out: &mut [f32], wide: bool) {
     let (oh, ow) = (g.oh(), g.ow());
     let in_len = g.cin * g.h * g.w;
     let out_len = g.cout * oh * ow;
     let vecs = vectors(oh, ow);
+    let vecs16 = if wide { vectors16(oh, ow) } else { Vec::new() };
     out.par_chunks_mut(out_len)
         .zip(x.par_chunks(in_len))
         .for_each(|(y, img)| {
             PADDED.with(|p| {
                 let mut xp = p.borrow_mut();
                 g.pad_image(img, &mut xp);
-                // SAFETY: AVX2 and FMA were detected (`applies`); every
-                // load lies inside the padded copy (see `forward_tile`).
-                unsafe { forward_image(g, &xp, wt, &vecs, y) };
+                if wide {
+                    // SAFETY: the caller saw AVX-512F; every load lies
+                    // inside the padded copy (see `forward_tile16`).
+                    unsafe { forward_image16(g, &xp, wt, &vecs16, y) };
+                } else {
+                    // SAFETY: AVX2 and FMA were detected (`applies`); every
+                    // load lies inside the padded copy (see `forward_tile`).
+                    unsafe { forward_image(g, &xp, wt, &vecs, y) };
+                }
             });
         });
+}
+
+/// A 16-lane output vector of one image: `live` consecutive columns from
+/// `(r, c)`, or, for rows of at most 8 columns (`two`), the whole of row
+/// `r` in the low lanes and of row `r + 1` (when `r + 1 < oh`) in the high
+/// lanes.
+#[derive(Clone, Copy)]
+struct Vec16 {
+    r: usize,
+    c: usize,
+    live: usize,
+    /// Row `r + 1` is in lanes 8.. (two-row vectors only).
+    second: bool,
+}
+
+/// The 16-lane output vectors of one image.
+fn vectors16(oh: usize, ow: usize) -> Vec<Vec16> {
+    let mut v = Vec::new();
+    if ow <= 8 {
+        for r in (0..oh).step_by(2) {
+            v.push(Vec16 {
+                r,
+                c: 0,
+                live: ow,
+                second: r + 1 < oh,
+            });
+        }
+    } else {
+        for r in 0..oh {
+            for c in (0..ow).step_by(16) {
+                v.push(Vec16 {
+                    r,
+                    c,
+                    live: 16.min(ow - c),
+                    second: false,
+                });
+            }
+        }
+    }
+    v
+}
+
+/// [`forward_image`] in AVX-512: tiles of up to 8 output channels x two
+/// 16-lane vectors (16 sums in registers). Each output element takes the
+/// same fused multiply-adds in the same order as in [`forward_tile`].
+#[target_feature(enable = "avx512f")]
+unsafe fn forward_image16(g: &Geometry, xp: &[f32], wt: &[f32], vecs: &[Vec16], y: &mut [f32]) {
+    let two = g.ow() <= 8;
+    let mut co0 = 0;
+    while co0 < g.cout {
+        let cob = 8.min(g.cout - co0);
+        for pair in vecs.chunks(2) {
+            let v0 = pair[0];
+            let v1 = *pair.get(1).unwrap_or(&v0);
+            let both = pair.len() == 2;
+            macro_rules! tile {
+                ($($n:literal)*) => {
+                    match (cob, two) {
+                        $(($n, false) => forward_tile16::<$n, false>(g, xp, wt, co0, v0, v1, both, y),
+                          ($n, true) => forward_tile16::<$n, true>(g, xp, wt, co0, v0, v1, both, y),)*
+                        _ => unreachable!(),
+                    }
+                };
+            }
+            tile!(1 2 3 4 5 6 7 8);
+        }
+        co0 += cob;
+    }
+}
+
+/// One 16-lane input vector of tap column `j`: `live` floats from `row`
+/// (masked loads read nothing past them), or, with `TWO`, 8 floats from
+/// `row` and 8 from `row2`.
+#[inline(always)]
+unsafe fn load16<const TWO: bool>(row: *const f32, row2: *const f32, mask: __mmask16) -> __m512 {
+    if TWO {
+        let lo = _mm512_castps256_ps512(_mm256_loadu_ps(row));
+        let hi = _mm256_castps_pd(_mm256_loadu_ps(row2));
+        _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castps_pd(lo), hi))
+    } else {
+        _mm512_maskz_loadu_ps(mask, row)
+    }
+}
+
+/// The lanes of a vector that hold output elements.
+#[inline(always)]
+fn lanes16<const TWO: bool>(v: Vec16) -> __mmask16 {
+    let row = ((1u32 << v.live) - 1) as __mmask16;
+    if TWO && v.second {
+        row | (row << 8)
+    } else {
+        row
+    }
+}
+
+/// [`forward_tile`] with 16-lane vectors, for `COB <= 8` channels.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn forward_tile16<const COB: usize, const TWO: bool>(
+    g: &Geometry,
+    xp: &[f32],
+    wt: &[f32],
+    co0: usize,
+    v0: Vec16,
+    v1: Vec16,
+    both: bool,
+    y: &mut [f32],
+) {
+    let (pw_, ph_) = (g.padded_w(), g.padded_h());
+    let (oh, ow) = (g.oh(), g.ow());
+    // Bounds: a masked load reads columns c + j .. c + j + live - 1 <=
+    // ow - 1 + kw - 1 = w + 2 pw - 1; a two-row vector's 8-float loads end
+    // at column ow - 1 + kw - 1 + 8 - ow < w + 2 pw + 8 (the padded row), and
+    // its second row is r + 1 + i <= oh - 1 + kh - 1 = padded_h - 1 (a
+    // vector without a second row reads its first row twice).
+    debug_assert!(xp.len() == g.cin * ph_ * pw_);
+    debug_assert!(wt.len() == g.cin * g.kh * g.kw * g.cout);
+    let (m0, m1) = (lanes16::<TWO>(v0), lanes16::<TWO>(v1));
+    let xp = xp.as_ptr();
+    let second = |v: Vec16| if TWO && v.second { 1 } else { 0 };
+    let (s0, s1) = (second(v0), second(v1));
+    let mut acc = [[_mm512_setzero_ps(); 2]; COB];
+    for c in 0..g.cin {
+        for i in 0..g.kh {
+            let r0 = xp.add((c * ph_ + v0.r + i) * pw_ + v0.c);
+            let r1 = xp.add((c * ph_ + v1.r + i) * pw_ + v1.c);
+            let (r0b, r1b) = (r0.add(s0 * pw_), r1.add(s1 * pw_));
+            let wrow = wt.as_ptr().add((c * g.kh + i) * g.kw * g.cout + co0);
+            for j in 0..g.kw {
+                let a0 = load16::<TWO>(r0.add(j), r0b.add(j), m0);
+                let a1 = load16::<TWO>(r1.add(j), r1b.add(j), m1);
+                let wj = wrow.add(j * g.cout);
+                for (o, acc) in acc.iter_mut().enumerate() {
+                    let w = _mm512_set1_ps(*wj.add(o));
+                    acc[0] = _mm512_fmadd_ps(w, a0, acc[0]);
+                    acc[1] = _mm512_fmadd_ps(w, a1, acc[1]);
+                }
+            }
+        }
+    }
+    for (o, acc) in acc.iter().enumerate() {
+        let plane = &mut y[(co0 + o) * oh * ow..][..oh * ow];
+        store16::<TWO>(plane, ow, v0, m0, acc[0]);
+        if both {
+            store16::<TWO>(plane, ow, v1, m1, acc[1]);
+        }
+    }
+}
+
+/// Store the live lanes of `v` (mask `m`): a two-row vector's rows `r` and
+/// `r + 1` are consecutive in the plane, so its lanes are compressed into
+/// one run from row `r`.
+#[inline(always)]
+unsafe fn store16<const TWO: bool>(
+    plane: &mut [f32],
+    ow: usize,
+    v: Vec16,
+    m: __mmask16,
+    a: __m512,
+) {
+    let at = v.r * ow + v.c;
+    let n = (m as u32).count_ones() as usize;
+    let dst = plane[at..at + n].as_mut_ptr();
+    if TWO {
+        _mm512_mask_compressstoreu_ps(dst, m, a);
+    } else {
+        _mm512_mask_storeu_ps(dst, m, a);
+    }
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -478,6 +674,72 @@ unsafe fn weight_tile<const COB: usize, const TB: usize>(
     for o in 0..COB {
         for t in 0..TB {
             sums[o][t] = acc[o][t];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    /// The AVX-512 forward kernels give the AVX2 kernels' bits: full,
+    /// partial and two-row vectors, odd output heights, every channel block
+    /// of 1 to 8, non-finite inputs and weights included.
+    #[test]
+    fn avx512_forward_matches_avx2_bit_for_bit() {
+        if !is_x86_feature_detected!("avx512f") || !is_x86_feature_detected!("avx2") {
+            eprintln!("skipped: this CPU has no AVX-512F (the 16-lane kernels cannot run here)");
+            return;
+        }
+        let mut rng = crate::engine::test_rng();
+        for case in 0..60 {
+            let kh = rng.gen_range(1..=5);
+            let kw = rng.gen_range(1..=5);
+            let g = Geometry {
+                cin: rng.gen_range(1..=7),
+                h: rng.gen_range(kh..=kh + 34),
+                w: rng.gen_range(kw..=kw + 40),
+                cout: rng.gen_range(1..=19),
+                kh,
+                kw,
+                ph: rng.gen_range(0..kh),
+                pw: rng.gen_range(0..kw),
+            };
+            let images = rng.gen_range(1..=3);
+            let special = case % 4 == 0;
+            let value = |rng: &mut rand_chacha::ChaCha8Rng| {
+                if special && rng.gen_range(0..50) == 0 {
+                    [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0][rng.gen_range(0..4)]
+                } else {
+                    rng.gen_range(-2.0f32..2.0)
+                }
+            };
+            let x: Vec<f32> = (0..images * g.cin * g.h * g.w)
+                .map(|_| value(&mut rng))
+                .collect();
+            let wt: Vec<f32> = (0..g.cin * g.kh * g.kw * g.cout)
+                .map(|_| value(&mut rng))
+                .collect();
+            let len = images * g.cout * g.oh() * g.ow();
+            let (mut narrow, mut wide) = (vec![1.0f32; len], vec![2.0f32; len]);
+            conv_s1_with(&g, &x, &wt, &mut narrow, false);
+            conv_s1_with(&g, &x, &wt, &mut wide, true);
+            for (i, (a, b)) in narrow.iter().zip(&wide).enumerate() {
+                assert!(
+                    a.to_bits() == b.to_bits(),
+                    "case {case} ({} -> {} channels, {}x{} kernel {}x{} pad {},{}), element {i}: \
+                     AVX2 {a} vs AVX-512 {b}",
+                    g.cin,
+                    g.cout,
+                    g.h,
+                    g.w,
+                    g.kh,
+                    g.kw,
+                    g.ph,
+                    g.pw
+                );
+            }
         }
     }
 }
