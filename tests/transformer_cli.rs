@@ -425,3 +425,36 @@ fn bench_train_times_transformer_steps_per_multiplier() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("--dataset text:PATH"), "{err}");
 }
+
+/// `bench train --net transformer` names the model it timed (the default
+/// Transformer of the library), not fixed text.
+#[test]
+fn bench_train_names_the_transformer_it_times() {
+    let seed = test_seed();
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("words.txt");
+    write_text(&text, seed);
+    let dataset = format!("text:{}", text.display());
+    let out = approxtrain(&[
+        "bench",
+        "train",
+        "--net",
+        "transformer",
+        "--dataset",
+        &dataset,
+        "--multiplier",
+        "fp32",
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let spec = experiments::lm::TransformerSpec::default();
+    let want = format!(
+        "train transformer ({} layers, width {}, {} heads, context {})",
+        spec.layers, spec.width, spec.heads, spec.context
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&want), "{want} not in {stdout}");
+}

@@ -23,7 +23,10 @@
 //! - weight gradient: a tile is up to 4 output channels x 3 taps, summed
 //!   along the output positions of a group of images in vector lanes (the
 //!   groups are fixed by the shape); the groups' sums are added in group
-//!   order, so the result does not depend on the thread count.
+//!   order, so the result does not depend on the thread count. With
+//!   AVX-512F a tile is up to 8 channels x 6 taps, each 16-lane register
+//!   holding two taps' 8-lane sums, which take the same products in the
+//!   same order as the AVX2 lanes: the same bits.
 //!
 //! Native `fp32` sums in its own order (DESIGN.md: native paths are
 //! compared with a tolerance, not to the bit); every result here is the same
@@ -114,21 +117,29 @@ impl Geometry {
 
     /// Copy image `img` (`cin` planes of `h x w`) into `xp`, zero-padded.
     fn pad_image(&self, img: &[f32], xp: &mut Vec<f32>) {
-        xp.clear();
+        // Every element is written by `pad_into`; the buffer only grows.
         xp.resize(self.cin * self.padded_h() * self.padded_w(), 0.0);
         self.pad_into(img, xp);
     }
 
-    /// Write image `img` zero-padded into `xp` (every element of it).
+    /// Write image `img` zero-padded into `xp` (every element of it, once:
+    /// the padding rows and the ends of each image row are zeroed, the
+    /// image rows copied between them).
     fn pad_into(&self, img: &[f32], xp: &mut [f32]) {
         let (pw_, ph_) = (self.padded_w(), self.padded_h());
         debug_assert!(xp.len() == self.cin * ph_ * pw_);
-        xp.fill(0.0);
-        for c in 0..self.cin {
-            for i in 0..self.h {
+        for (c, plane) in xp.chunks_exact_mut(ph_ * pw_).enumerate() {
+            let (top, rest) = plane.split_at_mut(self.ph * pw_);
+            let (body, bottom) = rest.split_at_mut(self.h * pw_);
+            top.fill(0.0);
+            bottom.fill(0.0);
+            for (i, row) in body.chunks_exact_mut(pw_).enumerate() {
                 let src = &img[(c * self.h + i) * self.w..][..self.w];
-                let at = (c * ph_ + i + self.ph) * pw_ + self.pw;
-                xp[at..at + self.w].copy_from_slice(src);
+                let (left, rest) = row.split_at_mut(self.pw);
+                let (mid, right) = rest.split_at_mut(self.w);
+                left.fill(0.0);
+                mid.copy_from_slice(src);
+                right.fill(0.0);
             }
         }
     }
@@ -149,10 +160,10 @@ fn vectors(oh: usize, ow: usize) -> Vec<(usize, usize, usize)> {
     v
 }
 
-/// Whether the forward kernels take 16-lane AVX-512 vectors (detected
-/// once; `APPROXTRAIN_NO_AVX512`, any value, keeps the 8-lane AVX2 ones).
-/// Both compute every output element with the same fused multiply-adds in
-/// the same order, so they give the same bits.
+/// Whether the kernels take 16-lane AVX-512 vectors (detected once;
+/// `APPROXTRAIN_NO_AVX512`, any value, keeps the 8-lane AVX2 ones). Both
+/// compute every output element with the same fused multiply-adds in the
+/// same order, so they give the same bits.
 fn wide_forward() -> bool {
     static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *WIDE.get_or_init(|| {
@@ -500,6 +511,12 @@ pub(crate) fn grad_input(s: &Conv2dShape, dy: &[f32], w: &[f32], dx: &mut [f32])
 /// of dy[o][r][q] * xpad[c][r + i][q + j]`. The caller checked [`applies`]
 /// and the buffer lengths.
 pub(crate) fn grad_weight(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    grad_weight_with(s, x, dy, dw, wide_forward())
+}
+
+/// [`grad_weight`] with the AVX-512 kernel (`wide`, on a CPU that has it)
+/// or the AVX2 one: the same sums in the same order, so the same bits.
+fn grad_weight_with(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32], wide: bool) {
     let g = Geometry::of(s);
     let (oh, ow) = (g.oh(), g.ow());
     let taps = g.cin * g.kh * g.kw;
@@ -516,7 +533,9 @@ pub(crate) fn grad_weight(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]
         .for_each(|(d, img)| g.pad_into(img, d));
     let xp_all = &*xp_all;
     // One partial [o][tap] per group of images, added in group order; the
-    // blocks of 4 output channels of a group are jobs of their own.
+    // blocks of output channels of a group (4, or 8 for the AVX-512
+    // kernel) are jobs of their own.
+    let cb_len = if wide { 8 } else { 4 };
     let mut parts = vec![0.0f32; groups * g.cout * taps];
     parts
         .par_chunks_mut(g.cout * taps)
@@ -526,13 +545,19 @@ pub(crate) fn grad_weight(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]
             let n1 = (n0 + group).min(s.batch);
             let xps: Vec<&[f32]> = (n0..n1).map(|n| &xp_all[n * plen..][..plen]).collect();
             let dys: Vec<&[f32]> = (n0..n1).map(|n| &dy[n * out_len..][..out_len]).collect();
-            part.par_chunks_mut(4 * taps)
+            part.par_chunks_mut(cb_len * taps)
                 .enumerate()
                 .for_each(|(cb, rows)| {
-                    // SAFETY: AVX2 and FMA were detected (`applies`); loads
-                    // stay inside the padded copies and the output-gradient
-                    // planes (see `weight_tile`).
-                    unsafe { grad_weight_block(&g, &xps, &dys, cb * 4, rows) };
+                    if wide {
+                        // SAFETY: the caller saw AVX-512F (and `applies`
+                        // AVX2 and FMA); loads as in `weight_tile`.
+                        unsafe { grad_weight_block16(&g, &xps, &dys, cb * 8, rows) };
+                    } else {
+                        // SAFETY: AVX2 and FMA were detected (`applies`);
+                        // loads stay inside the padded copies and the
+                        // output-gradient planes (see `weight_tile`).
+                        unsafe { grad_weight_block(&g, &xps, &dys, cb * 4, rows) };
+                    }
                 });
         });
     dw.fill(0.0);
@@ -605,6 +630,171 @@ unsafe fn grad_weight_block(
                 rows[o * taps + t0 + t] =
                     ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
             }
+        }
+    }
+}
+
+/// [`grad_weight_block`] in AVX-512 for rows `co0..co0 + 8` (clipped):
+/// tiles of 8 channels x 6 taps, each 16-lane sum holding two taps' 8-lane
+/// sums (taps `2p` and `2p + 1` of the tile in its low and high halves).
+/// Each half takes exactly the fused multiply-adds of one AVX2 lane sum of
+/// [`weight_tile`], in the same order, and the halves are folded as the
+/// AVX2 lanes are: the same bits.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn grad_weight_block16(
+    g: &Geometry,
+    xps: &[&[f32]],
+    dys: &[&[f32]],
+    co0: usize,
+    rows: &mut [f32],
+) {
+    let taps = g.cin * g.kh * g.kw;
+    let (pw_, ph_) = (g.padded_w(), g.padded_h());
+    let cob = 8.min(g.cout - co0);
+    debug_assert!(rows.len() == cob * taps);
+    let tiles = taps.div_ceil(6);
+    let offs: Vec<usize> = (0..taps)
+        .map(|tap| {
+            let (c, i, j) = (tap / (g.kh * g.kw), (tap / g.kw) % g.kh, tap % g.kw);
+            (c * ph_ + i) * pw_ + j
+        })
+        .collect();
+    // The padded-image offsets of each tile's tap pairs (a pair with one
+    // tap repeats it; its high half is not used).
+    let pairs: Vec<[[usize; 2]; 3]> = (0..tiles)
+        .map(|tile| {
+            let (t0, t1) = (tile * 6, (tile * 6 + 6).min(taps));
+            std::array::from_fn(|p| {
+                let a = (t0 + 2 * p).min(t1 - 1);
+                [offs[a], offs[(a + 1).min(t1 - 1)]]
+            })
+        })
+        .collect();
+    let mut acc = vec![[[_mm512_setzero_ps(); 3]; 8]; tiles];
+    // Images whose output gradients (of these channels) fit in 16 KiB go
+    // through a tile together, its sums staying in registers: small planes
+    // would otherwise spend as long moving the sums as adding to them.
+    let ib = (16384 / (cob * g.oh() * g.ow() * 4).max(1)).max(1);
+    for (xp, dy) in xps.chunks(ib).zip(dys.chunks(ib)) {
+        for (tile, acc) in acc.iter_mut().enumerate() {
+            let tp = (6.min(taps - tile * 6)).div_ceil(2);
+            let img = (xp, dy);
+            let po = &pairs[tile];
+            macro_rules! tile {
+                ($($c:literal)*) => {
+                    match (cob, tp) {
+                        $(($c, 3) => weight_tile16::<$c, 3>(g, img, co0, po, acc),
+                          ($c, 2) => weight_tile16::<$c, 2>(g, img, co0, po, acc),
+                          ($c, _) => weight_tile16::<$c, 1>(g, img, co0, po, acc),)*
+                        _ => unreachable!(),
+                    }
+                };
+            }
+            tile!(1 2 3 4 5 6 7 8);
+        }
+    }
+    for (tile, acc) in acc.iter().enumerate() {
+        let t0 = tile * 6;
+        let tb = 6.min(taps - t0);
+        for (o, acc) in acc.iter().enumerate().take(cob) {
+            for (p, a) in acc.iter().enumerate().take(tb.div_ceil(2)) {
+                let mut l = [0.0f32; 16];
+                _mm512_storeu_ps(l.as_mut_ptr(), *a);
+                for half in 0..2 {
+                    let t = t0 + 2 * p + half;
+                    if t < t0 + tb {
+                        let l = &l[half * 8..half * 8 + 8];
+                        // As in `grad_weight_block`.
+                        rows[o * taps + t] =
+                            ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Two 8-float vectors as the low and high halves of one.
+#[inline(always)]
+unsafe fn halves(lo: __m256, hi: __m256) -> __m512 {
+    _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+        _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
+        _mm256_castps_pd(hi),
+    ))
+}
+
+/// [`weight_tile`] for `COB` channels and `TP` tap pairs with 16-lane
+/// sums, over the images `xps`/`dys` in order: lane `l` of half `h` of pair
+/// `p` takes the products of lane `l` of tap `po[p][h]`.
+#[inline(always)]
+unsafe fn weight_tile16<const COB: usize, const TP: usize>(
+    g: &Geometry,
+    (xps, dys): (&[&[f32]], &[&[f32]]),
+    co0: usize,
+    po: &[[usize; 2]; 3],
+    sums: &mut [[__m512; 3]; 8],
+) {
+    let (oh, ow) = (g.oh(), g.ow());
+    let pw_ = g.padded_w();
+    let mut acc = [[_mm512_setzero_ps(); TP]; COB];
+    for o in 0..COB {
+        for p in 0..TP {
+            acc[o][p] = sums[o][p];
+        }
+    }
+    let full = ow / 8 * 8;
+    let tail = _mm256_cmpgt_epi32(
+        _mm256_set1_epi32((ow - full) as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    );
+    for (xp, dy) in xps.iter().zip(dys) {
+        debug_assert!(dy.len() == g.cout * oh * ow);
+        // Loads as in `weight_tile`: 8 floats of x per tap, inside the padded
+        // copy; 8 of dy per channel, masked at the end of a row.
+        let xt: [[*const f32; 2]; TP] =
+            std::array::from_fn(|p| [xp.as_ptr().add(po[p][0]), xp.as_ptr().add(po[p][1])]);
+        let dyo: [*const f32; COB] = std::array::from_fn(|o| dy.as_ptr().add((co0 + o) * oh * ow));
+        for r in 0..oh {
+            let (xr, dr) = (r * pw_, r * ow);
+            let mut c = 0;
+            while c < full {
+                let a: [__m512; TP] = std::array::from_fn(|p| {
+                    halves(
+                        _mm256_loadu_ps(xt[p][0].add(xr + c)),
+                        _mm256_loadu_ps(xt[p][1].add(xr + c)),
+                    )
+                });
+                for (o, acc) in acc.iter_mut().enumerate() {
+                    // Both halves from one broadcast load (no shuffle).
+                    let d = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_loadu_pd(
+                        dyo[o].add(dr + c) as *const f64,
+                    )));
+                    for p in 0..TP {
+                        acc[p] = _mm512_fmadd_ps(d, a[p], acc[p]);
+                    }
+                }
+                c += 8;
+            }
+            if full < ow {
+                let a: [__m512; TP] = std::array::from_fn(|p| {
+                    halves(
+                        _mm256_maskload_ps(xt[p][0].add(xr + full), tail),
+                        _mm256_maskload_ps(xt[p][1].add(xr + full), tail),
+                    )
+                });
+                for (o, acc) in acc.iter_mut().enumerate() {
+                    let d = _mm256_maskload_ps(dyo[o].add(dr + full), tail);
+                    let d = halves(d, d);
+                    for p in 0..TP {
+                        acc[p] = _mm512_fmadd_ps(d, a[p], acc[p]);
+                    }
+                }
+            }
+        }
+    }
+    for o in 0..COB {
+        for p in 0..TP {
+            sums[o][p] = acc[o][p];
         }
     }
 }
@@ -683,9 +873,60 @@ mod tests {
     use super::*;
     use rand::Rng;
 
+    /// The AVX-512 weight-gradient kernel gives the AVX2 kernel's bits:
+    /// channel blocks of 1 to 8, tap tiles of 1 to 6, rows with and without
+    /// a tail, non-finite values included (a NaN is a NaN in both; which
+    /// operand's payload it carries follows the instruction forms the
+    /// compiler picks).
+    #[test]
+    fn avx512_weight_gradient_matches_avx2_bit_for_bit() {
+        if !is_x86_feature_detected!("avx512f") || !is_x86_feature_detected!("avx2") {
+            eprintln!("skipped: this CPU has no AVX-512F (the 16-lane kernels cannot run here)");
+            return;
+        }
+        let mut rng = crate::engine::test_rng();
+        for case in 0..60 {
+            let kh = rng.gen_range(1..=5);
+            let kw = rng.gen_range(1..=5);
+            let (h, w) = (rng.gen_range(kh..=kh + 20), rng.gen_range(kw..=kw + 30));
+            let (ph, pw) = (rng.gen_range(0..kh), rng.gen_range(0..kw));
+            let mut s = Conv2dShape::new(
+                rng.gen_range(1..=5),
+                rng.gen_range(1..=9),
+                h,
+                w,
+                rng.gen_range(1..=19),
+                kh,
+            );
+            s.kernel_w = kw;
+            s.padding = (ph, pw);
+            assert!(applies(&s));
+            let special = case % 4 == 0;
+            let value = |rng: &mut rand_chacha::ChaCha8Rng| {
+                if special && rng.gen_range(0..50) == 0 {
+                    [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0][rng.gen_range(0..4)]
+                } else {
+                    rng.gen_range(-2.0f32..2.0)
+                }
+            };
+            let x: Vec<f32> = (0..s.x_len()).map(|_| value(&mut rng)).collect();
+            let dy: Vec<f32> = (0..s.y_len()).map(|_| value(&mut rng)).collect();
+            let (mut narrow, mut wide) = (vec![1.0f32; s.w_len()], vec![2.0f32; s.w_len()]);
+            grad_weight_with(&s, &x, &dy, &mut narrow, false);
+            grad_weight_with(&s, &x, &dy, &mut wide, true);
+            for (i, (a, b)) in narrow.iter().zip(&wide).enumerate() {
+                assert!(
+                    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                    "case {case} ({s:?}), element {i}: AVX2 {a} vs AVX-512 {b}"
+                );
+            }
+        }
+    }
+
     /// The AVX-512 forward kernels give the AVX2 kernels' bits: full,
     /// partial and two-row vectors, odd output heights, every channel block
-    /// of 1 to 8, non-finite inputs and weights included.
+    /// of 1 to 8, non-finite inputs and weights included (a NaN is a NaN in
+    /// both, whatever its payload).
     #[test]
     fn avx512_forward_matches_avx2_bit_for_bit() {
         if !is_x86_feature_detected!("avx512f") || !is_x86_feature_detected!("avx2") {
@@ -727,7 +968,7 @@ mod tests {
             conv_s1_with(&g, &x, &wt, &mut wide, true);
             for (i, (a, b)) in narrow.iter().zip(&wide).enumerate() {
                 assert!(
-                    a.to_bits() == b.to_bits(),
+                    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
                     "case {case} ({} -> {} channels, {}x{} kernel {}x{} pad {},{}), element {i}: \
                      AVX2 {a} vs AVX-512 {b}",
                     g.cin,
