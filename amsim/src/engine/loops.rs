@@ -60,29 +60,21 @@ const X_BLOCK: usize = 128;
 
 /// Rows of a job computed at a time (a multiple of every `MR`): their
 /// packed operand (`ROW_CHUNK * X_BLOCK` scales and offsets) and their
-/// accumulator tiles stay in L2, instead of streaming through memory when a
-/// job holds many rows. Each chunk expands the second operand again, unless
-/// the whole of `k` is one expansion block (see [`WHOLE_K_BYTES`]). Tables
-/// wider than this many rows take longer chunks (see [`chunk_for`]).
-const ROW_CHUNK: usize = 480;
+/// accumulator tiles stay in L2 or the near part of L3, instead of
+/// streaming through memory when a job holds many rows. Each chunk expands
+/// the second operand again, unless the whole of `k` is one expansion block
+/// (see [`WHOLE_K_BYTES`]), so longer chunks share each expansion among
+/// more rows. Tables wider than this many rows take longer chunks (see
+/// [`chunk_for`]). Measured at 7 bits on 2-core machines: with the AVX2
+/// kernels on a Zen 3 (512 KiB L2), 1,920 rows ran 10-25% faster than 480
+/// on the 1024^3 GEMM and ResNet-20's convolution shapes, 960 in between;
+/// with the AVX-512 kernels on a Xeon (2 MiB L2), the 1024^3 GEMM went from
+/// 18-20 to 28-30 GMAC/s and ResNet-20's stride-1 shapes 0-30% faster.
+const ROW_CHUNK: usize = 1920;
 
-/// [`ROW_CHUNK`] for the AVX2 kernels' 6-row tiles: an AVX2 expansion row
-/// costs about three fused rows (8-lane transposes and stores) against 1.5
-/// for AVX-512, so a chunk shares each expansion among 4x the rows.
-/// Measured on a 2-core Zen 3 at 7 bits (1024^3 GEMM and ResNet-20's
-/// convolution shapes), 1,920 rows ran 10-25% faster than 480, and 960 in
-/// between.
-const ROW_CHUNK_AVX2: usize = 1920;
-
-/// The rows per chunk for micro-kernel tiles of `mr` rows (the AVX2
-/// kernels' tile height is theirs alone).
+/// The rows per chunk for micro-kernel tiles of `mr` rows.
 fn row_chunk(mr: usize) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    if mr == super::x86::MR256 {
-        return ROW_CHUNK_AVX2;
-    }
-    let _ = mr;
-    ROW_CHUNK
+    (ROW_CHUNK / mr).max(1) * mr
 }
 
 /// Least rows of a chunk for tables wider than [`ROW_CHUNK`] rows (see
