@@ -71,7 +71,27 @@ enum Command {
     Data(cli::data::DataCommand),
 }
 
+/// Training frees and allocates the same large activation buffers every
+/// step. By default glibc hands freed blocks of a few MB back to the OS
+/// (`munmap`, heap trimming) and the next step faults their pages in again,
+/// zeroed; keeping them in the process (blocks up to 32 MiB from the heap,
+/// no trimming) made a ResNet-20 fp32 step about 7% faster on a 2-core
+/// Xeon. The peak memory is the same; the process keeps it until it exits.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory() {
+    // SAFETY: `mallopt` only sets allocator parameters; this runs before
+    // any other thread starts. A refused value leaves glibc's default.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory() {}
+
 fn main() {
+    keep_freed_memory();
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
         if let Err(e) = experiments::options::check_threads(n) {
