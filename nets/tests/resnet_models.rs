@@ -217,3 +217,56 @@ fn augmented_training_is_reproducible_at_any_thread_count() {
     let plain = train_one_epoch(&data, seed, None, 2);
     assert!(one != plain, "augmentation changed nothing");
 }
+
+/// A convolution inside a residual block has no bias (`without_bias`):
+/// skipping the zero bias gives the same bits as adding it (a sum that
+/// starts at +0.0 is never -0.0), forward and backward, with native and
+/// table products, on inputs and weights full of signed zeros; its bias
+/// gets no gradient.
+#[test]
+fn a_convolution_without_bias_gives_the_bits_of_a_zero_bias() {
+    use nets::init::Init;
+    use nets::layers::conv2d::{Conv2d, Conv2dSpec};
+    use nets::layers::Layer;
+    let mut rng = test_rng("a_convolution_without_bias_gives_the_bits_of_a_zero_bias");
+    for plan in [fp32(), MultiplierPlan::uniform(support::mitchell_lut(7))] {
+        for (stride, pad) in [(1, 1), (2, 1), (1, 0)] {
+            let spec = Conv2dSpec::square(3, 5, 3).stride(stride).padding(pad);
+            let mut with = Conv2d::new("c", spec, plan.clone(), Init::HeNormal, &mut rng).unwrap();
+            let mut without = with.clone().without_bias();
+            let mut signed_zeros = |v: &mut [f32]| {
+                for x in v.iter_mut() {
+                    // Mostly zeros, so that many sums are exact zeros
+                    // made of signed zero products.
+                    *x = match rng.gen_range(0..10) {
+                        0..=3 => 0.0,
+                        4..=7 => -0.0,
+                        _ => rng.gen_range(-1.0f32..1.0),
+                    };
+                }
+            };
+            signed_zeros(&mut with.weight.value);
+            without.weight.value.clone_from(&with.weight.value);
+            let mut x = Tensor::zeros(&[2, 3, 7, 6]);
+            signed_zeros(&mut x.data);
+            let (ya, yb) = (
+                with.forward(&x, true).unwrap(),
+                without.forward(&x, true).unwrap(),
+            );
+            let bits = |t: &Tensor| t.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&ya), bits(&yb), "forward, stride {stride} pad {pad}");
+            assert!(ya.data.iter().any(|v| *v == 0.0), "no zero output to check");
+            let mut dy = Tensor::zeros(&ya.shape);
+            signed_zeros(&mut dy.data);
+            let (da, db) = (
+                with.backward(&dy, true).unwrap().unwrap(),
+                without.backward(&dy, true).unwrap().unwrap(),
+            );
+            assert_eq!(bits(&da), bits(&db), "input gradient");
+            let wbits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(wbits(&with.weight.grad), wbits(&without.weight.grad));
+            assert!(without.bias.grad.iter().all(|g| *g == 0.0));
+            assert!(with.bias.grad.iter().any(|g| *g != 0.0));
+        }
+    }
+}

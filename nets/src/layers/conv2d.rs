@@ -95,6 +95,9 @@ pub struct Conv2d {
     pub weight: Param,
     /// `b [C_out]`.
     pub bias: Param,
+    /// Whether the bias is added and trained ([`Conv2d::without_bias`]
+    /// clears it).
+    biased: bool,
     /// Backward cache: the input `x` of the last training forward.
     cache_x: Vec<f32>,
     /// Backward cache: the geometry of that forward.
@@ -138,10 +141,22 @@ impl Conv2d {
             plan,
             weight,
             bias: Param::zeros(format!("{name}.bias"), &[spec.out_channels], false),
+            biased: true,
             cache_x: Vec::new(),
             cache_shape: None,
             gpu_cache: crate::device::GpuCache(None),
         })
+    }
+
+    /// The layer with no bias: its bias stays zero, is not added and gets
+    /// no gradient (a convolution followed by batch norm, whose β plays its
+    /// role). The outputs are the same bits as adding the zero bias: a sum
+    /// that starts at `+0.0` is never `-0.0`, so `y + 0.0 == y`; the layer
+    /// only skips that pass over its output and the bias-gradient pass over
+    /// its output gradient.
+    pub fn without_bias(mut self) -> Conv2d {
+        self.biased = false;
+        self
     }
 
     /// The layer's hyper-parameters.
@@ -219,16 +234,18 @@ impl Layer for Conv2d {
         }
         let plane = oh * ow;
         let bias = &self.bias.value;
-        y.data
-            .par_chunks_mut(plane)
-            .enumerate()
-            .with_min_len(min_planes_per_task(plane))
-            .for_each(|(i, chunk)| {
-                let b = bias[i % s.out_channels];
-                for v in chunk {
-                    *v += b;
-                }
-            });
+        if self.biased {
+            y.data
+                .par_chunks_mut(plane)
+                .enumerate()
+                .with_min_len(min_planes_per_task(plane))
+                .for_each(|(i, chunk)| {
+                    let b = bias[i % s.out_channels];
+                    for v in chunk {
+                        *v += b;
+                    }
+                });
+        }
         if train {
             self.cache_x.clear();
             if self.gpu_cache.0.is_none() {
@@ -272,7 +289,10 @@ impl Layer for Conv2d {
         // db[o] = Σ over the batch and the plane, in an order fixed by the
         // shapes (see `channel_sums`), not by the threads.
         let plane = s.out_h() * s.out_w();
-        self.bias.grad = channel_sums(s.batch, s.out_channels, plane, &dy.data, None, |_, g, _| g);
+        if self.biased {
+            self.bias.grad =
+                channel_sums(s.batch, s.out_channels, plane, &dy.data, None, |_, g, _| g);
+        }
         if !need_input_grad {
             return Ok(None);
         }

@@ -144,7 +144,8 @@ impl ResidualBlock {
             let k = i + 1;
             let last = k == specs.len();
             stages.push(Stage {
-                conv: Conv2d::new(&format!("{name}.conv{k}"), *spec, plan.clone(), init, rng)?,
+                conv: Conv2d::new(&format!("{name}.conv{k}"), *spec, plan.clone(), init, rng)?
+                    .without_bias(),
                 bn: BatchNorm2d::new(&format!("{name}.bn{k}"), spec.out_channels),
                 relu: (!last).then(|| Relu::new(&format!("{name}.relu{k}"))),
             });

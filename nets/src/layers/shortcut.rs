@@ -95,13 +95,16 @@ impl Shortcut {
         }
         match kind {
             ShortcutKind::Projection => Ok(Shortcut::Projection {
-                conv: Box::new(Conv2d::new(
-                    &format!("{block}.shortcut.conv"),
-                    Conv2dSpec::square(in_channels, out_channels, 1).stride(stride),
-                    plan,
-                    init,
-                    rng,
-                )?),
+                conv: Box::new(
+                    Conv2d::new(
+                        &format!("{block}.shortcut.conv"),
+                        Conv2dSpec::square(in_channels, out_channels, 1).stride(stride),
+                        plan,
+                        init,
+                        rng,
+                    )?
+                    .without_bias(),
+                ),
                 bn: Box::new(BatchNorm2d::new(
                     &format!("{block}.shortcut.bn"),
                     out_channels,
