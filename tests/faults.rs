@@ -20,28 +20,15 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nets::checkpoint::{Checkpoint, FAIL_WRITES_ENV};
 use rand::Rng;
-use support::{command, failure_stderr, metrics_without_seconds, s, stderr, test_rng};
-
-/// A data directory holding `mnist/`: the subset shipped in the repository.
-fn shipped_data(root: &Path) -> PathBuf {
-    let data = root.join("data");
-    let mnist = data.join("mnist");
-    std::fs::create_dir_all(&mnist).unwrap();
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("data-subset/mnist");
-    for entry in std::fs::read_dir(shipped).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name().to_string_lossy().ends_with(".gz") {
-            std::fs::copy(entry.path(), mnist.join(entry.file_name())).unwrap();
-        }
-    }
-    data
-}
+use support::{
+    command, failure_stderr, metrics_without_seconds, s, shipped_mnist, stderr, test_rng,
+};
 
 /// The arguments of the small run into `out`: 3 epochs of 32 batches.
 fn run_args(data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
@@ -125,7 +112,7 @@ fn temp_files(dir: &Path) -> Vec<String> {
 fn kill_9_at_20_random_moments_then_resume_gives_the_uninterrupted_result_byte_for_byte() {
     let mut rng = test_rng();
     let tmp = tempfile::tempdir().unwrap();
-    let data = shipped_data(tmp.path());
+    let data = shipped_mnist(&tmp.path().join("data"));
     let reference = tmp.path().join("reference");
     let started = Instant::now();
     assert!(run(&run_args(&data, &reference, &[]), &[]).status.success());
@@ -173,7 +160,7 @@ fn kill_9_at_20_random_moments_then_resume_gives_the_uninterrupted_result_byte_f
 /// finishes the run as an uninterrupted one.
 fn disk_full_during(file: &str, k: usize, checkpointed_epochs: u64) {
     let tmp = tempfile::tempdir().unwrap();
-    let data = shipped_data(tmp.path());
+    let data = shipped_mnist(&tmp.path().join("data"));
     let reference = tmp.path().join("reference");
     assert!(run(&run_args(&data, &reference, &[]), &[]).status.success());
     let dir = tmp.path().join("full");
@@ -239,7 +226,7 @@ fn signal(child: &Child, signal: &str) {
 #[test]
 fn a_second_process_on_a_run_directory_is_refused_while_the_first_runs() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = shipped_data(tmp.path());
+    let data = shipped_mnist(&tmp.path().join("data"));
     let reference = tmp.path().join("reference");
     assert!(run(&run_args(&data, &reference, &[]), &[]).status.success());
     let dir = tmp.path().join("shared");
@@ -288,7 +275,7 @@ fn interrupted_run(data: &Path, dir: &Path, extra: &[&str]) {
 #[test]
 fn resume_refuses_a_changed_table_data_directory_or_seed_naming_it_unless_forced() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = shipped_data(tmp.path());
+    let data = shipped_mnist(&tmp.path().join("data"));
     let lut = tmp.path().join("t.lut");
     let lut_build = |model: &str| {
         let out = run(

@@ -11,24 +11,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::{approxtrain, approxtrain_in, command, failure_stderr, metrics_without_seconds, s};
-
-/// A data directory holding `mnist/`: the subset shipped in the repository.
-fn shipped_data(root: &Path) -> PathBuf {
-    let mnist = root.join("mnist");
-    std::fs::create_dir_all(&mnist).unwrap();
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("data-subset/mnist");
-    for entry in std::fs::read_dir(shipped).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name().to_string_lossy().ends_with(".gz") {
-            std::fs::copy(entry.path(), mnist.join(entry.file_name())).unwrap();
-        }
-    }
-    root.to_path_buf()
-}
+use support::{
+    approxtrain, approxtrain_in, command, failure_stderr, metrics_without_seconds, s, shipped_mnist,
+};
 
 const SMALL: [&str; 10] = [
     "--net",
@@ -69,7 +57,7 @@ fn an_explicit_data_directory_without_the_dataset_is_an_error_and_creates_nothin
     );
     assert!(!out.exists(), "a run directory was created");
     // One of the four files missing: named.
-    let data = shipped_data(&tmp.path().join("three"));
+    let data = shipped_mnist(&tmp.path().join("three"));
     std::fs::remove_file(data.join("mnist/t10k-labels-idx1-ubyte.gz")).unwrap();
     let err = failure_stderr(&train_in(
         tmp.path(),
@@ -83,7 +71,7 @@ fn an_explicit_data_directory_without_the_dataset_is_an_error_and_creates_nothin
 fn a_run_with_a_relative_data_directory_resumes_on_the_same_data_from_anywhere() {
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("work");
-    shipped_data(&work.join("data1"));
+    shipped_mnist(&work.join("data1"));
     let elsewhere = tmp.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
     // Uninterrupted reference, and a run stopped after its first epoch.
@@ -146,7 +134,7 @@ fn values_run_toml_cannot_hold_are_refused_before_a_directory_is_created() {
     {
         use std::os::unix::ffi::OsStrExt;
         let bad = tmp.path().join(std::ffi::OsStr::from_bytes(b"data-\xff"));
-        shipped_data(&bad);
+        shipped_mnist(&bad);
         let o = command()
             .current_dir(tmp.path())
             .arg("train")

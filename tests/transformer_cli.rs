@@ -348,32 +348,34 @@ fn bad_text_files_and_sizes_are_one_line_errors() {
     }
 }
 
-/// `bench train --net transformer` times the default model's optimizer
-/// steps for FP32 (first, the baseline) and each multiplier asked for, and
-/// reports seconds per step, the ratio to FP32 and the share in AMSim
-/// products; without a text dataset it is a one-line error.
-#[test]
-fn bench_train_times_transformer_steps_per_multiplier() {
-    let seed = test_seed();
+/// `approxtrain bench train --net transformer` on a random text (printed
+/// seed), batches of 2 windows, with `extra` flags.
+fn bench_transformer(extra: &[&str]) -> Output {
     let tmp = tempfile::tempdir().unwrap();
     let text = tmp.path().join("words.txt");
-    write_text(&text, seed);
+    write_text(&text, test_seed());
     let dataset = format!("text:{}", text.display());
-    let out = approxtrain(&[
+    let mut args = vec![
         "bench",
         "train",
         "--net",
         "transformer",
         "--dataset",
         &dataset,
-        "--multiplier",
-        "mbm:7",
-        "--steps",
-        "2",
         "--batch-size",
         "2",
-        "--json",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    approxtrain(&args)
+}
+
+/// `bench train --net transformer` times the default model's optimizer
+/// steps for FP32 (first, the baseline) and each multiplier asked for, and
+/// reports seconds per step, the ratio to FP32 and the share in AMSim
+/// products; without a text dataset it is a one-line error.
+#[test]
+fn bench_train_times_transformer_steps_per_multiplier() {
+    let out = bench_transformer(&["--multiplier", "mbm:7", "--steps", "2", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let rows = json_lines(&out);
     let labels: Vec<&str> = rows
@@ -430,25 +432,7 @@ fn bench_train_times_transformer_steps_per_multiplier() {
 /// Transformer of the library), not fixed text.
 #[test]
 fn bench_train_names_the_transformer_it_times() {
-    let seed = test_seed();
-    let tmp = tempfile::tempdir().unwrap();
-    let text = tmp.path().join("words.txt");
-    write_text(&text, seed);
-    let dataset = format!("text:{}", text.display());
-    let out = approxtrain(&[
-        "bench",
-        "train",
-        "--net",
-        "transformer",
-        "--dataset",
-        &dataset,
-        "--multiplier",
-        "fp32",
-        "--steps",
-        "1",
-        "--batch-size",
-        "2",
-    ]);
+    let out = bench_transformer(&["--multiplier", "fp32", "--steps", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let spec = experiments::lm::TransformerSpec::default();
     let want = format!(

@@ -115,6 +115,22 @@ impl Geometry {
         self.h + 2 * self.ph
     }
 
+    /// Where each tap `(c, i, j)` (tap-major, as the weights) starts in the
+    /// padded copy of an image.
+    fn tap_offsets(&self) -> Vec<usize> {
+        let (pw_, ph_) = (self.padded_w(), self.padded_h());
+        (0..self.cin * self.kh * self.kw)
+            .map(|tap| {
+                let (c, i, j) = (
+                    tap / (self.kh * self.kw),
+                    (tap / self.kw) % self.kh,
+                    tap % self.kw,
+                );
+                (c * ph_ + i) * pw_ + j
+            })
+            .collect()
+    }
+
     /// Copy image `img` (`cin` planes of `h x w`) into `xp`, zero-padded.
     fn pad_image(&self, img: &[f32], xp: &mut Vec<f32>) {
         // Every element is written by `pad_into`; the buffer only grows.
@@ -164,7 +180,7 @@ fn vectors(oh: usize, ow: usize) -> Vec<(usize, usize, usize)> {
 /// `APPROXTRAIN_NO_AVX512`, any value, keeps the 8-lane AVX2 ones). Both
 /// compute every output element with the same fused multiply-adds in the
 /// same order, so they give the same bits.
-fn wide_forward() -> bool {
+fn wide_kernels() -> bool {
     static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *WIDE.get_or_init(|| {
         is_x86_feature_detected!("avx512f") && std::env::var_os("APPROXTRAIN_NO_AVX512").is_none()
@@ -174,7 +190,7 @@ fn wide_forward() -> bool {
 /// `out = conv(x, wt)` for the geometry `g` (see [`Geometry`]), images in
 /// parallel, with the widest kernels the CPU has.
 fn conv_s1(g: &Geometry, x: &[f32], wt: &[f32], out: &mut [f32]) {
-    conv_s1_with(g, x, wt, out, wide_forward())
+    conv_s1_with(g, x, wt, out, wide_kernels())
 }
 
 /// [`conv_s1`] with the AVX-512 kernels (`wide`, on a CPU that has them)
@@ -183,8 +199,11 @@ fn conv_s1_with(g: &Geometry, x: &[f32], wt: &[f32], out: &mut [f32], wide: bool
     let (oh, ow) = (g.oh(), g.ow());
     let in_len = g.cin * g.h * g.w;
     let out_len = g.cout * oh * ow;
-    let vecs = vectors(oh, ow);
-    let vecs16 = if wide { vectors16(oh, ow) } else { Vec::new() };
+    let (vecs, vecs16) = if wide {
+        (Vec::new(), vectors16(oh, ow))
+    } else {
+        (vectors(oh, ow), Vec::new())
+    };
     out.par_chunks_mut(out_len)
         .zip(x.par_chunks(in_len))
         .for_each(|(y, img)| {
@@ -278,9 +297,7 @@ unsafe fn forward_image16(g: &Geometry, xp: &[f32], wt: &[f32], vecs: &[Vec16], 
 #[inline(always)]
 unsafe fn load16<const TWO: bool>(row: *const f32, row2: *const f32, mask: __mmask16) -> __m512 {
     if TWO {
-        let lo = _mm512_castps256_ps512(_mm256_loadu_ps(row));
-        let hi = _mm256_castps_pd(_mm256_loadu_ps(row2));
-        _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castps_pd(lo), hi))
+        halves(_mm256_loadu_ps(row), _mm256_loadu_ps(row2))
     } else {
         _mm512_maskz_loadu_ps(mask, row)
     }
@@ -511,7 +528,7 @@ pub(crate) fn grad_input(s: &Conv2dShape, dy: &[f32], w: &[f32], dx: &mut [f32])
 /// of dy[o][r][q] * xpad[c][r + i][q + j]`. The caller checked [`applies`]
 /// and the buffer lengths.
 pub(crate) fn grad_weight(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
-    grad_weight_with(s, x, dy, dw, wide_forward())
+    grad_weight_with(s, x, dy, dw, wide_kernels())
 }
 
 /// [`grad_weight`] with the AVX-512 kernel (`wide`, on a CPU that has it)
@@ -532,6 +549,7 @@ fn grad_weight_with(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32], wide
         .zip(x.par_chunks(in_len))
         .for_each(|(d, img)| g.pad_into(img, d));
     let xp_all = &*xp_all;
+    let offs = &g.tap_offsets()[..];
     // One partial [o][tap] per group of images, added in group order; the
     // blocks of output channels of a group (4, or 8 for the AVX-512
     // kernel) are jobs of their own.
@@ -551,12 +569,12 @@ fn grad_weight_with(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32], wide
                     if wide {
                         // SAFETY: the caller saw AVX-512F (and `applies`
                         // AVX2 and FMA); loads as in `weight_tile`.
-                        unsafe { grad_weight_block16(&g, &xps, &dys, cb * 8, rows) };
+                        unsafe { grad_weight_block16(&g, offs, &xps, &dys, cb * 8, rows) };
                     } else {
                         // SAFETY: AVX2 and FMA were detected (`applies`);
                         // loads stay inside the padded copies and the
                         // output-gradient planes (see `weight_tile`).
-                        unsafe { grad_weight_block(&g, &xps, &dys, cb * 4, rows) };
+                        unsafe { grad_weight_block(&g, offs, &xps, &dys, cb * 4, rows) };
                     }
                 });
         });
@@ -569,7 +587,7 @@ fn grad_weight_with(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32], wide
 }
 
 /// Rows `co0..co0 + 4` (clipped) of a group's partial weight gradient,
-/// `rows[o * taps + t]`.
+/// `rows[o * taps + t]`, for the taps at `offs` ([`Geometry::tap_offsets`]).
 ///
 /// The images are the outer loop and the tiles of 3 taps the inner one,
 /// each tile's sums kept in `acc` between images: one image's output
@@ -579,23 +597,16 @@ fn grad_weight_with(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32], wide
 #[target_feature(enable = "avx2,fma")]
 unsafe fn grad_weight_block(
     g: &Geometry,
+    offs: &[usize],
     xps: &[&[f32]],
     dys: &[&[f32]],
     co0: usize,
     rows: &mut [f32],
 ) {
-    let taps = g.cin * g.kh * g.kw;
-    let (pw_, ph_) = (g.padded_w(), g.padded_h());
+    let taps = offs.len();
     let cob = 4.min(g.cout - co0);
     debug_assert!(rows.len() == cob * taps);
     let tiles = taps.div_ceil(3);
-    // Offsets of the taps in the padded image.
-    let offs: Vec<usize> = (0..taps)
-        .map(|tap| {
-            let (c, i, j) = (tap / (g.kh * g.kw), (tap / g.kw) % g.kh, tap % g.kw);
-            (c * ph_ + i) * pw_ + j
-        })
-        .collect();
     let mut acc = vec![[[_mm256_setzero_ps(); 3]; 4]; tiles];
     for (xp, dy) in xps.iter().zip(dys) {
         for (tile, acc) in acc.iter_mut().enumerate() {
@@ -626,9 +637,7 @@ unsafe fn grad_weight_block(
             for (t, a) in acc.iter().enumerate().take(tb) {
                 let mut l = [0.0f32; 8];
                 _mm256_storeu_ps(l.as_mut_ptr(), *a);
-                // Lanes added pairwise in a fixed order.
-                rows[o * taps + t0 + t] =
-                    ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+                rows[o * taps + t0 + t] = fold8(&l);
             }
         }
     }
@@ -643,22 +652,16 @@ unsafe fn grad_weight_block(
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn grad_weight_block16(
     g: &Geometry,
+    offs: &[usize],
     xps: &[&[f32]],
     dys: &[&[f32]],
     co0: usize,
     rows: &mut [f32],
 ) {
-    let taps = g.cin * g.kh * g.kw;
-    let (pw_, ph_) = (g.padded_w(), g.padded_h());
+    let taps = offs.len();
     let cob = 8.min(g.cout - co0);
     debug_assert!(rows.len() == cob * taps);
     let tiles = taps.div_ceil(6);
-    let offs: Vec<usize> = (0..taps)
-        .map(|tap| {
-            let (c, i, j) = (tap / (g.kh * g.kw), (tap / g.kw) % g.kh, tap % g.kw);
-            (c * ph_ + i) * pw_ + j
-        })
-        .collect();
     // The padded-image offsets of each tile's tap pairs (a pair with one
     // tap repeats it; its high half is not used).
     let pairs: Vec<[[usize; 2]; 3]> = (0..tiles)
@@ -703,15 +706,19 @@ unsafe fn grad_weight_block16(
                 for half in 0..2 {
                     let t = t0 + 2 * p + half;
                     if t < t0 + tb {
-                        let l = &l[half * 8..half * 8 + 8];
-                        // As in `grad_weight_block`.
-                        rows[o * taps + t] =
-                            ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+                        rows[o * taps + t] = fold8(&l[half * 8..half * 8 + 8]);
                     }
                 }
             }
         }
     }
+}
+
+/// The 8 lane sums of a weight-gradient sum, added pairwise in a fixed
+/// order.
+#[inline(always)]
+fn fold8(l: &[f32]) -> f32 {
+    ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]))
 }
 
 /// Two 8-float vectors as the low and high halves of one.
@@ -872,115 +879,100 @@ unsafe fn weight_tile<const COB: usize, const TB: usize>(
 mod tests {
     use super::*;
     use rand::Rng;
+    use rand_chacha::ChaCha8Rng;
 
-    /// The AVX-512 weight-gradient kernel gives the AVX2 kernel's bits:
-    /// channel blocks of 1 to 8, tap tiles of 1 to 6, rows with and without
-    /// a tail, non-finite values included (a NaN is a NaN in both; which
-    /// operand's payload it carries follows the instruction forms the
-    /// compiler picks).
-    #[test]
-    fn avx512_weight_gradient_matches_avx2_bit_for_bit() {
-        if !is_x86_feature_detected!("avx512f") || !is_x86_feature_detected!("avx2") {
+    /// Whether the 16-lane kernels can run here (the skip says why not).
+    fn avx512_here() -> bool {
+        let here = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx2");
+        if !here {
             eprintln!("skipped: this CPU has no AVX-512F (the 16-lane kernels cannot run here)");
-            return;
         }
-        let mut rng = crate::engine::test_rng();
-        for case in 0..60 {
-            let kh = rng.gen_range(1..=5);
-            let kw = rng.gen_range(1..=5);
-            let (h, w) = (rng.gen_range(kh..=kh + 20), rng.gen_range(kw..=kw + 30));
-            let (ph, pw) = (rng.gen_range(0..kh), rng.gen_range(0..kw));
-            let mut s = Conv2dShape::new(
-                rng.gen_range(1..=5),
-                rng.gen_range(1..=9),
-                h,
-                w,
-                rng.gen_range(1..=19),
-                kh,
-            );
-            s.kernel_w = kw;
-            s.padding = (ph, pw);
-            assert!(applies(&s));
-            let special = case % 4 == 0;
-            let value = |rng: &mut rand_chacha::ChaCha8Rng| {
+        here
+    }
+
+    /// A stride-1 convolution the direct kernels take: kernels 1x1 to 5x5,
+    /// any padding below the kernel, planes from the kernel's size up,
+    /// 1-19 output channels (every block of 1 to 8 and tail).
+    fn random_shape(rng: &mut ChaCha8Rng) -> Conv2dShape {
+        let (kh, kw) = (rng.gen_range(1..=5), rng.gen_range(1..=5));
+        let mut s = Conv2dShape::new(
+            rng.gen_range(1..=3),
+            rng.gen_range(1..=9),
+            rng.gen_range(kh..=kh + 34),
+            rng.gen_range(kw..=kw + 40),
+            rng.gen_range(1..=19),
+            kh,
+        );
+        s.kernel_w = kw;
+        s.padding = (rng.gen_range(0..kh), rng.gen_range(0..kw));
+        assert!(applies(&s));
+        s
+    }
+
+    /// `len` values in [-2, 2), with NaN, infinities and -0.0 sprinkled in
+    /// when `special`.
+    fn operand(rng: &mut ChaCha8Rng, len: usize, special: bool) -> Vec<f32> {
+        (0..len)
+            .map(|_| {
                 if special && rng.gen_range(0..50) == 0 {
                     [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0][rng.gen_range(0..4)]
                 } else {
                     rng.gen_range(-2.0f32..2.0)
                 }
-            };
-            let x: Vec<f32> = (0..s.x_len()).map(|_| value(&mut rng)).collect();
-            let dy: Vec<f32> = (0..s.y_len()).map(|_| value(&mut rng)).collect();
+            })
+            .collect()
+    }
+
+    /// Every element the same bits, or NaN in both (which operand's payload
+    /// a NaN carries follows the instruction forms the compiler picks).
+    fn assert_same(narrow: &[f32], wide: &[f32], what: &str) {
+        for (i, (a, b)) in narrow.iter().zip(wide).enumerate() {
+            assert!(
+                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                "{what}, element {i}: AVX2 {a} vs AVX-512 {b}"
+            );
+        }
+    }
+
+    /// The AVX-512 weight-gradient kernel gives the AVX2 kernel's bits:
+    /// channel blocks of 1 to 8, tap tiles of 1 to 6, rows with and without
+    /// a tail, images of small planes taken together, non-finite values
+    /// included.
+    #[test]
+    fn avx512_weight_gradient_matches_avx2_bit_for_bit() {
+        if !avx512_here() {
+            return;
+        }
+        let mut rng = crate::engine::test_rng();
+        for case in 0..60 {
+            let s = random_shape(&mut rng);
+            let x = operand(&mut rng, s.x_len(), case % 4 == 0);
+            let dy = operand(&mut rng, s.y_len(), case % 4 == 0);
             let (mut narrow, mut wide) = (vec![1.0f32; s.w_len()], vec![2.0f32; s.w_len()]);
             grad_weight_with(&s, &x, &dy, &mut narrow, false);
             grad_weight_with(&s, &x, &dy, &mut wide, true);
-            for (i, (a, b)) in narrow.iter().zip(&wide).enumerate() {
-                assert!(
-                    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
-                    "case {case} ({s:?}), element {i}: AVX2 {a} vs AVX-512 {b}"
-                );
-            }
+            assert_same(&narrow, &wide, &format!("case {case} ({s:?})"));
         }
     }
 
     /// The AVX-512 forward kernels give the AVX2 kernels' bits: full,
     /// partial and two-row vectors, odd output heights, every channel block
-    /// of 1 to 8, non-finite inputs and weights included (a NaN is a NaN in
-    /// both, whatever its payload).
+    /// of 1 to 8, non-finite inputs and weights included.
     #[test]
     fn avx512_forward_matches_avx2_bit_for_bit() {
-        if !is_x86_feature_detected!("avx512f") || !is_x86_feature_detected!("avx2") {
-            eprintln!("skipped: this CPU has no AVX-512F (the 16-lane kernels cannot run here)");
+        if !avx512_here() {
             return;
         }
         let mut rng = crate::engine::test_rng();
         for case in 0..60 {
-            let kh = rng.gen_range(1..=5);
-            let kw = rng.gen_range(1..=5);
-            let g = Geometry {
-                cin: rng.gen_range(1..=7),
-                h: rng.gen_range(kh..=kh + 34),
-                w: rng.gen_range(kw..=kw + 40),
-                cout: rng.gen_range(1..=19),
-                kh,
-                kw,
-                ph: rng.gen_range(0..kh),
-                pw: rng.gen_range(0..kw),
-            };
-            let images = rng.gen_range(1..=3);
-            let special = case % 4 == 0;
-            let value = |rng: &mut rand_chacha::ChaCha8Rng| {
-                if special && rng.gen_range(0..50) == 0 {
-                    [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0][rng.gen_range(0..4)]
-                } else {
-                    rng.gen_range(-2.0f32..2.0)
-                }
-            };
-            let x: Vec<f32> = (0..images * g.cin * g.h * g.w)
-                .map(|_| value(&mut rng))
-                .collect();
-            let wt: Vec<f32> = (0..g.cin * g.kh * g.kw * g.cout)
-                .map(|_| value(&mut rng))
-                .collect();
-            let len = images * g.cout * g.oh() * g.ow();
-            let (mut narrow, mut wide) = (vec![1.0f32; len], vec![2.0f32; len]);
+            let s = random_shape(&mut rng);
+            let g = Geometry::of(&s);
+            let x = operand(&mut rng, s.x_len(), case % 4 == 0);
+            let wt = operand(&mut rng, s.w_len(), case % 4 == 0);
+            let (mut narrow, mut wide) = (vec![1.0f32; s.y_len()], vec![2.0f32; s.y_len()]);
             conv_s1_with(&g, &x, &wt, &mut narrow, false);
             conv_s1_with(&g, &x, &wt, &mut wide, true);
-            for (i, (a, b)) in narrow.iter().zip(&wide).enumerate() {
-                assert!(
-                    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
-                    "case {case} ({} -> {} channels, {}x{} kernel {}x{} pad {},{}), element {i}: \
-                     AVX2 {a} vs AVX-512 {b}",
-                    g.cin,
-                    g.cout,
-                    g.h,
-                    g.w,
-                    g.kh,
-                    g.kw,
-                    g.ph,
-                    g.pw
-                );
-            }
+            assert_same(&narrow, &wide, &format!("case {case} ({s:?})"));
         }
     }
 }

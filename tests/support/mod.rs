@@ -143,3 +143,18 @@ pub fn random_text(rng: &mut impl rand::Rng, chars: usize) -> String {
     }
     text
 }
+
+/// Make `dir` a data directory holding `mnist/`: the subset shipped in the
+/// repository (its `.gz` files). Returns `dir`.
+pub fn shipped_mnist(dir: &Path) -> PathBuf {
+    let mnist = dir.join("mnist");
+    std::fs::create_dir_all(&mnist).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("data-subset/mnist");
+    for entry in std::fs::read_dir(shipped).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name().to_string_lossy().ends_with(".gz") {
+            std::fs::copy(entry.path(), mnist.join(entry.file_name())).unwrap();
+        }
+    }
+    dir.to_path_buf()
+}

@@ -281,10 +281,9 @@ pub(crate) fn plan(m: usize, n: usize, k: usize, bits: u32, mr: usize, threads: 
 /// 1024x1024x1024: 10 bits went from about 4.2x to 2.0-2.4x the time of
 /// 7 bits, 9 bits from about 2.4x to 1.4-1.7x.
 fn chunk_for(bits: u32, mc: usize, mr: usize) -> (usize, usize) {
-    let row_chunk = row_chunk(mr);
-    let base = (row_chunk / mr).max(1) * mr;
+    let base = row_chunk(mr);
     let rows = 1usize << bits;
-    if rows <= row_chunk {
+    if rows <= base {
         return (base, X_BLOCK);
     }
     let chunk = rows.max(WIDE_CHUNK).div_ceil(mr) * mr;

@@ -226,31 +226,10 @@ pub(crate) fn channel_sums(
     b: Option<&[f32]>,
     f: impl Fn(usize, f32, f32) -> f32 + Sync,
 ) -> Vec<f32> {
-    use rayon::prelude::*;
-    let b = b.unwrap_or(a);
-    let mut out = Vec::with_capacity(c);
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let mut lanes = [0.0f32; SUM_LANES];
-            for img in 0..n {
-                let start = (img * c + ch) * plane;
-                let (pa, pb) = (&a[start..start + plane], &b[start..start + plane]);
-                let mut ca = pa.chunks_exact(SUM_LANES);
-                let mut cb = pb.chunks_exact(SUM_LANES);
-                for (xa, xb) in (&mut ca).zip(&mut cb) {
-                    for l in 0..SUM_LANES {
-                        lanes[l] += f(ch, xa[l], xb[l]);
-                    }
-                }
-                for (l, (&xa, &xb)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
-                    lanes[l] += f(ch, xa, xb);
-                }
-            }
-            fold_lanes(lanes)
-        })
-        .collect_into_vec(&mut out);
-    out
+    channel_sums_k(n, c, plane, a, b, |ch, x, y| [f(ch, x, y)])
+        .into_iter()
+        .map(|[s]| s)
+        .collect()
 }
 
 /// Two [`channel_sums`] in one pass over the data: `(Σ f, Σ g)` per
@@ -264,14 +243,29 @@ pub(crate) fn channel_sum_pair(
     f: impl Fn(usize, f32, f32) -> f32 + Sync,
     g: impl Fn(usize, f32, f32) -> f32 + Sync,
 ) -> (Vec<f32>, Vec<f32>) {
+    channel_sums_k(n, c, plane, a, b, |ch, x, y| [f(ch, x, y), g(ch, x, y)])
+        .into_iter()
+        .map(|[s, t]| (s, t))
+        .unzip()
+}
+
+/// `K` sums of [`channel_sums`] at once: `f` gives the `K` terms of an
+/// element, each summed in [`channel_sums`]'s order.
+fn channel_sums_k<const K: usize>(
+    n: usize,
+    c: usize,
+    plane: usize,
+    a: &[f32],
+    b: Option<&[f32]>,
+    f: impl Fn(usize, f32, f32) -> [f32; K] + Sync,
+) -> Vec<[f32; K]> {
     use rayon::prelude::*;
     let b = b.unwrap_or(a);
     let mut out = Vec::with_capacity(c);
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let mut lf = [0.0f32; SUM_LANES];
-            let mut lg = [0.0f32; SUM_LANES];
+            let mut lanes = [[0.0f32; SUM_LANES]; K];
             for img in 0..n {
                 let start = (img * c + ch) * plane;
                 let (pa, pb) = (&a[start..start + plane], &b[start..start + plane]);
@@ -279,19 +273,23 @@ pub(crate) fn channel_sum_pair(
                 let mut cb = pb.chunks_exact(SUM_LANES);
                 for (xa, xb) in (&mut ca).zip(&mut cb) {
                     for l in 0..SUM_LANES {
-                        lf[l] += f(ch, xa[l], xb[l]);
-                        lg[l] += g(ch, xa[l], xb[l]);
+                        let t = f(ch, xa[l], xb[l]);
+                        for k in 0..K {
+                            lanes[k][l] += t[k];
+                        }
                     }
                 }
                 for (l, (&xa, &xb)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
-                    lf[l] += f(ch, xa, xb);
-                    lg[l] += g(ch, xa, xb);
+                    let t = f(ch, xa, xb);
+                    for k in 0..K {
+                        lanes[k][l] += t[k];
+                    }
                 }
             }
-            (fold_lanes(lf), fold_lanes(lg))
+            lanes.map(fold_lanes)
         })
         .collect_into_vec(&mut out);
-    out.into_iter().unzip()
+    out
 }
 
 /// The partial sums added pairwise: lane `l` and lane `l + width / 2`.
