@@ -458,9 +458,19 @@ impl Scratch {
         )
     }
 
+    /// No buffer yet: [`Scratch::slice`] takes one from the pool when it
+    /// is first needed (a path that may not need one leaves the pool's
+    /// buffers to the calls that do).
+    pub(crate) fn lazy() -> Self {
+        Scratch(Vec::new())
+    }
+
     /// The first `len` elements; their contents are left over from earlier
     /// calls, so every user overwrites all of them.
     pub(crate) fn slice(&mut self, len: usize) -> &mut [f32] {
+        if self.0.capacity() == 0 {
+            *self = Scratch::take();
+        }
         if self.0.len() < len {
             self.0.resize(len, 0.0);
         }
@@ -786,7 +796,7 @@ pub fn conv2d_forward(
         return Ok(());
     }
     if direct_native(mult, s) {
-        let (mut xb, mut wb) = (Scratch::take(), Scratch::take());
+        let (mut xb, mut wb) = (Scratch::lazy(), Scratch::lazy());
         let (x, w) = (
             native_operand(mult, x, &mut xb),
             native_operand(mult, w, &mut wb),
@@ -856,7 +866,7 @@ pub fn conv2d_grad_input(
         return Ok(());
     }
     if direct_native(mult, s) {
-        let (mut db, mut wb) = (Scratch::take(), Scratch::take());
+        let (mut db, mut wb) = (Scratch::lazy(), Scratch::lazy());
         let (dy, w) = (
             native_operand(mult, dy, &mut db),
             native_operand(mult, w, &mut wb),
@@ -988,7 +998,7 @@ pub fn conv2d_grad_weight(
         return Ok(());
     }
     if direct_native(mult, s) {
-        let (mut xb, mut db) = (Scratch::take(), Scratch::take());
+        let (mut xb, mut db) = (Scratch::lazy(), Scratch::lazy());
         let (x, dy) = (
             native_operand(mult, x, &mut xb),
             native_operand(mult, dy, &mut db),

@@ -61,6 +61,7 @@ pub mod schedule;
 pub mod tensor;
 pub mod train;
 pub mod transformer;
+mod vector;
 
 pub use error::{NetError, Result};
 pub use model::Network;

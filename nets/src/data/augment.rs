@@ -87,17 +87,7 @@ mod tests {
     use super::*;
 
     fn seed() -> u64 {
-        let s = std::env::var("APPROXTRAIN_TEST_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1)
-            });
-        eprintln!("seed {s} (set APPROXTRAIN_TEST_SEED to repeat)");
-        s
+        crate::rng::test_seed("augment")
     }
 
     /// Every output value is either zero (padding) or the source pixel at a

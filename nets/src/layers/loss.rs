@@ -134,21 +134,11 @@ fn cross_entropy<L: Copy + Into<u32>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{Rng, SeedableRng};
+    use rand::Rng;
     use rand_chacha::ChaCha8Rng;
 
     fn rng(test: &str) -> ChaCha8Rng {
-        let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(0)
-            });
-        eprintln!("{test}: APPROXTRAIN_TEST_SEED={seed}");
-        ChaCha8Rng::seed_from_u64(seed)
+        crate::rng::test_rng(test)
     }
 
     fn random_batch(rng: &mut ChaCha8Rng) -> (Tensor, Vec<u8>) {

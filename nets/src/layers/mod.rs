@@ -265,31 +265,68 @@ fn channel_sums_k<const K: usize>(
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let mut lanes = [[0.0f32; SUM_LANES]; K];
-            for img in 0..n {
+            let planes = (0..n).map(|img| {
                 let start = (img * c + ch) * plane;
-                let (pa, pb) = (&a[start..start + plane], &b[start..start + plane]);
-                let mut ca = pa.chunks_exact(SUM_LANES);
-                let mut cb = pb.chunks_exact(SUM_LANES);
-                for (xa, xb) in (&mut ca).zip(&mut cb) {
-                    for l in 0..SUM_LANES {
-                        let t = f(ch, xa[l], xb[l]);
-                        for k in 0..K {
-                            lanes[k][l] += t[k];
-                        }
-                    }
-                }
-                for (l, (&xa, &xb)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
-                    let t = f(ch, xa, xb);
-                    for k in 0..K {
-                        lanes[k][l] += t[k];
-                    }
-                }
-            }
-            lanes.map(fold_lanes)
+                (&a[start..start + plane], &b[start..start + plane])
+            });
+            plane_sums_k(planes, |x, y| f(ch, x, y))
         })
         .collect_into_vec(&mut out);
     out
+}
+
+/// The `K` sums of `f` over pairs of planes given in batch order, in
+/// [`channel_sums`]'s order (the sums of one channel: layers that also
+/// write the channel's outputs in the same task call this directly).
+#[inline(always)]
+pub(crate) fn plane_sums_k<'a, const K: usize>(
+    planes: impl Iterator<Item = (&'a [f32], &'a [f32])>,
+    f: impl Fn(f32, f32) -> [f32; K],
+) -> [f32; K] {
+    let mut lanes = [[0.0f32; SUM_LANES]; K];
+    // Whole groups of 16 as fixed-size arrays, one loop per sum over the
+    // lanes: this shape vectorises (`f` is inlined and its unused terms
+    // dropped).
+    let mut add = |xa: &[f32; SUM_LANES], xb: &[f32; SUM_LANES], live: usize| {
+        for (k, lanes) in lanes.iter_mut().enumerate() {
+            for l in 0..SUM_LANES {
+                let t = f(xa[l], xb[l])[k];
+                // A lane past the end adds +0.0, which leaves a sum that
+                // started at +0.0 unchanged (it is never -0.0).
+                lanes[l] += if l < live { t } else { 0.0 };
+            }
+        }
+    };
+    for (pa, pb) in planes {
+        let mut ca = pa.chunks_exact(SUM_LANES);
+        let mut cb = pb.chunks_exact(SUM_LANES);
+        for (xa, xb) in (&mut ca).zip(&mut cb) {
+            let (xa, xb) = (xa.try_into().unwrap(), xb.try_into().unwrap());
+            add(xa, xb, SUM_LANES);
+        }
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        let live = ra.len().min(rb.len());
+        if live > 0 {
+            let (mut ta, mut tb) = ([0.0f32; SUM_LANES], [0.0f32; SUM_LANES]);
+            ta[..live].copy_from_slice(&ra[..live]);
+            tb[..live].copy_from_slice(&rb[..live]);
+            add(&ta, &tb, live);
+        }
+    }
+    lanes.map(fold_lanes)
+}
+
+/// The planes of `[N, C, plane]` data (`chunks` yields its planes in
+/// memory order) sorted by channel: entry `ch` holds channel `ch`'s planes
+/// in batch order. With `chunks_mut`, one task per channel can write its
+/// channel's planes.
+pub(crate) fn planes_by_channel<T>(chunks: impl Iterator<Item = T>, c: usize) -> Vec<Vec<T>> {
+    let mut by = Vec::with_capacity(c);
+    by.resize_with(c, Vec::new);
+    for (p, chunk) in chunks.enumerate() {
+        by[p % c].push(chunk);
+    }
+    by
 }
 
 /// The partial sums added pairwise: lane `l` and lane `l + width / 2`.
@@ -302,4 +339,50 @@ fn fold_lanes(mut lanes: [f32; SUM_LANES]) -> f32 {
         }
     }
     lanes[0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    /// Random values with signed zeros mixed in.
+    fn values(rng: &mut impl Rng, len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|_| match rng.gen_range(0..8) {
+                0 => 0.0,
+                1 => -0.0,
+                _ => rng.gen_range(-3.0f32..3.0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plane_sums_follow_the_documented_lane_order() {
+        let mut rng = crate::rng::test_rng("plane_sums_follow_the_documented_lane_order");
+        for _ in 0..50 {
+            let n = rng.gen_range(1..5);
+            let plane = [1, 5, 15, 16, 17, 49, 64, 100][rng.gen_range(0..8)];
+            let (a, b) = (values(&mut rng, n * plane), values(&mut rng, n * plane));
+            let f = |x: f32, y: f32| [x, x * y - y];
+            let planes = a.chunks(plane).zip(b.chunks(plane));
+            let got = plane_sums_k(planes, f);
+            // Element j of each plane into partial sum j % 16, planes in
+            // order, then the pairwise fold.
+            let mut lanes = [[0.0f32; SUM_LANES]; 2];
+            for (pa, pb) in a.chunks(plane).zip(b.chunks(plane)) {
+                for (j, (&x, &y)) in pa.iter().zip(pb).enumerate() {
+                    let t = f(x, y);
+                    lanes[0][j % SUM_LANES] += t[0];
+                    lanes[1][j % SUM_LANES] += t[1];
+                }
+            }
+            let want = lanes.map(fold_lanes);
+            assert_eq!(
+                got.map(f32::to_bits),
+                want.map(f32::to_bits),
+                "n {n}, plane {plane}"
+            );
+        }
+    }
 }
