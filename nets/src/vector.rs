@@ -18,8 +18,12 @@
 /// `name: Type` pairs; no generics. The versions live in a module `NAME`
 /// beside the function (`NAME::baseline` is the portable one, for tests).
 macro_rules! widened {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $crate::vector::widened! { $(#[$meta])* $vis fn $name($($arg: $ty),*) -> () $body }
+    };
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
         $(#[$meta])*
+        #[allow(clippy::unused_unit)]
         $vis fn $name($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
             {
@@ -35,7 +39,7 @@ macro_rules! widened {
             $name::baseline($($arg),*)
         }
 
-        #[allow(clippy::too_many_arguments, unused_imports)]
+        #[allow(clippy::too_many_arguments, clippy::unused_unit, unused_imports)]
         mod $name {
             use super::*;
 

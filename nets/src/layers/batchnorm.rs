@@ -323,7 +323,7 @@ widened! {
 
 widened! {
     /// Inference of one plane: `y = (x - mean)·scale + β`.
-    fn eval_plane(out: &mut [f32], inp: &[f32], mean: f32, scale: f32, beta: f32) -> () {
+    fn eval_plane(out: &mut [f32], inp: &[f32], mean: f32, scale: f32, beta: f32) {
         for (o, &v) in out.iter_mut().zip(inp) {
             *o = (v - mean) * scale + beta;
         }
