@@ -506,7 +506,7 @@ impl Network {
         };
         let mut h = first.forward(x, train)?;
         for l in layers {
-            h = l.forward(&h, train)?;
+            h = l.forward_owned(h, train)?;
         }
         Ok(h)
     }

@@ -179,35 +179,11 @@ impl Conv2d {
     }
 }
 
-impl Layer for Conv2d {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn describe(&self) -> String {
-        let s = &self.spec;
-        format!(
-            "Conv2d({} -> {}, {}x{}, stride {:?}, pad {:?}{})",
-            s.in_channels,
-            s.out_channels,
-            s.kernel.0,
-            s.kernel.1,
-            s.stride,
-            s.padding,
-            if s.groups > 1 {
-                format!(", groups {}", s.groups)
-            } else {
-                String::new()
-            }
-        )
-    }
-
-    fn output_shape(&self, sample: &[usize]) -> Result<Vec<usize>> {
-        let s = self.geometry(1, sample)?;
-        Ok(vec![s.out_channels, s.out_h(), s.out_w()])
-    }
-
-    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+impl Conv2d {
+    /// The forward output (products, then the bias) and the geometry, for
+    /// both forwards; with `train` on the GPU, the device operands are kept
+    /// for the backward pass. The caller keeps `x` (or not).
+    fn output(&mut self, x: &Tensor, train: bool) -> Result<(Tensor, Conv2dShape)> {
         let _span = amsim::timing::span(amsim::timing::Op::Bias);
         let (n, sample) = split_batch(&self.name, x)?;
         let s = self.geometry(n, sample)?;
@@ -246,11 +222,59 @@ impl Layer for Conv2d {
                     }
                 });
         }
+        Ok((y, s))
+    }
+}
+
+impl Layer for Conv2d {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn describe(&self) -> String {
+        let s = &self.spec;
+        format!(
+            "Conv2d({} -> {}, {}x{}, stride {:?}, pad {:?}{})",
+            s.in_channels,
+            s.out_channels,
+            s.kernel.0,
+            s.kernel.1,
+            s.stride,
+            s.padding,
+            if s.groups > 1 {
+                format!(", groups {}", s.groups)
+            } else {
+                String::new()
+            }
+        )
+    }
+
+    fn output_shape(&self, sample: &[usize]) -> Result<Vec<usize>> {
+        let s = self.geometry(1, sample)?;
+        Ok(vec![s.out_channels, s.out_h(), s.out_w()])
+    }
+
+    fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (y, s) = self.output(x, train)?;
         if train {
             self.cache_x.clear();
             if self.gpu_cache.0.is_none() {
                 self.cache_x.extend_from_slice(&x.data);
             }
+            self.cache_shape = Some(s);
+        }
+        Ok(y)
+    }
+
+    fn forward_owned(&mut self, x: Tensor, train: bool) -> Result<Tensor> {
+        let (y, s) = self.output(&x, train)?;
+        if train {
+            // The input is kept for the weight gradient by moving it in.
+            self.cache_x = if self.gpu_cache.0.is_none() {
+                x.data
+            } else {
+                Vec::new()
+            };
             self.cache_shape = Some(s);
         }
         Ok(y)

@@ -136,6 +136,12 @@ pub trait Layer: Send {
     /// applies training-only behaviour (dropout).
     fn forward(&mut self, x: &Tensor, train: bool) -> Result<Tensor>;
 
+    /// [`Layer::forward`] of an input the caller no longer needs: a layer
+    /// that keeps its input for the backward pass takes it without a copy.
+    fn forward_owned(&mut self, x: Tensor, train: bool) -> Result<Tensor> {
+        self.forward(&x, train)
+    }
+
     /// Gradients from `dy = dL/dy` of the last training forward pass: fills
     /// the parameters' `grad` and returns `dL/dx` when `need_input_grad`.
     fn backward(&mut self, dy: &Tensor, need_input_grad: bool) -> Result<Option<Tensor>>;

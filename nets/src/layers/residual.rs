@@ -201,7 +201,11 @@ impl Layer for ResidualBlock {
         // The first stage reads the block's input itself (no copy).
         let mut h: Option<Tensor> = None;
         for s in &mut self.stages {
-            let mut t = s.conv.forward(h.as_ref().unwrap_or(x), train)?;
+            // Later stages hand their input over (the conv keeps it).
+            let mut t = match h.take() {
+                Some(h) => s.conv.forward_owned(h, train)?,
+                None => s.conv.forward(x, train)?,
+            };
             t = s.bn.forward(&t, train)?;
             if let Some(relu) = &mut s.relu {
                 t = relu.forward(&t, train)?;
