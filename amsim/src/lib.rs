@@ -31,6 +31,6 @@ pub mod verify;
 
 pub use error::{AmsimError, Result};
 pub use lut::{Lut, MAX_LUT_BITS};
-pub use model::{ModelFn, ModelInfo};
+pub use model::{IntModelFn, IntModelInfo, ModelFn, ModelInfo};
 pub use multiplier::{Multiplier, MultiplierPlan, Role};
 pub use spec::{MultiplierSpec, PlanSpec};
