@@ -19,6 +19,8 @@ pub mod cuda;
 pub mod engine;
 pub mod error;
 pub mod gemm;
+pub mod int_lut;
+pub mod int_metrics;
 pub mod lut;
 pub mod lut_file;
 pub mod metrics;
@@ -30,6 +32,7 @@ pub mod timing;
 pub mod verify;
 
 pub use error::{AmsimError, Result};
+pub use int_lut::IntLut;
 pub use lut::{Lut, MAX_LUT_BITS};
 pub use model::{IntModelFn, IntModelInfo, ModelFn, ModelInfo};
 pub use multiplier::{Multiplier, MultiplierPlan, Role};

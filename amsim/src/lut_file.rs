@@ -52,14 +52,14 @@ pub const MAX_APPROXTRAIN_BITS: u32 = 7;
 /// length.
 const HEADER_FIXED: usize = 8 + 4 + 4 + 4;
 
-fn bad(path: &Path, reason: impl Into<String>) -> AmsimError {
+pub(crate) fn bad(path: &Path, reason: impl Into<String>) -> AmsimError {
     AmsimError::BadLutFile {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
 }
 
-fn io_err(path: &Path, error: std::io::Error) -> AmsimError {
+pub(crate) fn io_err(path: &Path, error: std::io::Error) -> AmsimError {
     AmsimError::Io {
         path: path.to_path_buf(),
         error,
@@ -142,7 +142,7 @@ pub fn write_native(lut: &Lut, path: &Path) -> Result<()> {
     write_whole(path, &to_native_bytes(lut)?)
 }
 
-fn read_u32(bytes: &[u8], at: usize) -> u32 {
+pub(crate) fn read_u32(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
 }
 
