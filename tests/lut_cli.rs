@@ -535,3 +535,50 @@ fn integer_models_and_tables_reject_float_only_options_and_bad_files() {
         &["short.ilut", "wrong size", "256 x 256"],
     );
 }
+
+#[test]
+fn bench_gemm_times_int8_tables_against_the_fp32_row_of_the_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(
+        &[
+            "bench",
+            "gemm",
+            "--m",
+            "16",
+            "--n",
+            "24",
+            "--k",
+            "8",
+            "--repeats",
+            "1",
+            "--json",
+            "--multiplier",
+            "int8:mul8s_trunc4,int8:exact8u",
+        ],
+        dir.path(),
+    );
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["multiplier"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["fp32", "int8:mul8s_trunc4", "int8:exact8u"],
+        "{out}"
+    );
+    let fp32 = rows[0]["seconds"].as_f64().unwrap();
+    for r in &rows[1..] {
+        let ratio = r["ratio_vs_fp32"].as_f64().unwrap();
+        let want = r["seconds"].as_f64().unwrap() / fp32;
+        assert!((ratio - want).abs() <= 1e-9 * want, "{r}");
+    }
+    fails(
+        &["bench", "gemm", "--multiplier", "int8:mul8u_none"],
+        dir.path(),
+        &["int8:mul8u_none", "exact8s"],
+    );
+}

@@ -19,6 +19,7 @@ pub mod cuda;
 pub mod engine;
 pub mod error;
 pub mod gemm;
+pub mod int_gemm;
 pub mod int_lut;
 pub mod int_metrics;
 pub mod lut;
