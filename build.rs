@@ -282,17 +282,7 @@ fn int_info(mut fields: Vec<(String, Value)>, name: &str) -> Result<IntInfoRecor
             "{symbol}.{field} is not a field of approx_model_int_info"
         ));
     }
-    for (field, v) in [
-        ("area_um2", info.area_um2),
-        ("power_mw", info.power_mw),
-        ("delay_ns", info.delay_ns),
-    ] {
-        if v < 0.0 {
-            return Err(format!(
-                "{symbol}.{field} = {v} is negative (use 0 for \"not declared\")"
-            ));
-        }
-    }
+    check_figures(&symbol, [info.area_um2, info.power_mw, info.delay_ns])?;
     Ok(info)
 }
 
@@ -623,14 +613,23 @@ fn validate_info(info: &InfoRecord, name: &str) -> Result<(), String> {
             info.min_bits, info.max_bits
         ));
     }
-    for (field, v) in [
-        ("area_um2", info.area_um2),
-        ("power_mw", info.power_mw),
-        ("delay_ns", info.delay_ns),
-    ] {
+    check_figures(
+        &format!("{name}_info"),
+        [info.area_um2, info.power_mw, info.delay_ns],
+    )?;
+    Ok(())
+}
+
+/// The hardware figures `[area_um2, power_mw, delay_ns]` of the record
+/// `symbol`: none negative.
+fn check_figures(symbol: &str, figures: [f64; 3]) -> Result<(), String> {
+    for (field, v) in ["area_um2", "power_mw", "delay_ns"]
+        .into_iter()
+        .zip(figures)
+    {
         if v < 0.0 {
             return Err(format!(
-                "{name}_info.{field} = {v} is negative (use 0 for \"not declared\")"
+                "{symbol}.{field} = {v} is negative (use 0 for \"not declared\")"
             ));
         }
     }

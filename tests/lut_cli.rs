@@ -532,7 +532,7 @@ fn integer_models_and_tables_reject_float_only_options_and_bad_files() {
     fails(
         &["characterize", "--lut", "short.ilut"],
         d,
-        &["short.ilut", "wrong size", "256 x 256"],
+        &["short.ilut", "truncated", "256 x 256"],
     );
 }
 

@@ -24,7 +24,9 @@
 use std::fs;
 use std::path::Path;
 
-use crate::lut_file::{bad, fnv1a64, io_err, read_u32, write_whole, MAX_NAME_LEN};
+use crate::lut_file::{
+    bad, fnv1a64, io_err, read_u32, table_file_bytes, table_file_payload, write_whole, MAX_NAME_LEN,
+};
 use crate::model::{operand_range, product_range};
 use crate::{AmsimError, IntModelFn, IntModelInfo, Result};
 
@@ -155,24 +157,13 @@ impl IntLut {
 
     /// The file image of the table.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let name = self.model.as_bytes();
-        if name.len() > MAX_NAME_LEN as usize {
-            return Err(AmsimError::Other(format!(
-                "model name '{}' is {} bytes long; a table file holds at most {MAX_NAME_LEN}",
-                self.model,
-                name.len()
-            )));
-        }
-        let entries = self.entry_bytes();
-        let mut out = Vec::with_capacity(HEADER_FIXED + name.len() + 8 + entries.len());
-        out.extend_from_slice(INT_MAGIC);
-        out.extend_from_slice(&INT_FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&u32::from(self.signed).to_le_bytes());
-        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        out.extend_from_slice(name);
-        out.extend_from_slice(&fnv1a64(&entries).to_le_bytes());
-        out.extend_from_slice(&entries);
-        Ok(out)
+        table_file_bytes(
+            INT_MAGIC,
+            INT_FORMAT_VERSION,
+            u32::from(self.signed),
+            &self.model,
+            &self.entry_bytes(),
+        )
     }
 
     /// Write the table to `path` (whole: temp file + rename).
@@ -206,38 +197,12 @@ impl IntLut {
             1 => true,
             v => return Err(bad(path, format!("signedness flag {v} is not 0 or 1"))),
         };
-        let name_len = read_u32(bytes, 16);
-        if name_len > MAX_NAME_LEN {
-            return Err(bad(
-                path,
-                format!("model name length {name_len} exceeds the limit of {MAX_NAME_LEN} bytes"),
-            ));
-        }
-        let name_end = HEADER_FIXED + name_len as usize;
-        let entries_start = name_end + 8;
-        let expected = entries_start + 4 * INT_LUT_ENTRIES;
-        if bytes.len() != expected {
-            return Err(bad(
-                path,
-                format!(
-                    "wrong size: an 8-bit integer table (256 x 256 entries) is {expected} bytes, the file has {}",
-                    bytes.len()
-                ),
-            ));
-        }
-        let model = std::str::from_utf8(&bytes[HEADER_FIXED..name_end])
-            .map_err(|_| bad(path, "model name is not valid UTF-8"))?
-            .to_string();
-        let stored =
-            u64::from_le_bytes(bytes[name_end..entries_start].try_into().expect("8 bytes"));
-        let entries = &bytes[entries_start..];
-        let actual = fnv1a64(entries);
-        if stored != actual {
-            return Err(bad(
-                path,
-                format!("checksum mismatch: header says {stored:016x}, entries hash to {actual:016x} (file corrupted?)"),
-            ));
-        }
+        let (model, entries) = table_file_payload(
+            bytes,
+            path,
+            4 * INT_LUT_ENTRIES,
+            "an 8-bit integer table (256 x 256 entries)",
+        )?;
         let table = entries
             .chunks_exact(4)
             .map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")))
@@ -311,7 +276,7 @@ mod tests {
         let short = &bytes[..bytes.len() - 4];
         let err = IntLut::parse(short, &path).unwrap_err().to_string();
         assert!(
-            err.contains("wrong size") && err.contains("exact8s.ilut"),
+            err.contains("truncated") && err.contains("exact8s.ilut"),
             "{err}"
         );
         assert_eq!(err.lines().count(), 1);

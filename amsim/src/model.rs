@@ -33,7 +33,7 @@ impl ModelInfo {
     /// Energy per multiply in picojoules (power x delay), when both are
     /// declared.
     pub fn energy_pj(&self) -> Option<f64> {
-        (self.power_mw > 0.0 && self.delay_ns > 0.0).then_some(self.power_mw * self.delay_ns)
+        energy_pj(self.power_mw, self.delay_ns)
     }
 
     /// Whether the model declares support for `bits`.
@@ -93,7 +93,7 @@ impl IntModelInfo {
     /// Energy per multiply in picojoules (power x delay), when both are
     /// declared.
     pub fn energy_pj(&self) -> Option<f64> {
-        (self.power_mw > 0.0 && self.delay_ns > 0.0).then_some(self.power_mw * self.delay_ns)
+        energy_pj(self.power_mw, self.delay_ns)
     }
 }
 
@@ -124,4 +124,10 @@ pub fn find_int<'a>(models: &'a [IntModelInfo], name: &str) -> crate::Result<&'a
             name: name.to_string(),
             known: models.iter().map(|m| m.name).collect::<Vec<_>>().join(", "),
         })
+}
+
+/// Energy per multiply in picojoules (power x delay), when both figures
+/// are declared (positive).
+fn energy_pj(power_mw: f64, delay_ns: f64) -> Option<f64> {
+    (power_mw > 0.0 && delay_ns > 0.0).then_some(power_mw * delay_ns)
 }
