@@ -2,8 +2,11 @@
 //! in `multipliers/` into the Rust model registry.
 //!
 //! 1. Discovers every `multipliers/*.c`. By the convention of
-//!    `multipliers/approx_model.h`, `NAME.c` defines `NAME_mul` and the
-//!    record `NAME_info`; the file stem is the model name.
+//!    `multipliers/approx_model.h`, `NAME.c` defines either `NAME_mul` and the
+//!    record `NAME_info` (a floating-point model) or a function `NAME` with
+//!    the signature of an 8-bit integer multiplier, in EvoApprox's form, and
+//!    optionally the record `NAME_info` (an integer model); the file stem is
+//!    the model name.
 //! 2. Compiles them with `cc` into one static library.
 //! 3. Generates the Rust view of the ABI header with bindgen where libclang
 //!    can be loaded; elsewhere copies the committed `src/bindings.rs`. Either
@@ -11,7 +14,8 @@
 //!    fresh generation with the committed copy.
 //! 4. Reads each `NAME_info` initializer from the source and writes
 //!    `$OUT_DIR/model_registry.rs`: the `extern "C"` declarations, a safe
-//!    wrapper per model and `MODELS`, included by `src/models.rs`.
+//!    wrapper per model, `MODELS` and `INT_MODELS`, included by
+//!    `src/models.rs`.
 //!
 //! Bad input (a file name that is not a model name, a missing function, an
 //! info record it cannot read) stops the build with one line naming the file.
@@ -42,7 +46,28 @@ struct ModelSource {
     /// File name relative to the package, for messages.
     file: String,
     name: String,
-    info: InfoRecord,
+    kind: ModelKind,
+}
+
+/// The two model conventions of `approx_model.h`.
+enum ModelKind {
+    /// `float NAME_mul(float, float, unsigned)` and its record.
+    Float(InfoRecord),
+    /// `uint16_t NAME(uint8_t, uint8_t)` or `int16_t NAME(int8_t, int8_t)`.
+    Int {
+        signed: bool,
+        info: IntInfoRecord,
+        /// Whether the source defines `NAME_info` (the record is optional).
+        has_record: bool,
+    },
+}
+
+/// The values of an integer model's `NAME_info` (defaults where absent).
+struct IntInfoRecord {
+    description: String,
+    area_um2: f64,
+    power_mw: f64,
+    delay_ns: f64,
 }
 
 /// The values of a `NAME_info` designated initializer.
@@ -98,31 +123,167 @@ fn discover_models(manifest_dir: &Path) -> Result<Vec<ModelSource>, String> {
     }
     let mut models = Vec::with_capacity(paths.len());
     for path in paths {
-        let file_name = path.file_name().unwrap_or_default().to_string_lossy();
-        let file = format!("{MODEL_DIR}/{file_name}");
-        println!("cargo:rerun-if-changed={file}");
-        let name = path
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+        models.push(read_model(&path)?);
+    }
+    Ok(models)
+}
+
+/// One `multipliers/NAME.c`, parsed and validated.
+fn read_model(path: &Path) -> Result<ModelSource, String> {
+    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
+    let file = format!("{MODEL_DIR}/{file_name}");
+    println!("cargo:rerun-if-changed={file}");
+    let name = path
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    if !is_int_model_name(&name) {
+        return Err(format!(
+            "{file}: '{name}' is not a model name (use a lowercase letter followed by [a-z0-9_])"
+        ));
+    }
+    let text = fs::read_to_string(path).map_err(|e| format!("cannot read {file}: {e}"))?;
+    let code = strip_comments(&text);
+    let kind = if contains_identifier(&code, &format!("{name}_mul")) {
         if !is_model_name(&name) {
             return Err(format!(
-                "{file}: '{name}' is not a model name (use a lowercase letter followed by [a-z0-9_])"
-            ));
-        }
-        let text = fs::read_to_string(&path).map_err(|e| format!("cannot read {file}: {e}"))?;
-        let code = strip_comments(&text);
-        if !contains_identifier(&code, &format!("{name}_mul")) {
-            return Err(format!(
-                "{file}: no function '{name}_mul' (a model NAME.c defines float NAME_mul(float, float, unsigned))"
-            ));
+                    "{file}: '{name}' is not a floating-point model name (use a lowercase letter followed by [a-z0-9_])"
+                ));
         }
         let info = parse_info(&code, &name).map_err(|e| format!("{file}: {e}"))?;
         validate_info(&info, &name).map_err(|e| format!("{file}: {e}"))?;
-        models.push(ModelSource { file, name, info });
+        ModelKind::Float(info)
+    } else if let Some(signed) = int_signature(&code, &name).map_err(|e| format!("{file}: {e}"))? {
+        let fields = record_fields(&code, &name).map_err(|e| format!("{file}: {e}"))?;
+        let has_record = fields.is_some();
+        let info =
+            int_info(fields.unwrap_or_default(), &name).map_err(|e| format!("{file}: {e}"))?;
+        ModelKind::Int {
+            signed,
+            info,
+            has_record,
+        }
+    } else {
+        return Err(format!(
+                "{file}: no function '{name}_mul' and no function '{name}' (a floating-point model defines float {name}_mul(float, float, unsigned); an integer model defines uint16_t {name}(uint8_t, uint8_t) or int16_t {name}(int8_t, int8_t))"
+            ));
+    };
+    Ok(ModelSource { file, name, kind })
+}
+
+/// `[a-z][A-Za-z0-9_]*`: integer models keep EvoApprox's names
+/// (`mul8u_1JFF`), whose suffixes are upper case.
+fn is_int_model_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether `code` defines (or declares) the function `name` with an integer
+/// model's signature: `Some(false)` for `uint16_t name(uint8_t, uint8_t)`,
+/// `Some(true)` for `int16_t name(int8_t, int8_t)`, `None` when no function
+/// `name` is declared, an error for a function `name` of another signature.
+fn int_signature(code: &str, name: &str) -> Result<Option<bool>, String> {
+    for (at, _) in code.match_indices(name) {
+        let before = &code[..at];
+        if before.chars().next_back().is_some_and(is_ident_char) {
+            continue;
+        }
+        let after = &code[at + name.len()..];
+        if after.chars().next().is_some_and(is_ident_char) {
+            continue;
+        }
+        let Some(params) = after.trim_start().strip_prefix('(') else {
+            continue;
+        };
+        // A declaration has a type right before the name; a call does not.
+        let before = before.trim_end();
+        let ret_start = before
+            .char_indices()
+            .rev()
+            .take_while(|&(_, c)| is_ident_char(c))
+            .last()
+            .map(|(i, _)| i);
+        let Some(ret_start) = ret_start else {
+            continue;
+        };
+        let ret = &before[ret_start..];
+        if ret == "return" {
+            continue;
+        }
+        let Some(close) = params.find(')') else {
+            continue;
+        };
+        let types: Vec<&str> = params[..close]
+            .split(',')
+            .map(|p| {
+                let p = p.trim();
+                let p = p.strip_prefix("const ").unwrap_or(p).trim_start();
+                p.split(|c: char| !is_ident_char(c)).next().unwrap_or("")
+            })
+            .collect();
+        return match (ret, types.as_slice()) {
+            ("uint16_t", ["uint8_t", "uint8_t"]) => Ok(Some(false)),
+            ("int16_t", ["int8_t", "int8_t"]) => Ok(Some(true)),
+            _ => Err(format!(
+                "function '{name}' is {ret} {name}({}); an integer model is uint16_t {name}(uint8_t, uint8_t) or int16_t {name}(int8_t, int8_t) (wider integer multipliers are not supported yet)",
+                types.join(", ")
+            )),
+        };
     }
-    Ok(models)
+    Ok(None)
+}
+
+/// The optional record of an integer model: `.description` required,
+/// `.name` (if given) equal to the file stem, hardware figures default 0.
+fn int_info(mut fields: Vec<(String, Value)>, name: &str) -> Result<IntInfoRecord, String> {
+    let symbol = format!("{name}_info");
+    let has_record = !fields.is_empty();
+    let mut take = |field: &str| -> Option<Value> {
+        let at = fields.iter().position(|(f, _)| f == field)?;
+        Some(fields.remove(at).1)
+    };
+    let string = |field: &str, v: Value| match v {
+        Value::Str(s) => Ok(s),
+        Value::Number(_) => Err(format!("{symbol}.{field} must be a string literal")),
+    };
+    let double = |field: &str, v: Option<Value>| match v {
+        None => Ok(0.0),
+        Some(Value::Number(n)) => {
+            parse_c_double(&n).ok_or_else(|| format!("{symbol}.{field} = {n} is not a number"))
+        }
+        Some(Value::Str(_)) => Err(format!("{symbol}.{field} must be a number")),
+    };
+    if let Some(v) = take("name") {
+        let given = string("name", v)?;
+        if given != name {
+            return Err(format!(
+                "{symbol}.name is \"{given}\" but the file declares model '{name}'"
+            ));
+        }
+    }
+    let description = match take("description") {
+        Some(v) => string("description", v)?,
+        None if has_record => return Err(format!("{symbol} does not set .description")),
+        None => format!("integer model {name} (no info record)"),
+    };
+    if description.trim().is_empty() || description.contains('\n') {
+        return Err(format!("{symbol}.description must be one non-empty line"));
+    }
+    let info = IntInfoRecord {
+        description,
+        area_um2: double("area_um2", take("area_um2"))?,
+        power_mw: double("power_mw", take("power_mw"))?,
+        delay_ns: double("delay_ns", take("delay_ns"))?,
+    };
+    if let Some((field, _)) = fields.first() {
+        return Err(format!(
+            "{symbol}.{field} is not a field of approx_model_int_info"
+        ));
+    }
+    check_figures(&symbol, [info.area_um2, info.power_mw, info.delay_ns])?;
+    Ok(info)
 }
 
 /// `[a-z][a-z0-9_]*`: a C identifier prefix, a Rust identifier and a
@@ -277,22 +438,66 @@ enum Value {
 /// Reads `NAME_info = { .field = value, ... }` from comment-free source.
 fn parse_info(code: &str, name: &str) -> Result<InfoRecord, String> {
     let symbol = format!("{name}_info");
-    let body = code
-        .match_indices(&symbol)
-        .find_map(|(at, _)| {
-            if code[..at].chars().next_back().is_some_and(is_ident_char) {
-                return None;
-            }
-            let rest = code[at + symbol.len()..].trim_start();
-            let rest = rest.strip_prefix('=')?.trim_start();
-            let rest = rest.strip_prefix('{')?;
-            Some(&rest[..closing_brace(rest)?])
-        })
-        .ok_or_else(|| {
-            format!(
-                "no record '{symbol} = {{ ... }}' (a model NAME.c defines const struct approx_model_info NAME_info)"
-            )
-        })?;
+    let mut fields = record_fields(code, name)?.ok_or_else(|| {
+        format!(
+            "no record '{symbol} = {{ ... }}' (a model NAME.c defines const struct approx_model_info NAME_info)"
+        )
+    })?;
+    let mut take = |field: &str| -> Result<Value, String> {
+        let at = fields
+            .iter()
+            .position(|(f, _)| f == field)
+            .ok_or_else(|| format!("{symbol} does not set .{field}"))?;
+        Ok(fields.remove(at).1)
+    };
+    let string = |field: &str, v: Value| match v {
+        Value::Str(s) => Ok(s),
+        Value::Number(_) => Err(format!("{symbol}.{field} must be a string literal")),
+    };
+    let unsigned = |field: &str, v: Value| match v {
+        Value::Number(n) => parse_c_unsigned(&n)
+            .ok_or_else(|| format!("{symbol}.{field} = {n} is not an unsigned integer")),
+        Value::Str(_) => Err(format!("{symbol}.{field} must be a number")),
+    };
+    let double = |field: &str, v: Value| match v {
+        Value::Number(n) => {
+            parse_c_double(&n).ok_or_else(|| format!("{symbol}.{field} = {n} is not a number"))
+        }
+        Value::Str(_) => Err(format!("{symbol}.{field} must be a number")),
+    };
+    let record = InfoRecord {
+        name: string("name", take("name")?)?,
+        description: string("description", take("description")?)?,
+        min_bits: unsigned("min_bits", take("min_bits")?)?,
+        max_bits: unsigned("max_bits", take("max_bits")?)?,
+        area_um2: double("area_um2", take("area_um2")?)?,
+        power_mw: double("power_mw", take("power_mw")?)?,
+        delay_ns: double("delay_ns", take("delay_ns")?)?,
+    };
+    if let Some((field, _)) = fields.first() {
+        return Err(format!(
+            "{symbol}.{field} is not a field of approx_model_info"
+        ));
+    }
+    Ok(record)
+}
+
+/// The `.field = value` pairs of `NAME_info = { ... }` in comment-free
+/// source, in order; `None` when the source has no such record.
+fn record_fields(code: &str, name: &str) -> Result<Option<Vec<(String, Value)>>, String> {
+    let symbol = format!("{name}_info");
+    let body = code.match_indices(&symbol).find_map(|(at, _)| {
+        if code[..at].chars().next_back().is_some_and(is_ident_char) {
+            return None;
+        }
+        let rest = code[at + symbol.len()..].trim_start();
+        let rest = rest.strip_prefix('=')?.trim_start();
+        let rest = rest.strip_prefix('{')?;
+        Some(&rest[..closing_brace(rest)?])
+    });
+    let Some(body) = body else {
+        return Ok(None);
+    };
     let tokens = tokenize(body)?;
     let mut fields: Vec<(String, Value)> = Vec::new();
     let mut i = 0;
@@ -341,43 +546,7 @@ fn parse_info(code: &str, name: &str) -> Result<InfoRecord, String> {
         }
         fields.push((field, value));
     }
-    let mut take = |field: &str| -> Result<Value, String> {
-        let at = fields
-            .iter()
-            .position(|(f, _)| f == field)
-            .ok_or_else(|| format!("{symbol} does not set .{field}"))?;
-        Ok(fields.remove(at).1)
-    };
-    let string = |field: &str, v: Value| match v {
-        Value::Str(s) => Ok(s),
-        Value::Number(_) => Err(format!("{symbol}.{field} must be a string literal")),
-    };
-    let unsigned = |field: &str, v: Value| match v {
-        Value::Number(n) => parse_c_unsigned(&n)
-            .ok_or_else(|| format!("{symbol}.{field} = {n} is not an unsigned integer")),
-        Value::Str(_) => Err(format!("{symbol}.{field} must be a number")),
-    };
-    let double = |field: &str, v: Value| match v {
-        Value::Number(n) => {
-            parse_c_double(&n).ok_or_else(|| format!("{symbol}.{field} = {n} is not a number"))
-        }
-        Value::Str(_) => Err(format!("{symbol}.{field} must be a number")),
-    };
-    let record = InfoRecord {
-        name: string("name", take("name")?)?,
-        description: string("description", take("description")?)?,
-        min_bits: unsigned("min_bits", take("min_bits")?)?,
-        max_bits: unsigned("max_bits", take("max_bits")?)?,
-        area_um2: double("area_um2", take("area_um2")?)?,
-        power_mw: double("power_mw", take("power_mw")?)?,
-        delay_ns: double("delay_ns", take("delay_ns")?)?,
-    };
-    if let Some((field, _)) = fields.first() {
-        return Err(format!(
-            "{symbol}.{field} is not a field of approx_model_info"
-        ));
-    }
-    Ok(record)
+    Ok(Some(fields))
 }
 
 /// The byte offset of the first `}` outside string literals.
@@ -444,14 +613,23 @@ fn validate_info(info: &InfoRecord, name: &str) -> Result<(), String> {
             info.min_bits, info.max_bits
         ));
     }
-    for (field, v) in [
-        ("area_um2", info.area_um2),
-        ("power_mw", info.power_mw),
-        ("delay_ns", info.delay_ns),
-    ] {
+    check_figures(
+        &format!("{name}_info"),
+        [info.area_um2, info.power_mw, info.delay_ns],
+    )?;
+    Ok(())
+}
+
+/// The hardware figures `[area_um2, power_mw, delay_ns]` of the record
+/// `symbol`: none negative.
+fn check_figures(symbol: &str, figures: [f64; 3]) -> Result<(), String> {
+    for (field, v) in ["area_um2", "power_mw", "delay_ns"]
+        .into_iter()
+        .zip(figures)
+    {
         if v < 0.0 {
             return Err(format!(
-                "{name}_info.{field} = {v} is negative (use 0 for \"not declared\")"
+                "{symbol}.{field} = {v} is negative (use 0 for \"not declared\")"
             ));
         }
     }
@@ -467,7 +645,11 @@ fn compile_models(manifest_dir: &Path, models: &[ModelSource]) {
         .flag_if_supported("-std=c99")
         // Keep a * b + c as two rounded operations on every target, so a
         // model written with floats means the same everywhere.
-        .flag_if_supported("-ffp-contract=off");
+        .flag_if_supported("-ffp-contract=off")
+        // The ABI header first in every file, so that an integer model in
+        // EvoApprox's form needs only its one-line record added.
+        .flag("-include")
+        .flag(manifest_dir.join(ABI_HEADER).to_string_lossy().as_ref());
     for m in models {
         build.file(manifest_dir.join(&m.file));
     }
@@ -532,14 +714,21 @@ fn generate_bindings(header: &Path) -> Result<String, String> {
 }
 
 /// The Rust source of the registry.
-fn registry_source(models: &[ModelSource]) -> String {
+fn registry_source(all: &[ModelSource]) -> String {
+    let models: Vec<(&ModelSource, &InfoRecord)> = all
+        .iter()
+        .filter_map(|m| match &m.kind {
+            ModelKind::Float(info) => Some((m, info)),
+            ModelKind::Int { .. } => None,
+        })
+        .collect();
     let mut s = String::new();
     let _ = writeln!(
         s,
         "// Generated by build.rs from multipliers/*.c; do not edit.\n\n\
          mod ffi {{\n    use super::abi::approx_model_info;\n    extern \"C\" {{"
     );
-    for m in models {
+    for (m, _) in &models {
         let n = &m.name;
         let _ = writeln!(
             s,
@@ -549,7 +738,7 @@ fn registry_source(models: &[ModelSource]) -> String {
     }
     let _ = writeln!(s, "    }}\n}}\n");
     // The declarations above must agree with the ABI header's typedef.
-    for m in models {
+    for (m, _) in &models {
         let _ = writeln!(
             s,
             "const _: abi::approx_model_fn = Some(ffi::{}_mul);",
@@ -557,7 +746,7 @@ fn registry_source(models: &[ModelSource]) -> String {
         );
     }
     let _ = writeln!(s);
-    for m in models {
+    for (m, _) in &models {
         let n = &m.name;
         let _ = writeln!(
             s,
@@ -573,8 +762,7 @@ fn registry_source(models: &[ModelSource]) -> String {
         "/// Every model compiled from `multipliers/*.c`, sorted by name.\n\
          pub static MODELS: &[amsim::ModelInfo] = &["
     );
-    for m in models {
-        let i = &m.info;
+    for (m, i) in &models {
         let _ = writeln!(
             s,
             "    amsim::ModelInfo {{\n        name: {:?},\n        description: {:?},\n        \
@@ -598,9 +786,95 @@ fn registry_source(models: &[ModelSource]) -> String {
          // SAFETY: the records are immutable C objects that live for the\n    \
          // whole program.\n    unsafe {{\n        vec![",
     );
-    for m in models {
+    for (m, _) in &models {
         let _ = writeln!(s, "            &ffi::{}_info,", m.name);
     }
-    let _ = writeln!(s, "        ]\n    }}\n}}");
+    let _ = writeln!(s, "        ]\n    }}\n}}\n");
+    int_registry_source(&mut s, all);
     s
+}
+
+/// The integer part of the registry: declarations, wrappers taking and
+/// returning `i32` (operand values -128..=127 or 0..=255), `INT_MODELS` and
+/// the optional C records.
+fn int_registry_source(s: &mut String, all: &[ModelSource]) {
+    let models: Vec<(&ModelSource, bool, &IntInfoRecord, bool)> = all
+        .iter()
+        .filter_map(|m| match &m.kind {
+            ModelKind::Int {
+                signed,
+                info,
+                has_record,
+            } => Some((m, *signed, info, *has_record)),
+            ModelKind::Float(_) => None,
+        })
+        .collect();
+    let _ = writeln!(
+        s,
+        "// EvoApprox names keep their upper-case suffixes.\n\
+         #[allow(non_snake_case, non_upper_case_globals)]\n\
+         mod int_ffi {{\n    use super::abi::approx_model_int_info;\n    extern \"C\" {{"
+    );
+    for &(m, signed, _, has_record) in &models {
+        let n = &m.name;
+        let (op, ret) = if signed { ("i8", "i16") } else { ("u8", "u16") };
+        let _ = writeln!(s, "        pub fn {n}(a: {op}, b: {op}) -> {ret};");
+        if has_record {
+            let _ = writeln!(s, "        pub static {n}_info: approx_model_int_info;");
+        }
+    }
+    let _ = writeln!(s, "    }}\n}}\n");
+    for &(m, signed, _, _) in &models {
+        let fn_type = if signed { "mul8s" } else { "mul8u" };
+        let _ = writeln!(
+            s,
+            "const _: abi::approx_model_{fn_type}_fn = Some(int_ffi::{});",
+            m.name
+        );
+    }
+    let _ = writeln!(s);
+    for &(m, signed, _, _) in &models {
+        let n = &m.name;
+        let op = if signed { "i8" } else { "u8" };
+        let _ = writeln!(
+            s,
+            "/// Integer model `{n}` ({file}).\n#[allow(non_snake_case)]\n\
+             fn int_model_{n}(a: i32, b: i32) -> i32 {{\n    \
+             // SAFETY: by the ABI of approx_model.h an integer model is a pure\n    \
+             // function defined for every operand pair.\n    \
+             i32::from(unsafe {{ int_ffi::{n}(a as {op}, b as {op}) }})\n}}\n",
+            file = m.file
+        );
+    }
+    let _ = writeln!(
+        s,
+        "/// Every integer model compiled from `multipliers/*.c`, sorted by name.\n\
+         pub static INT_MODELS: &[amsim::IntModelInfo] = &["
+    );
+    for &(m, signed, i, _) in &models {
+        let _ = writeln!(
+            s,
+            "    amsim::IntModelInfo {{\n        name: {:?},\n        description: {:?},\n        \
+             signed: {signed},\n        area_um2: {:?},\n        \
+             power_mw: {:?},\n        delay_ns: {:?},\n        func: int_model_{},\n    }},",
+            m.name, i.description, i.area_um2, i.power_mw, i.delay_ns, m.name
+        );
+    }
+    let _ = writeln!(s, "];\n");
+    let _ = writeln!(
+        s,
+        "/// The C records of the integer models, in the order of\n\
+         /// [`INT_MODELS`] (`None` for a model without one).\n\
+         fn raw_int_info_records() -> Vec<Option<&'static abi::approx_model_int_info>> {{\n    \
+         // SAFETY: the records are immutable C objects that live for the\n    \
+         // whole program.\n    unsafe {{\n        vec!["
+    );
+    for &(m, _, _, has_record) in &models {
+        if has_record {
+            let _ = writeln!(s, "            Some(&int_ffi::{}_info),", m.name);
+        } else {
+            let _ = writeln!(s, "            None,");
+        }
+    }
+    let _ = writeln!(s, "        ]\n    }}\n}}");
 }

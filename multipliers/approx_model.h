@@ -39,9 +39,32 @@
  *   - It returns the approximate product: a normal float in [1, 4). AMSim
  *     rejects a table holding anything else.
  *   - It is a pure function: no state, no I/O, thread safe.
+ *
+ * Integer models (8-bit operands, the form of the EvoApprox library):
+ *
+ *   A file `multipliers/NAME.c`, NAME a lowercase letter followed by
+ *   [A-Za-z0-9_], that has no NAME_mul but defines a function named NAME
+ *   with one of the signatures
+ *
+ *     uint16_t NAME(uint8_t a, uint8_t b);    (unsigned, `mul8u_...`)
+ *     int16_t  NAME(int8_t a, int8_t b);      (signed, `mul8s_...`)
+ *
+ *   is an integer model: the approximate product of two 8-bit integers.
+ *   It is tabulated over all 256 x 256 operand pairs (`int8:NAME`). It must
+ *   be a pure function defined for every operand pair. An info record is
+ *   optional, one line is enough:
+ *
+ *     const struct approx_model_int_info NAME_info = { .description = "..." };
+ *
+ *   with the optional fields .name (equal to NAME), .area_um2, .power_mw and
+ *   .delay_ns (0 or absent: "not declared"). Every file is compiled with
+ *   this header included first, so a file in EvoApprox's form needs no
+ *   #include line for the record.
  */
 #ifndef APPROX_MODEL_H
 #define APPROX_MODEL_H
+
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -62,6 +85,24 @@ struct approx_model_info {
     unsigned max_bits;
     /* Hardware figures for energy estimates, only where a cited source gives
      * them; 0 means "not declared". */
+    double area_um2;
+    double power_mw;
+    double delay_ns;
+};
+
+/* The signatures of integer models: the approximate product of two
+ * unsigned or two signed 8-bit integers. */
+typedef uint16_t (*approx_model_mul8u_fn)(uint8_t a, uint8_t b);
+typedef int16_t (*approx_model_mul8s_fn)(int8_t a, int8_t b);
+
+/* What a designer declares about an integer model (all fields optional but
+ * .description). */
+struct approx_model_int_info {
+    /* Equals the file stem (the function name) when given. */
+    const char *name;
+    /* One-line description, ideally naming the source of the design. */
+    const char *description;
+    /* Hardware figures, as in approx_model_info; 0 means "not declared". */
     double area_um2;
     double power_mw;
     double delay_ns;

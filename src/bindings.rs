@@ -14,3 +14,14 @@ pub struct approx_model_info {
     pub power_mw: f64,
     pub delay_ns: f64,
 }
+pub type approx_model_mul8u_fn = ::std::option::Option<unsafe extern "C" fn(a: u8, b: u8) -> u16>;
+pub type approx_model_mul8s_fn = ::std::option::Option<unsafe extern "C" fn(a: i8, b: i8) -> i16>;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct approx_model_int_info {
+    pub name: *const ::std::os::raw::c_char,
+    pub description: *const ::std::os::raw::c_char,
+    pub area_um2: f64,
+    pub power_mw: f64,
+    pub delay_ns: f64,
+}

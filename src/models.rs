@@ -90,3 +90,57 @@ fn c_string(p: *const std::os::raw::c_char) -> String {
     // and alive for the whole program.
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
+
+/// Find a registered integer model by name; the error lists the known names.
+pub fn find_int(name: &str) -> amsim::Result<&'static amsim::IntModelInfo> {
+    amsim::model::find_int(INT_MODELS, name)
+}
+
+/// An integer model's C info record as compiled into the library (its
+/// fields that [`INT_MODELS`] carries), for comparison with what `build.rs`
+/// read from the source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompiledIntInfo {
+    /// `.description`.
+    pub description: String,
+    /// `.area_um2`.
+    pub area_um2: f64,
+    /// `.power_mw`.
+    pub power_mw: f64,
+    /// `.delay_ns`.
+    pub delay_ns: f64,
+}
+
+impl CompiledIntInfo {
+    /// The fields of a registry entry in the same form, for comparison.
+    pub fn of(info: &amsim::IntModelInfo) -> CompiledIntInfo {
+        CompiledIntInfo {
+            description: info.description.to_string(),
+            area_um2: info.area_um2,
+            power_mw: info.power_mw,
+            delay_ns: info.delay_ns,
+        }
+    }
+}
+
+/// The compiled C records of the integer models, in the order of
+/// [`INT_MODELS`], with `.name` (empty when the record leaves it out);
+/// `None` for a model without a record.
+pub fn compiled_int_info_records() -> Vec<Option<(String, CompiledIntInfo)>> {
+    raw_int_info_records()
+        .into_iter()
+        .map(|r| {
+            r.map(|r| {
+                (
+                    c_string(r.name),
+                    CompiledIntInfo {
+                        description: c_string(r.description),
+                        area_um2: r.area_um2,
+                        power_mw: r.power_mw,
+                        delay_ns: r.delay_ns,
+                    },
+                )
+            })
+        })
+        .collect()
+}

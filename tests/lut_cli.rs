@@ -441,3 +441,144 @@ fn every_command_has_help_with_an_example() {
         assert!(out.contains("Example"), "{cmd:?}: {out}");
     }
 }
+
+#[test]
+fn integer_table_builds_round_trips_and_characterizes_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = ok(&["lut", "build", "--model", "mul8s_trunc4"], d);
+    assert!(
+        out.contains("mul8s_trunc4.ilut") && out.contains("int8s"),
+        "{out}"
+    );
+    let lut = amsim::IntLut::read(&d.join("mul8s_trunc4.ilut")).unwrap();
+    let model = approxtrain::models::find_int("mul8s_trunc4").unwrap();
+    assert_eq!(lut, amsim::IntLut::of(model).unwrap());
+
+    let from_file = ok(
+        &[
+            "characterize",
+            "--lut",
+            "mul8s_trunc4.ilut",
+            "--csv",
+            "f.csv",
+        ],
+        d,
+    );
+    let from_model = ok(
+        &[
+            "characterize",
+            "--model",
+            "mul8s_trunc4",
+            "--csv",
+            "m.csv",
+            "--heatmap",
+            "m.png",
+        ],
+        d,
+    );
+    assert!(
+        from_model.contains("MRED") && from_model.contains("WCE"),
+        "{from_model}"
+    );
+    let csv = std::fs::read_to_string(d.join("m.csv")).unwrap();
+    assert_eq!(csv, std::fs::read_to_string(d.join("f.csv")).unwrap());
+    assert!(
+        from_file.contains("WCE                    49 at (15, 15)"),
+        "{from_file}"
+    );
+    assert!(std::fs::read(d.join("m.png"))
+        .unwrap()
+        .starts_with(b"\x89PNG"));
+    let verified = ok(&["verify", "--model", "mul8u_BAM61"], d);
+    assert!(verified.contains("65536          0"), "{verified}");
+}
+
+#[test]
+fn integer_models_and_tables_reject_float_only_options_and_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fails(
+        &["lut", "build", "--model", "exact8s", "--bits", "7"],
+        d,
+        &["exact8s", "integer model", "leave out --bits 7"],
+    );
+    fails(
+        &[
+            "lut",
+            "export",
+            "--model",
+            "exact8u",
+            "--format",
+            "approxtrain",
+        ],
+        d,
+        &["exact8u", "--format native"],
+    );
+    fails(
+        &[
+            "characterize",
+            "--model",
+            "mul8u_drum4",
+            "--pairs-csv",
+            "p.csv",
+        ],
+        d,
+        &["--pairs-csv", "integer table"],
+    );
+    ok(&["lut", "build", "--model", "exact8s", "-o", "e.ilut"], d);
+    let bytes = std::fs::read(d.join("e.ilut")).unwrap();
+    std::fs::write(d.join("short.ilut"), &bytes[..bytes.len() - 400]).unwrap();
+    fails(
+        &["characterize", "--lut", "short.ilut"],
+        d,
+        &["short.ilut", "truncated", "256 x 256"],
+    );
+}
+
+#[test]
+fn bench_gemm_times_int8_tables_against_the_fp32_row_of_the_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(
+        &[
+            "bench",
+            "gemm",
+            "--m",
+            "16",
+            "--n",
+            "24",
+            "--k",
+            "8",
+            "--repeats",
+            "1",
+            "--json",
+            "--multiplier",
+            "int8:mul8s_trunc4,int8:exact8u",
+        ],
+        dir.path(),
+    );
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["multiplier"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["fp32", "int8:mul8s_trunc4", "int8:exact8u"],
+        "{out}"
+    );
+    let fp32 = rows[0]["seconds"].as_f64().unwrap();
+    for r in &rows[1..] {
+        let ratio = r["ratio_vs_fp32"].as_f64().unwrap();
+        let want = r["seconds"].as_f64().unwrap() / fp32;
+        assert!((ratio - want).abs() <= 1e-9 * want, "{r}");
+    }
+    fails(
+        &["bench", "gemm", "--multiplier", "int8:mul8u_none"],
+        dir.path(),
+        &["int8:mul8u_none", "exact8s"],
+    );
+}

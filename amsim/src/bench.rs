@@ -256,6 +256,44 @@ pub fn bench_gemm(
         .collect()
 }
 
+/// Time `C = A·B` (`m x k` by `k x n` 8-bit codes, `i32` sums) through
+/// each integer table, on uniformly random codes; `fp32_seconds` is the FP32
+/// median of the same run ([`bench_gemm`]'s `fp32` row), the base of the
+/// ratio. One row per table, labelled `int8:MODEL`.
+pub fn bench_int_gemm(
+    luts: &[crate::IntLut],
+    m: usize,
+    n: usize,
+    k: usize,
+    opts: BenchOptions,
+    fp32_seconds: f64,
+) -> Result<Vec<GemmBenchRow>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(INPUT_SEED);
+    let a: Vec<u8> = (0..m * k).map(|_| rng.gen()).collect();
+    let b: Vec<u8> = (0..k * n).map(|_| rng.gen()).collect();
+    let mut c = vec![0i32; m * n];
+    let threads = rayon::current_num_threads();
+    let macs = (m * n * k) as f64;
+    luts.iter()
+        .map(|lut| {
+            let seconds = time_median(opts, || {
+                crate::int_gemm::int_gemm(lut, &a, &b, &mut c, m, n, k)
+            })?;
+            Ok(GemmBenchRow {
+                multiplier: format!("int8:{}", lut.model_name()),
+                m,
+                n,
+                k,
+                threads,
+                repeats: opts.repeats.max(1),
+                seconds,
+                gmacs: macs / seconds / 1e9,
+                ratio_vs_fp32: seconds / fp32_seconds,
+            })
+        })
+        .collect()
+}
+
 /// Time the three products of the convolution `shape` for FP32 and each of
 /// `mults`; rows in multiplier order, then [`ConvProduct::ALL`] order.
 pub fn bench_conv(

@@ -23,6 +23,19 @@ pub enum AmsimError {
         value: f32,
     },
 
+    /// An integer model returned a product outside its 16-bit result type
+    /// while its table was being built.
+    #[error("integer model '{model}' returned {value} for the operands ({a}, {b}); an {kind} model's product must lie in {lo}..={hi} (its 16-bit result type)")]
+    BadIntModelOutput {
+        model: String,
+        kind: &'static str,
+        a: i32,
+        b: i32,
+        value: i32,
+        lo: i32,
+        hi: i32,
+    },
+
     /// A model name that the registry does not know.
     #[error("unknown multiplier model '{name}'; known models: {known}")]
     UnknownModel { name: String, known: String },

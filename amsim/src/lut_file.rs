@@ -52,14 +52,14 @@ pub const MAX_APPROXTRAIN_BITS: u32 = 7;
 /// length.
 const HEADER_FIXED: usize = 8 + 4 + 4 + 4;
 
-fn bad(path: &Path, reason: impl Into<String>) -> AmsimError {
+pub(crate) fn bad(path: &Path, reason: impl Into<String>) -> AmsimError {
     AmsimError::BadLutFile {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
 }
 
-fn io_err(path: &Path, error: std::io::Error) -> AmsimError {
+pub(crate) fn io_err(path: &Path, error: std::io::Error) -> AmsimError {
     AmsimError::Io {
         path: path.to_path_buf(),
         error,
@@ -117,24 +117,93 @@ pub fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// The native file image of `lut`.
 pub fn to_native_bytes(lut: &Lut) -> Result<Vec<u8>> {
-    let name = lut.model_name().as_bytes();
-    if name.len() > MAX_NAME_LEN as usize {
+    table_file_bytes(
+        MAGIC,
+        FORMAT_VERSION,
+        lut.bits(),
+        lut.model_name(),
+        &entry_bytes(lut),
+    )
+}
+
+/// The image of a table file of the layout shared by the native and the
+/// integer formats: magic, version, one format field (`u32`), name length
+/// and name, FNV-1a 64 checksum of the entries, entries.
+pub(crate) fn table_file_bytes(
+    magic: &[u8; 8],
+    version: u32,
+    field: u32,
+    name: &str,
+    entries: &[u8],
+) -> Result<Vec<u8>> {
+    let name_bytes = name.as_bytes();
+    if name_bytes.len() > MAX_NAME_LEN as usize {
         return Err(AmsimError::Other(format!(
-            "model name '{}' is {} bytes long; a LUT file holds at most {MAX_NAME_LEN}",
-            lut.model_name(),
-            name.len()
+            "model name '{name}' is {} bytes long; a LUT file holds at most {MAX_NAME_LEN}",
+            name_bytes.len()
         )));
     }
-    let entries = entry_bytes(lut);
-    let mut out = Vec::with_capacity(HEADER_FIXED + name.len() + 8 + entries.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&lut.bits().to_le_bytes());
-    out.extend_from_slice(&(name.len() as u32).to_le_bytes());
-    out.extend_from_slice(name);
-    out.extend_from_slice(&fnv1a64(&entries).to_le_bytes());
-    out.extend_from_slice(&entries);
+    let mut out = Vec::with_capacity(HEADER_FIXED + name_bytes.len() + 8 + entries.len());
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&field.to_le_bytes());
+    out.extend_from_slice(&(name_bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(name_bytes);
+    out.extend_from_slice(&fnv1a64(entries).to_le_bytes());
+    out.extend_from_slice(entries);
     Ok(out)
+}
+
+/// The name and the checksum-verified entries of a table file image (the
+/// layout of [`table_file_bytes`], magic and version already checked),
+/// given the size of its entries; errors name `path`.
+pub(crate) fn table_file_payload<'a>(
+    bytes: &'a [u8],
+    path: &Path,
+    entries_len: usize,
+    what: &str,
+) -> Result<(String, &'a [u8])> {
+    let name_len = read_u32(bytes, 16);
+    if name_len > MAX_NAME_LEN {
+        return Err(bad(
+            path,
+            format!("model name length {name_len} exceeds the limit of {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    let name_end = HEADER_FIXED + name_len as usize;
+    let entries_start = name_end + 8;
+    let expected = entries_start + entries_len;
+    if bytes.len() < expected {
+        return Err(bad(
+            path,
+            format!(
+                "truncated: {what} needs {expected} bytes, the file has {}",
+                bytes.len()
+            ),
+        ));
+    }
+    if bytes.len() > expected {
+        return Err(bad(
+            path,
+            format!(
+                "{} trailing bytes after the entries of {what}",
+                bytes.len() - expected
+            ),
+        ));
+    }
+    let model = std::str::from_utf8(&bytes[HEADER_FIXED..name_end])
+        .map_err(|_| bad(path, "model name is not valid UTF-8"))?
+        .to_string();
+    let stored = u64::from_le_bytes(bytes[name_end..entries_start].try_into().expect("8 bytes"));
+    let entries = &bytes[entries_start..];
+    let actual = fnv1a64(entries);
+    if stored != actual {
+        return Err(bad(
+            path,
+            format!("checksum mismatch: header says {stored:016x}, entries hash to {actual:016x} (file corrupted?)"),
+        ));
+    }
+    Ok((model, entries))
 }
 
 /// Write `lut` to `path` in the native format (whole: temp file + rename).
@@ -142,7 +211,7 @@ pub fn write_native(lut: &Lut, path: &Path) -> Result<()> {
     write_whole(path, &to_native_bytes(lut)?)
 }
 
-fn read_u32(bytes: &[u8], at: usize) -> u32 {
+pub(crate) fn read_u32(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
 }
 
@@ -189,47 +258,10 @@ pub fn parse_native(bytes: &[u8], path: &Path) -> Result<(NativeHeader, Lut)> {
             format!("bit width {bits} is out of range 1..={MAX_LUT_BITS}"),
         ));
     }
-    let name_len = read_u32(bytes, 16);
-    if name_len > MAX_NAME_LEN {
-        return Err(bad(
-            path,
-            format!("model name length {name_len} exceeds the limit of {MAX_NAME_LEN} bytes"),
-        ));
-    }
-    let name_end = HEADER_FIXED + name_len as usize;
-    let entries_start = name_end + 8;
     let n_entries = 1usize << (2 * bits);
-    let expected = entries_start + 4 * n_entries;
-    if bytes.len() < expected {
-        return Err(bad(
-            path,
-            format!(
-                "truncated: a {bits}-bit table needs {expected} bytes, the file has {}",
-                bytes.len()
-            ),
-        ));
-    }
-    if bytes.len() > expected {
-        return Err(bad(
-            path,
-            format!(
-                "{} trailing bytes after the {n_entries} entries of a {bits}-bit table",
-                bytes.len() - expected
-            ),
-        ));
-    }
-    let model = std::str::from_utf8(&bytes[HEADER_FIXED..name_end])
-        .map_err(|_| bad(path, "model name is not valid UTF-8"))?
-        .to_string();
-    let stored = u64::from_le_bytes(bytes[name_end..entries_start].try_into().expect("8 bytes"));
-    let entries = &bytes[entries_start..];
-    let actual = fnv1a64(entries);
-    if stored != actual {
-        return Err(bad(
-            path,
-            format!("checksum mismatch: header says {stored:016x}, entries hash to {actual:016x} (file corrupted?)"),
-        ));
-    }
+    let what = format!("a {bits}-bit table");
+    let (model, entries) = table_file_payload(bytes, path, 4 * n_entries, &what)?;
+    let stored = fnv1a64(entries);
     let table: Vec<f32> = entries
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))

@@ -33,7 +33,7 @@ impl ModelInfo {
     /// Energy per multiply in picojoules (power x delay), when both are
     /// declared.
     pub fn energy_pj(&self) -> Option<f64> {
-        (self.power_mw > 0.0 && self.delay_ns > 0.0).then_some(self.power_mw * self.delay_ns)
+        energy_pj(self.power_mw, self.delay_ns)
     }
 
     /// Whether the model declares support for `bits`.
@@ -51,4 +51,83 @@ pub fn find<'a>(models: &'a [ModelInfo], name: &str) -> crate::Result<&'a ModelI
             name: name.to_string(),
             known: models.iter().map(|m| m.name).collect::<Vec<_>>().join(", "),
         })
+}
+
+/// A functional model of an 8-bit integer multiplier: `model(a, b)` is the
+/// approximate product of two operand values, both in -128..=127 for a
+/// signed model or 0..=255 for an unsigned one. The result must fit the
+/// model's 16-bit product ([`IntModelInfo::product_range`]).
+pub type IntModelFn = fn(i32, i32) -> i32;
+
+/// A registered integer model (`multipliers/NAME.c` in EvoApprox's form).
+#[derive(Debug, Clone, Copy)]
+pub struct IntModelInfo {
+    /// Name used in `int8:NAME` specs; equals the C function's name.
+    pub name: &'static str,
+    /// One-line description.
+    pub description: &'static str,
+    /// Signed (`int16_t NAME(int8_t, int8_t)`) or unsigned
+    /// (`uint16_t NAME(uint8_t, uint8_t)`) operands.
+    pub signed: bool,
+    /// Optional hardware figures (0 means "not declared").
+    pub area_um2: f64,
+    /// Power in milliwatts.
+    pub power_mw: f64,
+    /// Delay in nanoseconds.
+    pub delay_ns: f64,
+    /// The model itself.
+    pub func: IntModelFn,
+}
+
+impl IntModelInfo {
+    /// The operand values of the model: -128..=127 or 0..=255.
+    pub fn operand_range(&self) -> std::ops::RangeInclusive<i32> {
+        operand_range(self.signed)
+    }
+
+    /// The values a product may take: its 16-bit result type.
+    pub fn product_range(&self) -> std::ops::RangeInclusive<i32> {
+        product_range(self.signed)
+    }
+
+    /// Energy per multiply in picojoules (power x delay), when both are
+    /// declared.
+    pub fn energy_pj(&self) -> Option<f64> {
+        energy_pj(self.power_mw, self.delay_ns)
+    }
+}
+
+/// The 8-bit operand values: -128..=127 (signed) or 0..=255.
+pub fn operand_range(signed: bool) -> std::ops::RangeInclusive<i32> {
+    if signed {
+        -128..=127
+    } else {
+        0..=255
+    }
+}
+
+/// The 16-bit product values: `int16_t` (signed) or `uint16_t`.
+pub fn product_range(signed: bool) -> std::ops::RangeInclusive<i32> {
+    if signed {
+        i32::from(i16::MIN)..=i32::from(i16::MAX)
+    } else {
+        0..=i32::from(u16::MAX)
+    }
+}
+
+/// Find an integer model by name; the error lists the known names.
+pub fn find_int<'a>(models: &'a [IntModelInfo], name: &str) -> crate::Result<&'a IntModelInfo> {
+    models
+        .iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| crate::AmsimError::UnknownModel {
+            name: name.to_string(),
+            known: models.iter().map(|m| m.name).collect::<Vec<_>>().join(", "),
+        })
+}
+
+/// Energy per multiply in picojoules (power x delay), when both figures
+/// are declared (positive).
+fn energy_pj(power_mw: f64, delay_ns: f64) -> Option<f64> {
+    (power_mw > 0.0 && delay_ns > 0.0).then_some(power_mw * delay_ns)
 }

@@ -224,13 +224,51 @@ pub fn cuda_engine(
     Ok(engine)
 }
 
-fn run_gemm(a: GemmArgs) -> anyhow::Result<()> {
+/// The `int8:MODEL` specs of `--multiplier`, tabulated, and the rest.
+fn split_int_specs(specs: &[String]) -> anyhow::Result<(Vec<amsim::IntLut>, Vec<String>)> {
+    let mut luts = Vec::new();
+    let mut rest = Vec::new();
+    for spec in specs {
+        match spec.trim().strip_prefix("int8:") {
+            Some(name) => {
+                let info = approxtrain::models::find_int(name)
+                    .with_context(|| format!("--multiplier {spec}"))?;
+                luts.push(amsim::IntLut::of(info)?);
+            }
+            None => rest.push(spec.clone()),
+        }
+    }
+    Ok((luts, rest))
+}
+
+fn run_gemm(mut a: GemmArgs) -> anyhow::Result<()> {
+    let (int_luts, float_specs) = split_int_specs(&a.common.multiplier)?;
+    if !int_luts.is_empty() {
+        if a.common.device != Device::Cpu {
+            bail!("bench gemm: int8 products run on the CPU engine only so far; leave out --device or the int8: specs");
+        }
+        // The integer rows are compared with the FP32 row of the same run.
+        a.common.multiplier = float_specs;
+        if !a.common.multiplier.iter().any(|s| s.trim() == "fp32") {
+            a.common.multiplier.insert(0, "fp32".into());
+        }
+    }
     let (mults, opts) = prepare(&a.common)?;
     let eng = cuda_engine(a.common.device)?;
-    let rows = match &eng {
+    let mut rows = match &eng {
         Some(e) => amsim::cuda::bench::bench_gemm_cuda(e, &mults, a.m, a.n, a.k, opts)?,
         None => bench_gemm(&mults, a.m, a.n, a.k, opts)?,
     };
+    if !int_luts.is_empty() {
+        let fp32 = rows
+            .iter()
+            .find(|r| r.multiplier == "fp32")
+            .map(|r| r.seconds)
+            .context("bench gemm: no fp32 row to compare the int8 rows with")?;
+        rows.extend(amsim::bench::bench_int_gemm(
+            &int_luts, a.m, a.n, a.k, opts, fp32,
+        )?);
+    }
     let device = eng
         .as_ref()
         .map_or("cpu".to_string(), |e| e.device_name().to_string());

@@ -3,23 +3,27 @@
 
 use std::path::{Path, PathBuf};
 
+use amsim::int_lut::kind_name;
+use amsim::int_metrics::{self, IntCharacterization};
 use amsim::lut_file::{self, LutFormat};
 use amsim::metrics::{self, Characterization};
 use amsim::verify::{self, VerifyReport};
-use amsim::{Lut, ModelInfo};
+use amsim::{IntLut, IntModelInfo, Lut, ModelInfo};
 use anyhow::{bail, Context, Result};
-use approxtrain::models::MODELS;
+use approxtrain::models::{INT_MODELS, MODELS};
 use experiments::eval::refuse_existing;
 
 /// `approxtrain lut ...`
 #[derive(clap::Subcommand)]
 pub enum LutCommand {
     /// Tabulate a model and write a native LUT file.
-    #[command(after_help = "Example:\n  approxtrain lut build --model mbm --bits 7 -o mbm7.lut")]
+    #[command(
+        after_help = "Examples:\n  approxtrain lut build --model mbm --bits 7 -o mbm7.lut\n  approxtrain lut build --model mul8s_trunc4 -o mul8s_trunc4.ilut"
+    )]
     Build {
         #[command(flatten)]
         model: ModelArgs,
-        /// Output file (default: MODELBITS.lut, e.g. mbm7.lut).
+        /// Output file (default: MODELBITS.lut, e.g. mbm7.lut, or MODEL.ilut for an integer model).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
         /// Replace the output file if it exists.
@@ -73,9 +77,9 @@ pub enum LutCommand {
         #[arg(conflicts_with_all = ["model", "bits"], required_unless_present = "model")]
         file: Option<PathBuf>,
         /// Registered model to tabulate instead of reading a file.
-        #[arg(long, requires = "bits")]
+        #[arg(long)]
         model: Option<String>,
-        /// Table width for --model.
+        /// Table width for --model (not for an integer model).
         #[arg(long)]
         bits: Option<u32>,
         /// Rows and columns of the corner of entries to print.
@@ -84,15 +88,16 @@ pub enum LutCommand {
     },
 }
 
-/// `--model M --bits B`.
+/// `--model M --bits B`, or `--model M` for an integer model.
 #[derive(clap::Args)]
 pub struct ModelArgs {
     /// Registered model name (see `approxtrain models`).
     #[arg(long)]
     model: String,
-    /// Mantissa bits of the table.
+    /// Mantissa bits of the table (float models only; an integer model's
+    /// table is always 256 x 256).
     #[arg(long)]
-    bits: u32,
+    bits: Option<u32>,
 }
 
 /// Formats `lut export` writes.
@@ -111,17 +116,14 @@ pub enum ExportFormat {
 )]
 pub struct CharacterizeArgs {
     /// Registered model name.
-    #[arg(
-        long,
-        conflicts_with = "lut",
-        required_unless_present = "lut",
-        requires = "bits"
-    )]
+    #[arg(long, conflicts_with = "lut", required_unless_present = "lut")]
     model: Option<String>,
-    /// Mantissa bits (1..=11 exhaustive; up to 23 sampled, without a heat map).
+    /// Mantissa bits (1..=11 exhaustive; up to 23 sampled, without a heat
+    /// map); not for an integer model, which is always characterized over
+    /// all 65536 operand pairs.
     #[arg(long)]
     bits: Option<u32>,
-    /// A LUT file (native or ApproxTrain .bin) instead of a model.
+    /// A LUT file (native, ApproxTrain .bin or integer .ilut) instead of a model.
     #[arg(long, value_name = "FILE")]
     lut: Option<PathBuf>,
     /// Write the metrics as a one-row CSV.
@@ -153,9 +155,10 @@ pub struct VerifyArgs {
     /// Verify every registered model that supports --bits.
     #[arg(long)]
     all: bool,
-    /// Table width.
+    /// Table width (float models; an integer model is checked on all 65536
+    /// operand pairs).
     #[arg(long)]
-    bits: u32,
+    bits: Option<u32>,
     /// Random FP32 pairs to compare.
     #[arg(long, default_value_t = verify::DEFAULT_SAMPLES)]
     samples: u64,
@@ -184,6 +187,53 @@ fn build_lut(name: &str, bits: u32) -> Result<Lut> {
     Ok(Lut::build(info.name, info.func, bits)?)
 }
 
+/// The integer model `name`, if it is one; `bits` must then be absent.
+fn int_model(name: &str, bits: Option<u32>) -> Result<Option<&'static IntModelInfo>> {
+    let Ok(info) = amsim::model::find_int(INT_MODELS, name) else {
+        return Ok(None);
+    };
+    if let Some(b) = bits {
+        bail!(
+            "model '{name}' is an 8-bit integer model ({}): leave out --bits {b} (its table is always 256 x 256)",
+            kind_name(info.signed)
+        );
+    }
+    Ok(Some(info))
+}
+
+/// The `--bits` a float model needs.
+fn float_bits(name: &str, bits: Option<u32>) -> Result<u32> {
+    bits.with_context(|| format!("give --bits for the floating-point model '{name}'"))
+}
+
+/// Whether `path` holds an integer table (by its magic).
+fn is_int_file(path: &Path) -> Result<bool> {
+    use std::io::Read as _;
+    let mut magic = [0u8; 8];
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let n = f
+        .read(&mut magic)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(amsim::int_lut::is_int_table(&magic[..n]))
+}
+
+/// Write an integer table and say so.
+fn write_int_lut(lut: &IntLut, output: Option<PathBuf>, force: bool) -> Result<()> {
+    let out = output.unwrap_or_else(|| PathBuf::from(format!("{}.ilut", lut.model_name())));
+    refuse_existing(&out, force)?;
+    lut.write(&out)?;
+    println!(
+        "wrote {} ({}, {}, {} entries, checksum {:016x})",
+        out.display(),
+        lut.model_name(),
+        kind_name(lut.signed()),
+        lut.table().len(),
+        lut.checksum()
+    );
+    Ok(())
+}
+
 fn clock_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -199,7 +249,10 @@ pub fn run_lut(c: LutCommand) -> Result<()> {
             output,
             force,
         } => {
-            let lut = build_lut(&model.model, model.bits)?;
+            if let Some(info) = int_model(&model.model, model.bits)? {
+                return write_int_lut(&IntLut::of(info)?, output, force);
+            }
+            let lut = build_lut(&model.model, float_bits(&model.model, model.bits)?)?;
             let out = output.unwrap_or_else(|| native_name(&lut));
             refuse_existing(&out, force)?;
             lut_file::write_native(&lut, &out)?;
@@ -218,7 +271,16 @@ pub fn run_lut(c: LutCommand) -> Result<()> {
             output,
             force,
         } => {
-            let lut = build_lut(&model.model, model.bits)?;
+            if let Some(info) = int_model(&model.model, model.bits)? {
+                if format == ExportFormat::Approxtrain {
+                    bail!(
+                        "model '{}' is an integer model: ApproxTrain's .bin holds float tables only; use --format native (an .ilut file)",
+                        info.name
+                    );
+                }
+                return write_int_lut(&IntLut::of(info)?, output, force);
+            }
+            let lut = build_lut(&model.model, float_bits(&model.model, model.bits)?)?;
             match format {
                 ExportFormat::Native => {
                     let out = output.unwrap_or_else(|| native_name(&lut));
@@ -292,7 +354,49 @@ fn native_name(lut: &Lut) -> PathBuf {
     PathBuf::from(format!("{}{}.lut", lut.model_name(), lut.bits()))
 }
 
+/// `lut show` of an integer table: header, a corner of entries, metrics.
+fn show_int(lut: &IntLut, source: &str, corner: u32) {
+    println!("format      {source}");
+    println!(
+        "checksum    {:016x} (FNV-1a 64 of the i32 entries)",
+        lut.checksum()
+    );
+    println!("model       {}", lut.model_name());
+    println!("operands    {}", kind_name(lut.signed()));
+    println!("entries     {}", lut.table().len());
+    let lo = *lut.operand_range().start();
+    let k = corner.min(256) as i32;
+    println!("products p(a, b), a, b from {lo}:");
+    for a in lo..lo + k {
+        let row: Vec<String> = (lo..lo + k)
+            .map(|b| format!("{:>7}", lut.mul(a, b)))
+            .collect();
+        println!("  {a:>5} {}", row.join(" "));
+    }
+    println!();
+    print_int_characterization(&int_metrics::characterize_int_lut(lut));
+}
+
 fn show(file: Option<&Path>, model: Option<&str>, bits: Option<u32>, corner: u32) -> Result<()> {
+    if let Some(path) = file {
+        if is_int_file(path)? {
+            println!("file        {}", path.display());
+            show_int(
+                &IntLut::read(path)?,
+                "integer table (.ilut), checksum verified",
+                corner,
+            );
+            return Ok(());
+        }
+    }
+    if let Some(info) = model.map(|m| int_model(m, bits)).transpose()?.flatten() {
+        show_int(
+            &IntLut::of(info)?,
+            "tabulated from the registered integer model",
+            corner,
+        );
+        return Ok(());
+    }
     let lut = match (file, model, bits) {
         (Some(path), _, _) => {
             let (lut, format) = lut_file::read_with_format(path)?;
@@ -325,6 +429,7 @@ fn show(file: Option<&Path>, model: Option<&str>, bits: Option<u32>, corner: u32
             );
             lut
         }
+        (None, Some(m), None) => bail!("give --bits for the floating-point model '{m}'"),
         _ => bail!("give a LUT file or --model and --bits"),
     };
     println!("model       {}", lut.model_name());
@@ -394,8 +499,67 @@ fn print_characterization(c: &Characterization) {
     }
 }
 
+/// Print the integer metrics as a two-column table.
+fn print_int_characterization(c: &IntCharacterization) {
+    let rows = [
+        ("model", format!("{} ({})", c.model, kind_name(c.signed))),
+        ("pairs", "65536 (all pairs)".to_string()),
+        (
+            "error probability",
+            format!("{:.4}%", 100.0 * c.error_probability),
+        ),
+        ("bias (mean error)", format!("{:+.4}", c.bias)),
+        (
+            "MAE",
+            format!("{:.4} ({:.4}% of 2^16)", c.mae, c.mae_percent),
+        ),
+        ("MRED", format!("{:.4}%", 100.0 * c.mred)),
+        (
+            "WCE",
+            format!("{} at ({}, {})", c.wce, c.wce_at.0, c.wce_at.1),
+        ),
+        ("MSE", format!("{:.4}", c.mse)),
+    ];
+    for (name, value) in rows {
+        println!("{name:<22} {value}");
+    }
+}
+
+/// `characterize` of an integer table: metrics, CSV, heat map.
+fn characterize_int(lut: &IntLut, a: &CharacterizeArgs) -> Result<()> {
+    if a.pairs_csv.is_some() {
+        bail!("--pairs-csv is for float tables; an integer table's pairs are its 65536 entries (write them with `approxtrain lut build`)");
+    }
+    let c = int_metrics::characterize_int_lut(lut);
+    print_int_characterization(&c);
+    if let Some(path) = &a.csv {
+        int_metrics::write_int_csv(&[c], path)?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &a.heatmap {
+        experiments::figure::heatmap::write_int_heatmap(lut, path)
+            .with_context(|| format!("heat map of {}", lut.model_name()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 /// Run `characterize`.
 pub fn run_characterize(a: CharacterizeArgs) -> Result<()> {
+    if let Some(path) = &a.lut {
+        if is_int_file(path)? {
+            return characterize_int(&IntLut::read(path)?, &a);
+        }
+    }
+    if let Some(info) = a
+        .model
+        .as_deref()
+        .map(|m| int_model(m, a.bits))
+        .transpose()?
+        .flatten()
+    {
+        return characterize_int(&IntLut::of(info)?, &a);
+    }
     let (c, lut) = match (&a.lut, &a.model, a.bits) {
         (Some(path), _, _) => {
             let lut = lut_file::read(path)?;
@@ -456,25 +620,63 @@ fn print_verify_row(r: &VerifyReport) {
     );
 }
 
+/// `verify` of an integer model: its table against the model on every
+/// operand pair.
+fn verify_int(info: &IntModelInfo) -> Result<()> {
+    let lut = IntLut::of(info)?;
+    let r = int_metrics::verify_int_lut(&lut, info.func);
+    println!(
+        "{:<16} {:>6} {:>10} {:>10}",
+        "model", "kind", "pairs", "mismatches"
+    );
+    println!(
+        "{:<16} {:>6} {:>10} {:>10}",
+        r.model,
+        kind_name(info.signed),
+        r.pairs,
+        r.mismatches
+    );
+    if let Some((x, y, t, m)) = r.first_mismatch {
+        bail!(
+            "table and model products of {} differ ({} pairs; first: {x} x {y}: table {t}, model {m})",
+            info.name,
+            r.mismatches
+        );
+    }
+    Ok(())
+}
+
 /// Run `verify`.
 pub fn run_verify(a: VerifyArgs) -> Result<()> {
-    amsim::lut::check_bits(a.bits)?;
+    if let Some(info) = a
+        .model
+        .as_deref()
+        .map(|m| int_model(m, a.bits))
+        .transpose()?
+        .flatten()
+    {
+        return verify_int(info);
+    }
+    let bits = a
+        .bits
+        .context("give --bits (the table width of a floating-point model)")?;
+    amsim::lut::check_bits(bits)?;
     let seed = a.seed.unwrap_or_else(clock_seed);
     let models: Vec<&ModelInfo> = if a.all {
-        let supported: Vec<_> = MODELS.iter().filter(|m| m.supports_bits(a.bits)).collect();
+        let supported: Vec<_> = MODELS.iter().filter(|m| m.supports_bits(bits)).collect();
         if supported.is_empty() {
-            bail!("no registered model supports {} bits", a.bits);
+            bail!("no registered model supports {} bits", bits);
         }
         supported
     } else {
         let name = a.model.as_deref().context("give --model NAME or --all")?;
-        vec![resolve_model(name, a.bits)?]
+        vec![resolve_model(name, bits)?]
     };
     println!("seed {seed}, {} random FP32 pairs per model", a.samples);
     print_verify_header();
     let mut failed = Vec::new();
     for info in models {
-        let r = verify::verify_model(info.name, info.func, a.bits, a.samples, seed)?;
+        let r = verify::verify_model(info.name, info.func, bits, a.samples, seed)?;
         print_verify_row(&r);
         if let Some(m) = r.first_mismatch {
             eprintln!(
@@ -488,7 +690,7 @@ pub fn run_verify(a: VerifyArgs) -> Result<()> {
         bail!(
             "table and model products differ for {} at {} bits (seed {seed})",
             failed.join(", "),
-            a.bits
+            bits
         );
     }
     Ok(())

@@ -2,7 +2,7 @@
 
 use std::io::Write as _;
 
-use approxtrain::models::MODELS;
+use approxtrain::models::{INT_MODELS, MODELS};
 
 /// Options of `approxtrain models`.
 #[derive(clap::Args)]
@@ -44,6 +44,17 @@ fn optional(v: f64) -> serde_json::Value {
 }
 
 fn registry_json() -> serde_json::Value {
+    let ints = INT_MODELS.iter().map(|m| {
+        serde_json::json!({
+            "name": m.name,
+            "description": m.description,
+            "kind": "int8",
+            "signed": m.signed,
+            "area_um2": optional(m.area_um2),
+            "power_mw": optional(m.power_mw),
+            "delay_ns": optional(m.delay_ns),
+        })
+    });
     MODELS
         .iter()
         .map(|m| {
@@ -57,11 +68,13 @@ fn registry_json() -> serde_json::Value {
                 "delay_ns": optional(m.delay_ns),
             })
         })
+        .chain(ints)
         .collect()
 }
 
-/// Columns: name, bits range, area (um^2), power (mW), delay (ns),
-/// description; widths fitted to the contents.
+/// Columns: name, bits range (`int8s`/`int8u` for an integer model, used as
+/// `int8:NAME`), area (um^2), power (mW), delay (ns), description; widths
+/// fitted to the contents.
 fn registry_table() -> String {
     let header = [
         "MODEL",
@@ -81,6 +94,16 @@ fn registry_table() -> String {
         rows.push([
             m.name.to_string(),
             bits,
+            figure(m.area_um2),
+            figure(m.power_mw),
+            figure(m.delay_ns),
+            m.description.to_string(),
+        ]);
+    }
+    for m in INT_MODELS {
+        rows.push([
+            m.name.to_string(),
+            if m.signed { "int8s" } else { "int8u" }.to_string(),
             figure(m.area_um2),
             figure(m.power_mw),
             figure(m.delay_ns),

@@ -378,3 +378,24 @@ extern "C" __global__ void nchw_swap(int n, int ch, i64 spatial, const float *__
         if (inverse) dst[cm] = src[t]; else dst[t] = src[cm];
     }
 }
+
+// Integer table GEMM (amsim/src/int_gemm.rs): C[i][j] = sum_p
+// T[A[i][p] << 8 | B[p][j]], row-major 8-bit operand codes, the 256 x 256
+// int32 table T in global memory (256 KiB, resident in L2 and the read-only
+// cache). One thread per output element. The sums wrap in 32 bits
+// (unsigned arithmetic, which C++ defines), as the CPU engine's
+// wrapping_add: integer sums do not depend on their order, so this is
+// bit-exact with int_gemm_reference at any launch shape.
+extern "C" __global__ void __launch_bounds__(256) int_gemm_lut(
+    const unsigned char *__restrict__ a, const unsigned char *__restrict__ b,
+    const int *__restrict__ table, int *__restrict__ c, int m, int n, int k) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    int i = blockIdx.y;
+    if (i >= m || j >= n) return;
+    const unsigned char *a_row = a + (i64)i * k;
+    u32 sum = 0;
+    for (int p = 0; p < k; ++p) {
+        sum += (u32)__ldg(&table[((int)a_row[p] << 8) | b[(i64)p * n + j]]);
+    }
+    c[(i64)i * n + j] = (int)sum;
+}

@@ -49,7 +49,7 @@ use crate::{AmsimError, Lut, Multiplier, Result};
 pub const KERNEL_SOURCE: &str = include_str!("kernels.cu");
 
 /// Every kernel entry point of [`KERNEL_SOURCE`].
-pub const KERNEL_NAMES: [&str; 13] = [
+pub const KERNEL_NAMES: [&str; 14] = [
     "gemm_lut_smem_big",
     "gemm_lut_gmem_big",
     "gemm_fp32_big",
@@ -63,6 +63,7 @@ pub const KERNEL_NAMES: [&str; 13] = [
     "weight_phase_t",
     "phase_to_nchw",
     "nchw_swap",
+    "int_gemm_lut",
 ];
 
 /// Table widths whose (row-padded) table is staged in shared memory; wider

@@ -6,12 +6,14 @@
 //! wider than [`MAX_CELLS`] per axis, so the image stays small while
 //! systematic error patterns stay visible. Colours are diverging and
 //! symmetric around zero ([`diverging_colour`]), scaled to the largest
-//! magnitude.
+//! magnitude. [`write_int_heatmap`] draws the same for an 8-bit integer
+//! table: the signed error `p - a b` over the operand values.
 
 use std::path::Path;
 
-use amsim::metrics::error_grid;
-use amsim::Lut;
+use amsim::int_metrics::int_error_grid;
+use amsim::metrics::{error_grid, ErrorGrid};
+use amsim::{IntLut, Lut};
 use plotters::prelude::*;
 
 use super::{write_png_with, FONT_FAMILY};
@@ -39,11 +41,6 @@ fn diverging_colour(v: f64) -> RGBColor {
 /// Draw the heat map of `lut` into a PNG at `path`, written whole.
 pub fn write_heatmap(lut: &Lut, path: &Path) -> Result<()> {
     let grid = error_grid(lut, MAX_CELLS);
-    let scale = grid
-        .values
-        .iter()
-        .fold(0.0f64, |m, v| m.max(v.abs()))
-        .max(1e-9);
     let n = (1u32 << lut.bits()) as f64;
     let title = if grid.block > 1 {
         format!(
@@ -60,21 +57,70 @@ pub fn write_heatmap(lut: &Lut, path: &Path) -> Result<()> {
             lut.bits()
         )
     };
+    let axes = Axes {
+        range: (0.0, n),
+        x_desc: "tb (second operand fraction index)",
+        y_desc: "ta (first operand fraction index)",
+        caption: "rel. error",
+        percent: true,
+    };
+    draw_grid(path, &title, &grid, &axes)
+}
+
+/// Draw the heat map of an integer table's error `p - a b` into a PNG.
+pub fn write_int_heatmap(lut: &IntLut, path: &Path) -> Result<()> {
+    let grid = int_error_grid(lut);
+    let lo = *lut.operand_range().start() as f64;
+    let title = format!(
+        "{} ({}): error p - a b",
+        lut.model_name(),
+        amsim::int_lut::kind_name(lut.signed())
+    );
+    let axes = Axes {
+        range: (lo, lo + 256.0),
+        x_desc: "b (second operand)",
+        y_desc: "a (first operand)",
+        caption: "error",
+        percent: false,
+    };
+    draw_grid(path, &title, &grid, &axes)
+}
+
+/// What the axes of a heat map show.
+struct Axes {
+    /// Operand range of both axes (each cell one `block` of it).
+    range: (f64, f64),
+    x_desc: &'static str,
+    y_desc: &'static str,
+    /// Title of the colour bar.
+    caption: &'static str,
+    /// Colour bar labels in percent (relative errors) or plain numbers.
+    percent: bool,
+}
+
+/// Draw `grid` (row major, rows the first operand) into a PNG at `path`.
+fn draw_grid(path: &Path, title: &str, grid: &ErrorGrid, axes: &Axes) -> Result<()> {
+    let scale = grid
+        .values
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.abs()))
+        .max(1e-9);
+    let (lo, hi) = axes.range;
     write_png_with(path, SIZE, |root| {
         root.fill(&WHITE)?;
-        let root = root.titled(&title, (FONT_FAMILY, 26))?;
+        let root = root.titled(title, (FONT_FAMILY, 26))?;
         let (left, right) = root.split_horizontally(810);
 
         let mut chart = ChartBuilder::on(&left)
             .margin(15)
             .x_label_area_size(50)
             .y_label_area_size(65)
-            .build_cartesian_2d(0.0..n, 0.0..n)?;
+            .build_cartesian_2d(lo..hi, lo..hi)?;
         chart
             .configure_mesh()
             .disable_mesh()
-            .x_desc("tb (second operand fraction index)")
-            .y_desc("ta (first operand fraction index)")
+            .x_desc(axes.x_desc)
+            .y_desc(axes.y_desc)
             .label_style((FONT_FAMILY, 16))
             .axis_desc_style((FONT_FAMILY, 18))
             .x_label_formatter(&|v| format!("{v:.0}"))
@@ -84,7 +130,10 @@ pub fn write_heatmap(lut: &Lut, path: &Path) -> Result<()> {
         chart.draw_series((0..grid.cells * grid.cells).map(|k| {
             let (i, j) = ((k / grid.cells) as f64, (k % grid.cells) as f64);
             Rectangle::new(
-                [(j * step, i * step), ((j + 1.0) * step, (i + 1.0) * step)],
+                [
+                    (lo + j * step, lo + i * step),
+                    (lo + (j + 1.0) * step, lo + (i + 1.0) * step),
+                ],
                 diverging_colour(grid.values[k] / scale).filled(),
             )
         }))?;
@@ -94,13 +143,19 @@ pub fn write_heatmap(lut: &Lut, path: &Path) -> Result<()> {
             .margin_bottom(65)
             .margin_right(10)
             .y_label_area_size(90)
-            .caption("rel. error", (FONT_FAMILY, 16))
+            .caption(axes.caption, (FONT_FAMILY, 16))
             .build_cartesian_2d(0.0..1.0, -scale..scale)?;
         bar.configure_mesh()
             .disable_mesh()
             .disable_x_axis()
             .label_style((FONT_FAMILY, 15))
-            .y_label_formatter(&|v| format!("{:+.2}%", v * 100.0))
+            .y_label_formatter(&|v| {
+                if axes.percent {
+                    format!("{:+.2}%", v * 100.0)
+                } else {
+                    format!("{v:+.0}")
+                }
+            })
             .draw()?;
         let steps = 256;
         bar.draw_series((0..steps).map(|s| {
@@ -155,5 +210,18 @@ mod tests {
         // No temporary file is left behind.
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 2);
+    }
+
+    #[test]
+    fn int_heatmap_is_a_png_of_the_expected_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trunc.png");
+        let lut = IntLut::build("floor16", true, |a, b| (a * b) & !15).unwrap();
+        write_int_heatmap(&lut, &path).unwrap();
+        let png = std::fs::read(&path).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+        let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+        assert_eq!((width, height), SIZE);
     }
 }
