@@ -11,7 +11,7 @@
 //! Fortran order or any permutation of the axes) with non-negative strides;
 //! the convolutions need C order (`[N, C, H, W]` dense row-major). Other
 //! views are an error that says so (`as_standard_layout()` makes a copy
-//! that fits).
+//! that fits, `numpy.ascontiguousarray` in Python).
 
 use ndarray::{ArrayBase, ArrayView2, ArrayView3, ArrayView4, ArrayViewMut2, ArrayViewMut3};
 use ndarray::{ArrayViewMut4, Data, Dimension};
@@ -48,7 +48,7 @@ fn strides<S: Data<Elem = f32>, D: Dimension>(
             } else {
                 usize::try_from(s).map_err(|_| {
                     AmsimError::shape(format!(
-                        "{what}: negative stride {s} (reversed views are not supported; copy it with as_standard_layout())"
+                        "{what}: negative stride {s} (reversed views are not supported; make a contiguous copy: as_standard_layout() in ndarray, numpy.ascontiguousarray in NumPy)"
                     ))
                 })
             }
@@ -58,7 +58,7 @@ fn strides<S: Data<Elem = f32>, D: Dimension>(
 
 fn not_contiguous(what: &str) -> AmsimError {
     AmsimError::shape(format!(
-        "{what}: the view has gaps between its elements (a sliced or broadcast array); the engine reads contiguous C- or F-ordered views only, copy it with as_standard_layout()"
+        "{what}: the view has gaps between its elements (a sliced or broadcast array); the engine reads contiguous C- or F-ordered views only; make a contiguous copy: as_standard_layout() in ndarray, numpy.ascontiguousarray in NumPy"
     ))
 }
 
@@ -93,7 +93,7 @@ fn dense<'a, D: Dimension>(
 ) -> Result<&'a [f32]> {
     a.to_slice().ok_or_else(|| {
         AmsimError::shape(format!(
-            "{what}: the convolutions read dense C-ordered (row-major) arrays; copy it with as_standard_layout()"
+            "{what}: the convolutions read dense C-ordered (row-major) arrays; make a C-ordered copy: as_standard_layout() in ndarray, numpy.ascontiguousarray in NumPy"
         ))
     })
 }
