@@ -626,6 +626,73 @@ fn conv2d_grad_weight<'py>(
     Ok(out)
 }
 
+/// The CLI's LeNet-5 (`approxtrain train --net lenet5`, initialised with
+/// `seed`) on one batch: `x` `(N, 1, 28, 28)` forward with `plan`, then
+/// `dlogits` `(N, 10)` backward. Returns `(logits, params)` with `params` a
+/// list of `(name, value, grad)` in the network's order and layout (dense
+/// weights `[IN, OUT]`, convolution weights `[OUT, IN, KH, KW]`): what a
+/// model written in PyTorch is checked against.
+#[pyfunction]
+fn lenet5_reference<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    dlogits: &Bound<'py, PyAny>,
+    plan: &Bound<'py, PyAny>,
+    seed: u64,
+) -> PyResult<(
+    Bound<'py, PyArray2<f32>>,
+    Vec<(
+        String,
+        Bound<'py, PyArray<f32, ndarray::IxDyn>>,
+        Bound<'py, PyArray<f32, ndarray::IxDyn>>,
+    )>,
+)> {
+    let plan = match plan.cast::<Plan>() {
+        Ok(p) => p.get().inner.clone(),
+        Err(_) => Plan::new(&plan.extract::<String>()?)?.inner,
+    };
+    let x = f32_array::<ndarray::Ix4>("x", x)?;
+    let dl = f32_array::<ndarray::Ix2>("dlogits", dlogits)?;
+    let to_tensor = |name: &str, a: ndarray::ArrayViewD<f32>| {
+        nets::Tensor::from_vec(a.shape(), a.iter().copied().collect())
+            .map_err(|e| PyValueError::new_err(format!("{name}: {e}")))
+    };
+    let xt = to_tensor("x", x.as_array().into_dyn())?;
+    let dlt = to_tensor("dlogits", dl.as_array().into_dyn())?;
+    let (logits, params) = py
+        .detach(|| -> nets::Result<_> {
+            let mut net = nets::Network::lenet5(plan, seed);
+            let logits = net.forward(&xt, true)?;
+            net.backward(&dlt)?;
+            let params: Vec<_> = net
+                .params()
+                .into_iter()
+                .map(|p| {
+                    (
+                        p.name.clone(),
+                        p.shape.clone(),
+                        p.value.clone(),
+                        p.grad.clone(),
+                    )
+                })
+                .collect();
+            Ok((logits, params))
+        })
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let array = |shape: &[usize], v: Vec<f32>| {
+        ndarray::ArrayD::from_shape_vec(shape, v)
+            .map(|a| PyArray::from_owned_array(py, a))
+            .map_err(|e| PyValueError::new_err(e.to_string()))
+    };
+    let logits = ndarray::Array2::from_shape_vec((logits.shape[0], logits.shape[1]), logits.data)
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let params = params
+        .into_iter()
+        .map(|(name, shape, value, grad)| Ok((name, array(&shape, value)?, array(&shape, grad)?)))
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok((PyArray2::from_owned_array(py, logits), params))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Multiplier>()?;
@@ -639,5 +706,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(conv2d, m)?)?;
     m.add_function(wrap_pyfunction!(conv2d_grad_input, m)?)?;
     m.add_function(wrap_pyfunction!(conv2d_grad_weight, m)?)?;
+    m.add_function(wrap_pyfunction!(lenet5_reference, m)?)?;
     Ok(())
 }
