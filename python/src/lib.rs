@@ -626,6 +626,13 @@ fn conv2d_grad_weight<'py>(
     Ok(out)
 }
 
+/// A parameter's name, values and gradient.
+type NamedParam<'py> = (
+    String,
+    Bound<'py, PyArray<f32, ndarray::IxDyn>>,
+    Bound<'py, PyArray<f32, ndarray::IxDyn>>,
+);
+
 /// The CLI's LeNet-5 (`approxtrain train --net lenet5`, initialised with
 /// `seed`) on one batch: `x` `(N, 1, 28, 28)` forward with `plan`, then
 /// `dlogits` `(N, 10)` backward. Returns `(logits, params)` with `params` a
@@ -639,14 +646,7 @@ fn lenet5_reference<'py>(
     dlogits: &Bound<'py, PyAny>,
     plan: &Bound<'py, PyAny>,
     seed: u64,
-) -> PyResult<(
-    Bound<'py, PyArray2<f32>>,
-    Vec<(
-        String,
-        Bound<'py, PyArray<f32, ndarray::IxDyn>>,
-        Bound<'py, PyArray<f32, ndarray::IxDyn>>,
-    )>,
-)> {
+) -> PyResult<(Bound<'py, PyArray2<f32>>, Vec<NamedParam<'py>>)> {
     let plan = match plan.cast::<Plan>() {
         Ok(p) => p.get().inner.clone(),
         Err(_) => Plan::new(&plan.extract::<String>()?)?.inner,
