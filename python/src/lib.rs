@@ -498,6 +498,53 @@ fn shape4(name: &str, t: &Bound<'_, PyTuple>) -> PyResult<[usize; 4]> {
     })
 }
 
+/// One of the `amsim::nd` convolution products.
+type NdConv = fn(
+    Engine,
+    &amsim::Multiplier,
+    &ConvParams,
+    ndarray::ArrayView4<f32>,
+    ndarray::ArrayView4<f32>,
+    ndarray::ArrayViewMut4<f32>,
+) -> amsim::Result<()>;
+
+/// A convolution product of two named 4-D operands, run into a new array.
+struct ConvProduct<'a, 'py> {
+    run: NdConv,
+    operands: [(&'static str, &'a Bound<'py, PyAny>); 2],
+    threads: Option<usize>,
+    reference: bool,
+}
+
+impl<'py> ConvProduct<'_, 'py> {
+    /// Check the operands, allocate the output (its shape from
+    /// `out_shape(a.shape, b.shape)`) and run the product without the GIL.
+    fn run(
+        self,
+        py: Python<'py>,
+        mult: &Bound<'py, PyAny>,
+        p: ConvParams,
+        out_shape: impl FnOnce(&[usize], &[usize]) -> PyResult<[usize; 4]>,
+    ) -> PyResult<Bound<'py, PyArray4<f32>>> {
+        let mult = multiplier_arg(mult)?;
+        let [(a_name, a), (b_name, b)] = self.operands;
+        let (a, b) = (
+            f32_array::<ndarray::Ix4>(a_name, a)?,
+            f32_array::<ndarray::Ix4>(b_name, b)?,
+        );
+        let (av, bv) = (a.as_array(), b.as_array());
+        let out = PyArray4::<f32>::zeros(py, out_shape(av.shape(), bv.shape())?, false);
+        {
+            let mut o = out.readwrite();
+            let ov = o.as_array_mut();
+            let (run, engine) = (self.run, engine(self.reference));
+            py.detach(|| with_threads(self.threads, || run(engine, &mult, &p, av, bv, ov)))?
+                .map_err(py_err)?;
+        }
+        Ok(out)
+    }
+}
+
 /// Forward 2-D convolution (cross-correlation): `x` `(N, C_in, H, W)`, `w`
 /// `(C_out, C_in / groups, KH, KW)`, C-ordered float32; returns
 /// `(N, C_out, OH, OW)`. No bias.
@@ -516,28 +563,17 @@ fn conv2d<'py>(
     threads: Option<usize>,
     reference: bool,
 ) -> PyResult<Bound<'py, PyArray4<f32>>> {
-    let mult = multiplier_arg(mult)?;
     let p = conv_params(stride, padding, dilation, groups);
-    let (x, w) = (
-        f32_array::<ndarray::Ix4>("x", x)?,
-        f32_array::<ndarray::Ix4>("w", w)?,
-    );
-    let (xv, wv) = (x.as_array(), w.as_array());
-    let s = p
-        .shape(nd_dims(xv.shape()), nd_dims(wv.shape()))
-        .map_err(py_err)?;
-    let out = PyArray4::<f32>::zeros(py, [s.batch, s.out_channels, s.out_h(), s.out_w()], false);
-    {
-        let mut y = out.readwrite();
-        let yv = y.as_array_mut();
-        py.detach(|| {
-            with_threads(threads, || {
-                nd::conv2d_forward_nd(engine(reference), &mult, &p, xv, wv, yv)
-            })
-        })?
-        .map_err(py_err)?;
-    }
-    Ok(out)
+    let product = ConvProduct {
+        run: nd::conv2d_forward_nd,
+        operands: [("x", x), ("w", w)],
+        threads,
+        reference,
+    };
+    product.run(py, mult, p, |x, w| {
+        let s = p.shape(nd_dims(x), nd_dims(w)).map_err(py_err)?;
+        Ok([s.batch, s.out_channels, s.out_h(), s.out_w()])
+    })
 }
 
 fn nd_dims(s: &[usize]) -> [usize; 4] {
@@ -563,26 +599,15 @@ fn conv2d_grad_input<'py>(
     threads: Option<usize>,
     reference: bool,
 ) -> PyResult<Bound<'py, PyArray4<f32>>> {
-    let mult = multiplier_arg(mult)?;
     let p = conv_params(stride, padding, dilation, groups);
     let shape = shape4("input_shape", input_shape)?;
-    let (dy, w) = (
-        f32_array::<ndarray::Ix4>("dy", dy)?,
-        f32_array::<ndarray::Ix4>("w", w)?,
-    );
-    let (dyv, wv) = (dy.as_array(), w.as_array());
-    let out = PyArray4::<f32>::zeros(py, shape, false);
-    {
-        let mut dx = out.readwrite();
-        let dxv = dx.as_array_mut();
-        py.detach(|| {
-            with_threads(threads, || {
-                nd::conv2d_grad_input_nd(engine(reference), &mult, &p, dyv, wv, dxv)
-            })
-        })?
-        .map_err(py_err)?;
-    }
-    Ok(out)
+    let product = ConvProduct {
+        run: nd::conv2d_grad_input_nd,
+        operands: [("dy", dy), ("w", w)],
+        threads,
+        reference,
+    };
+    product.run(py, mult, p, |_, _| Ok(shape))
 }
 
 /// Weight gradient of [`conv2d`]: `x` `(N, C_in, H, W)`, `dy`
@@ -604,26 +629,15 @@ fn conv2d_grad_weight<'py>(
     threads: Option<usize>,
     reference: bool,
 ) -> PyResult<Bound<'py, PyArray4<f32>>> {
-    let mult = multiplier_arg(mult)?;
     let p = conv_params(stride, padding, dilation, groups);
     let shape = shape4("weight_shape", weight_shape)?;
-    let (x, dy) = (
-        f32_array::<ndarray::Ix4>("x", x)?,
-        f32_array::<ndarray::Ix4>("dy", dy)?,
-    );
-    let (xv, dyv) = (x.as_array(), dy.as_array());
-    let out = PyArray4::<f32>::zeros(py, shape, false);
-    {
-        let mut dw = out.readwrite();
-        let dwv = dw.as_array_mut();
-        py.detach(|| {
-            with_threads(threads, || {
-                nd::conv2d_grad_weight_nd(engine(reference), &mult, &p, xv, dyv, dwv)
-            })
-        })?
-        .map_err(py_err)?;
-    }
-    Ok(out)
+    let product = ConvProduct {
+        run: nd::conv2d_grad_weight_nd,
+        operands: [("x", x), ("dy", dy)],
+        threads,
+        reference,
+    };
+    product.run(py, mult, p, |_, _| Ok(shape))
 }
 
 /// A parameter's name, values and gradient.

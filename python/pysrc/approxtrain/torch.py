@@ -78,15 +78,18 @@ def _tensor(a):
     return torch.from_numpy(a)
 
 
-class _MatMul(torch.autograd.Function):
-    """``C = A·B`` with forward, input and weight gradients through three
-    multipliers: ``dA = dC·Bᵀ`` (dC first), ``dB = Aᵀ·dC`` (A first)."""
+class _Product(torch.autograd.Function):
+    """``C = A·B`` for matrices (2-D, ``_native.matmul``) or stacks of them
+    (3-D, ``_native.bmm``), with forward, input and weight gradients through
+    three multipliers: ``dA = dC·Bᵀ`` (dC first), ``dB = Aᵀ·dC`` (A first).
+    Transposes are NumPy views, not copies."""
 
     @staticmethod
     def forward(ctx, a, b, fwd, dx, dw):
         ctx.save_for_backward(a, b)
         ctx.mults = (dx, dw)
-        return _tensor(_native.matmul(_array(a, "a"), _array(b, "b"), fwd, threads=_threads))
+        ctx.product = _native.matmul if a.dim() == 2 else _native.bmm
+        return _tensor(ctx.product(_array(a, "a"), _array(b, "b"), fwd, threads=_threads))
 
     @staticmethod
     def backward(ctx, dc):
@@ -95,9 +98,9 @@ class _MatMul(torch.autograd.Function):
         dc = _array(dc.contiguous(), "grad")
         da = db = None
         if ctx.needs_input_grad[0]:
-            da = _tensor(_native.matmul(dc, _array(b, "b").T, dx, threads=_threads))
+            da = _tensor(ctx.product(dc, _array(b, "b").swapaxes(-1, -2), dx, threads=_threads))
         if ctx.needs_input_grad[1]:
-            db = _tensor(_native.matmul(_array(a, "a").T, dc, dw, threads=_threads))
+            db = _tensor(ctx.product(_array(a, "a").swapaxes(-1, -2), dc, dw, threads=_threads))
         return da, db, None, None, None
 
 
@@ -107,7 +110,7 @@ def matmul(a, b, plan):
     (``a`` plays the activation, ``b`` the weight). ``plan`` is a Plan, a plan
     string or a single spec for all three."""
     p = _plan(plan)
-    return _MatMul.apply(a, b, p.fwd, p.dx, p.dw)
+    return _Product.apply(a, b, p.fwd, p.dx, p.dw)
 
 
 def linear(x, weight, bias, plan):
@@ -120,28 +123,6 @@ def linear(x, weight, bias, plan):
     return y.reshape(*lead, weight.shape[0])
 
 
-class _BatchedMatMul(torch.autograd.Function):
-    """``C[i] = A[i]·B[i]``, all three products through one multiplier (as the
-    CLI's attention does per role)."""
-
-    @staticmethod
-    def forward(ctx, a, b, mult):
-        ctx.save_for_backward(a, b)
-        ctx.mult = mult
-        return _tensor(_native.bmm(_array(a, "a"), _array(b, "b"), mult, threads=_threads))
-
-    @staticmethod
-    def backward(ctx, dc):
-        a, b = ctx.saved_tensors
-        dc = _array(dc.contiguous(), "grad")
-        da = db = None
-        if ctx.needs_input_grad[0]:
-            da = _tensor(_native.bmm(dc, _array(b, "b").transpose(0, 2, 1), ctx.mult, threads=_threads))
-        if ctx.needs_input_grad[1]:
-            db = _tensor(_native.bmm(_array(a, "a").transpose(0, 2, 1), dc, ctx.mult, threads=_threads))
-        return da, db, None
-
-
 def bmm(a, b, mult):
     """Batched ``a @ b`` over ``(..., m, k)`` and ``(..., k, n)`` tensors with the
     same leading shape, with autograd; every product (forward and both
@@ -150,10 +131,8 @@ def bmm(a, b, mult):
         raise ValueError(
             f"bmm: expected (..., m, k) and (..., k, n) with the same leading axes, got {tuple(a.shape)} and {tuple(b.shape)}"
         )
-    lead = a.shape[:-2]
-    c = _BatchedMatMul.apply(
-        a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]), _mult(mult)
-    )
+    lead, m = a.shape[:-2], _mult(mult)
+    c = _Product.apply(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]), m, m, m)
     return c.reshape(*lead, a.shape[-2], b.shape[-1])
 
 
