@@ -141,7 +141,9 @@ def train(plan, args, data):
     macs = macs_per_image(model)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
-    run_id = f"mobilenet-small-cifar10-{plan}-s{args.seed}"
+    # A folder name without ':' or '=' (mbm:7 -> mbm7), as the CLI names runs.
+    tag = plan.replace(":", "").replace("=", "-").replace(",", "_")
+    run_id = f"mobilenet-small-cifar10-{tag}-s{args.seed}"
     out = args.out / run_id
     out.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(args.seed)
