@@ -27,6 +27,7 @@ pub mod lut_file;
 pub mod metrics;
 pub mod model;
 pub mod multiplier;
+pub mod nd;
 pub mod product;
 pub mod spec;
 pub mod timing;
