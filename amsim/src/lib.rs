@@ -34,6 +34,23 @@ pub mod timing;
 pub mod verify;
 
 pub use error::{AmsimError, Result};
+
+/// A seed for the random inputs of a test (this workspace's tests use it):
+/// `$APPROXTRAIN_TEST_SEED` when set, else taken from the clock. Printed
+/// with the test's name so that a failure can be replayed.
+pub fn test_seed(test: &str) -> u64 {
+    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    eprintln!("{test}: APPROXTRAIN_TEST_SEED={seed} replays it");
+    seed
+}
 pub use int_lut::IntLut;
 pub use lut::{Lut, MAX_LUT_BITS};
 pub use model::{IntModelFn, IntModelInfo, ModelFn, ModelInfo};

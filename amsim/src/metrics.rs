@@ -465,21 +465,7 @@ pub fn write_pairs_csv(lut: &Lut, path: &Path) -> Result<()> {
 pub(crate) mod tests {
     use super::*;
 
-    /// Seed for the random parts of a test: `APPROXTRAIN_TEST_SEED` or the
-    /// clock, printed so a failure can be replayed.
-    pub(crate) fn test_seed(test: &str) -> u64 {
-        let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1)
-            });
-        eprintln!("{test}: APPROXTRAIN_TEST_SEED={seed}");
-        seed
-    }
+    pub(crate) use crate::test_seed;
 
     /// Truncate the fraction of `x` (normal, positive) to `bits` bits.
     fn truncate(x: f32, bits: u32) -> f32 {

@@ -409,23 +409,9 @@ pub fn metrics_csv(stats: &LayerOperandStats) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use amsim::MultiplierPlan;
+    use amsim::{test_seed, MultiplierPlan};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
-
-    fn test_seed(test: &str) -> u64 {
-        let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.subsec_nanos() as u64)
-                    .unwrap_or(1)
-            });
-        eprintln!("{test}: APPROXTRAIN_TEST_SEED={seed}");
-        seed
-    }
 
     fn exact(a: f32, b: f32, _bits: u32) -> f32 {
         a * b

@@ -46,25 +46,8 @@ pub fn rng_for(seed: u64, purpose: Purpose, tags: &[u64]) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(derive_seed(seed, purpose, tags))
 }
 
-/// A fresh seed for a randomised test, printed with the test's name; set
-/// `APPROXTRAIN_TEST_SEED` to replay one.
-#[cfg(test)]
-pub(crate) fn test_seed(test: &str) -> u64 {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("{test}: APPROXTRAIN_TEST_SEED={seed}");
-    seed
-}
-
-/// A ChaCha8 generator from [`test_seed`].
+/// A ChaCha8 generator seeded with [`amsim::test_seed`].
 #[cfg(test)]
 pub(crate) fn test_rng(test: &str) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(test_seed(test))
+    ChaCha8Rng::seed_from_u64(amsim::test_seed(test))
 }

@@ -468,22 +468,11 @@ fn run_oriented(
     }
 }
 
-/// A generator seeded from `APPROXTRAIN_TEST_SEED` or the clock; the seed
-/// is printed so that a failure can be rerun.
+/// A generator seeded with [`crate::test_seed`].
 #[cfg(test)]
 pub(crate) fn test_rng() -> rand_chacha::ChaCha8Rng {
     use rand::SeedableRng;
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("seed = {seed} (rerun with APPROXTRAIN_TEST_SEED={seed})");
-    rand_chacha::ChaCha8Rng::seed_from_u64(seed)
+    rand_chacha::ChaCha8Rng::seed_from_u64(crate::test_seed("engine"))
 }
 
 #[cfg(test)]

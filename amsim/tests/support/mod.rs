@@ -11,20 +11,10 @@ use amsim::conv::Conv2dShape;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// A seed for a test's random inputs: `$APPROXTRAIN_TEST_SEED`, else taken
-/// from the clock. Printed so that a failure can be replayed.
+/// A seed for a test's random inputs: [`amsim::test_seed`] (printed, and
+/// replayed with `$APPROXTRAIN_TEST_SEED`).
 pub fn test_seed() -> u64 {
-    let s = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("seed = {s} (rerun with APPROXTRAIN_TEST_SEED={s})");
-    s
+    amsim::test_seed("the test")
 }
 
 /// A generator seeded with [`test_seed`].

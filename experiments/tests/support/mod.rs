@@ -10,21 +10,10 @@ use std::path::{Path, PathBuf};
 
 use experiments::RunSpec;
 
-/// A seed for the runs of a test: `$APPROXTRAIN_TEST_SEED`, else taken from
-/// the clock. Printed so that a failure can be repeated.
+/// A seed for a test's random inputs: [`amsim::test_seed`] (printed, and
+/// replayed with `$APPROXTRAIN_TEST_SEED`).
 pub fn test_seed() -> u64 {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos() as u64
-                % 100_000
-        });
-    eprintln!("seed = {seed} (set APPROXTRAIN_TEST_SEED={seed} to repeat)");
-    seed
+    amsim::test_seed("this test")
 }
 
 /// The shared datasets folder (`$APPROXTRAIN_SHARED_DATA`, else

@@ -87,7 +87,7 @@ mod tests {
     use super::*;
 
     fn seed() -> u64 {
-        crate::rng::test_seed("augment")
+        amsim::test_seed("augment")
     }
 
     /// Every output value is either zero (padding) or the source pixel at a

@@ -13,21 +13,7 @@ use amsim::{Lut, Multiplier, MultiplierPlan};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-/// A seed for the random parts of `test`: `$APPROXTRAIN_TEST_SEED`, else
-/// taken from the clock. Printed so that a failure can be replayed.
-pub fn test_seed(test: &str) -> u64 {
-    let seed = std::env::var("APPROXTRAIN_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        });
-    eprintln!("{test}: seed {seed} (set APPROXTRAIN_TEST_SEED={seed} to replay)");
-    seed
-}
+pub use amsim::test_seed;
 
 /// A generator seeded with [`test_seed`].
 pub fn test_rng(test: &str) -> ChaCha8Rng {
