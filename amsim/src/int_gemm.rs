@@ -89,10 +89,15 @@ pub fn int_gemm(
     if n == 0 || m == 0 {
         return Ok(());
     }
+    if k == 0 {
+        // Empty sums (and no rows of `a` to pair the output rows with).
+        c.fill(0);
+        return Ok(());
+    }
     let kernel = Kernel::detect();
     let table: &[[i32; 256]] = table_rows(lut.table());
     c.par_chunks_mut(ROWS * n)
-        .zip(a.par_chunks(ROWS * k.max(1)))
+        .zip(a.par_chunks(ROWS * k))
         .for_each(|(c_rows, a_rows)| {
             c_rows.fill(0);
             for j0 in (0..n).step_by(COLS) {
