@@ -9,20 +9,18 @@
 //! overflow (two's complement), which keeps that true even past `i32`; a
 //! sum of up to 32768 products of a 16-bit table cannot overflow.
 //!
-//! The engine ([`int_gemm`]) keeps the 256 KiB table in L2 and, for a block
-//! of [`ROWS`] output rows and [`COLS`] columns held in L1, walks `p`: each
-//! row of `B`'s block is read once for the block's rows, and each output
-//! row adds `T[A[i][p]][B[p][j]]` from the table row of `A[i][p]` (1 KiB,
-//! in L1) by a gather over `j`. Blocks of rows run in parallel with rayon
-//! (the `--threads` pool). On x86-64 with AVX-512 the same loop is compiled
-//! for it (the compiler vectorizes the lookups into `vpgatherdd`), chosen
-//! once at run time.
-//!
-//! The float engine's expansion (tabulating `T[t][B[p][j]]` for all 256
-//! codes `t` once per column panel, so that each row adds a contiguous
-//! vector) was tried here and measured slower on 1024^3 (0.55 s against
-//! 0.3 s on 2 threads of a Xeon): the 256 gathered rows per `p` cost more
-//! than the row gathers they replace at this width.
+//! The engine ([`int_gemm`]) has two loops. Outputs of at least a few
+//! hundred rows on x86-64 with AVX-512F go to the expansion engine
+//! (`int_expand`): for a panel of 16 columns and one `p` it tabulates
+//! `T[t][B[p][j]]` for all 256 codes `t` once (from the transposed table,
+//! transposed back 16 x 16 in registers), and every row of the job then adds
+//! one contiguous vector per `p` for its 16 sums. Smaller outputs (and other
+//! CPUs) take the gather loop: the 256 KiB table in L2 and, for a block of
+//! [`ROWS`] output rows and [`COLS`] columns held in L1, a walk over `p` in
+//! which each output row adds `T[A[i][p]][B[p][j]]` from the table row of
+//! `A[i][p]` (1 KiB, in L1) by a gather over `j` (the compiler vectorizes
+//! the lookups into `vpgatherdd` where AVX-512 is chosen at run time). Jobs
+//! run in parallel with rayon (the `--threads` pool).
 
 use rayon::prelude::*;
 
@@ -92,6 +90,11 @@ pub fn int_gemm(
     if k == 0 {
         // Empty sums (and no rows of `a` to pair the output rows with).
         c.fill(0);
+        return Ok(());
+    }
+    #[cfg(target_arch = "x86_64")]
+    if m >= crate::int_expand::MIN_ROWS && crate::int_expand::available() {
+        crate::int_expand::gemm(lut.table(), a, b, c, m, n, k);
         return Ok(());
     }
     let kernel = Kernel::detect();
@@ -241,6 +244,30 @@ mod tests {
     }
 
     #[test]
+    fn int_gemm_expansion_path_matches_the_reference_bit_exactly() {
+        // Outputs of at least `int_expand::MIN_ROWS` rows take the expansion
+        // engine on CPUs with AVX-512F (the gather loop elsewhere): partial
+        // panels, partial micro-panels and partial blocks of p.
+        let seed = test_seed("int_gemm_expansion_path_matches_the_reference_bit_exactly");
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for case in 0..6 {
+            let lut = random_lut(&mut rng, case % 2 == 1);
+            let (m, n, k) = (
+                rng.gen_range(192..700),
+                rng.gen_range(1..90),
+                rng.gen_range(1..40),
+            );
+            let a: Vec<u8> = (0..m * k).map(|_| rng.gen()).collect();
+            let b: Vec<u8> = (0..k * n).map(|_| rng.gen()).collect();
+            let mut want = vec![0; m * n];
+            int_gemm_reference(&lut, &a, &b, &mut want, m, n, k).unwrap();
+            let mut got = vec![7; m * n];
+            int_gemm(&lut, &a, &b, &mut got, m, n, k).unwrap();
+            assert_eq!(got, want, "seed {seed}, case {case}: {m} x {n} x {k}");
+        }
+    }
+
+    #[test]
     fn int_gemm_reference_is_the_sum_of_table_products() {
         let exact = IntLut::build("exact", true, |a, b| a * b).unwrap();
         // [-1 2; 3 -128] x [5 -7; 127 0] = [249 7; -16241 -21]
@@ -260,19 +287,21 @@ mod tests {
         let seed = test_seed("int_gemm_is_the_same_on_one_and_three_threads");
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let lut = random_lut(&mut rng, true);
-        let (m, n, k) = (67, 300, 129);
-        let a: Vec<u8> = (0..m * k).map(|_| rng.gen()).collect();
-        let b: Vec<u8> = (0..k * n).map(|_| rng.gen()).collect();
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            let mut c = vec![0; m * n];
-            pool.install(|| int_gemm(&lut, &a, &b, &mut c, m, n, k))
-                .unwrap();
-            c
-        };
-        assert_eq!(run(1), run(3), "seed {seed}");
+        // 67 rows take the gather loop, 401 the expansion (on AVX-512F).
+        for (m, n, k) in [(67, 300, 129), (401, 53, 77)] {
+            let a: Vec<u8> = (0..m * k).map(|_| rng.gen()).collect();
+            let b: Vec<u8> = (0..k * n).map(|_| rng.gen()).collect();
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut c = vec![0; m * n];
+                pool.install(|| int_gemm(&lut, &a, &b, &mut c, m, n, k))
+                    .unwrap();
+                c
+            };
+            assert_eq!(run(1), run(3), "seed {seed}, {m} x {n} x {k}");
+        }
     }
 }

@@ -19,6 +19,8 @@ pub mod cuda;
 pub mod engine;
 pub mod error;
 pub mod gemm;
+#[cfg(target_arch = "x86_64")]
+mod int_expand;
 pub mod int_gemm;
 pub mod int_lut;
 pub mod int_metrics;

@@ -51,6 +51,8 @@ pub(crate) mod native;
 mod pack;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::transpose16;
 
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
