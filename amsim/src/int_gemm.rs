@@ -222,16 +222,23 @@ mod tests {
         IntLut::from_table("random", signed, table).unwrap()
     }
 
-    #[test]
-    fn int_gemm_matches_the_reference_bit_exactly_on_random_shapes() {
-        let seed = test_seed("int_gemm_matches_the_reference_bit_exactly_on_random_shapes");
+    /// `cases` random tables and shapes drawn from the ranges, each
+    /// product compared with the reference (the seed printed on failure).
+    fn check_random_shapes(
+        name: &str,
+        cases: usize,
+        ms: std::ops::Range<usize>,
+        ns: std::ops::Range<usize>,
+        ks: std::ops::Range<usize>,
+    ) {
+        let seed = test_seed(name);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        for case in 0..24 {
+        for case in 0..cases {
             let lut = random_lut(&mut rng, case % 2 == 0);
             let (m, n, k) = (
-                rng.gen_range(1..40),
-                rng.gen_range(1..1100),
-                rng.gen_range(0..70),
+                rng.gen_range(ms.clone()),
+                rng.gen_range(ns.clone()),
+                rng.gen_range(ks.clone()),
             );
             let a: Vec<u8> = (0..m * k).map(|_| rng.gen()).collect();
             let b: Vec<u8> = (0..k * n).map(|_| rng.gen()).collect();
@@ -244,27 +251,28 @@ mod tests {
     }
 
     #[test]
+    fn int_gemm_matches_the_reference_bit_exactly_on_random_shapes() {
+        check_random_shapes(
+            "int_gemm_matches_the_reference_bit_exactly_on_random_shapes",
+            24,
+            1..40,
+            1..1100,
+            0..70,
+        );
+    }
+
+    #[test]
     fn int_gemm_expansion_path_matches_the_reference_bit_exactly() {
         // Outputs of at least `int_expand::MIN_ROWS` rows take the expansion
         // engine on CPUs with AVX-512F (the gather loop elsewhere): partial
         // panels, partial micro-panels and partial blocks of p.
-        let seed = test_seed("int_gemm_expansion_path_matches_the_reference_bit_exactly");
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        for case in 0..6 {
-            let lut = random_lut(&mut rng, case % 2 == 1);
-            let (m, n, k) = (
-                rng.gen_range(192..700),
-                rng.gen_range(1..90),
-                rng.gen_range(1..40),
-            );
-            let a: Vec<u8> = (0..m * k).map(|_| rng.gen()).collect();
-            let b: Vec<u8> = (0..k * n).map(|_| rng.gen()).collect();
-            let mut want = vec![0; m * n];
-            int_gemm_reference(&lut, &a, &b, &mut want, m, n, k).unwrap();
-            let mut got = vec![7; m * n];
-            int_gemm(&lut, &a, &b, &mut got, m, n, k).unwrap();
-            assert_eq!(got, want, "seed {seed}, case {case}: {m} x {n} x {k}");
-        }
+        check_random_shapes(
+            "int_gemm_expansion_path_matches_the_reference_bit_exactly",
+            6,
+            192..700,
+            1..90,
+            1..40,
+        );
     }
 
     #[test]
