@@ -129,14 +129,8 @@ unsafe fn run_job(
     while p0 < k {
         let kc = KC.min(k - p0);
         for mp in 0..mpanels {
-            for r in 0..MR {
-                let i = i0 + mp * MR + r;
-                let live = i < i0 + rows;
-                for kk in 0..kc {
-                    let code = if live { a[i * k + p0 + kk] as u32 } else { 0 };
-                    off[(mp * KC + kk) * MR + r] = (kk as u32 * 256 + code) * NR as u32;
-                }
-            }
+            let live = MR.min(rows - mp * MR);
+            pack_offsets(a, k, i0 + mp * MR, live, p0, kc, &mut off[mp * KC * MR..]);
         }
         for q in 0..pairs {
             let j = j0 + q * 2 * NR;
@@ -173,6 +167,42 @@ unsafe fn run_job(
             let src = &acc[(q * mpanels + mp) * tile + rr * 2 * NR..][..cols];
             std::ptr::copy_nonoverlapping(src.as_ptr(), c.add((i0 + r) * n + j), cols);
         }
+    }
+}
+
+/// The offsets of a micro-panel: `off[kk * MR + r] = (kk * 256 + A[i0 +
+/// r][p0 + kk]) * NR` for `kk < kc` (`kc <= 16`), rows `r >= live` taking
+/// code 0. Each row's `kc` codes are one vector, and the `MR x 16` block is
+/// transposed in registers into the k-major layout.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_offsets(
+    a: &[u8],
+    k: usize,
+    i0: usize,
+    live: usize,
+    p0: usize,
+    kc: usize,
+    off: &mut [u32],
+) {
+    debug_assert!(kc <= 16 && live <= MR && off.len() >= kc * MR);
+    let kk = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    let base = _mm512_slli_epi32::<8>(kk);
+    let mut rows = [_mm512_setzero_ps(); 16];
+    for (r, row) in rows.iter_mut().enumerate() {
+        let codes = if r < live {
+            let mut bytes = [0u8; 16];
+            bytes[..kc].copy_from_slice(&a[(i0 + r) * k + p0..][..kc]);
+            _mm512_cvtepu8_epi32(_mm_loadu_si128(bytes.as_ptr() as *const __m128i))
+        } else {
+            _mm512_setzero_si512()
+        };
+        let o = _mm512_slli_epi32::<4>(_mm512_add_epi32(base, codes));
+        *row = _mm512_castsi512_ps(o);
+    }
+    let cols = crate::engine::transpose16(rows);
+    let rm: __mmask16 = ((1u32 << MR) - 1) as __mmask16;
+    for (kk, col) in cols.iter().enumerate().take(kc) {
+        _mm512_mask_storeu_ps(off.as_mut_ptr().add(kk * MR) as *mut f32, rm, *col);
     }
 }
 
