@@ -146,6 +146,20 @@ impl IntLut {
         self.table[index(a, b)]
     }
 
+    /// The table with its operands swapped: `T'[b][a] = T[a][b]`, for a
+    /// product lowered with the second operand as the GEMM's first.
+    pub fn transposed(&self) -> IntLut {
+        let mut table = vec![0; INT_LUT_ENTRIES];
+        for (k, &v) in self.table.iter().enumerate() {
+            table[((k & 255) << 8) | (k >> 8)] = v;
+        }
+        IntLut {
+            model: self.model.clone(),
+            signed: self.signed,
+            table,
+        }
+    }
+
     /// The checksum a file stores (FNV-1a 64 of the entry bytes).
     pub fn checksum(&self) -> u64 {
         fnv1a64(&self.entry_bytes())
