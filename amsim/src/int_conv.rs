@@ -67,7 +67,7 @@ pub fn int_conv2d_forward_reference(
                                 };
                                 let wv =
                                     w.codes[((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw];
-                                acc = acc.wrapping_add(offset_product(lut, xv, x.zero, wv, w.zero));
+                                acc = acc.wrapping_add(offset_product(lut, xv, x, wv, w));
                             }
                         }
                     }
@@ -116,8 +116,7 @@ pub fn int_conv2d_grad_input_reference(
                                     dy.codes[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow];
                                 let wv =
                                     w.codes[((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw];
-                                acc =
-                                    acc.wrapping_add(offset_product(lut, dyv, dy.zero, wv, w.zero));
+                                acc = acc.wrapping_add(offset_product(lut, dyv, dy, wv, w));
                             }
                         }
                     }
@@ -162,8 +161,7 @@ pub fn int_conv2d_grad_weight_reference(
                                 };
                                 let dyv =
                                     dy.codes[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow];
-                                acc =
-                                    acc.wrapping_add(offset_product(lut, xv, x.zero, dyv, dy.zero));
+                                acc = acc.wrapping_add(offset_product(lut, xv, x, dyv, dy));
                             }
                         }
                     }
@@ -240,8 +238,8 @@ pub fn int_conv2d_forward(
             for g in 0..s.groups {
                 int_gemm_offset(
                     &lut_t,
-                    IntOperand::new(&w.codes[g * opg * kc..][..opg * kc], w.zero),
-                    IntOperand::new(&col[g * kc * plane..][..kc * plane], x.zero),
+                    w.with_codes(&w.codes[g * opg * kc..][..opg * kc]),
+                    x.with_codes(&col[g * kc * plane..][..kc * plane]),
                     &mut y_image[g * opg * plane..][..opg * plane],
                     opg,
                     plane,
@@ -282,8 +280,8 @@ pub fn int_conv2d_grad_input(
             for (g, w_t) in w_t.iter().enumerate() {
                 int_gemm_offset(
                     &lut_t,
-                    IntOperand::new(w_t, w.zero),
-                    IntOperand::new(&dy_image[g * opg * plane..][..opg * plane], dy.zero),
+                    w.with_codes(w_t),
+                    dy.with_codes(&dy_image[g * opg * plane..][..opg * plane]),
                     &mut col,
                     kc,
                     plane,
@@ -365,8 +363,8 @@ pub fn int_conv2d_grad_weight(
         }
         int_gemm_offset(
             lut,
-            IntOperand::new(&col[g * kc * np..][..kc * np], x.zero),
-            IntOperand::new(&dy_t, dy.zero),
+            x.with_codes(&col[g * kc * np..][..kc * np]),
+            dy.with_codes(&dy_t),
             &mut dw_t,
             kc,
             opg,
@@ -432,11 +430,11 @@ mod tests {
             let x = codes(&mut rng, s.x_len());
             let w = codes(&mut rng, s.w_len());
             let dy = codes(&mut rng, s.y_len());
-            let (zx, zw, zdy) = (rng.gen(), rng.gen(), rng.gen());
+            // Each operand with its own zero point and coding.
             let (xo, wo, dyo) = (
-                IntOperand::new(&x, zx),
-                IntOperand::new(&w, zw),
-                IntOperand::new(&dy, zdy),
+                IntOperand::new(&x, rng.gen(), rng.gen()),
+                IntOperand::new(&w, rng.gen(), rng.gen()),
+                IntOperand::new(&dy, rng.gen(), rng.gen()),
             );
             let what = format!("seed {seed}, case {cases}: {s:?}");
 
@@ -476,8 +474,8 @@ mod tests {
         int_conv2d_forward(
             &exact,
             &s,
-            IntOperand::new(&x, 0),
-            IntOperand::new(&w, 0),
+            IntOperand::new(&x, 0, true),
+            IntOperand::new(&w, 0, true),
             &mut got,
         )
         .unwrap();

@@ -198,36 +198,57 @@ fn block(
     }
 }
 
-/// An operand of an integer product: 8-bit codes and the code of the real
-/// value zero (its *zero point*: `0` for a symmetric signed operand, `128`
-/// for a symmetric operand of an unsigned table, anything for an
-/// asymmetric one).
+/// An operand of an integer product: 8-bit codes, how they read as
+/// values (two's complement or unsigned) and the code of the real value
+/// zero (its *zero point*: `0` for a symmetric operand, anything for an
+/// asymmetric one). The table's rows and columns are indexed by the codes
+/// whatever they stand for; the zero-point corrections use the values.
 #[derive(Debug, Clone, Copy)]
 pub struct IntOperand<'a> {
     /// Row-major codes.
     pub codes: &'a [u8],
     /// The code of zero.
     pub zero: u8,
+    /// Codes are two's complement (-128..=127), else unsigned (0..=255).
+    pub signed: bool,
 }
 
 impl<'a> IntOperand<'a> {
-    /// Codes with zero point `zero`.
-    pub fn new(codes: &'a [u8], zero: u8) -> Self {
-        IntOperand { codes, zero }
+    /// Codes with zero point `zero`, read as `signed` or unsigned values.
+    pub fn new(codes: &'a [u8], zero: u8, signed: bool) -> Self {
+        IntOperand {
+            codes,
+            zero,
+            signed,
+        }
+    }
+
+    /// The value of code `c`.
+    #[inline]
+    pub fn value(&self, c: u8) -> i32 {
+        crate::int_lut::operand_value(c as usize, self.signed)
+    }
+
+    /// The same coding for other codes.
+    pub fn with_codes<'b>(&self, codes: &'b [u8]) -> IntOperand<'b> {
+        IntOperand::new(codes, self.zero, self.signed)
     }
 }
 
-/// The product of codes `a` and `b` (zero points `za`, `zb`) with the zero
-/// points taken out: `T[a][b] - zb·a - za·b + za·zb` in operand values,
-/// wrapping. For an exact table this is `(a - za)(b - zb)`, the product of
-/// the quantized values; for an approximate one the table's error stays
-/// and the corrections, which hardware computes from exact operand sums
-/// (as gemmlowp does), are exact.
+/// The product of codes `a` and `b` of operands coded as `ao` and `bo`
+/// with the zero points taken out: `T[a][b] - zb·a - za·b + za·zb` in
+/// operand values, wrapping. For an exact table this is `(a - za)(b -
+/// zb)`, the product of the quantized values; for an approximate one the
+/// table's error stays and the corrections, which hardware computes from
+/// exact operand sums (as gemmlowp does), are exact.
 #[inline]
-pub fn offset_product(lut: &IntLut, a: u8, za: u8, b: u8, zb: u8) -> i32 {
-    let s = lut.signed();
-    let v = |c: u8| crate::int_lut::operand_value(c as usize, s);
-    let (va, vza, vb, vzb) = (v(a), v(za), v(b), v(zb));
+pub fn offset_product(lut: &IntLut, a: u8, ao: IntOperand, b: u8, bo: IntOperand) -> i32 {
+    let (va, vza, vb, vzb) = (
+        ao.value(a),
+        ao.value(ao.zero),
+        bo.value(b),
+        bo.value(bo.zero),
+    );
     lut.table()[((a as usize) << 8) | b as usize]
         .wrapping_sub(vzb.wrapping_mul(va))
         .wrapping_sub(vza.wrapping_mul(vb))
@@ -251,7 +272,7 @@ pub fn int_gemm_offset_reference(
             let mut sum = 0i32;
             for p in 0..k {
                 let (x, y) = (a.codes[i * k + p], b.codes[p * n + j]);
-                sum = sum.wrapping_add(offset_product(lut, x, a.zero, y, b.zero));
+                sum = sum.wrapping_add(offset_product(lut, x, a, y, b));
             }
             c[i * n + j] = sum;
         }
@@ -273,9 +294,7 @@ pub fn int_gemm_offset(
     k: usize,
 ) -> Result<()> {
     int_gemm(lut, a.codes, b.codes, c, m, n, k)?;
-    let s = lut.signed();
-    let v = |c: u8| crate::int_lut::operand_value(c as usize, s);
-    let (za, zb) = (v(a.zero), v(b.zero));
+    let (za, zb) = (a.value(a.zero), b.value(b.zero));
     if za == 0 && zb == 0 {
         return Ok(());
     }
@@ -283,7 +302,7 @@ pub fn int_gemm_offset(
     if za != 0 {
         for row in b.codes.chunks_exact(n.max(1)).take(k) {
             for (t, &code) in col_terms.iter_mut().zip(row) {
-                *t = t.wrapping_add(v(code));
+                *t = t.wrapping_add(b.value(code));
             }
         }
         for t in &mut col_terms {
@@ -297,7 +316,7 @@ pub fn int_gemm_offset(
             let row_sum = if zb != 0 && k > 0 {
                 a_row
                     .iter()
-                    .fold(0i32, |acc, &code| acc.wrapping_add(v(code)))
+                    .fold(0i32, |acc, &code| acc.wrapping_add(a.value(code)))
             } else {
                 0
             };
@@ -395,7 +414,10 @@ mod tests {
             let a: Vec<u8> = (0..m * k).map(|_| rng.gen()).collect();
             let b: Vec<u8> = (0..k * n).map(|_| rng.gen()).collect();
             let (za, zb) = (rng.gen::<u8>(), if case % 3 == 0 { 0 } else { rng.gen() });
-            let (ao, bo) = (IntOperand::new(&a, za), IntOperand::new(&b, zb));
+            let (ao, bo) = (
+                IntOperand::new(&a, za, signed),
+                IntOperand::new(&b, zb, signed),
+            );
             let mut want = vec![0; m * n];
             int_gemm_offset_reference(&lut, ao, bo, &mut want, m, n, k).unwrap();
             let mut got = vec![5; m * n];

@@ -67,7 +67,7 @@ fn act_params(x: &[f32], signed: bool, asymmetric: bool) -> QuantParams {
     if asymmetric {
         QuantParams::asymmetric(lo, hi, signed)
     } else {
-        QuantParams::symmetric(lo.abs().max(hi.abs()), signed)
+        QuantParams::symmetric(lo.abs().max(hi.abs()))
     }
 }
 
@@ -76,7 +76,6 @@ fn fake_weights(
     w: &[f32],
     out: usize,
     channel: impl Fn(usize) -> usize,
-    signed: bool,
     per_channel: bool,
 ) -> Vec<f32> {
     let params: Vec<QuantParams> = (0..out)
@@ -84,7 +83,7 @@ fn fake_weights(
             let m = (0..w.len())
                 .filter(|&i| !per_channel || channel(i) == o)
                 .fold(0.0f32, |m, i| m.max(w[i].abs()));
-            QuantParams::symmetric(m, signed)
+            QuantParams::symmetric(m)
         })
         .collect();
     (0..w.len())
@@ -118,7 +117,7 @@ fn exact_int8_layers_compute_the_float_products_of_the_fake_quantized_operands()
         let y = dense.forward(&x, true).unwrap();
         let px = act_params(&x.data, signed, asymmetric);
         let xf: Vec<f32> = x.data.iter().map(|&v| px.fake(v)).collect();
-        float.weight.value = fake_weights(&dense.weight.value, 5, |i| i % 5, signed, per_channel);
+        float.weight.value = fake_weights(&dense.weight.value, 5, |i| i % 5, per_channel);
         float.set_plan(MultiplierPlan::uniform(Multiplier::Fp32));
         let want = float
             .forward(&Tensor::from_vec(&[3, 7], xf.clone()).unwrap(), false)
@@ -141,7 +140,7 @@ fn exact_int8_layers_compute_the_float_products_of_the_fake_quantized_operands()
         let px = act_params(&x.data, signed, asymmetric);
         let xf: Vec<f32> = x.data.iter().map(|&v| px.fake(v)).collect();
         let per = conv.weight.value.len() / 3;
-        float.weight.value = fake_weights(&conv.weight.value, 3, |i| i / per, signed, per_channel);
+        float.weight.value = fake_weights(&conv.weight.value, 3, |i| i / per, per_channel);
         float.set_plan(MultiplierPlan::uniform(Multiplier::Fp32));
         let want = float
             .forward(&Tensor::from_vec(&x.shape, xf.clone()).unwrap(), true)

@@ -4,19 +4,24 @@
 //! A real value `v` of a tensor with scale `s` and zero point `z` becomes
 //! the integer `q = clamp(round(v / s) + z, qmin, qmax)` (ties away from
 //! zero), whose byte is the table's operand code, and stands for
-//! `(q - z)·s` (its *fake-quantized* value). For a table with signed
-//! operands:
+//! `(q - z)·s` (its *fake-quantized* value):
 //!
 //! | tensor | scheme | `qmin..=qmax` | `z` | `s` |
 //! |---|---|---|---|---|
 //! | weights | symmetric, per output channel or per tensor | -127..=127 | 0 | `max|w| / 127` |
 //! | activations (`sym`) | symmetric, per tensor | -127..=127 | 0 | `max(|lo|, |hi|) / 127` |
-//! | activations (`asym`) | asymmetric, per tensor | -128..=127 | `-128 - round(lo / s)` | `(hi - lo) / 255` |
+//! | activations (`asym`), signed model | asymmetric, per tensor | -128..=127 | `-128 - round(lo / s)` | `(hi - lo) / 255` |
+//! | activations (`asym`), unsigned model | asymmetric, per tensor | 0..=255 | `-round(lo / s)` | `(hi - lo) / 255` |
 //! | output gradients | symmetric, per tensor, from the batch | -127..=127 | 0 | `max|dy| / 127` |
 //!
-//! An unsigned table (0..=255 operands) takes the same values shifted by
-//! 128 for a symmetric tensor (`z = 128`, codes 1..=255) and `z = -round(lo
-//! / s)` with codes 0..=255 for asymmetric activations. The activation
+//! A signed model takes the two's-complement codes as they are. An
+//! unsigned model takes an asymmetric activation's code (0..=255) as it is
+//! and a symmetric tensor's integer in sign-magnitude: its magnitude goes
+//! through the model and the signs are applied to the product
+//! (`amsim::IntLut::with_signs`), as a signed multiplier built around an
+//! unsigned array does. (Offsetting signed values by 128 instead would put
+//! every small value at the middle of the unsigned range, where the
+//! approximate models err by the most.) The activation
 //! range `[lo, hi]` always contains 0 (so that 0, and the padding, is
 //! exact). It comes from running statistics in training (the first batch's
 //! min and max, then an exponential moving average with weight
@@ -48,6 +53,7 @@ use amsim::int_conv::{int_conv2d_forward, int_conv2d_grad_input, int_conv2d_grad
 use amsim::int_gemm::{int_gemm_offset, transpose_codes, IntOperand};
 use amsim::{IntLut, IntScheme, Multiplier, MultiplierPlan};
 use rayon::prelude::*;
+use std::sync::Arc;
 
 use crate::{NetError, Result};
 
@@ -68,20 +74,18 @@ pub struct QuantParams {
 }
 
 impl QuantParams {
-    /// Symmetric quantization of values up to `max_abs` in magnitude for a
-    /// table with `signed` operands.
-    pub fn symmetric(max_abs: f32, signed: bool) -> QuantParams {
-        let scale = step(max_abs / 127.0);
-        let zero = if signed { 0 } else { 128 };
+    /// Symmetric quantization of values up to `max_abs` in magnitude.
+    pub fn symmetric(max_abs: f32) -> QuantParams {
         QuantParams {
-            scale,
-            zero,
-            qmin: zero - 127,
-            qmax: zero + 127,
+            scale: step(max_abs / 127.0),
+            zero: 0,
+            qmin: -127,
+            qmax: 127,
         }
     }
 
-    /// Asymmetric quantization of `[lo, hi]` (widened to contain 0).
+    /// Asymmetric quantization of `[lo, hi]` (widened to contain 0) for a
+    /// model with `signed` operands.
     pub fn asymmetric(lo: f32, hi: f32, signed: bool) -> QuantParams {
         let (lo, hi) = (lo.min(0.0), hi.max(0.0));
         let scale = step((hi - lo) / 255.0);
@@ -93,6 +97,16 @@ impl QuantParams {
             qmin,
             qmax: qmin + 255,
         }
+    }
+
+    /// Whether the integers are two's complement codes (else unsigned).
+    pub fn signed(&self) -> bool {
+        self.qmin < 0
+    }
+
+    /// `codes` as an operand of an integer product.
+    pub fn operand<'a>(&self, codes: &'a [u8]) -> IntOperand<'a> {
+        IntOperand::new(codes, self.zero as u8, self.signed())
     }
 
     /// The integer of `v`.
@@ -121,11 +135,6 @@ impl QuantParams {
     pub fn inside(&self, v: f32) -> bool {
         let q = (v / self.scale).round() + self.zero as f32;
         q >= self.qmin as f32 && q <= self.qmax as f32
-    }
-
-    /// The zero point as a code.
-    pub fn zero_code(&self) -> u8 {
-        self.zero as u8
     }
 }
 
@@ -167,7 +176,7 @@ struct WeightQuant {
 }
 
 impl WeightQuant {
-    fn new(w: &[f32], out: usize, rows_are_outputs: bool, per_channel: bool, signed: bool) -> Self {
+    fn new(w: &[f32], out: usize, rows_are_outputs: bool, per_channel: bool) -> Self {
         let params = if per_channel {
             (0..out)
                 .map(|o| {
@@ -180,11 +189,11 @@ impl WeightQuant {
                             .step_by(out)
                             .fold(0.0f32, |m, x| m.max(x.abs()))
                     };
-                    QuantParams::symmetric(m, signed)
+                    QuantParams::symmetric(m)
                 })
                 .collect()
         } else {
-            vec![QuantParams::symmetric(max_abs(w), signed)]
+            vec![QuantParams::symmetric(max_abs(w))]
         };
         WeightQuant {
             params,
@@ -235,10 +244,12 @@ pub struct QuantState {
     calibrating: bool,
     /// Backward cache: the input quantization of the last training forward.
     cache_x: Option<QuantParams>,
+    /// Tables for operand codings, by model table (address) and codings.
+    tables: Vec<((usize, bool, bool), Arc<IntLut>)>,
 }
 
 /// The int8 table and scheme of `m`, if it is an `int8:` multiplier.
-fn int8(m: &Multiplier) -> Option<(&IntLut, IntScheme)> {
+fn int8(m: &Multiplier) -> Option<(&Arc<IntLut>, IntScheme)> {
     match m {
         Multiplier::Int8 { lut, scheme } => Some((lut, *scheme)),
         _ => None,
@@ -272,6 +283,17 @@ impl QuantState {
         self.calibrating = on;
     }
 
+    /// `lut` for operands quantized as `a` and `b` (built once per layer).
+    fn table(&mut self, lut: &Arc<IntLut>, a: &QuantParams, b: &QuantParams) -> Arc<IntLut> {
+        let key = (Arc::as_ptr(lut) as usize, a.signed(), b.signed());
+        if let Some((_, t)) = self.tables.iter().find(|(k, _)| *k == key) {
+            return t.clone();
+        }
+        let t = Arc::new(lut.with_signs(key.1, key.2));
+        self.tables.push((key, t.clone()));
+        t
+    }
+
     /// The activation range for a forward of `x`, updating the observed
     /// range (training: running statistics; calibration: min/max).
     fn observe(&mut self, x: &[f32], train: bool) -> (f32, f32) {
@@ -295,7 +317,7 @@ impl QuantState {
         if scheme.asymmetric {
             QuantParams::asymmetric(range.0, range.1, lut.signed())
         } else {
-            QuantParams::symmetric(range.0.abs().max(range.1.abs()), lut.signed())
+            QuantParams::symmetric(range.0.abs().max(range.1.abs()))
         }
     }
 
@@ -337,13 +359,15 @@ impl QuantState {
     ) -> Result<()> {
         let (lut, scheme) = int8(&plan.forward).expect("quantized forward");
         let px = self.forward_params(x, lut, scheme, train);
-        let wq = WeightQuant::new(w, outf, false, scheme.per_channel, lut.signed());
+        let wq = WeightQuant::new(w, outf, false, scheme.per_channel);
+        let pw = wq.params[0];
+        let table = self.table(lut, &px, &pw);
         let (xc, wc) = (codes(x, &px), wq.codes(w));
         let mut acc = vec![0i32; n * outf];
         int_gemm_offset(
-            lut,
-            IntOperand::new(&xc, px.zero_code()),
-            IntOperand::new(&wc, wq.params[0].zero_code()),
+            &table,
+            px.operand(&xc),
+            pw.operand(&wc),
             &mut acc,
             n,
             outf,
@@ -361,7 +385,7 @@ impl QuantState {
     /// `dx [N, IN]`, by the plan's gradient multipliers (module doc).
     #[allow(clippy::too_many_arguments)]
     pub fn dense_backward(
-        &self,
+        &mut self,
         layer: &str,
         plan: &MultiplierPlan,
         x: &[f32],
@@ -374,17 +398,18 @@ impl QuantState {
         need_input_grad: bool,
     ) -> Result<Option<Vec<f32>>> {
         let px = self.cached(layer)?;
-        let (fwd_lut, scheme) = int8(&plan.forward).expect("quantized forward");
+        let scheme = int8(&plan.forward).expect("quantized forward").1;
         // dW [IN, OUT] = xᵀ [IN, N] · dy [N, OUT]
         if let Some((lut, _)) = int8(&plan.grad_weight) {
             let pxw = Self::act_params(self.range_or(px), lut, scheme);
-            let pdy = QuantParams::symmetric(max_abs(dy), lut.signed());
+            let pdy = QuantParams::symmetric(max_abs(dy));
+            let table = self.table(lut, &pxw, &pdy);
             let xt = transpose_codes(&codes(x, &pxw), n, inf);
             let mut acc = vec![0i32; inf * outf];
             int_gemm_offset(
-                lut,
-                IntOperand::new(&xt, pxw.zero_code()),
-                IntOperand::new(&codes(dy, &pdy), pdy.zero_code()),
+                &table,
+                pxw.operand(&xt),
+                pdy.operand(&codes(dy, &pdy)),
                 &mut acc,
                 inf,
                 outf,
@@ -407,14 +432,15 @@ impl QuantState {
         // dx [N, IN] = dy [N, OUT] · Wᵀ [OUT, IN]
         let mut dx = vec![0.0; n * inf];
         if let Some((lut, _)) = int8(&plan.grad_input) {
-            let pw = QuantParams::symmetric(max_abs(w), lut.signed());
-            let pdy = QuantParams::symmetric(max_abs(dy), lut.signed());
+            let pw = QuantParams::symmetric(max_abs(w));
+            let pdy = QuantParams::symmetric(max_abs(dy));
+            let table = self.table(lut, &pdy, &pw);
             let wt = transpose_codes(&codes(w, &pw), inf, outf);
             let mut acc = vec![0i32; n * inf];
             int_gemm_offset(
-                lut,
-                IntOperand::new(&codes(dy, &pdy), pdy.zero_code()),
-                IntOperand::new(&wt, pw.zero_code()),
+                &table,
+                pdy.operand(&codes(dy, &pdy)),
+                pw.operand(&wt),
                 &mut acc,
                 n,
                 inf,
@@ -422,7 +448,7 @@ impl QuantState {
             )?;
             scale_into(&mut dx, &acc, pw.scale * pdy.scale);
         } else {
-            let wq = WeightQuant::new(w, outf, false, scheme.per_channel, fwd_lut.signed());
+            let wq = WeightQuant::new(w, outf, false, scheme.per_channel);
             let w_fake = wq.fake(w);
             gemm(
                 &plan.grad_input,
@@ -449,16 +475,12 @@ impl QuantState {
     ) -> Result<()> {
         let (lut, scheme) = int8(&plan.forward).expect("quantized forward");
         let px = self.forward_params(x, lut, scheme, train);
-        let wq = WeightQuant::new(w, s.out_channels, true, scheme.per_channel, lut.signed());
+        let wq = WeightQuant::new(w, s.out_channels, true, scheme.per_channel);
+        let pw = wq.params[0];
+        let table = self.table(lut, &px, &pw);
         let (xc, wc) = (codes(x, &px), wq.codes(w));
         let mut acc = vec![0i32; y.len()];
-        int_conv2d_forward(
-            lut,
-            s,
-            IntOperand::new(&xc, px.zero_code()),
-            IntOperand::new(&wc, wq.params[0].zero_code()),
-            &mut acc,
-        )?;
+        int_conv2d_forward(&table, s, px.operand(&xc), pw.operand(&wc), &mut acc)?;
         let plane = s.out_h() * s.out_w();
         y.par_chunks_mut(plane)
             .zip(acc.par_chunks(plane))
@@ -476,7 +498,7 @@ impl QuantState {
     /// the plan's gradient multipliers (module doc).
     #[allow(clippy::too_many_arguments)]
     pub fn conv_backward(
-        &self,
+        &mut self,
         layer: &str,
         plan: &MultiplierPlan,
         s: &Conv2dShape,
@@ -487,16 +509,17 @@ impl QuantState {
         need_input_grad: bool,
     ) -> Result<Option<Vec<f32>>> {
         let px = self.cached(layer)?;
-        let (fwd_lut, scheme) = int8(&plan.forward).expect("quantized forward");
+        let scheme = int8(&plan.forward).expect("quantized forward").1;
         if let Some((lut, _)) = int8(&plan.grad_weight) {
             let pxw = Self::act_params(self.range_or(px), lut, scheme);
-            let pdy = QuantParams::symmetric(max_abs(dy), lut.signed());
+            let pdy = QuantParams::symmetric(max_abs(dy));
+            let table = self.table(lut, &pxw, &pdy);
             let mut acc = vec![0i32; dw.len()];
             int_conv2d_grad_weight(
-                lut,
+                &table,
                 s,
-                IntOperand::new(&codes(x, &pxw), pxw.zero_code()),
-                IntOperand::new(&codes(dy, &pdy), pdy.zero_code()),
+                pxw.operand(&codes(x, &pxw)),
+                pdy.operand(&codes(dy, &pdy)),
                 &mut acc,
             )?;
             scale_into(dw, &acc, pxw.scale * pdy.scale);
@@ -509,25 +532,20 @@ impl QuantState {
         }
         let mut dx = vec![0.0; x.len()];
         if let Some((lut, _)) = int8(&plan.grad_input) {
-            let pw = QuantParams::symmetric(max_abs(w), lut.signed());
-            let pdy = QuantParams::symmetric(max_abs(dy), lut.signed());
+            let pw = QuantParams::symmetric(max_abs(w));
+            let pdy = QuantParams::symmetric(max_abs(dy));
+            let table = self.table(lut, &pdy, &pw);
             let mut acc = vec![0i32; dx.len()];
             int_conv2d_grad_input(
-                lut,
+                &table,
                 s,
-                IntOperand::new(&codes(dy, &pdy), pdy.zero_code()),
-                IntOperand::new(&codes(w, &pw), pw.zero_code()),
+                pdy.operand(&codes(dy, &pdy)),
+                pw.operand(&codes(w, &pw)),
                 &mut acc,
             )?;
             scale_into(&mut dx, &acc, pw.scale * pdy.scale);
         } else {
-            let wq = WeightQuant::new(
-                w,
-                s.out_channels,
-                true,
-                scheme.per_channel,
-                fwd_lut.signed(),
-            );
+            let wq = WeightQuant::new(w, s.out_channels, true, scheme.per_channel);
             conv2d_grad_input(&plan.grad_input, s, dy, &wq.fake(w), &mut dx)?;
         }
         clip_gradient(&mut dx, x, &px);
@@ -572,13 +590,14 @@ mod tests {
         for signed in [true, false] {
             let (lo, hi) = (-rng.gen_range(0.0..3.0f32), rng.gen_range(0.1..3.0f32));
             for (p, width) in [
-                (QuantParams::symmetric(hi, signed), 254),
+                (QuantParams::symmetric(hi.max(-lo)), 254),
                 (QuantParams::asymmetric(lo, hi, signed), 255),
             ] {
                 assert_eq!(p.fake(0.0), 0.0, "seed {seed}: {p:?}");
                 assert_eq!(p.qmax - p.qmin, width, "{p:?}");
-                let codes = if signed { -128..=127 } else { 0..=255 };
+                let codes = if p.signed() { -128..=127 } else { 0..=255 };
                 assert!(codes.contains(&p.qmin) && codes.contains(&p.qmax), "{p:?}");
+                assert!(p.signed() || (!signed && width == 255), "{p:?}");
                 for _ in 0..1000 {
                     let q = rng.gen_range(p.qmin..=p.qmax);
                     let v = (q - p.zero) as f32 * p.scale;
@@ -600,18 +619,18 @@ mod tests {
     fn per_channel_weights_take_the_scale_of_their_output_channel() {
         // W [IN = 2, OUT = 3] (a dense layer's layout): column o is channel o.
         let w = [1.0, -0.5, 0.25, -2.0, 0.1, 0.0];
-        let q = WeightQuant::new(&w, 3, false, true, true);
+        let q = WeightQuant::new(&w, 3, false, true);
         assert_eq!(q.scale(0), 2.0 / 127.0);
         assert_eq!(q.scale(1), 0.5 / 127.0);
         assert_eq!(q.scale(2), 0.25 / 127.0);
         assert_eq!(q.codes(&w), [64, 129, 127, 129, 25, 0]);
-        let q = WeightQuant::new(&w, 3, true, true, true);
+        let q = WeightQuant::new(&w, 3, true, true);
         // Rows are outputs: [1, -0.5], [0.25, -2], [0.1, 0].
         assert_eq!(q.scale(1), 2.0 / 127.0);
         assert_eq!(q.scale(0), 1.0 / 127.0);
         assert_eq!(q.codes(&w)[..2], [127, 192]);
-        let q = WeightQuant::new(&w, 3, false, false, false);
+        let q = WeightQuant::new(&w, 3, false, false);
         assert_eq!(q.params.len(), 1);
-        assert_eq!(q.codes(&w)[3], 1, "-2 is -127 + 128 on an unsigned table");
+        assert_eq!(q.codes(&w)[3], 129, "-2 is -127, two's complement");
     }
 }
