@@ -49,7 +49,8 @@ fn check_shapes(a: &[u8], b: &[u8], c: &[i32], m: usize, n: usize, k: usize) -> 
 }
 
 /// The definition: `C = A·B` through `lut`, one product at a time in the
-/// order of `p`, row-major operands.
+/// order of `p`, row-major operands ([`int_gemm_offset_reference`] with
+/// zero points 0: the table's products as they are).
 pub fn int_gemm_reference(
     lut: &IntLut,
     a: &[u8],
@@ -59,19 +60,16 @@ pub fn int_gemm_reference(
     n: usize,
     k: usize,
 ) -> Result<()> {
-    check_shapes(a, b, c, m, n, k)?;
-    let table = lut.table();
-    for i in 0..m {
-        for j in 0..n {
-            let mut sum = 0i32;
-            for p in 0..k {
-                let at = ((a[i * k + p] as usize) << 8) | b[p * n + j] as usize;
-                sum = sum.wrapping_add(table[at]);
-            }
-            c[i * n + j] = sum;
-        }
-    }
-    Ok(())
+    let s = lut.signed();
+    int_gemm_offset_reference(
+        lut,
+        IntOperand::new(a, 0, s),
+        IntOperand::new(b, 0, s),
+        c,
+        m,
+        n,
+        k,
+    )
 }
 
 /// `C = A·B` through `lut` on the rayon pool; bit-exact with
