@@ -244,8 +244,10 @@ pub struct QuantState {
     calibrating: bool,
     /// Backward cache: the input quantization of the last training forward.
     cache_x: Option<QuantParams>,
-    /// Tables for operand codings, by model table (address) and codings.
-    tables: Vec<((usize, bool, bool), Arc<IntLut>)>,
+    /// Tables for operand codings: the model's table (kept, so that its
+    /// address is never reused while it is a key), the two codings, the
+    /// table for them.
+    tables: Vec<(Arc<IntLut>, bool, bool, Arc<IntLut>)>,
 }
 
 /// The int8 table and scheme of `m`, if it is an `int8:` multiplier.
@@ -285,12 +287,16 @@ impl QuantState {
 
     /// `lut` for operands quantized as `a` and `b` (built once per layer).
     fn table(&mut self, lut: &Arc<IntLut>, a: &QuantParams, b: &QuantParams) -> Arc<IntLut> {
-        let key = (Arc::as_ptr(lut) as usize, a.signed(), b.signed());
-        if let Some((_, t)) = self.tables.iter().find(|(k, _)| *k == key) {
+        let (sa, sb) = (a.signed(), b.signed());
+        let found = self
+            .tables
+            .iter()
+            .find(|(l, x, y, _)| Arc::ptr_eq(l, lut) && (*x, *y) == (sa, sb));
+        if let Some((.., t)) = found {
             return t.clone();
         }
-        let t = Arc::new(lut.with_signs(key.1, key.2));
-        self.tables.push((key, t.clone()));
+        let t = Arc::new(lut.with_signs(sa, sb));
+        self.tables.push((lut.clone(), sa, sb, t.clone()));
         t
     }
 
