@@ -81,6 +81,35 @@ fn lenet5_is_quantized_after_training_and_fine_tuned_under_int8_models() {
     );
     assert_ne!(rows[2][6], rows[0][6], "seed {seed}: {text}");
 
+    // A plan file with int8 specs per layer (and one that names a float
+    // model under int8:, refused with one line).
+    let plan = tmp.path().join("int8.toml");
+    std::fs::write(
+        &plan,
+        "multiplier = \"int8:mul8s_BAM08\"\n[layers.conv1]\nmultiplier = \"fp32\"\n[layers.fc3]\nfwd = \"int8:exact8s:per-tensor\"\n",
+    )
+    .unwrap();
+    let csv = tmp.path().join("plan.csv");
+    let out = approxtrain(&[
+        "eval",
+        "--checkpoint",
+        s(&fp32),
+        "--data-dir",
+        s(&data),
+        "--plan",
+        s(&plan),
+        "--csv",
+        s(&csv),
+    ]);
+    assert!(out.status.success(), "seed {seed}: {}", stderr(&out));
+    std::fs::write(&plan, "multiplier = \"int8:mbm\"\n").unwrap();
+    let out = approxtrain(&["eval", "--checkpoint", s(&fp32), "--plan", s(&plan)]);
+    let err = failure_stderr(&out);
+    assert!(
+        err.contains("use mbm:BITS") && err.contains("int8.toml"),
+        "{err}"
+    );
+
     // Fine-tuning on the EvoApprox-form model, straight-through and with
     // integer gradients.
     for plan in ["fwd=int8:mul8u_BAM61,dx=fp32,dw=fp32", "int8:mul8s_BAM08"] {
