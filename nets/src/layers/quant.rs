@@ -409,19 +409,11 @@ impl QuantState {
         if let Some((lut, _)) = int8(&plan.grad_weight) {
             let pxw = Self::act_params(self.range_or(px), lut, scheme);
             let pdy = QuantParams::symmetric(max_abs(dy));
-            let table = self.table(lut, &pxw, &pdy);
             let xt = transpose_codes(&codes(x, &pxw), n, inf);
-            let mut acc = vec![0i32; inf * outf];
-            int_gemm_offset(
-                &table,
-                pxw.operand(&xt),
-                pdy.operand(&codes(dy, &pdy)),
-                &mut acc,
-                inf,
-                outf,
-                n,
-            )?;
-            scale_into(dw, &acc, pxw.scale * pdy.scale);
+            let dyc = codes(dy, &pdy);
+            self.int_product(lut, (&xt, pxw), (&dyc, pdy), dw, |t, a, b, acc| {
+                int_gemm_offset(t, a, b, acc, inf, outf, n)
+            })?;
         } else {
             let x_fake: Vec<f32> = x.par_iter().map(|&v| px.fake(v)).collect();
             gemm(
@@ -440,19 +432,11 @@ impl QuantState {
         if let Some((lut, _)) = int8(&plan.grad_input) {
             let pw = QuantParams::symmetric(max_abs(w));
             let pdy = QuantParams::symmetric(max_abs(dy));
-            let table = self.table(lut, &pdy, &pw);
             let wt = transpose_codes(&codes(w, &pw), inf, outf);
-            let mut acc = vec![0i32; n * inf];
-            int_gemm_offset(
-                &table,
-                pdy.operand(&codes(dy, &pdy)),
-                pw.operand(&wt),
-                &mut acc,
-                n,
-                inf,
-                outf,
-            )?;
-            scale_into(&mut dx, &acc, pw.scale * pdy.scale);
+            let dyc = codes(dy, &pdy);
+            self.int_product(lut, (&dyc, pdy), (&wt, pw), &mut dx, |t, a, b, acc| {
+                int_gemm_offset(t, a, b, acc, n, inf, outf)
+            })?;
         } else {
             let wq = WeightQuant::new(w, outf, false, scheme.per_channel);
             let w_fake = wq.fake(w);
@@ -519,16 +503,10 @@ impl QuantState {
         if let Some((lut, _)) = int8(&plan.grad_weight) {
             let pxw = Self::act_params(self.range_or(px), lut, scheme);
             let pdy = QuantParams::symmetric(max_abs(dy));
-            let table = self.table(lut, &pxw, &pdy);
-            let mut acc = vec![0i32; dw.len()];
-            int_conv2d_grad_weight(
-                &table,
-                s,
-                pxw.operand(&codes(x, &pxw)),
-                pdy.operand(&codes(dy, &pdy)),
-                &mut acc,
-            )?;
-            scale_into(dw, &acc, pxw.scale * pdy.scale);
+            let (xc, dyc) = (codes(x, &pxw), codes(dy, &pdy));
+            self.int_product(lut, (&xc, pxw), (&dyc, pdy), dw, |t, a, b, acc| {
+                int_conv2d_grad_weight(t, s, a, b, acc)
+            })?;
         } else {
             let x_fake: Vec<f32> = x.par_iter().map(|&v| px.fake(v)).collect();
             conv2d_grad_weight(&plan.grad_weight, s, &x_fake, dy, dw)?;
@@ -540,22 +518,35 @@ impl QuantState {
         if let Some((lut, _)) = int8(&plan.grad_input) {
             let pw = QuantParams::symmetric(max_abs(w));
             let pdy = QuantParams::symmetric(max_abs(dy));
-            let table = self.table(lut, &pdy, &pw);
-            let mut acc = vec![0i32; dx.len()];
-            int_conv2d_grad_input(
-                &table,
-                s,
-                pdy.operand(&codes(dy, &pdy)),
-                pw.operand(&codes(w, &pw)),
-                &mut acc,
-            )?;
-            scale_into(&mut dx, &acc, pw.scale * pdy.scale);
+            let (dyc, wc) = (codes(dy, &pdy), codes(w, &pw));
+            self.int_product(lut, (&dyc, pdy), (&wc, pw), &mut dx, |t, a, b, acc| {
+                int_conv2d_grad_input(t, s, a, b, acc)
+            })?;
         } else {
             let wq = WeightQuant::new(w, s.out_channels, true, scheme.per_channel);
             conv2d_grad_input(&plan.grad_input, s, dy, &wq.fake(w), &mut dx)?;
         }
         clip_gradient(&mut dx, x, &px);
         Ok(Some(dx))
+    }
+
+    /// The integer product `product(table, a, b, sums)` of the codes `a`
+    /// (quantized as `pa`) and `b` (as `pb`) through `lut`'s table for
+    /// their codings, scaled back into `out` (one scale each: a gradient
+    /// product's operands are quantized per tensor).
+    fn int_product(
+        &mut self,
+        lut: &Arc<IntLut>,
+        (a, pa): (&[u8], QuantParams),
+        (b, pb): (&[u8], QuantParams),
+        out: &mut [f32],
+        product: impl FnOnce(&IntLut, IntOperand, IntOperand, &mut [i32]) -> amsim::Result<()>,
+    ) -> Result<()> {
+        let table = self.table(lut, &pa, &pb);
+        let mut sums = vec![0i32; out.len()];
+        product(&table, pa.operand(a), pb.operand(b), &mut sums)?;
+        scale_into(out, &sums, pa.scale * pb.scale);
+        Ok(())
     }
 
     /// The observed range, else the one `p` represents.
