@@ -111,6 +111,11 @@ fn truncated_models_drop_the_four_lowest_partial_product_columns() {
 #[test]
 fn evoapprox_form_broken_array_model_matches_its_break_levels() {
     assert_equals_formula("mul8u_BAM61", |a, b| broken_array(a, b, 6, 1));
+    assert_equals_formula("mul8s_BAM08", |a, b| {
+        sign_magnitude(a, b, |x, y| broken_array(x, y, 8, 0))
+    });
+    // Spot value: 127 x 127 = 16129 less the bits of columns 0..7.
+    assert_eq!((model("mul8s_BAM08").func)(-127, 127), -14592);
 }
 
 #[test]
@@ -154,6 +159,7 @@ fn integer_registry_lists_the_shipped_models_sorted_and_unique() {
     for (want, signed) in [
         ("exact8s", true),
         ("exact8u", false),
+        ("mul8s_BAM08", true),
         ("mul8s_drum4", true),
         ("mul8s_mitchell", true),
         ("mul8s_trunc4", true),

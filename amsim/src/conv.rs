@@ -263,7 +263,14 @@ fn out_size(input: usize, kernel: usize, stride: usize, pad: usize, dil: usize) 
 /// Input coordinate of output coordinate `o` through tap `k`, if inside
 /// (`None` is the zero padding).
 #[inline]
-fn tap(o: usize, k: usize, stride: usize, pad: usize, dil: usize, size: usize) -> Option<usize> {
+pub(crate) fn tap(
+    o: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    dil: usize,
+    size: usize,
+) -> Option<usize> {
     let pos = (o * stride + k * dil) as isize - pad as isize;
     (pos >= 0 && (pos as usize) < size).then_some(pos as usize)
 }
@@ -274,7 +281,7 @@ fn tap(o: usize, k: usize, stride: usize, pad: usize, dil: usize, size: usize) -
 /// outside the output (a term with `+0.0`, the padding), else
 /// `Some(Some(o))`.
 #[inline]
-fn back_tap(
+pub(crate) fn back_tap(
     i: usize,
     k: usize,
     stride: usize,

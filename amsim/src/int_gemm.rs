@@ -47,7 +47,8 @@ fn check_shapes(a: &[u8], b: &[u8], c: &[i32], m: usize, n: usize, k: usize) -> 
 }
 
 /// The definition: `C = A·B` through `lut`, one product at a time in the
-/// order of `p`, row-major operands.
+/// order of `p`, row-major operands ([`int_gemm_offset_reference`] with
+/// zero points 0: the table's products as they are).
 pub fn int_gemm_reference(
     lut: &IntLut,
     a: &[u8],
@@ -57,19 +58,16 @@ pub fn int_gemm_reference(
     n: usize,
     k: usize,
 ) -> Result<()> {
-    check_shapes(a, b, c, m, n, k)?;
-    let table = lut.table();
-    for i in 0..m {
-        for j in 0..n {
-            let mut sum = 0i32;
-            for p in 0..k {
-                let at = ((a[i * k + p] as usize) << 8) | b[p * n + j] as usize;
-                sum = sum.wrapping_add(table[at]);
-            }
-            c[i * n + j] = sum;
-        }
-    }
-    Ok(())
+    let s = lut.signed();
+    int_gemm_offset_reference(
+        lut,
+        IntOperand::new(a, 0, s),
+        IntOperand::new(b, 0, s),
+        c,
+        m,
+        n,
+        k,
+    )
 }
 
 /// `C = A·B` through `lut` on the rayon pool; bit-exact with
@@ -201,6 +199,147 @@ fn block(
     }
 }
 
+/// An operand of an integer product: 8-bit codes, how they read as
+/// values (two's complement or unsigned) and the code of the real value
+/// zero (its *zero point*: `0` for a symmetric operand, anything for an
+/// asymmetric one). The table's rows and columns are indexed by the codes
+/// whatever they stand for; the zero-point corrections use the values.
+#[derive(Debug, Clone, Copy)]
+pub struct IntOperand<'a> {
+    /// Row-major codes.
+    pub codes: &'a [u8],
+    /// The code of zero.
+    pub zero: u8,
+    /// Codes are two's complement (-128..=127), else unsigned (0..=255).
+    pub signed: bool,
+}
+
+impl<'a> IntOperand<'a> {
+    /// Codes with zero point `zero`, read as `signed` or unsigned values.
+    pub fn new(codes: &'a [u8], zero: u8, signed: bool) -> Self {
+        IntOperand {
+            codes,
+            zero,
+            signed,
+        }
+    }
+
+    /// The value of code `c`.
+    #[inline]
+    pub fn value(&self, c: u8) -> i32 {
+        crate::int_lut::operand_value(c as usize, self.signed)
+    }
+
+    /// The same coding for other codes.
+    pub fn with_codes<'b>(&self, codes: &'b [u8]) -> IntOperand<'b> {
+        IntOperand::new(codes, self.zero, self.signed)
+    }
+}
+
+/// The product of codes `a` and `b` of operands coded as `ao` and `bo`
+/// with the zero points taken out: `T[a][b] - zb·a - za·b + za·zb` in
+/// operand values, wrapping. For an exact table this is `(a - za)(b -
+/// zb)`, the product of the quantized values; for an approximate one the
+/// table's error stays and the corrections, which hardware computes from
+/// exact operand sums (as gemmlowp does), are exact.
+#[inline]
+pub fn offset_product(lut: &IntLut, a: u8, ao: IntOperand, b: u8, bo: IntOperand) -> i32 {
+    let (va, vza, vb, vzb) = (
+        ao.value(a),
+        ao.value(ao.zero),
+        bo.value(b),
+        bo.value(bo.zero),
+    );
+    lut.table()[((a as usize) << 8) | b as usize]
+        .wrapping_sub(vzb.wrapping_mul(va))
+        .wrapping_sub(vza.wrapping_mul(vb))
+        .wrapping_add(vza.wrapping_mul(vzb))
+}
+
+/// The definition of [`int_gemm_offset`]: `C[i][j] = sum_p
+/// offset_product(A[i][p], B[p][j])`, one product at a time.
+pub fn int_gemm_offset_reference(
+    lut: &IntLut,
+    a: IntOperand,
+    b: IntOperand,
+    c: &mut [i32],
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<()> {
+    check_shapes(a.codes, b.codes, c, m, n, k)?;
+    for i in 0..m {
+        for j in 0..n {
+            let mut sum = 0i32;
+            for p in 0..k {
+                let (x, y) = (a.codes[i * k + p], b.codes[p * n + j]);
+                sum = sum.wrapping_add(offset_product(lut, x, a, y, b));
+            }
+            c[i * n + j] = sum;
+        }
+    }
+    Ok(())
+}
+
+/// `C = A·B` through `lut` with the operands' zero points taken out
+/// (`sum_p` of [`offset_product`]): [`int_gemm`] and the exact corrections
+/// `- zb·rowsum(A) - za·colsum(B) + k·za·zb`. Bit-exact with
+/// [`int_gemm_offset_reference`] (integer sums in any order).
+pub fn int_gemm_offset(
+    lut: &IntLut,
+    a: IntOperand,
+    b: IntOperand,
+    c: &mut [i32],
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<()> {
+    int_gemm(lut, a.codes, b.codes, c, m, n, k)?;
+    let (za, zb) = (a.value(a.zero), b.value(b.zero));
+    if za == 0 && zb == 0 {
+        return Ok(());
+    }
+    let mut col_terms = vec![0i32; n];
+    if za != 0 {
+        for row in b.codes.chunks_exact(n.max(1)).take(k) {
+            for (t, &code) in col_terms.iter_mut().zip(row) {
+                *t = t.wrapping_add(b.value(code));
+            }
+        }
+        for t in &mut col_terms {
+            *t = t.wrapping_mul(za);
+        }
+    }
+    let constant = (k as i32).wrapping_mul(za).wrapping_mul(zb);
+    c.par_chunks_mut(n.max(1))
+        .zip(a.codes.par_chunks(k.max(1)))
+        .for_each(|(c_row, a_row)| {
+            let row_sum = if zb != 0 && k > 0 {
+                a_row
+                    .iter()
+                    .fold(0i32, |acc, &code| acc.wrapping_add(a.value(code)))
+            } else {
+                0
+            };
+            let row_term = constant.wrapping_sub(zb.wrapping_mul(row_sum));
+            for (x, t) in c_row.iter_mut().zip(&col_terms) {
+                *x = x.wrapping_add(row_term).wrapping_sub(*t);
+            }
+        });
+    Ok(())
+}
+
+/// The transpose of a row-major `rows x cols` matrix of codes.
+pub fn transpose_codes(src: &[u8], rows: usize, cols: usize) -> Vec<u8> {
+    let mut out = vec![0u8; src.len()];
+    for (r, row) in src.chunks_exact(cols.max(1)).take(rows).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            out[c * rows + r] = v;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +427,47 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("2 x 3"), "{err}");
+    }
+
+    #[test]
+    fn int_gemm_offset_matches_its_reference_and_is_the_quantized_product_for_exact_tables() {
+        let seed = test_seed(
+            "int_gemm_offset_matches_its_reference_and_is_the_quantized_product_for_exact_tables",
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for case in 0..16 {
+            let signed = case % 2 == 0;
+            let lut = random_lut(&mut rng, signed);
+            let exact = IntLut::build("exact", signed, |a, b| a * b).unwrap();
+            let (m, n, k) = (
+                rng.gen_range(1..20),
+                rng.gen_range(1..600),
+                rng.gen_range(0..50),
+            );
+            let a: Vec<u8> = (0..m * k).map(|_| rng.gen()).collect();
+            let b: Vec<u8> = (0..k * n).map(|_| rng.gen()).collect();
+            let (za, zb) = (rng.gen::<u8>(), if case % 3 == 0 { 0 } else { rng.gen() });
+            let (ao, bo) = (
+                IntOperand::new(&a, za, signed),
+                IntOperand::new(&b, zb, signed),
+            );
+            let mut want = vec![0; m * n];
+            int_gemm_offset_reference(&lut, ao, bo, &mut want, m, n, k).unwrap();
+            let mut got = vec![5; m * n];
+            int_gemm_offset(&lut, ao, bo, &mut got, m, n, k).unwrap();
+            assert_eq!(got, want, "seed {seed}, case {case}: {m} x {n} x {k}");
+            // With the exact table: the sum of (a - za)(b - zb).
+            int_gemm_offset(&exact, ao, bo, &mut got, m, n, k).unwrap();
+            let v = |c: u8| crate::int_lut::operand_value(c as usize, signed);
+            for i in 0..m {
+                for j in 0..n {
+                    let sum: i32 = (0..k)
+                        .map(|p| (v(a[i * k + p]) - v(za)) * (v(b[p * n + j]) - v(zb)))
+                        .sum();
+                    assert_eq!(got[i * n + j], sum, "seed {seed}, case {case}: ({i}, {j})");
+                }
+            }
+        }
     }
 
     #[test]

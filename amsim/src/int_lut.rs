@@ -146,6 +146,50 @@ impl IntLut {
         self.table[index(a, b)]
     }
 
+    /// The table with its operands swapped: `T'[b][a] = T[a][b]`, for a
+    /// product lowered with the second operand as the GEMM's first.
+    pub fn transposed(&self) -> IntLut {
+        let mut table = vec![0; INT_LUT_ENTRIES];
+        for (k, &v) in self.table.iter().enumerate() {
+            table[((k & 255) << 8) | (k >> 8)] = v;
+        }
+        IntLut {
+            model: self.model.clone(),
+            signed: self.signed,
+            table,
+        }
+    }
+
+    /// The table for operands coded as two's complement (`a_signed`,
+    /// `b_signed`) or unsigned values. A signed model's table is itself
+    /// (its operands are two's complement). An unsigned model multiplies
+    /// magnitudes, and a two's-complement operand takes it in
+    /// sign-magnitude, as a signed array built around an unsigned core does
+    /// (`mul8s_trunc4` around `mul8u_trunc4`): `T[a][b] = sign(a)·sign(b)·
+    /// U[|a|][|b|]`. Such entries may reach ±65535 (sums wrap past 32768
+    /// of them).
+    pub fn with_signs(&self, a_signed: bool, b_signed: bool) -> IntLut {
+        if self.signed || !(a_signed || b_signed) {
+            return self.clone();
+        }
+        let split = |c: usize, signed: bool| -> (i32, usize) {
+            let v = operand_value(c, signed);
+            (if v < 0 { -1 } else { 1 }, v.unsigned_abs() as usize)
+        };
+        let table = (0..INT_LUT_ENTRIES)
+            .map(|k| {
+                let (sa, ma) = split(k >> 8, a_signed);
+                let (sb, mb) = split(k & 255, b_signed);
+                sa * sb * self.table[(ma << 8) | mb]
+            })
+            .collect();
+        IntLut {
+            model: self.model.clone(),
+            signed: true,
+            table,
+        }
+    }
+
     /// The checksum a file stores (FNV-1a 64 of the entry bytes).
     pub fn checksum(&self) -> u64 {
         fnv1a64(&self.entry_bytes())
@@ -263,6 +307,35 @@ mod tests {
             }
             assert_eq!(lut.table().len(), INT_LUT_ENTRIES);
         }
+    }
+
+    #[test]
+    fn unsigned_tables_take_twos_complement_operands_in_sign_magnitude() {
+        let seed = test_seed("unsigned_tables_take_twos_complement_operands_in_sign_magnitude");
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let table = (0..INT_LUT_ENTRIES)
+            .map(|_| rng.gen_range(0..=65535))
+            .collect();
+        let u = IntLut::from_table("random", false, table).unwrap();
+        assert_eq!(u.with_signs(false, false), u);
+        for _ in 0..1000 {
+            let (a, b) = (rng.gen_range(-128..=127i32), rng.gen_range(-128..=127i32));
+            let c = rng.gen_range(0..=255);
+            let sign = |v: i32| if v < 0 { -1 } else { 1 };
+            let want = sign(a) * sign(b) * u.mul(a.abs(), b.abs());
+            assert_eq!(
+                u.with_signs(true, true).mul(a, b),
+                want,
+                "seed {seed}: {a} x {b}"
+            );
+            assert_eq!(
+                u.with_signs(false, true).mul(c, b),
+                sign(b) * u.mul(c, b.abs()),
+                "seed {seed}: {c} x {b}"
+            );
+        }
+        let s = IntLut::build("exact", true, exact).unwrap();
+        assert_eq!(s.with_signs(true, false), s, "a signed table is its own");
     }
 
     #[test]

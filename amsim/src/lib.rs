@@ -19,6 +19,7 @@ pub mod cuda;
 pub mod engine;
 pub mod error;
 pub mod gemm;
+pub mod int_conv;
 #[cfg(target_arch = "x86_64")]
 mod int_expand;
 pub mod int_gemm;
@@ -56,5 +57,5 @@ pub fn test_seed(test: &str) -> u64 {
 pub use int_lut::IntLut;
 pub use lut::{Lut, MAX_LUT_BITS};
 pub use model::{IntModelFn, IntModelInfo, ModelFn, ModelInfo};
-pub use multiplier::{Multiplier, MultiplierPlan, Role};
+pub use multiplier::{IntScheme, Multiplier, MultiplierPlan, Role};
 pub use spec::{MultiplierSpec, PlanSpec};

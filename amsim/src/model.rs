@@ -126,6 +126,26 @@ pub fn find_int<'a>(models: &'a [IntModelInfo], name: &str) -> crate::Result<&'a
         })
 }
 
+/// The integer models `int8:NAME` specs resolve against: the program
+/// registers its compiled C models once ([`register_int_models`]); a
+/// library user that registers none resolves no integer spec.
+static INT_REGISTRY: std::sync::OnceLock<&'static [IntModelInfo]> = std::sync::OnceLock::new();
+
+/// Register the integer models for `int8:NAME` specs (the first
+/// registration stands; later ones with the same slice are no-ops). Float
+/// models are handed to each [`crate::spec::Resolver`] instead; integer
+/// ones are global because every caller of this program has the same
+/// compiled set and the float registry's many paths need not carry a
+/// second slice.
+pub fn register_int_models(models: &'static [IntModelInfo]) {
+    let _ = INT_REGISTRY.set(models);
+}
+
+/// The registered integer models (empty before [`register_int_models`]).
+pub fn int_registry() -> &'static [IntModelInfo] {
+    INT_REGISTRY.get().copied().unwrap_or(&[])
+}
+
 /// Energy per multiply in picojoules (power x delay), when both figures
 /// are declared (positive).
 fn energy_pj(power_mw: f64, delay_ns: f64) -> Option<f64> {

@@ -4,7 +4,17 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::product::{amsim_mul, bf16_mul, direct_mul};
-use crate::{Lut, ModelFn};
+use crate::{IntLut, Lut, ModelFn};
+
+/// How a layer quantizes the operands of an `int8:` product (see
+/// `nets::layers::quant`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IntScheme {
+    /// Weights: one scale per output channel (else one for the tensor).
+    pub per_channel: bool,
+    /// Activations: asymmetric, with a zero point (else symmetric).
+    pub asymmetric: bool,
+}
 
 /// A multiplier ready to use: what every product of a GEMM or convolution
 /// goes through.
@@ -25,6 +35,16 @@ pub enum Multiplier {
         /// Mantissa bits passed to the model.
         bits: u32,
     },
+    /// An 8-bit integer model's table: the layer quantizes its operands to
+    /// 8-bit codes, sums the table's products exactly in `i32` and scales
+    /// the sums back. Only dense and convolution layers do so; a float
+    /// product given this multiplier is an error ([`Multiplier::float_only`]).
+    Int8 {
+        /// The table.
+        lut: Arc<IntLut>,
+        /// How the layer quantizes the operands.
+        scheme: IntScheme,
+    },
 }
 
 impl Multiplier {
@@ -37,6 +57,25 @@ impl Multiplier {
             Multiplier::Bf16 => bf16_mul(a, b),
             Multiplier::Lut(lut) => amsim_mul(a, b, lut),
             Multiplier::Direct { func, bits, .. } => direct_mul(a, b, *func, *bits),
+            // Operands already on the integer grid (unit scale): rounded to
+            // the nearest integer and clamped to the operand range.
+            Multiplier::Int8 { lut, .. } => {
+                let r = lut.operand_range();
+                let code = |v: f32| (v.round() as i32).clamp(*r.start(), *r.end());
+                lut.mul(code(a), code(b)) as f32
+            }
+        }
+    }
+
+    /// An error for a float product (GEMM, convolution, attention) given an
+    /// integer multiplier: those need the operands quantized by a layer.
+    pub fn float_only(&self, what: &str) -> crate::Result<()> {
+        match self {
+            Multiplier::Int8 { .. } => Err(crate::AmsimError::Other(format!(
+                "{}: {what} multiplies floats; int8 multipliers quantize their operands in dense and convolution layers only (give this product a float multiplier, e.g. attn_qk=fp32)",
+                self.label()
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -47,6 +86,18 @@ impl Multiplier {
             Multiplier::Bf16 => "bf16".into(),
             Multiplier::Lut(l) => format!("{}:{}", l.model_name(), l.bits()),
             Multiplier::Direct { name, bits, .. } => format!("direct:{name}:{bits}"),
+            Multiplier::Int8 { lut, scheme } => {
+                let mut s = format!("int8:{}", lut.model_name());
+                if !scheme.per_channel {
+                    s.push_str(":per-tensor");
+                }
+                // The activation scheme only when it is not the model's
+                // default (sym for signed, asym for unsigned).
+                if scheme.asymmetric == lut.signed() {
+                    s.push_str(if scheme.asymmetric { ":asym" } else { ":sym" });
+                }
+                s
+            }
         }
     }
 }

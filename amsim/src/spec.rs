@@ -7,6 +7,12 @@
 //! | `MODEL:BITS` | the model tabulated at BITS mantissa bits (`mbm:7`) |
 //! | `lut:PATH` | a table read from a file (native or ApproxTrain `.bin`) |
 //! | `direct:MODEL[:BITS]` | the model called for every product (default 23 bits) |
+//! | `int8:MODEL[:OPT...]` | an 8-bit integer model's table on quantized operands |
+//!
+//! An `int8:` spec's options say how a layer quantizes its operands:
+//! `per-channel` (default) or `per-tensor` weight scales, `sym` or `asym`
+//! activations (default: `sym` for a signed model, `asym` for an unsigned
+//! one); see `nets::layers::quant`. Integer models take no bit width.
 //!
 //! A plan is either one spec for every product or comma-separated
 //! `ROLE=SPEC` pairs with roles `fwd`, `dx`, `dw`, `attn_qk`, `attn_av`
@@ -20,8 +26,9 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use crate::lut::{check_bits, MAX_LUT_BITS};
-use crate::model::find;
-use crate::{AmsimError, Lut, ModelInfo, Multiplier, MultiplierPlan, Result, Role};
+use crate::model::{find, find_int, int_registry};
+use crate::multiplier::IntScheme;
+use crate::{AmsimError, IntLut, Lut, ModelInfo, Multiplier, MultiplierPlan, Result, Role};
 
 /// The largest width `direct` mode accepts (the full FP32 fraction).
 pub const MAX_DIRECT_BITS: u32 = 23;
@@ -49,6 +56,64 @@ pub enum MultiplierSpec {
         /// Mantissa bits handed to the model.
         bits: u32,
     },
+    /// `int8:MODEL[:OPT...]`
+    Int8 {
+        /// Integer model name.
+        name: String,
+        /// `per-tensor` weight scales (else one per output channel).
+        per_tensor: bool,
+        /// `asym` (`Some(true)`) or `sym` (`Some(false)`) activations;
+        /// `None`: the model's default.
+        asymmetric: Option<bool>,
+    },
+}
+
+/// The options an `int8:` spec takes, for messages.
+const INT8_OPTIONS: &str = "per-channel, per-tensor, sym, asym";
+
+/// Parse the part of an `int8:` spec after the prefix.
+fn parse_int8(spec: &str, rest: &str) -> Result<MultiplierSpec> {
+    let mut parts = rest.split(':');
+    let name = parts.next().unwrap_or_default();
+    if name.is_empty() {
+        return Err(bad(
+            spec,
+            "int8: needs an integer model, e.g. int8:exact8s (list them with `approxtrain models`)",
+        ));
+    }
+    check_name(spec, name)?;
+    let (mut per_tensor, mut asymmetric) = (None, None);
+    for opt in parts {
+        let (slot, value) = match opt {
+            "per-channel" => (&mut per_tensor, false),
+            "per-tensor" => (&mut per_tensor, true),
+            "sym" => (&mut asymmetric, false),
+            "asym" => (&mut asymmetric, true),
+            _ if opt.parse::<u32>().is_ok() => {
+                return Err(bad(
+                    spec,
+                    format!("integer models take no bit width ('{opt}'); options: {INT8_OPTIONS}"),
+                ))
+            }
+            _ => {
+                return Err(bad(
+                    spec,
+                    format!("unknown int8 option '{opt}'; options: {INT8_OPTIONS}"),
+                ))
+            }
+        };
+        if slot.replace(value).is_some() {
+            return Err(bad(
+                spec,
+                format!("option '{opt}' conflicts with an earlier one"),
+            ));
+        }
+    }
+    Ok(MultiplierSpec::Int8 {
+        name: name.to_string(),
+        per_tensor: per_tensor.unwrap_or(false),
+        asymmetric,
+    })
 }
 
 fn bad(spec: &str, reason: impl Into<String>) -> AmsimError {
@@ -101,6 +166,9 @@ impl FromStr for MultiplierSpec {
             }
             return Ok(MultiplierSpec::LutFile(PathBuf::from(path)));
         }
+        if let Some(rest) = spec.strip_prefix("int8:") {
+            return parse_int8(s, rest);
+        }
         if let Some(rest) = spec.strip_prefix("direct:") {
             let mut parts = rest.split(':');
             let name = parts.next().unwrap_or_default();
@@ -143,6 +211,21 @@ impl fmt::Display for MultiplierSpec {
             MultiplierSpec::Model { name, bits } => write!(f, "{name}:{bits}"),
             MultiplierSpec::LutFile(p) => write!(f, "lut:{}", p.display()),
             MultiplierSpec::Direct { name, bits } => write!(f, "direct:{name}:{bits}"),
+            MultiplierSpec::Int8 {
+                name,
+                per_tensor,
+                asymmetric,
+            } => {
+                write!(f, "int8:{name}")?;
+                if *per_tensor {
+                    f.write_str(":per-tensor")?;
+                }
+                match asymmetric {
+                    Some(true) => f.write_str(":asym"),
+                    Some(false) => f.write_str(":sym"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -152,6 +235,7 @@ impl fmt::Display for MultiplierSpec {
 pub struct Resolver<'a> {
     models: &'a [ModelInfo],
     cache: Mutex<HashMap<MultiplierSpec, Arc<Lut>>>,
+    int_cache: Mutex<HashMap<String, Arc<IntLut>>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -160,6 +244,7 @@ impl<'a> Resolver<'a> {
         Resolver {
             models,
             cache: Mutex::new(HashMap::new()),
+            int_cache: Mutex::new(HashMap::new()),
         }
     }
 
@@ -168,13 +253,63 @@ impl<'a> Resolver<'a> {
         self.models
     }
 
+    /// The float model `name`; for the name of an integer model, an error
+    /// that says how to use it.
+    fn find_float(&self, spec: &MultiplierSpec, name: &str) -> Result<&'a ModelInfo> {
+        find(self.models, name).map_err(|e| {
+            if find_int(int_registry(), name).is_ok() {
+                bad(
+                    &spec.to_string(),
+                    format!("'{name}' is an 8-bit integer model: use int8:{name} (integer models take no bit width and have no direct mode)"),
+                )
+            } else {
+                e
+            }
+        })
+    }
+
+    /// The table of integer model `name`, built once.
+    fn int_table(&self, spec: &MultiplierSpec, name: &str) -> Result<Arc<IntLut>> {
+        if let Some(lut) = self.int_cache.lock().expect("cache lock").get(name) {
+            return Ok(lut.clone());
+        }
+        let info = find_int(int_registry(), name).map_err(|e| {
+            if find(self.models, name).is_ok() {
+                bad(
+                    &spec.to_string(),
+                    format!("'{name}' is a floating-point model: use {name}:BITS (int8: takes an 8-bit integer model)"),
+                )
+            } else {
+                e
+            }
+        })?;
+        let lut = Arc::new(IntLut::of(info)?);
+        self.int_cache
+            .lock()
+            .expect("cache lock")
+            .insert(name.to_string(), lut.clone());
+        Ok(lut)
+    }
+
     /// Resolve one spec.
     pub fn resolve(&self, spec: &MultiplierSpec) -> Result<Multiplier> {
         match spec {
+            MultiplierSpec::Int8 {
+                name,
+                per_tensor,
+                asymmetric,
+            } => {
+                let lut = self.int_table(spec, name)?;
+                let scheme = IntScheme {
+                    per_channel: !per_tensor,
+                    asymmetric: asymmetric.unwrap_or(!lut.signed()),
+                };
+                Ok(Multiplier::Int8 { lut, scheme })
+            }
             MultiplierSpec::Fp32 => Ok(Multiplier::Fp32),
             MultiplierSpec::Bf16 => Ok(Multiplier::Bf16),
             MultiplierSpec::Direct { name, bits } => {
-                let info = find(self.models, name)?;
+                let info = self.find_float(spec, name)?;
                 Ok(Multiplier::Direct {
                     name: info.name.to_string(),
                     func: info.func,
@@ -187,7 +322,7 @@ impl<'a> Resolver<'a> {
                 }
                 let lut = match spec {
                     MultiplierSpec::Model { name, bits } => {
-                        let info = find(self.models, name)?;
+                        let info = self.find_float(spec, name)?;
                         check_bits(*bits)?;
                         if !info.supports_bits(*bits) {
                             return Err(bad(

@@ -156,3 +156,114 @@ fn direct_mode_agrees_with_the_table_for_a_truncating_model() {
         assert_eq!(t.mul(x, y).to_bits(), d.mul(x, y).to_bits(), "{x} x {y}");
     }
 }
+
+const INT_MODELS: &[amsim::IntModelInfo] = &[
+    amsim::IntModelInfo {
+        name: "exact8s",
+        description: "exact signed test model",
+        signed: true,
+        area_um2: 0.0,
+        power_mw: 0.0,
+        delay_ns: 0.0,
+        func: |a, b| a * b,
+    },
+    amsim::IntModelInfo {
+        name: "exact8u",
+        description: "exact unsigned test model",
+        signed: false,
+        area_um2: 0.0,
+        power_mw: 0.0,
+        delay_ns: 0.0,
+        func: |a, b| a * b,
+    },
+];
+
+#[test]
+fn int8_specs_parse_resolve_and_print_with_their_quantization_options() {
+    amsim::model::register_int_models(INT_MODELS);
+    let r = Resolver::new(MODELS);
+    for (text, label, per_channel, asymmetric) in [
+        ("int8:exact8s", "int8:exact8s", true, false),
+        ("int8:exact8u", "int8:exact8u", true, true),
+        ("int8:exact8s:asym", "int8:exact8s:asym", true, true),
+        (
+            "int8:exact8u:sym:per-tensor",
+            "int8:exact8u:per-tensor:sym",
+            false,
+            false,
+        ),
+        ("int8:exact8s:per-channel:sym", "int8:exact8s", true, false),
+    ] {
+        let spec: MultiplierSpec = text.parse().unwrap();
+        let m = r.resolve(&spec).unwrap();
+        let Multiplier::Int8 { lut, scheme } = &m else {
+            panic!("{text} resolved to {m}");
+        };
+        assert_eq!(m.label(), label, "{text}");
+        assert_eq!(scheme.per_channel, per_channel, "{text}");
+        assert_eq!(scheme.asymmetric, asymmetric, "{text}");
+        assert_eq!(
+            lut.mul(-3, 5),
+            if lut.signed() { -15 } else { lut.mul(253, 5) }
+        );
+        let reparsed: MultiplierSpec = spec.to_string().parse().unwrap();
+        assert_eq!(reparsed, spec, "{text}");
+    }
+    let plan: PlanSpec = "fwd=int8:exact8s,dx=fp32,dw=int8:exact8s".parse().unwrap();
+    let plan = r.resolve_plan(&plan).unwrap();
+    assert_eq!(plan.label(), "fwd=int8:exact8s,dx=fp32,dw=int8:exact8s");
+}
+
+#[test]
+fn int8_specs_with_float_options_or_wrong_models_are_one_line_errors() {
+    amsim::model::register_int_models(INT_MODELS);
+    let r = Resolver::new(MODELS);
+    let err = |text: &str| -> String {
+        let e = match text.parse::<MultiplierSpec>() {
+            Ok(spec) => r.resolve(&spec).unwrap_err(),
+            Err(e) => e,
+        }
+        .to_string();
+        assert_eq!(e.lines().count(), 1, "{e}");
+        e
+    };
+    let e = err("int8:exact8s:7");
+    assert!(
+        e.contains("no bit width") && e.contains("per-tensor"),
+        "{e}"
+    );
+    let e = err("int8:exact8s:fast");
+    assert!(e.contains("unknown int8 option 'fast'"), "{e}");
+    let e = err("int8:exact8s:sym:asym");
+    assert!(e.contains("conflicts"), "{e}");
+    let e = err("int8:");
+    assert!(e.contains("int8:exact8s"), "{e}");
+    let e = err("int8:trunc");
+    assert!(
+        e.contains("floating-point model") && e.contains("trunc:BITS"),
+        "{e}"
+    );
+    let e = err("int8:nosuch");
+    assert!(e.contains("'nosuch'") && e.contains("exact8u"), "{e}");
+    for float_form in ["exact8s:7", "direct:exact8s"] {
+        let e = err(float_form);
+        assert!(e.contains("use int8:exact8s"), "{float_form}: {e}");
+    }
+    // A float product given an int8 multiplier.
+    let m = r.resolve(&"int8:exact8s".parse().unwrap()).unwrap();
+    let a = [1.0f32; 4];
+    let mut c = [0.0f32; 4];
+    let e = amsim::gemm::gemm(
+        &m,
+        amsim::gemm::MatRef::row_major(&a, 2, 2).unwrap(),
+        amsim::gemm::MatRef::row_major(&a, 2, 2).unwrap(),
+        amsim::gemm::MatMut::row_major(&mut c, 2, 2).unwrap(),
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("int8:exact8s") && e.contains("dense and convolution"),
+        "{e}"
+    );
+}

@@ -43,11 +43,16 @@ pub const FP32_MULTIPLY_PJ: f64 = 3.7;
 
 /// Energy of one multiply with `m`, picojoules, where a figure exists:
 /// [`FP32_MULTIPLY_PJ`] for `fp32`, the declared figure of the model for
-/// `MODEL:BITS` and `direct:MODEL` (the same circuit), `None` otherwise.
+/// `MODEL:BITS` and `direct:MODEL` (the same circuit) and of an `int8:`
+/// model, `None` otherwise.
 pub fn multiply_energy_pj(m: &MultiplierSpec, models: &[ModelInfo]) -> Option<f64> {
     match m {
         MultiplierSpec::Fp32 => Some(FP32_MULTIPLY_PJ),
         MultiplierSpec::Model { name, .. } | MultiplierSpec::Direct { name, .. } => models
+            .iter()
+            .find(|info| info.name == name)
+            .and_then(|info| info.energy_pj()),
+        MultiplierSpec::Int8 { name, .. } => amsim::model::int_registry()
             .iter()
             .find(|info| info.name == name)
             .and_then(|info| info.energy_pj()),

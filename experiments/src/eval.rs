@@ -9,6 +9,11 @@
 //! ([`nets::checkpoint::Checkpoint::apply_weights`]) and measures test loss and accuracy.
 //! Only the forward products run in evaluation, so only the `fwd` role of a
 //! plan matters.
+//!
+//! A plan with an `int8:` forward is post-training quantization: the
+//! activation ranges of its quantized layers are calibrated first on the
+//! first [`CALIBRATION_IMAGES`] training images of the dataset (min and max
+//! over them; see `nets::layers::quant`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -142,6 +147,24 @@ pub struct EvalResult {
     pub seconds: f64,
 }
 
+/// Training images that calibrate the activation ranges of `int8:` layers
+/// before an evaluation (post-training quantization).
+pub const CALIBRATION_IMAGES: usize = 1024;
+
+/// Whether some layer of `spec`'s plan has an `int8:` forward product.
+pub fn quantizes(spec: &RunSpec) -> Result<bool> {
+    let int8 = |p: &PlanSpec| matches!(p.forward, amsim::MultiplierSpec::Int8 { .. });
+    if int8(&spec.plan()?) {
+        return Ok(true);
+    }
+    for plan in spec.layers.values() {
+        if int8(&plan.parse::<PlanSpec>()?) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// A trained network and its test set, ready to evaluate plans.
 pub struct Evaluator {
     /// Where the weights come from.
@@ -155,6 +178,8 @@ pub struct Evaluator {
     pub data_source: String,
     /// A notice about the data source, if any (the shipped subset).
     pub data_notice: Option<String>,
+    /// The calibration images, loaded by the first `int8:` plan.
+    calibration: std::sync::OnceLock<ImageDataset>,
 }
 
 impl Evaluator {
@@ -191,7 +216,18 @@ impl Evaluator {
             test_set,
             data_source: location.describe(),
             data_notice: location.notice.clone(),
+            calibration: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The first [`CALIBRATION_IMAGES`] training images (loaded once).
+    fn calibration_set(&self) -> Result<&ImageDataset> {
+        if let Some(set) = self.calibration.get() {
+            return Ok(set);
+        }
+        let location = resolve_dataset_dir(self.spec.data_dir.as_deref(), &self.spec.dataset)?;
+        let set = location.load_images(Split::Train, Some(CALIBRATION_IMAGES))?;
+        Ok(self.calibration.get_or_init(|| set))
     }
 
     /// Evaluate the trained weights under `plan`.
@@ -201,6 +237,13 @@ impl Evaluator {
             self.source
                 .checkpoint
                 .apply_weights(&self.source.checkpoint_path, &mut network)?;
+            if quantizes(spec)? {
+                network.calibrate(
+                    self.calibration_set()?,
+                    CALIBRATION_IMAGES,
+                    spec.eval_batch_size,
+                )?;
+            }
             Ok(network)
         };
         evaluate_plan(plan, &self.spec, build, |network, spec| {

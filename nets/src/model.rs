@@ -535,6 +535,33 @@ impl Network {
             .unwrap_or(self.layers.len())
     }
 
+    /// Set the activation ranges of the layers with an `int8:` forward from
+    /// the first `images` images of `data` (min and max over all of them,
+    /// in evaluation forwards of `batch_size`: batch norm uses its running
+    /// statistics and nothing trains): what post-training quantization
+    /// calibrates on. Layers without an `int8:` forward are untouched.
+    pub fn calibrate(
+        &mut self,
+        data: &crate::data::ImageDataset,
+        images: usize,
+        batch_size: usize,
+    ) -> Result<()> {
+        let (len, per) = (images.min(data.len), data.image_len());
+        let shape = |b: usize| vec![b, data.channels, data.height, data.width];
+        for l in &mut self.layers {
+            l.set_calibration(true);
+        }
+        let result = (0..len).step_by(batch_size.max(1)).try_for_each(|i| {
+            let b = batch_size.max(1).min(len - i);
+            let x = Tensor::from_vec(&shape(b), data.images[i * per..(i + b) * per].to_vec())?;
+            self.forward(&x, false).map(|_| ())
+        });
+        for l in &mut self.layers {
+            l.set_calibration(false);
+        }
+        result
+    }
+
     /// Seed every layer's randomness (dropout) for the next forward pass;
     /// each layer gets its own stream derived from `seed`.
     pub fn reseed(&mut self, seed: u64) {

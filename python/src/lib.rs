@@ -25,8 +25,10 @@ use pyo3::types::{PyDict, PyTuple};
 
 /// Specs resolved against the compiled models, each table built once per
 /// process and shared (as the CLI's resolver does within a run).
-static RESOLVER: LazyLock<Resolver<'static>> =
-    LazyLock::new(|| Resolver::new(approxtrain::models::MODELS));
+static RESOLVER: LazyLock<Resolver<'static>> = LazyLock::new(|| {
+    amsim::model::register_int_models(approxtrain::models::INT_MODELS);
+    Resolver::new(approxtrain::models::MODELS)
+});
 
 /// The Python exception of an engine error: a missing file is
 /// `FileNotFoundError`, another I/O failure `OSError`, everything else (a

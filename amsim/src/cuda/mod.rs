@@ -620,6 +620,10 @@ impl CudaEngine {
         let (table, bits, fast_ok) = match mult {
             Multiplier::Lut(lut) => self.lut_on_device(lut)?,
             Multiplier::Fp32 | Multiplier::Bf16 => (0u64, 1u32, false),
+            Multiplier::Int8 { .. } => {
+                mult.float_only("a float GEMM on the GPU")?;
+                unreachable!("float_only refuses int8")
+            }
             Multiplier::Direct { name, .. } => {
                 return Err(AmsimError::Cuda(format!(
                     "direct:{name} calls the C model for every product and runs on the CPU only; use a table ({name}:BITS) with --device cuda"

@@ -18,6 +18,7 @@ use rand::Rng;
 
 use rayon::prelude::*;
 
+use super::quant::{quantized, QuantState};
 use super::{channel_sums, min_planes_per_task, split_batch, Layer, MacCounts, Param};
 use crate::init::{self, Init};
 use crate::{NetError, Result, Tensor};
@@ -105,6 +106,8 @@ pub struct Conv2d {
     /// With the CUDA engine: the input and weights of the last training
     /// forward, on the device, for the backward products.
     gpu_cache: crate::device::GpuCache,
+    /// Int8 quantization (an `int8:` forward multiplier).
+    quant: QuantState,
 }
 
 impl Conv2d {
@@ -145,6 +148,7 @@ impl Conv2d {
             cache_x: Vec::new(),
             cache_shape: None,
             gpu_cache: crate::device::GpuCache(None),
+            quant: QuantState::default(),
         })
     }
 
@@ -190,7 +194,11 @@ impl Conv2d {
         let (oh, ow) = (s.out_h(), s.out_w());
         let mut y = Tensor::zeros(&[n, s.out_channels, oh, ow]);
         self.gpu_cache = crate::device::GpuCache(None);
-        if let Some(eng) = crate::device::cuda() {
+        if quantized(&self.name, &self.plan)? {
+            let w = &self.weight.value;
+            self.quant
+                .conv_forward(&self.plan, &s, &x.data, w, &mut y.data, train)?;
+        } else if let Some(eng) = crate::device::cuda() {
             let dx = eng.upload(&x.data)?;
             let dw = eng.upload(&self.weight.value)?;
             let mut dy = eng.alloc(y.data.len())?;
@@ -292,12 +300,28 @@ impl Layer for Conv2d {
                 self.name, dy.shape
             )));
         }
+        let quantized = quantized(&self.name, &self.plan)?;
+        let mut quant_dx = None;
+        if quantized {
+            quant_dx = self.quant.conv_backward(
+                &self.name,
+                &self.plan,
+                &s,
+                &self.cache_x,
+                &self.weight.value,
+                &dy.data,
+                &mut self.weight.grad,
+                need_input_grad,
+            )?;
+        }
         // On the GPU: dy goes up once for both products.
         let gpu = match (&self.gpu_cache.0, crate::device::cuda()) {
             (Some(cache), Some(eng)) => Some((cache, eng.upload(&dy.data)?, eng)),
             _ => None,
         };
-        if let Some(((gx, _), gdy, eng)) = &gpu {
+        if quantized {
+            // The weight gradient is the quantized backward's.
+        } else if let Some(((gx, _), gdy, eng)) = &gpu {
             let mut gdw = eng.alloc(self.weight.grad.len())?;
             eng.conv2d_grad_weight_dev(&self.plan.grad_weight, &s, gx, gdy, &mut gdw)?;
             eng.download(&gdw, &mut self.weight.grad)?;
@@ -320,7 +344,11 @@ impl Layer for Conv2d {
         if !need_input_grad {
             return Ok(None);
         }
-        let mut dx = Tensor::zeros(&[s.batch, s.in_channels, s.in_h, s.in_w]);
+        let dx_shape = [s.batch, s.in_channels, s.in_h, s.in_w];
+        if let Some(dx) = quant_dx {
+            return Ok(Some(Tensor::from_vec(&dx_shape, dx)?));
+        }
+        let mut dx = Tensor::zeros(&dx_shape);
         if let Some(((_, gw), gdy, eng)) = &gpu {
             let mut gdx = eng.alloc(dx.data.len())?;
             eng.conv2d_grad_input_dev(&self.plan.grad_input, &s, gdy, gw, &mut gdx)?;
@@ -352,6 +380,10 @@ impl Layer for Conv2d {
     fn set_plan(&mut self, plan: MultiplierPlan) -> bool {
         self.plan = plan;
         true
+    }
+
+    fn set_calibration(&mut self, on: bool) {
+        self.quant.set_calibration(on);
     }
 
     fn macs(&self, sample: &[usize]) -> MacCounts {

@@ -13,6 +13,7 @@ use amsim::gemm::{gemm, MatMut, MatRef};
 use amsim::MultiplierPlan;
 use rand::Rng;
 
+use super::quant::{quantized, QuantState};
 use super::{split_batch, Layer, MacCounts, Param};
 use crate::init::{self, Init};
 use crate::{NetError, Result, Tensor};
@@ -35,6 +36,8 @@ pub struct Dense {
     /// With the CUDA engine: the input and weights of the last training
     /// forward, on the device, for the backward products.
     gpu_cache: crate::device::GpuCache,
+    /// Int8 quantization (an `int8:` forward multiplier).
+    quant: QuantState,
 }
 
 impl Dense {
@@ -59,6 +62,7 @@ impl Dense {
             cache_x: Vec::new(),
             cache_batch: 0,
             gpu_cache: crate::device::GpuCache(None),
+            quant: QuantState::default(),
         }
     }
 
@@ -70,6 +74,16 @@ impl Dense {
     /// Output features OUT.
     pub fn out_features(&self) -> usize {
         self.out_features
+    }
+}
+
+/// `db = Σ_n dy[n]` of `dy [N, OUT]`, summed in batch order.
+fn bias_grad(db: &mut [f32], dy: &[f32]) {
+    db.fill(0.0);
+    for row in dy.chunks_exact(db.len()) {
+        for (g, d) in db.iter_mut().zip(row) {
+            *g += d;
+        }
     }
 }
 
@@ -99,7 +113,11 @@ impl Layer for Dense {
         let (inf, outf) = (self.in_features, self.out_features);
         let mut y = Tensor::zeros(&[n, outf]);
         self.gpu_cache = crate::device::GpuCache(None);
-        if let Some(eng) = crate::device::cuda() {
+        if quantized(&self.name, &self.plan)? {
+            let w = &self.weight.value;
+            self.quant
+                .dense_forward(&self.plan, &x.data, w, &mut y.data, n, inf, outf, train)?;
+        } else if let Some(eng) = crate::device::cuda() {
             let gx = eng.upload(&x.data)?;
             let gw = eng.upload(&self.weight.value)?;
             let mut gy = eng.alloc(y.data.len())?;
@@ -152,6 +170,22 @@ impl Layer for Dense {
                 self.name, dy.shape
             )));
         }
+        if quantized(&self.name, &self.plan)? {
+            let dx = self.quant.dense_backward(
+                &self.name,
+                &self.plan,
+                &self.cache_x,
+                &self.weight.value,
+                &dy.data,
+                &mut self.weight.grad,
+                n,
+                inf,
+                outf,
+                need_input_grad,
+            )?;
+            bias_grad(&mut self.bias.grad, &dy.data);
+            return dx.map(|d| Tensor::from_vec(&[n, inf], d)).transpose();
+        }
         // On the GPU: dy goes up once for both products.
         let gpu = match (&self.gpu_cache.0, crate::device::cuda()) {
             (Some(cache), Some(eng)) => Some((cache, eng.upload(&dy.data)?, eng)),
@@ -182,13 +216,7 @@ impl Layer for Dense {
                 false,
             )?;
         }
-        // db = Σ_n dy[n], summed in batch order.
-        self.bias.grad.fill(0.0);
-        for row in dy.data.chunks_exact(outf) {
-            for (g, d) in self.bias.grad.iter_mut().zip(row) {
-                *g += d;
-            }
-        }
+        bias_grad(&mut self.bias.grad, &dy.data);
         if !need_input_grad {
             return Ok(None);
         }
@@ -236,6 +264,10 @@ impl Layer for Dense {
     fn set_plan(&mut self, plan: MultiplierPlan) -> bool {
         self.plan = plan;
         true
+    }
+
+    fn set_calibration(&mut self, on: bool) {
+        self.quant.set_calibration(on);
     }
 
     fn macs(&self, _sample: &[usize]) -> MacCounts {

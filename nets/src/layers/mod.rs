@@ -26,6 +26,7 @@ pub mod global_avgpool;
 pub mod layernorm;
 pub mod loss;
 pub mod maxpool;
+pub mod quant;
 pub mod relu;
 pub mod residual;
 pub mod shortcut;
@@ -190,6 +191,10 @@ pub trait Layer: Send {
 
     /// Seed the layer's randomness for the next forward pass (dropout).
     fn reseed(&mut self, _seed: u64) {}
+
+    /// Start or end calibration of int8 activation ranges (layers with an
+    /// `int8:` forward; see [`quant::QuantState::set_calibration`]).
+    fn set_calibration(&mut self, _on: bool) {}
 }
 
 /// The batch size and per-sample shape of an `[N, ...]` tensor.

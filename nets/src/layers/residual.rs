@@ -293,6 +293,15 @@ impl Layer for ResidualBlock {
         true
     }
 
+    fn set_calibration(&mut self, on: bool) {
+        for s in &mut self.stages {
+            s.conv.set_calibration(on);
+        }
+        if let Some(conv) = self.shortcut.conv_mut() {
+            conv.set_calibration(on);
+        }
+    }
+
     /// `NAME.conv1`, `NAME.conv2` (`NAME.conv3` for a bottleneck), and
     /// `NAME.shortcut.conv` for a projection shortcut.
     fn inner_plan_names(&self) -> Vec<String> {

@@ -1,0 +1,633 @@
+//! Int8 quantization of dense and convolution layers whose forward product
+//! has an `int8:MODEL` multiplier (`amsim::Multiplier::Int8`).
+//!
+//! A real value `v` of a tensor with scale `s` and zero point `z` becomes
+//! the integer `q = clamp(round(v / s) + z, qmin, qmax)` (ties away from
+//! zero), whose byte is the table's operand code, and stands for
+//! `(q - z)·s` (its *fake-quantized* value):
+//!
+//! | tensor | scheme | `qmin..=qmax` | `z` | `s` |
+//! |---|---|---|---|---|
+//! | weights | symmetric, per output channel or per tensor | -127..=127 | 0 | `max|w| / 127` |
+//! | activations (`sym`) | symmetric, per tensor | -127..=127 | 0 | `max(|lo|, |hi|) / 127` |
+//! | activations (`asym`), signed model | asymmetric, per tensor | -128..=127 | `-128 - round(lo / s)` | `(hi - lo) / 255` |
+//! | activations (`asym`), unsigned model | asymmetric, per tensor | 0..=255 | `-round(lo / s)` | `(hi - lo) / 255` |
+//! | output gradients | symmetric, per tensor, from the batch | -127..=127 | 0 | `max|dy| / 127` |
+//!
+//! A signed model takes the two's-complement codes as they are. An
+//! unsigned model takes an asymmetric activation's code (0..=255) as it is
+//! and a symmetric tensor's integer in sign-magnitude: its magnitude goes
+//! through the model and the signs are applied to the product
+//! (`amsim::IntLut::with_signs`), as a signed multiplier built around an
+//! unsigned array does. (Offsetting signed values by 128 instead would put
+//! every small value at the middle of the unsigned range, where the
+//! approximate models err by the most.) The activation
+//! range `[lo, hi]` always contains 0 (so that 0, and the padding, is
+//! exact). It comes from running statistics in training (the first batch's
+//! min and max, then an exponential moving average with weight
+//! [`RANGE_MOMENTUM`] on each new batch), from calibration
+//! ([`QuantState::set_calibration`]: min and max over all calibration
+//! batches, the way post-training quantization sets it), or, in an
+//! evaluation before either, from the batch itself.
+//!
+//! Products: the table's products of the codes with the zero points taken
+//! out (`amsim::int_gemm::offset_product`), summed exactly in `i32`, then
+//! scaled by the two scales (per output channel for per-channel weights).
+//!
+//! Gradients, by the plan's `dx`/`dw` roles:
+//! - a float multiplier (`fwd=int8:M,dx=fp32,dw=fp32`): straight-through
+//!   estimation, the float products of the fake-quantized operands
+//!   (`dx = dy·ŵᵀ`, `dW = x̂ᵀ·dy`), with `dx` zero where the input was
+//!   clipped by its range;
+//! - an `int8:` multiplier: `dy` quantized as in the table above and the
+//!   product through that table (weights per tensor for `dx`, whose sum
+//!   runs over output channels), the same clipping of `dx`.
+//!
+//! A plan with an `int8:` gradient needs an `int8:` forward (the gradient
+//! products reuse its activation range); a float forward with one is an
+//! error naming the layer.
+
+use amsim::conv::{conv2d_grad_input, conv2d_grad_weight, Conv2dShape};
+use amsim::gemm::{gemm, MatMut, MatRef};
+use amsim::int_conv::{int_conv2d_forward, int_conv2d_grad_input, int_conv2d_grad_weight};
+use amsim::int_gemm::{int_gemm_offset, transpose_codes, IntOperand};
+use amsim::{IntLut, IntScheme, Multiplier, MultiplierPlan};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+use crate::{NetError, Result};
+
+/// Weight of a new batch's min and max in the running activation range.
+pub const RANGE_MOMENTUM: f32 = 0.1;
+
+/// The quantization of one tensor (or one output channel of weights).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuantParams {
+    /// Real value of one step.
+    pub scale: f32,
+    /// Integer that stands for 0 (an operand value of the table).
+    pub zero: i32,
+    /// Smallest integer.
+    pub qmin: i32,
+    /// Largest integer.
+    pub qmax: i32,
+}
+
+impl QuantParams {
+    /// Symmetric quantization of values up to `max_abs` in magnitude.
+    pub fn symmetric(max_abs: f32) -> QuantParams {
+        QuantParams {
+            scale: step(max_abs / 127.0),
+            zero: 0,
+            qmin: -127,
+            qmax: 127,
+        }
+    }
+
+    /// Asymmetric quantization of `[lo, hi]` (widened to contain 0) for a
+    /// model with `signed` operands.
+    pub fn asymmetric(lo: f32, hi: f32, signed: bool) -> QuantParams {
+        let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+        let scale = step((hi - lo) / 255.0);
+        let qmin = if signed { -128 } else { 0 };
+        let zero = (qmin - (lo / scale).round() as i32).clamp(qmin, qmin + 255);
+        QuantParams {
+            scale,
+            zero,
+            qmin,
+            qmax: qmin + 255,
+        }
+    }
+
+    /// Whether the integers are two's complement codes (else unsigned).
+    pub fn signed(&self) -> bool {
+        self.qmin < 0
+    }
+
+    /// `codes` as an operand of an integer product.
+    pub fn operand<'a>(&self, codes: &'a [u8]) -> IntOperand<'a> {
+        IntOperand::new(codes, self.zero as u8, self.signed())
+    }
+
+    /// The integer of `v`.
+    #[inline]
+    pub fn quantize(&self, v: f32) -> i32 {
+        ((v / self.scale).round() as i32)
+            .saturating_add(self.zero)
+            .clamp(self.qmin, self.qmax)
+    }
+
+    /// The table code of `v` (the integer's byte).
+    #[inline]
+    pub fn code(&self, v: f32) -> u8 {
+        self.quantize(v) as u8
+    }
+
+    /// The value `v` stands for after quantization.
+    #[inline]
+    pub fn fake(&self, v: f32) -> f32 {
+        (self.quantize(v) - self.zero) as f32 * self.scale
+    }
+
+    /// Whether `v` lies inside the representable range (its gradient
+    /// passes straight through).
+    #[inline]
+    pub fn inside(&self, v: f32) -> bool {
+        let q = (v / self.scale).round() + self.zero as f32;
+        q >= self.qmin as f32 && q <= self.qmax as f32
+    }
+}
+
+/// A usable step: a positive normal float (all-zero tensors get 1).
+fn step(s: f32) -> f32 {
+    if s.is_normal() && s > 0.0 {
+        s
+    } else {
+        1.0
+    }
+}
+
+/// Largest magnitude (NaN-free inputs assumed; NaN is skipped by `max`).
+fn max_abs(v: &[f32]) -> f32 {
+    v.par_iter().map(|x| x.abs()).reduce(|| 0.0, f32::max)
+}
+
+/// Smallest and largest value.
+fn min_max(v: &[f32]) -> (f32, f32) {
+    v.par_iter().map(|&x| (x, x)).reduce(
+        || (f32::INFINITY, f32::NEG_INFINITY),
+        |a, b| (a.0.min(b.0), a.1.max(b.1)),
+    )
+}
+
+/// Codes of `v` under `p`.
+fn codes(v: &[f32], p: &QuantParams) -> Vec<u8> {
+    v.par_iter().map(|&x| p.code(x)).collect()
+}
+
+/// Per-output-channel (or one, per tensor) symmetric quantization of
+/// weights laid out `[C_out, rest]` (`per_row`) or `[rest, C_out]`
+/// (`!per_row`, a dense layer's `W [IN, OUT]`).
+#[derive(Debug, Clone)]
+struct WeightQuant {
+    params: Vec<QuantParams>,
+    out: usize,
+    rows_are_outputs: bool,
+}
+
+impl WeightQuant {
+    fn new(w: &[f32], out: usize, rows_are_outputs: bool, per_channel: bool) -> Self {
+        let params = if per_channel {
+            (0..out)
+                .map(|o| {
+                    let m = if rows_are_outputs {
+                        let len = w.len() / out;
+                        max_abs(&w[o * len..][..len])
+                    } else {
+                        w.iter()
+                            .skip(o)
+                            .step_by(out)
+                            .fold(0.0f32, |m, x| m.max(x.abs()))
+                    };
+                    QuantParams::symmetric(m)
+                })
+                .collect()
+        } else {
+            vec![QuantParams::symmetric(max_abs(w))]
+        };
+        WeightQuant {
+            params,
+            out,
+            rows_are_outputs,
+        }
+    }
+
+    /// The params of element `i`.
+    #[inline]
+    fn of(&self, i: usize, len: usize) -> &QuantParams {
+        if self.params.len() == 1 {
+            return &self.params[0];
+        }
+        let o = if self.rows_are_outputs {
+            i / (len / self.out)
+        } else {
+            i % self.out
+        };
+        &self.params[o]
+    }
+
+    fn codes(&self, w: &[f32]) -> Vec<u8> {
+        (0..w.len())
+            .map(|i| self.of(i, w.len()).code(w[i]))
+            .collect()
+    }
+
+    fn fake(&self, w: &[f32]) -> Vec<f32> {
+        (0..w.len())
+            .map(|i| self.of(i, w.len()).fake(w[i]))
+            .collect()
+    }
+
+    /// The scale of output channel `o`.
+    fn scale(&self, o: usize) -> f32 {
+        self.params[if self.params.len() == 1 { 0 } else { o }].scale
+    }
+}
+
+/// What a layer keeps for int8 quantization: the activation range and the
+/// input quantization of the last training forward.
+#[derive(Debug, Clone, Default)]
+pub struct QuantState {
+    /// The activation range `[lo, hi]`, once observed.
+    range: Option<(f32, f32)>,
+    /// Widen the range over every evaluation batch (calibration).
+    calibrating: bool,
+    /// Backward cache: the input quantization of the last training forward.
+    cache_x: Option<QuantParams>,
+    /// Tables for operand codings: the model's table (kept, so that its
+    /// address is never reused while it is a key), the two codings, the
+    /// table for them.
+    tables: Vec<(Arc<IntLut>, bool, bool, Arc<IntLut>)>,
+}
+
+/// The int8 table and scheme of `m`, if it is an `int8:` multiplier.
+fn int8(m: &Multiplier) -> Option<(&Arc<IntLut>, IntScheme)> {
+    match m {
+        Multiplier::Int8 { lut, scheme } => Some((lut, *scheme)),
+        _ => None,
+    }
+}
+
+/// Whether `plan` quantizes the layer (an `int8:` forward); an error naming
+/// `layer` for `int8:` gradients under a float forward.
+pub fn quantized(layer: &str, plan: &MultiplierPlan) -> Result<bool> {
+    if int8(&plan.forward).is_some() {
+        return Ok(true);
+    }
+    for m in [&plan.grad_input, &plan.grad_weight] {
+        if int8(m).is_some() {
+            return Err(NetError::Config(format!(
+                "{layer}: {} gradients need an int8 forward product (e.g. fwd={m},dx={m},dw={m}); the forward is {}",
+                m, plan.forward
+            )));
+        }
+    }
+    Ok(false)
+}
+
+impl QuantState {
+    /// Start (`true`) or end calibration: while on, evaluation forwards
+    /// set the activation range to the min and max over all their batches.
+    pub fn set_calibration(&mut self, on: bool) {
+        if on {
+            self.range = None;
+        }
+        self.calibrating = on;
+    }
+
+    /// `lut` for operands quantized as `a` and `b` (built once per layer).
+    fn table(&mut self, lut: &Arc<IntLut>, a: &QuantParams, b: &QuantParams) -> Arc<IntLut> {
+        let (sa, sb) = (a.signed(), b.signed());
+        let found = self
+            .tables
+            .iter()
+            .find(|(l, x, y, _)| Arc::ptr_eq(l, lut) && (*x, *y) == (sa, sb));
+        if let Some((.., t)) = found {
+            return t.clone();
+        }
+        let t = Arc::new(lut.with_signs(sa, sb));
+        self.tables.push((lut.clone(), sa, sb, t.clone()));
+        t
+    }
+
+    /// The activation range for a forward of `x`, updating the observed
+    /// range (training: running statistics; calibration: min/max).
+    fn observe(&mut self, x: &[f32], train: bool) -> (f32, f32) {
+        let (lo, hi) = min_max(x);
+        let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 0.0) };
+        let range = match (self.range, train, self.calibrating) {
+            (None, true, _) | (None, false, true) => (lo, hi),
+            (Some((l, h)), true, _) => {
+                (l + RANGE_MOMENTUM * (lo - l), h + RANGE_MOMENTUM * (hi - h))
+            }
+            (Some((l, h)), false, true) => (l.min(lo), h.max(hi)),
+            (Some(r), false, false) => return r,
+            (None, false, false) => return (lo, hi),
+        };
+        self.range = Some(range);
+        range
+    }
+
+    /// The activation quantization for `lut` and `scheme` of the range.
+    fn act_params(range: (f32, f32), lut: &IntLut, scheme: IntScheme) -> QuantParams {
+        if scheme.asymmetric {
+            QuantParams::asymmetric(range.0, range.1, lut.signed())
+        } else {
+            QuantParams::symmetric(range.0.abs().max(range.1.abs()))
+        }
+    }
+
+    /// The input's quantization for this forward (kept for backward when
+    /// training).
+    fn forward_params(
+        &mut self,
+        x: &[f32],
+        lut: &IntLut,
+        scheme: IntScheme,
+        train: bool,
+    ) -> QuantParams {
+        let p = Self::act_params(self.observe(x, train), lut, scheme);
+        self.cache_x = train.then_some(p);
+        p
+    }
+
+    fn cached(&self, layer: &str) -> Result<QuantParams> {
+        self.cache_x.ok_or_else(|| {
+            NetError::shape(format!(
+                "{layer}: backward before a quantized training forward"
+            ))
+        })
+    }
+
+    /// Dense forward products `y [N, OUT] = x [N, IN] · W [IN, OUT]`
+    /// through the forward table (no bias).
+    #[allow(clippy::too_many_arguments)]
+    pub fn dense_forward(
+        &mut self,
+        plan: &MultiplierPlan,
+        x: &[f32],
+        w: &[f32],
+        y: &mut [f32],
+        n: usize,
+        inf: usize,
+        outf: usize,
+        train: bool,
+    ) -> Result<()> {
+        let (lut, scheme) = int8(&plan.forward).expect("quantized forward");
+        let px = self.forward_params(x, lut, scheme, train);
+        let wq = WeightQuant::new(w, outf, false, scheme.per_channel);
+        let pw = wq.params[0];
+        let table = self.table(lut, &px, &pw);
+        let (xc, wc) = (codes(x, &px), wq.codes(w));
+        let mut acc = vec![0i32; n * outf];
+        int_gemm_offset(
+            &table,
+            px.operand(&xc),
+            pw.operand(&wc),
+            &mut acc,
+            n,
+            outf,
+            inf,
+        )?;
+        for (y_row, a_row) in y.chunks_exact_mut(outf).zip(acc.chunks_exact(outf)) {
+            for (o, (y, &a)) in y_row.iter_mut().zip(a_row).enumerate() {
+                *y = a as f32 * (px.scale * wq.scale(o));
+            }
+        }
+        Ok(())
+    }
+
+    /// Dense backward: `dW [IN, OUT]` (overwritten) and, when asked,
+    /// `dx [N, IN]`, by the plan's gradient multipliers (module doc).
+    #[allow(clippy::too_many_arguments)]
+    pub fn dense_backward(
+        &mut self,
+        layer: &str,
+        plan: &MultiplierPlan,
+        x: &[f32],
+        w: &[f32],
+        dy: &[f32],
+        dw: &mut [f32],
+        n: usize,
+        inf: usize,
+        outf: usize,
+        need_input_grad: bool,
+    ) -> Result<Option<Vec<f32>>> {
+        let px = self.cached(layer)?;
+        let scheme = int8(&plan.forward).expect("quantized forward").1;
+        // dW [IN, OUT] = xᵀ [IN, N] · dy [N, OUT]
+        if let Some((lut, _)) = int8(&plan.grad_weight) {
+            let pxw = Self::act_params(self.range_or(px), lut, scheme);
+            let pdy = QuantParams::symmetric(max_abs(dy));
+            let xt = transpose_codes(&codes(x, &pxw), n, inf);
+            let dyc = codes(dy, &pdy);
+            self.int_product(lut, (&xt, pxw), (&dyc, pdy), dw, |t, a, b, acc| {
+                int_gemm_offset(t, a, b, acc, inf, outf, n)
+            })?;
+        } else {
+            let x_fake: Vec<f32> = x.par_iter().map(|&v| px.fake(v)).collect();
+            gemm(
+                &plan.grad_weight,
+                MatRef::row_major(&x_fake, n, inf)?.t(),
+                MatRef::row_major(dy, n, outf)?,
+                MatMut::row_major(dw, inf, outf)?,
+                false,
+            )?;
+        }
+        if !need_input_grad {
+            return Ok(None);
+        }
+        // dx [N, IN] = dy [N, OUT] · Wᵀ [OUT, IN]
+        let mut dx = vec![0.0; n * inf];
+        if let Some((lut, _)) = int8(&plan.grad_input) {
+            let pw = QuantParams::symmetric(max_abs(w));
+            let pdy = QuantParams::symmetric(max_abs(dy));
+            let wt = transpose_codes(&codes(w, &pw), inf, outf);
+            let dyc = codes(dy, &pdy);
+            self.int_product(lut, (&dyc, pdy), (&wt, pw), &mut dx, |t, a, b, acc| {
+                int_gemm_offset(t, a, b, acc, n, inf, outf)
+            })?;
+        } else {
+            let wq = WeightQuant::new(w, outf, false, scheme.per_channel);
+            let w_fake = wq.fake(w);
+            gemm(
+                &plan.grad_input,
+                MatRef::row_major(dy, n, outf)?,
+                MatRef::row_major(&w_fake, inf, outf)?.t(),
+                MatMut::row_major(&mut dx, n, inf)?,
+                false,
+            )?;
+        }
+        clip_gradient(&mut dx, x, &px);
+        Ok(Some(dx))
+    }
+
+    /// Convolution forward products `y = conv(x, W)` through the forward
+    /// table (no bias).
+    pub fn conv_forward(
+        &mut self,
+        plan: &MultiplierPlan,
+        s: &Conv2dShape,
+        x: &[f32],
+        w: &[f32],
+        y: &mut [f32],
+        train: bool,
+    ) -> Result<()> {
+        let (lut, scheme) = int8(&plan.forward).expect("quantized forward");
+        let px = self.forward_params(x, lut, scheme, train);
+        let wq = WeightQuant::new(w, s.out_channels, true, scheme.per_channel);
+        let pw = wq.params[0];
+        let table = self.table(lut, &px, &pw);
+        let (xc, wc) = (codes(x, &px), wq.codes(w));
+        let mut acc = vec![0i32; y.len()];
+        int_conv2d_forward(&table, s, px.operand(&xc), pw.operand(&wc), &mut acc)?;
+        let plane = s.out_h() * s.out_w();
+        y.par_chunks_mut(plane)
+            .zip(acc.par_chunks(plane))
+            .enumerate()
+            .for_each(|(i, (y, a))| {
+                let k = px.scale * wq.scale(i % s.out_channels);
+                for (y, &a) in y.iter_mut().zip(a) {
+                    *y = a as f32 * k;
+                }
+            });
+        Ok(())
+    }
+
+    /// Convolution backward: `dW` (overwritten) and, when asked, `dx`, by
+    /// the plan's gradient multipliers (module doc).
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_backward(
+        &mut self,
+        layer: &str,
+        plan: &MultiplierPlan,
+        s: &Conv2dShape,
+        x: &[f32],
+        w: &[f32],
+        dy: &[f32],
+        dw: &mut [f32],
+        need_input_grad: bool,
+    ) -> Result<Option<Vec<f32>>> {
+        let px = self.cached(layer)?;
+        let scheme = int8(&plan.forward).expect("quantized forward").1;
+        if let Some((lut, _)) = int8(&plan.grad_weight) {
+            let pxw = Self::act_params(self.range_or(px), lut, scheme);
+            let pdy = QuantParams::symmetric(max_abs(dy));
+            let (xc, dyc) = (codes(x, &pxw), codes(dy, &pdy));
+            self.int_product(lut, (&xc, pxw), (&dyc, pdy), dw, |t, a, b, acc| {
+                int_conv2d_grad_weight(t, s, a, b, acc)
+            })?;
+        } else {
+            let x_fake: Vec<f32> = x.par_iter().map(|&v| px.fake(v)).collect();
+            conv2d_grad_weight(&plan.grad_weight, s, &x_fake, dy, dw)?;
+        }
+        if !need_input_grad {
+            return Ok(None);
+        }
+        let mut dx = vec![0.0; x.len()];
+        if let Some((lut, _)) = int8(&plan.grad_input) {
+            let pw = QuantParams::symmetric(max_abs(w));
+            let pdy = QuantParams::symmetric(max_abs(dy));
+            let (dyc, wc) = (codes(dy, &pdy), codes(w, &pw));
+            self.int_product(lut, (&dyc, pdy), (&wc, pw), &mut dx, |t, a, b, acc| {
+                int_conv2d_grad_input(t, s, a, b, acc)
+            })?;
+        } else {
+            let wq = WeightQuant::new(w, s.out_channels, true, scheme.per_channel);
+            conv2d_grad_input(&plan.grad_input, s, dy, &wq.fake(w), &mut dx)?;
+        }
+        clip_gradient(&mut dx, x, &px);
+        Ok(Some(dx))
+    }
+
+    /// The integer product `product(table, a, b, sums)` of the codes `a`
+    /// (quantized as `pa`) and `b` (as `pb`) through `lut`'s table for
+    /// their codings, scaled back into `out` (one scale each: a gradient
+    /// product's operands are quantized per tensor).
+    fn int_product(
+        &mut self,
+        lut: &Arc<IntLut>,
+        (a, pa): (&[u8], QuantParams),
+        (b, pb): (&[u8], QuantParams),
+        out: &mut [f32],
+        product: impl FnOnce(&IntLut, IntOperand, IntOperand, &mut [i32]) -> amsim::Result<()>,
+    ) -> Result<()> {
+        let table = self.table(lut, &pa, &pb);
+        let mut sums = vec![0i32; out.len()];
+        product(&table, pa.operand(a), pb.operand(b), &mut sums)?;
+        scale_into(out, &sums, pa.scale * pb.scale);
+        Ok(())
+    }
+
+    /// The observed range, else the one `p` represents.
+    fn range_or(&self, p: QuantParams) -> (f32, f32) {
+        self.range.unwrap_or((
+            (p.qmin - p.zero) as f32 * p.scale,
+            (p.qmax - p.zero) as f32 * p.scale,
+        ))
+    }
+}
+
+/// `out = acc · scale`.
+fn scale_into(out: &mut [f32], acc: &[i32], scale: f32) {
+    out.par_iter_mut()
+        .zip(acc)
+        .for_each(|(o, &a)| *o = a as f32 * scale);
+}
+
+/// Straight-through estimation with clipping: no gradient where the input
+/// lay outside its quantization range.
+fn clip_gradient(dx: &mut [f32], x: &[f32], p: &QuantParams) {
+    dx.par_iter_mut().zip(x).for_each(|(d, &v)| {
+        if !p.inside(v) {
+            *d = 0.0;
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn quantization_round_trips_grid_values_and_keeps_zero_exact() {
+        let seed = amsim::test_seed("quantization_round_trips_grid_values_and_keeps_zero_exact");
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        for signed in [true, false] {
+            let (lo, hi) = (-rng.gen_range(0.0..3.0f32), rng.gen_range(0.1..3.0f32));
+            for (p, width) in [
+                (QuantParams::symmetric(hi.max(-lo)), 254),
+                (QuantParams::asymmetric(lo, hi, signed), 255),
+            ] {
+                assert_eq!(p.fake(0.0), 0.0, "seed {seed}: {p:?}");
+                assert_eq!(p.qmax - p.qmin, width, "{p:?}");
+                let codes = if p.signed() { -128..=127 } else { 0..=255 };
+                assert!(codes.contains(&p.qmin) && codes.contains(&p.qmax), "{p:?}");
+                assert!(p.signed() || (!signed && width == 255), "{p:?}");
+                for _ in 0..1000 {
+                    let q = rng.gen_range(p.qmin..=p.qmax);
+                    let v = (q - p.zero) as f32 * p.scale;
+                    assert_eq!(p.quantize(v), q, "seed {seed}: {p:?} {v}");
+                    let u = rng.gen_range(lo..hi);
+                    assert!(
+                        (p.fake(u) - u).abs() <= p.scale * 0.5001,
+                        "seed {seed}: {p:?} {u}"
+                    );
+                }
+                assert_eq!(p.quantize(1e9), p.qmax);
+                assert_eq!(p.quantize(-1e9), p.qmin);
+                assert!(!p.inside(1e9) && p.inside(0.0));
+            }
+        }
+    }
+
+    #[test]
+    fn per_channel_weights_take_the_scale_of_their_output_channel() {
+        // W [IN = 2, OUT = 3] (a dense layer's layout): column o is channel o.
+        let w = [1.0, -0.5, 0.25, -2.0, 0.1, 0.0];
+        let q = WeightQuant::new(&w, 3, false, true);
+        assert_eq!(q.scale(0), 2.0 / 127.0);
+        assert_eq!(q.scale(1), 0.5 / 127.0);
+        assert_eq!(q.scale(2), 0.25 / 127.0);
+        assert_eq!(q.codes(&w), [64, 129, 127, 129, 25, 0]);
+        let q = WeightQuant::new(&w, 3, true, true);
+        // Rows are outputs: [1, -0.5], [0.25, -2], [0.1, 0].
+        assert_eq!(q.scale(1), 2.0 / 127.0);
+        assert_eq!(q.scale(0), 1.0 / 127.0);
+        assert_eq!(q.codes(&w)[..2], [127, 192]);
+        let q = WeightQuant::new(&w, 3, false, false);
+        assert_eq!(q.params.len(), 1);
+        assert_eq!(q.codes(&w)[3], 129, "-2 is -127, two's complement");
+    }
+}
