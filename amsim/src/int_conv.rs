@@ -223,6 +223,7 @@ pub fn int_conv2d_forward(
     w: IntOperand,
     y: &mut [i32],
 ) -> Result<()> {
+    let _timer = crate::timing::ProductTimer::start();
     s.check_buffers(x.codes.len(), w.codes.len(), y.len())?;
     let (_, opg, kc, plane) = group_sizes(s);
     if y.is_empty() {
@@ -260,6 +261,7 @@ pub fn int_conv2d_grad_input(
     w: IntOperand,
     dx: &mut [i32],
 ) -> Result<()> {
+    let _timer = crate::timing::ProductTimer::start();
     s.check_buffers(dx.len(), w.codes.len(), dy.codes.len())?;
     let (_, opg, kc, plane) = group_sizes(s);
     if dx.is_empty() {
@@ -326,6 +328,7 @@ pub fn int_conv2d_grad_weight(
     dy: IntOperand,
     dw: &mut [i32],
 ) -> Result<()> {
+    let _timer = crate::timing::ProductTimer::start();
     s.check_buffers(x.codes.len(), dw.len(), dy.codes.len())?;
     let (_, opg, kc, plane) = group_sizes(s);
     if dw.is_empty() {

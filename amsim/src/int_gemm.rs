@@ -81,6 +81,7 @@ pub fn int_gemm(
     n: usize,
     k: usize,
 ) -> Result<()> {
+    let _timer = crate::timing::ProductTimer::start();
     check_shapes(a, b, c, m, n, k)?;
     if n == 0 || m == 0 {
         return Ok(());
@@ -294,6 +295,7 @@ pub fn int_gemm_offset(
     n: usize,
     k: usize,
 ) -> Result<()> {
+    let _timer = crate::timing::ProductTimer::start();
     int_gemm(lut, a.codes, b.codes, c, m, n, k)?;
     let (za, zb) = (a.value(a.zero), b.value(b.zero));
     if za == 0 && zb == 0 {

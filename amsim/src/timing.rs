@@ -98,6 +98,9 @@ pub enum Op {
     Lowering,
     /// Bias additions and bias gradients of dense and convolution layers.
     Bias,
+    /// Int8 quantization of weights, activations and gradients, and the
+    /// scaling of integer sums back to floats (quantized layers).
+    Quantize,
     /// Batch norm and layer norm, forward and backward.
     Norm,
     /// ReLU and GELU, forward and backward.
@@ -118,10 +121,11 @@ pub enum Op {
 
 impl Op {
     /// Every operation, in the order of the breakdown table.
-    pub const ALL: [Op; 11] = [
+    pub const ALL: [Op; 12] = [
         Op::Products,
         Op::Lowering,
         Op::Bias,
+        Op::Quantize,
         Op::Norm,
         Op::Activation,
         Op::Pooling,
@@ -138,6 +142,7 @@ impl Op {
             Op::Products => "products",
             Op::Lowering => "lowering",
             Op::Bias => "bias",
+            Op::Quantize => "quantize",
             Op::Norm => "norm",
             Op::Activation => "activation",
             Op::Pooling => "pooling",
@@ -151,7 +156,7 @@ impl Op {
 }
 
 /// Exclusive nanoseconds per [`Op`] on the profiled thread.
-static OP_NANOS: [AtomicU64; 11] = [const { AtomicU64::new(0) }; 11];
+static OP_NANOS: [AtomicU64; Op::ALL.len()] = [const { AtomicU64::new(0) }; Op::ALL.len()];
 
 thread_local! {
     /// Whether this thread records spans, the open spans (innermost last)

@@ -75,7 +75,7 @@ pub struct TrainBenchArgs {
     #[arg(long)]
     json: bool,
     /// Also print where the time of the median run went, per operation
-    /// (products, lowering, bias, norm, activation, pooling, residual,
+    /// (products, lowering, bias, quantize, norm, activation, pooling, residual,
     /// attention, loss, optimizer, data, other).
     #[arg(long)]
     profile: bool,

@@ -363,6 +363,7 @@ impl QuantState {
         outf: usize,
         train: bool,
     ) -> Result<()> {
+        let _span = amsim::timing::span(amsim::timing::Op::Quantize);
         let (lut, scheme) = int8(&plan.forward).expect("quantized forward");
         let px = self.forward_params(x, lut, scheme, train);
         let wq = WeightQuant::new(w, outf, false, scheme.per_channel);
@@ -403,6 +404,7 @@ impl QuantState {
         outf: usize,
         need_input_grad: bool,
     ) -> Result<Option<Vec<f32>>> {
+        let _span = amsim::timing::span(amsim::timing::Op::Quantize);
         let px = self.cached(layer)?;
         let scheme = int8(&plan.forward).expect("quantized forward").1;
         // dW [IN, OUT] = xᵀ [IN, N] · dy [N, OUT]
@@ -463,6 +465,7 @@ impl QuantState {
         y: &mut [f32],
         train: bool,
     ) -> Result<()> {
+        let _span = amsim::timing::span(amsim::timing::Op::Quantize);
         let (lut, scheme) = int8(&plan.forward).expect("quantized forward");
         let px = self.forward_params(x, lut, scheme, train);
         let wq = WeightQuant::new(w, s.out_channels, true, scheme.per_channel);
@@ -498,6 +501,7 @@ impl QuantState {
         dw: &mut [f32],
         need_input_grad: bool,
     ) -> Result<Option<Vec<f32>>> {
+        let _span = amsim::timing::span(amsim::timing::Op::Quantize);
         let px = self.cached(layer)?;
         let scheme = int8(&plan.forward).expect("quantized forward").1;
         if let Some((lut, _)) = int8(&plan.grad_weight) {
