@@ -8,6 +8,7 @@
 //! | `lut:PATH` | a table read from a file (native or ApproxTrain `.bin`) |
 //! | `direct:MODEL[:BITS]` | the model called for every product (default 23 bits) |
 //! | `int8:MODEL[:OPT...]` | an 8-bit integer model's table on quantized operands |
+//! | `int8:PATH.ilut[:OPT...]` | the same with an integer table read from a file (`approxtrain lut build --model M`) |
 //!
 //! An `int8:` spec's options say how a layer quantizes its operands:
 //! `per-channel` (default) or `per-tensor` weight scales, `sym` or `asym`
@@ -58,7 +59,7 @@ pub enum MultiplierSpec {
     },
     /// `int8:MODEL[:OPT...]`
     Int8 {
-        /// Integer model name.
+        /// Integer model name, or the path of a table file (`.ilut`).
         name: String,
         /// `per-tensor` weight scales (else one per output channel).
         per_tensor: bool,
@@ -81,7 +82,9 @@ fn parse_int8(spec: &str, rest: &str) -> Result<MultiplierSpec> {
             "int8: needs an integer model, e.g. int8:exact8s (list them with `approxtrain models`)",
         ));
     }
-    check_name(spec, name)?;
+    if !is_table_file(name) {
+        check_name(spec, name)?;
+    }
     let (mut per_tensor, mut asymmetric) = (None, None);
     for opt in parts {
         let (slot, value) = match opt {
@@ -114,6 +117,12 @@ fn parse_int8(spec: &str, rest: &str) -> Result<MultiplierSpec> {
         per_tensor: per_tensor.unwrap_or(false),
         asymmetric,
     })
+}
+
+/// Whether the model part of an `int8:` spec names a table file
+/// (`int8:PATH.ilut`) rather than a registered model.
+fn is_table_file(name: &str) -> bool {
+    name.ends_with(".ilut")
 }
 
 fn bad(spec: &str, reason: impl Into<String>) -> AmsimError {
@@ -268,10 +277,19 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    /// The table of integer model `name`, built once.
+    /// The table of integer model `name` (or of the table file `name`,
+    /// `PATH.ilut`), built or read once.
     fn int_table(&self, spec: &MultiplierSpec, name: &str) -> Result<Arc<IntLut>> {
         if let Some(lut) = self.int_cache.lock().expect("cache lock").get(name) {
             return Ok(lut.clone());
+        }
+        if is_table_file(name) {
+            let lut = Arc::new(IntLut::read(std::path::Path::new(name))?);
+            self.int_cache
+                .lock()
+                .expect("cache lock")
+                .insert(name.to_string(), lut.clone());
+            return Ok(lut);
         }
         let info = find_int(int_registry(), name).map_err(|e| {
             if find(self.models, name).is_ok() {

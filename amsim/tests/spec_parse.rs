@@ -267,3 +267,33 @@ fn int8_specs_with_float_options_or_wrong_models_are_one_line_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn int8_specs_take_integer_table_files_and_name_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // A table unlike any registered model: products off by one.
+    let lut = amsim::IntLut::build("exact_plus_one", true, |a, b| a * b + 1).unwrap();
+    let path = dir.path().join("plus-one.ilut");
+    lut.write(&path).unwrap();
+    let r = Resolver::new(MODELS);
+    let text = format!("int8:{}:per-tensor", path.display());
+    let spec: MultiplierSpec = text.parse().unwrap();
+    assert_eq!(spec.to_string(), text);
+    let m = r.resolve(&spec).unwrap();
+    let Multiplier::Int8 { lut: got, scheme } = &m else {
+        panic!("{text} resolved to {m}");
+    };
+    assert_eq!(got.table(), lut.table());
+    assert_eq!(got.mul(-3, 5), -14);
+    assert!(!scheme.per_channel && !scheme.asymmetric);
+    // A missing file and a file that is no integer table: one line naming it.
+    let missing = dir.path().join("missing.ilut");
+    let junk = dir.path().join("junk.ilut");
+    std::fs::write(&junk, b"not a table").unwrap();
+    for bad in [&missing, &junk] {
+        let spec: MultiplierSpec = format!("int8:{}", bad.display()).parse().unwrap();
+        let e = r.resolve(&spec).unwrap_err().to_string();
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(e.contains(&bad.display().to_string()), "{e}");
+    }
+}
