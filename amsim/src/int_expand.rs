@@ -18,6 +18,8 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
+use crate::IntLut;
+
 /// Columns of a panel: one register of 16 `i32` sums.
 const NR: usize = 16;
 /// Output rows of the micro-kernel (two panels each: 24 sum registers).
@@ -41,24 +43,15 @@ pub(crate) fn available() -> bool {
     !off && is_x86_feature_detected!("avx512f")
 }
 
-/// The table transposed: `tt[b * 256 + t] = T[t][b]`.
-fn transposed(table: &[i32]) -> Vec<i32> {
-    let mut tt = vec![0i32; 65536];
-    tt.par_chunks_mut(256).enumerate().for_each(|(b, row)| {
-        for (t, v) in row.iter_mut().enumerate() {
-            *v = table[t * 256 + b];
-        }
-    });
-    tt
-}
-
-/// `C = A·B` through `table` (256 x 256 products, row = first operand
-/// code), row-major `u8` codes, `c` overwritten; `m, n, k > 0`. The caller
-/// checked the shapes and [`available`].
-pub(crate) fn gemm(table: &[i32], a: &[u8], b: &[u8], c: &mut [i32], m: usize, n: usize, k: usize) {
-    debug_assert!(available() && table.len() == 65536);
+/// `C = A·B` through `lut`, row-major `u8` codes, `c` overwritten;
+/// `m, n, k > 0`. The caller checked the shapes and [`available`].
+pub(crate) fn gemm(lut: &IntLut, a: &[u8], b: &[u8], c: &mut [i32], m: usize, n: usize, k: usize) {
+    debug_assert!(available());
     assert!(a.len() == m * k && b.len() == k * n && c.len() == m * n);
-    let tt = transposed(table);
+    // Rows of the transposed table, `T^T[b][t] = T[t][b]`, are the columns
+    // the expansion reads.
+    let lut_t = lut.transposed();
+    let tt = lut_t.table();
     let panels = n.div_ceil(NR);
     let threads = rayon::current_num_threads().max(1);
     // Jobs: column groups first (each expansion then serves all the rows
@@ -85,7 +78,7 @@ pub(crate) fn gemm(table: &[i32], a: &[u8], b: &[u8], c: &mut [i32], m: usize, n
         let j1 = (p1 * NR).min(n);
         // SAFETY: AVX-512F was detected (`available`); jobs write disjoint
         // blocks of C (distinct rows or columns), all inside it.
-        unsafe { run_job(&tt, a, b, out, n, k, i0, rows, j0, j1) };
+        unsafe { run_job(tt, a, b, out, n, k, i0, rows, j0, j1) };
     });
 }
 

@@ -93,7 +93,7 @@ pub fn int_gemm(
     }
     #[cfg(target_arch = "x86_64")]
     if m >= crate::int_expand::MIN_ROWS && crate::int_expand::available() {
-        crate::int_expand::gemm(lut.table(), a, b, c, m, n, k);
+        crate::int_expand::gemm(lut, a, b, c, m, n, k);
         return Ok(());
     }
     let kernel = Kernel::detect();
