@@ -51,6 +51,83 @@ pub(crate) fn pool_out(who: &str, sample: &[usize], k: usize, s: usize) -> Resul
     Ok(((sample[1] - k) / s + 1, (sample[2] - k) / s + 1))
 }
 
+/// Whether `v` takes the place of the running maximum `best` (the first
+/// maximum wins a tie; the first NaN wins, so that NaN propagates).
+#[inline(always)]
+fn takes(v: f32, best: f32) -> bool {
+    v > best || (v.is_nan() && !best.is_nan())
+}
+
+/// One plane of a `k x k`, stride-`s` pool: `out[oh * ow_n + ow]` the
+/// maximum of the window at `(oh*s, ow*s)` of `xp` (rows of `w`), `arg` its
+/// index plus `base`.
+#[allow(clippy::too_many_arguments)]
+fn pool_plane(
+    xp: &[f32],
+    w: usize,
+    k: usize,
+    s: usize,
+    ow_n: usize,
+    base: usize,
+    out: &mut [f32],
+    arg: &mut [usize],
+) {
+    for (oh, (orow, arow)) in out
+        .chunks_exact_mut(ow_n)
+        .zip(arg.chunks_exact_mut(ow_n))
+        .enumerate()
+    {
+        for (ow, (o, a)) in orow.iter_mut().zip(arow.iter_mut()).enumerate() {
+            let start = oh * s * w + ow * s;
+            let (mut best, mut bv) = (start, xp[start]);
+            for kh in 0..k {
+                let row = start + kh * w;
+                for (kw, &v) in xp[row..row + k].iter().enumerate() {
+                    // Selects, not branches: which element wins is data,
+                    // and mispredicted branches cost more than the
+                    // comparisons.
+                    let take = takes(v, bv);
+                    best = if take { row + kw } else { best };
+                    bv = if take { v } else { bv };
+                }
+            }
+            *o = bv;
+            *a = base + best;
+        }
+    }
+}
+
+/// One plane of the 2x2, stride-2 pool (LeNet's): the general loop's
+/// choice, window by window in the same row-major order, with the rows
+/// sliced once so that the inner loop has no index arithmetic or bounds
+/// checks left (the general loop spends most of its time on those).
+fn pool_2x2(xp: &[f32], w: usize, ow_n: usize, base: usize, out: &mut [f32], arg: &mut [usize]) {
+    for (oh, (orow, arow)) in out
+        .chunks_exact_mut(ow_n)
+        .zip(arg.chunks_exact_mut(ow_n))
+        .enumerate()
+    {
+        let top = 2 * oh * w;
+        let (r0, r1) = (&xp[top..top + 2 * ow_n], &xp[top + w..top + w + 2 * ow_n]);
+        for (ow, ((o, a), (p0, p1))) in orow
+            .iter_mut()
+            .zip(arow.iter_mut())
+            .zip(r0.chunks_exact(2).zip(r1.chunks_exact(2)))
+            .enumerate()
+        {
+            let at = base + top + 2 * ow;
+            let (mut bv, mut best) = (p0[0], at);
+            for (v, i) in [(p0[1], at + 1), (p1[0], at + w), (p1[1], at + w + 1)] {
+                let t = takes(v, bv);
+                best = if t { i } else { best };
+                bv = if t { v } else { bv };
+            }
+            *o = bv;
+            *a = best;
+        }
+    }
+}
+
 impl Layer for MaxPool2d {
     fn name(&self) -> &str {
         &self.name
@@ -93,26 +170,10 @@ impl Layer for MaxPool2d {
             .for_each(|(p, (out, arg))| {
                 let base = p * h * w;
                 let xp = &x.data[base..base + h * w];
-                for oh in 0..oh_n {
-                    for ow in 0..ow_n {
-                        let start = oh * s * w + ow * s;
-                        let (mut best, mut bv) = (start, xp[start]);
-                        for kh in 0..k {
-                            let row = start + kh * w;
-                            for (kw, &v) in xp[row..row + k].iter().enumerate() {
-                                // `>` keeps the first maximum; the first NaN
-                                // wins, so that NaN propagates. Selects, not
-                                // branches: which element wins is data, and
-                                // mispredicted branches cost more than the
-                                // comparisons.
-                                let take = v > bv || (v.is_nan() && !bv.is_nan());
-                                best = if take { row + kw } else { best };
-                                bv = if take { v } else { bv };
-                            }
-                        }
-                        out[oh * ow_n + ow] = bv;
-                        arg[oh * ow_n + ow] = base + best;
-                    }
+                if k == 2 && s == 2 {
+                    pool_2x2(xp, w, ow_n, base, out, arg);
+                } else {
+                    pool_plane(xp, w, k, s, ow_n, base, out, arg);
                 }
             });
         if train {
@@ -153,5 +214,44 @@ impl Layer for MaxPool2d {
                 }
             });
         Ok(Some(dx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// The 2x2 stride-2 path picks what the general loop picks, window by
+    /// window: ties (values from a set of four), NaNs, infinities and odd
+    /// sides (a last row or column outside every window).
+    #[test]
+    fn two_by_two_path_matches_the_general_loop() {
+        let seed: u64 = rand::random();
+        eprintln!("seed {seed}");
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0];
+        for _ in 0..200 {
+            let (h, w) = (rng.gen_range(2..12), rng.gen_range(2..12));
+            let (oh_n, ow_n) = ((h - 2) / 2 + 1, (w - 2) / 2 + 1);
+            let xp: Vec<f32> = (0..h * w)
+                .map(|_| {
+                    if rng.gen_bool(0.1) {
+                        specials[rng.gen_range(0..specials.len())]
+                    } else {
+                        rng.gen_range(0..4) as f32
+                    }
+                })
+                .collect();
+            let base = rng.gen_range(0..1000);
+            let (mut o1, mut a1) = (vec![0.0; oh_n * ow_n], vec![0; oh_n * ow_n]);
+            let (mut o2, mut a2) = (vec![0.0; oh_n * ow_n], vec![0; oh_n * ow_n]);
+            pool_2x2(&xp, w, ow_n, base, &mut o1, &mut a1);
+            pool_plane(&xp, w, 2, 2, ow_n, base, &mut o2, &mut a2);
+            assert_eq!(a1, a2, "argmax, {h}x{w} plane {xp:?}");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&o1), bits(&o2), "maxima, {h}x{w} plane {xp:?}");
+        }
     }
 }
