@@ -1,6 +1,6 @@
 //! End-to-end tests of `approxtrain train --net transformer` and
-//! `approxtrain sample`: a tiny model learns a small text with fp32 and
-//! mbm:7 products, sampling, resume, per-layer plans for the attention
+//! `approxtrain sample`: a tiny model learns a small text with fp32,
+//! mbm:7 and int8 products, sampling, resume, per-layer plans for the attention
 //! products, and bad input. Runs are tiny (1 layer, width 16, context 16,
 //! 50 steps) and the text is generated from the printed seed.
 
@@ -53,11 +53,12 @@ fn metrics(dir: &Path) -> Vec<experiments::MetricsRow> {
 }
 
 /// 50 steps lower the validation loss clearly below the loss of a uniform
-/// guess (ln V nats/char) with fp32 and with mbm:7 in every product, the
-/// attention scores included; `metrics.csv` has one row per evaluation
+/// guess (ln V nats/char) with fp32, with mbm:7 and with int8:exact8s in
+/// every product, the attention scores and the tied head included (int8
+/// quantizes them); `metrics.csv` has one row per evaluation
 /// with the perplexity exp(test_loss) as its last column.
 #[test]
-fn tiny_transformer_learns_a_small_text_with_fp32_and_mbm7() {
+fn tiny_transformer_learns_a_small_text_with_fp32_mbm7_and_int8() {
     let seed = test_seed();
     let tmp = tempfile::tempdir().unwrap();
     let text = tmp.path().join("words.txt");
@@ -70,7 +71,7 @@ fn tiny_transformer_learns_a_small_text_with_fp32_and_mbm7() {
         c.len()
     };
     let uniform = (vocab as f64).ln();
-    for mult in ["fp32", "mbm:7"] {
+    for mult in ["fp32", "mbm:7", "int8:exact8s"] {
         let out = tmp.path().join(mult.replace(':', ""));
         assert!(tiny(&dataset, &out, seed, 50, &["--multiplier", mult])
             .status

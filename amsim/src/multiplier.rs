@@ -37,7 +37,7 @@ pub enum Multiplier {
     },
     /// An 8-bit integer model's table: the layer quantizes its operands to
     /// 8-bit codes, sums the table's products exactly in `i32` and scales
-    /// the sums back. Only dense and convolution layers do so; a float
+    /// the sums back. Dense, convolution and attention layers do so; a float
     /// product given this multiplier is an error ([`Multiplier::float_only`]).
     Int8 {
         /// The table.
@@ -72,7 +72,7 @@ impl Multiplier {
     pub fn float_only(&self, what: &str) -> crate::Result<()> {
         match self {
             Multiplier::Int8 { .. } => Err(crate::AmsimError::Other(format!(
-                "{}: {what} multiplies floats; int8 multipliers quantize their operands in dense and convolution layers only (give this product a float multiplier, e.g. attn_qk=fp32)",
+                "{}: {what} multiplies floats; int8 multipliers quantize their operands in the dense, convolution and attention layers only (give this product a float multiplier, e.g. fp32)",
                 self.label()
             ))),
             _ => Ok(()),

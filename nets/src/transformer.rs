@@ -38,6 +38,7 @@ use amsim::MultiplierPlan;
 
 use crate::device::gemm;
 use crate::init::Init;
+use crate::layers::quant::{quantized, QuantState};
 use crate::layers::{
     CausalSelfAttention, Dense, Embedding, Gelu, Layer, LayerNorm, MacCounts, Param,
 };
@@ -278,6 +279,9 @@ enum Head {
     Tied {
         plan: MultiplierPlan,
         cache_h: Vec<f32>,
+        /// The int8 quantization of `h` (an `int8:` plan quantizes the
+        /// head as a dense layer with weights `Eᵀ`).
+        quant: QuantState,
     },
     /// `logits = h·W + b`.
     Untied(Dense),
@@ -342,6 +346,7 @@ impl Transformer {
             Head::Tied {
                 plan,
                 cache_h: Vec::new(),
+                quant: QuantState::default(),
             }
         } else {
             Head::Untied(Dense::new(
@@ -406,7 +411,20 @@ impl Transformer {
         let h = self.ln_f.forward(&x, train)?.reshape(&[n * t, c])?;
         let logits = match &mut self.head {
             Head::Untied(d) => d.forward(&h, train)?,
-            Head::Tied { plan, cache_h } => {
+            Head::Tied {
+                plan,
+                cache_h,
+                quant,
+            } if quantized("head", plan)? => {
+                let mut y = Tensor::zeros(&[n * t, v]);
+                let et = transpose(&self.tok_emb.table.value, v, c);
+                quant.dense_forward(plan, &h.data, &et, &mut y.data, n * t, c, v, train)?;
+                if train {
+                    *cache_h = h.data;
+                }
+                y
+            }
+            Head::Tied { plan, cache_h, .. } => {
                 let mut y = Tensor::zeros(&[n * t, v]);
                 gemm(
                     &plan.forward,
@@ -447,7 +465,34 @@ impl Transformer {
             Head::Untied(d) => d
                 .backward(dlogits, true)?
                 .ok_or_else(|| NetError::shape("head: no input gradient"))?,
-            Head::Tied { plan, cache_h } => {
+            Head::Tied {
+                plan,
+                cache_h,
+                quant,
+            } if quantized("head", plan)? => {
+                // A dense layer with W = Eᵀ [C, V]: dW = dEᵀ, dx = dh.
+                tied_grad_t = vec![0.0f32; c * v];
+                let et = transpose(&self.tok_emb.table.value, v, c);
+                let dh = quant
+                    .dense_backward(
+                        "head",
+                        plan,
+                        cache_h,
+                        &et,
+                        &dlogits.data,
+                        &mut tied_grad_t,
+                        n * t,
+                        c,
+                        v,
+                        true,
+                    )?
+                    .ok_or_else(|| NetError::shape("head: no input gradient"))?;
+                Tensor {
+                    shape: vec![n * t, c],
+                    data: dh,
+                }
+            }
+            Head::Tied { plan, cache_h, .. } => {
                 // dEᵀ [C, V] = hᵀ [C, N·T] · dlogits [N·T, V]
                 tied_grad_t = vec![0.0f32; c * v];
                 gemm(
@@ -664,4 +709,15 @@ fn sinusoids(context: usize, c: usize) -> Vec<f32> {
         }
     }
     out
+}
+
+/// `[rows, cols]` row-major into `[cols, rows]`.
+fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0f32; x.len()];
+    for r in 0..rows {
+        for (cc, &v) in x[r * cols..][..cols].iter().enumerate() {
+            t[cc * rows + r] = v;
+        }
+    }
+    t
 }

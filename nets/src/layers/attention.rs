@@ -27,13 +27,21 @@
 //! [`crate::fastmath::exp`]. Scores above the diagonal
 //! are computed and then masked, so every product of `Q·Kᵀ` and `A·V` is a
 //! full batched GEMM through [`gemm_batched`], which runs on the CUDA engine
-//! when one is in use ([`crate::device`]) and on the CPU otherwise.
+//! when one is in use ([`crate::device`]) and on the CPU otherwise. An
+//! `int8:` multiplier in `attn_qk`/`attn_av` quantizes both operands of
+//! each of its products per tensor (see [`product`]) and sums the table's
+//! products exactly in `i32` on the CPU.
+
+use std::sync::Arc;
 
 use amsim::batched::{BatchedMut, BatchedRef};
-use amsim::MultiplierPlan;
+use amsim::int_gemm::int_gemm_offset;
+use amsim::int_lut::IntLut;
+use amsim::{Multiplier, MultiplierPlan};
 use rand::Rng;
 use rayon::prelude::*;
 
+use super::quant::QuantParams;
 use super::{split_batch, Dense, Layer, MacCounts, Param};
 use crate::device::gemm_batched;
 use crate::init::Init;
@@ -59,6 +67,105 @@ pub struct CausalSelfAttention {
     cache_att: Vec<f32>,
     /// Backward cache: `(N, T)` of the last training forward.
     cache_batch_seq: (usize, usize),
+    /// For `int8:` products: each model's table for two's-complement
+    /// codes on both sides (built once per model).
+    int_tables: Vec<(Arc<IntLut>, Arc<IntLut>)>,
+}
+
+/// One batched product of the layer: [`gemm_batched`] for a float
+/// multiplier. For an `int8:` multiplier both operands are quantized per
+/// tensor, symmetric, from their own largest magnitude (attention has no
+/// weights, and its operands' ranges move with every batch: dynamic
+/// quantization, the same in training and evaluation), the products summed
+/// exactly in `i32` through the table ([`int_gemm_offset`]), and the sums
+/// scaled back by the two steps. The gradient products of an `int8:` role
+/// go through the table the same way (the quantized gradients of the
+/// module doc's operand pairs).
+fn product(
+    tables: &mut Vec<(Arc<IntLut>, Arc<IntLut>)>,
+    mult: &Multiplier,
+    a: BatchedRef,
+    b: BatchedRef,
+    c: BatchedMut,
+) -> Result<()> {
+    let Multiplier::Int8 { lut, .. } = mult else {
+        return gemm_batched(mult, a, b, c, false);
+    };
+    let _span = amsim::timing::span(amsim::timing::Op::Quantize);
+    let table = match tables.iter().find(|(l, _)| Arc::ptr_eq(l, lut)) {
+        Some((_, t)) => t.clone(),
+        None => {
+            let t = Arc::new(lut.with_signs(true, true));
+            tables.push((lut.clone(), t.clone()));
+            t
+        }
+    };
+    int8_batched(&table, a, b, c)
+}
+
+/// `C_i = A_i · B_i` for every batch `i` through `table` (two's-complement
+/// codes on both sides), both operands quantized per tensor, symmetric
+/// (see [`product`]).
+fn int8_batched(table: &IntLut, a: BatchedRef, b: BatchedRef, mut c: BatchedMut) -> Result<()> {
+    let (batch, m, k, n) = (a.batch(), a.rows(), a.cols(), b.cols());
+    if b.batch() != batch || b.rows() != k || c.batch() != batch || c.rows() != m || c.cols() != n {
+        return Err(NetError::shape(format!(
+            "int8 batched product: [{batch}, {m}, {k}] x [{}, {}, {}] into [{}, {}, {}]",
+            b.batch(),
+            b.rows(),
+            b.cols(),
+            c.batch(),
+            c.rows(),
+            c.cols()
+        )));
+    }
+    let (qa, pa) = quantize_batched(&a);
+    let (qb, pb) = quantize_batched(&b);
+    let step = pa.scale * pb.scale;
+    let (cbs, crs, ccs) = (c.batch_stride(), c.row_stride(), c.col_stride());
+    let mut sums = vec![0i32; batch * m * n];
+    sums.par_chunks_mut((m * n).max(1))
+        .enumerate()
+        .try_for_each(|(i, acc)| {
+            int_gemm_offset(
+                table,
+                pa.operand(&qa[i * m * k..][..m * k]),
+                pb.operand(&qb[i * k * n..][..k * n]),
+                acc,
+                m,
+                n,
+                k,
+            )
+        })
+        .map_err(|e| NetError::shape(format!("int8 batched product: {e}")))?;
+    let out = c.data_mut();
+    for i in 0..batch {
+        for r in 0..m {
+            for j in 0..n {
+                out[i * cbs + r * crs + j * ccs] = sums[(i * m + r) * n + j] as f32 * step;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The codes of a batched operand, row-major `[batch][rows][cols]`, and
+/// their symmetric per-tensor quantization (largest magnitude to 127).
+fn quantize_batched(x: &BatchedRef) -> (Vec<u8>, QuantParams) {
+    let (batch, rows, cols) = (x.batch(), x.rows(), x.cols());
+    let (bs, rs, cs, data) = (x.batch_stride(), x.row_stride(), x.col_stride(), x.data());
+    let at = |e: usize| {
+        let (i, r, j) = (e / (rows * cols), (e / cols) % rows, e % cols);
+        data[i * bs + r * rs + j * cs]
+    };
+    let len = batch * rows * cols;
+    let max_abs = (0..len)
+        .into_par_iter()
+        .map(|e| at(e).abs())
+        .reduce(|| 0.0, f32::max);
+    let p = QuantParams::symmetric(max_abs);
+    let codes = (0..len).into_par_iter().map(|e| p.code(at(e))).collect();
+    (codes, p)
 }
 
 impl CausalSelfAttention {
@@ -104,6 +211,7 @@ impl CausalSelfAttention {
             cache_v: Vec::new(),
             cache_att: Vec::new(),
             cache_batch_seq: (0, 0),
+            int_tables: Vec::new(),
         })
     }
 
@@ -200,12 +308,12 @@ impl Layer for CausalSelfAttention {
 
         // S = Q·Kᵀ
         let mut att = vec![0.0f32; b * t * t];
-        gemm_batched(
+        product(
+            &mut self.int_tables,
             &self.plan.attn_qk,
             BatchedRef::row_major(&q, b, t, d)?,
             BatchedRef::row_major(&k, b, t, d)?.t(),
             BatchedMut::row_major(&mut att, b, t, t)?,
-            false,
         )?;
         // A = causal softmax of S / sqrt(d), row by row.
         let scale = 1.0 / (d as f32).sqrt();
@@ -233,12 +341,12 @@ impl Layer for CausalSelfAttention {
         }
         // Yh = A·V
         let mut yh_heads = vec![0.0f32; b * t * d];
-        gemm_batched(
+        product(
+            &mut self.int_tables,
             &self.plan.attn_av,
             BatchedRef::row_major(&att, b, t, t)?,
             BatchedRef::row_major(&v, b, t, d)?,
             BatchedMut::row_major(&mut yh_heads, b, t, d)?,
-            false,
         )?;
         let mut yh = Tensor::zeros(&[n * t, c]);
         merge_heads(&yh_heads, &mut yh.data, shape, c, 0);
@@ -273,20 +381,20 @@ impl Layer for CausalSelfAttention {
 
         // dA = dYh·Vᵀ, dV = Aᵀ·dYh
         let mut datt = vec![0.0f32; b * t * t];
-        gemm_batched(
+        product(
+            &mut self.int_tables,
             &self.plan.attn_av,
             BatchedRef::row_major(&dyh_heads, b, t, d)?,
             BatchedRef::row_major(&self.cache_v, b, t, d)?.t(),
             BatchedMut::row_major(&mut datt, b, t, t)?,
-            false,
         )?;
         let mut dv = vec![0.0f32; b * t * d];
-        gemm_batched(
+        product(
+            &mut self.int_tables,
             &self.plan.attn_av,
             BatchedRef::row_major(&self.cache_att, b, t, t)?.t(),
             BatchedRef::row_major(&dyh_heads, b, t, d)?,
             BatchedMut::row_major(&mut dv, b, t, d)?,
-            false,
         )?;
         // dS = A·(dA - Σ_j A·dA) / sqrt(d), in place in datt; zero where
         // masked because A is.
@@ -303,20 +411,20 @@ impl Layer for CausalSelfAttention {
         }
         // dQ = dS·K, dKᵀ = Qᵀ·dS
         let mut dq = vec![0.0f32; b * t * d];
-        gemm_batched(
+        product(
+            &mut self.int_tables,
             &self.plan.attn_qk,
             BatchedRef::row_major(&datt, b, t, t)?,
             BatchedRef::row_major(&self.cache_k, b, t, d)?,
             BatchedMut::row_major(&mut dq, b, t, d)?,
-            false,
         )?;
         let mut dkt = vec![0.0f32; b * d * t];
-        gemm_batched(
+        product(
+            &mut self.int_tables,
             &self.plan.attn_qk,
             BatchedRef::row_major(&self.cache_q, b, t, d)?.t(),
             BatchedRef::row_major(&datt, b, t, t)?,
             BatchedMut::row_major(&mut dkt, b, d, t)?,
-            false,
         )?;
         // Q is the first operand, so the product gives dKᵀ [B, d, T];
         // transpose it to the head-major layout of dK [B, T, d].
@@ -371,6 +479,107 @@ impl Layer for CausalSelfAttention {
             forward: per_role,
             grad_input: per_role,
             grad_weight: per_role,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amsim::int_lut::operand_value;
+    use amsim::IntScheme;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    /// A table near the exact products (random errors within the model's
+    /// product range), for a signed or an unsigned model.
+    fn noisy_table(rng: &mut ChaCha8Rng, signed: bool) -> IntLut {
+        let table = (0..65536usize)
+            .map(|k| {
+                let p = operand_value(k >> 8, signed) * operand_value(k & 255, signed);
+                let e = rng.gen_range(-40..=40);
+                if signed {
+                    (p + e).clamp(-32768, 32767)
+                } else {
+                    (p + e).clamp(0, 65535)
+                }
+            })
+            .collect();
+        IntLut::from_table("noisy", signed, table).expect("a valid table")
+    }
+
+    /// An `int8:` batched product follows its definition: each operand
+    /// quantized per tensor, symmetric, from its own largest magnitude;
+    /// each output the sum of the table's products of the two codes' values
+    /// (two's complement on both sides, an unsigned model in sign-magnitude
+    /// through `IntLut::with_signs`), times the two steps; through a
+    /// transposed view as the layer's `Q·Kᵀ` uses, for a signed and an
+    /// unsigned model.
+    #[test]
+    fn int8_batched_products_follow_the_definition() {
+        let seed = amsim::test_seed("int8_batched_products_follow_the_definition");
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for signed in [true, false] {
+            let lut = Arc::new(noisy_table(&mut rng, signed));
+            let coded = lut.with_signs(true, true);
+            let mult = Multiplier::Int8 {
+                lut: lut.clone(),
+                scheme: IntScheme {
+                    per_channel: false,
+                    asymmetric: false,
+                },
+            };
+            let mut tables = Vec::new();
+            for _ in 0..6 {
+                let (batch, m, k, n) = (
+                    rng.gen_range(1..4),
+                    rng.gen_range(1..10),
+                    rng.gen_range(1..40),
+                    rng.gen_range(1..10),
+                );
+                let a: Vec<f32> = (0..batch * m * k)
+                    .map(|_| rng.gen_range(-3.0..3.0))
+                    .collect();
+                // B stored [batch][n][k] and read transposed.
+                let bt: Vec<f32> = (0..batch * n * k)
+                    .map(|_| rng.gen_range(-0.5..0.5))
+                    .collect();
+                let mut c = vec![0.0f32; batch * m * n];
+                product(
+                    &mut tables,
+                    &mult,
+                    BatchedRef::row_major(&a, batch, m, k).unwrap(),
+                    BatchedRef::row_major(&bt, batch, n, k).unwrap().t(),
+                    BatchedMut::row_major(&mut c, batch, m, n).unwrap(),
+                )
+                .unwrap();
+                let biggest = |v: &[f32]| v.iter().fold(0.0f32, |x, y| x.max(y.abs()));
+                let (pa, pb) = (
+                    QuantParams::symmetric(biggest(&a)),
+                    QuantParams::symmetric(biggest(&bt)),
+                );
+                for i in 0..batch {
+                    for r in 0..m {
+                        for j in 0..n {
+                            let sum: i64 = (0..k)
+                                .map(|p| {
+                                    let x = pa.quantize(a[(i * m + r) * k + p]);
+                                    let y = pb.quantize(bt[(i * n + j) * k + p]);
+                                    coded.mul(x, y) as i64
+                                })
+                                .sum();
+                            let want = sum as f32 * (pa.scale * pb.scale);
+                            let got = c[(i * m + r) * n + j];
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "signed {signed}, batch {i} of [{m}x{k}]·[{k}x{n}], element ({r}, {j}): {got} vs {want} (seed {seed})"
+                            );
+                        }
+                    }
+                }
+            }
+            assert_eq!(tables.len(), 1, "one coded table per model");
         }
     }
 }

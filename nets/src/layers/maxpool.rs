@@ -228,8 +228,7 @@ mod tests {
     /// sides (a last row or column outside every window).
     #[test]
     fn two_by_two_path_matches_the_general_loop() {
-        let seed: u64 = rand::random();
-        eprintln!("seed {seed}");
+        let seed = amsim::test_seed("two_by_two_path_matches_the_general_loop");
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0];
         for _ in 0..200 {
