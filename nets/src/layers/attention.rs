@@ -139,6 +139,17 @@ fn int8_batched(table: &IntLut, a: BatchedRef, b: BatchedRef, mut c: BatchedMut)
         })
         .map_err(|e| NetError::shape(format!("int8 batched product: {e}")))?;
     let out = c.data_mut();
+    if (cbs, crs, ccs) == (m * n, n, 1) {
+        out[..batch * m * n]
+            .par_chunks_mut(n.max(1))
+            .zip(sums.par_chunks(n.max(1)))
+            .for_each(|(o, s)| {
+                for (o, &s) in o.iter_mut().zip(s) {
+                    *o = s as f32 * step;
+                }
+            });
+        return Ok(());
+    }
     for i in 0..batch {
         for r in 0..m {
             for j in 0..n {
@@ -152,19 +163,27 @@ fn int8_batched(table: &IntLut, a: BatchedRef, b: BatchedRef, mut c: BatchedMut)
 /// The codes of a batched operand, row-major `[batch][rows][cols]`, and
 /// their symmetric per-tensor quantization (largest magnitude to 127).
 fn quantize_batched(x: &BatchedRef) -> (Vec<u8>, QuantParams) {
-    let (batch, rows, cols) = (x.batch(), x.rows(), x.cols());
+    let (rows, cols) = (x.rows(), x.cols());
     let (bs, rs, cs, data) = (x.batch_stride(), x.row_stride(), x.col_stride(), x.data());
-    let at = |e: usize| {
-        let (i, r, j) = (e / (rows * cols), (e / cols) % rows, e % cols);
-        data[i * bs + r * rs + j * cs]
+    // Row `ir` (batch `ir / rows`) of the operand, element by element.
+    let row = move |ir: usize| {
+        let base = (ir / rows) * bs + (ir % rows) * rs;
+        (0..cols).map(move |j| data[base + j * cs])
     };
-    let len = batch * rows * cols;
-    let max_abs = (0..len)
+    let max_abs = (0..x.batch() * rows)
         .into_par_iter()
-        .map(|e| at(e).abs())
+        .map(|ir| row(ir).fold(0.0f32, |m, v| m.max(v.abs())))
         .reduce(|| 0.0, f32::max);
     let p = QuantParams::symmetric(max_abs);
-    let codes = (0..len).into_par_iter().map(|e| p.code(at(e))).collect();
+    let mut codes = vec![0u8; x.batch() * rows * cols];
+    codes
+        .par_chunks_mut(cols.max(1))
+        .enumerate()
+        .for_each(|(ir, out)| {
+            for (o, v) in out.iter_mut().zip(row(ir)) {
+                *o = p.code(v);
+            }
+        });
     (codes, p)
 }
 
