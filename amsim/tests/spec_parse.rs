@@ -263,7 +263,7 @@ fn int8_specs_with_float_options_or_wrong_models_are_one_line_errors() {
     .unwrap_err()
     .to_string();
     assert!(
-        e.contains("int8:exact8s") && e.contains("dense and convolution"),
+        e.contains("int8:exact8s") && e.contains("dense, convolution and attention layers"),
         "{e}"
     );
 }
