@@ -6,7 +6,7 @@
 #
 # DIR gets: approxtrain (the CLI), cuda-tests (the CUDA engine's parity
 # tests), transformer-cuda-tests (the Transformer trained on the GPU against
-# the CPU), gpu-check.sh, data/mnist (the MNIST files) and
+# the CPU), gpu-check.sh, compare-pytorch.py, data/mnist (the MNIST files) and
 # data/shakespeare/first-folio.txt (the Transformer timing's text), when
 # ../shared/datasets or $APPROXTRAIN_DATA has them. Binaries are stripped to
 # keep the folder small.
@@ -33,7 +33,7 @@ cp target/release/approxtrain "$out/approxtrain"
 cp "$exe" "$out/cuda-tests"
 cp "$lm_exe" "$out/transformer-cuda-tests"
 strip "$out/approxtrain" "$out/cuda-tests" "$out/transformer-cuda-tests" 2>/dev/null || true
-cp scripts/gpu-check.sh "$out/"
+cp scripts/gpu-check.sh scripts/compare-pytorch.py "$out/"
 data=${APPROXTRAIN_DATA:-../shared/datasets}
 if [ -d "$data/mnist" ]; then
   mkdir -p "$out/data/mnist"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train the same networks in PyTorch (CPU) and in approxtrain, side by side.
+"""Train the same networks in PyTorch and in approxtrain, side by side.
 
 For each network the script alternates, `--repeats` times, one timed run of
 `approxtrain bench train` (fp32 and the approximate multipliers given) with
@@ -7,6 +7,10 @@ one timed run of the same network in PyTorch on the CPU: the same threads,
 batch size, optimizer, data and amount of work. It prints the medians and the
 ratios to PyTorch fp32. The machine may be noisy: only ratios taken in one
 run of this script mean much.
+
+`--device cuda` runs both on the GPU (approxtrain `bench train --device
+cuda`; PyTorch eager with TF32 off, the data on the GPU, the clock read
+after `torch.cuda.synchronize()`); `--threads` then sets the host threads.
 
 What is timed (as `approxtrain bench train` times it):
 - lenet300100, lenet5: one epoch over the 60,000 MNIST training images,
@@ -42,6 +46,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 NETS = ["lenet300100", "lenet5", "resnet20", "transformer"]
+
+# Where PyTorch trains (`--device`).
+DEVICE = torch.device("cpu")
 
 # Per-channel CIFAR-10 statistics (the values approxtrain normalises with).
 CIFAR_MEAN = [0.4914, 0.4822, 0.4465]
@@ -190,12 +197,20 @@ class Transformer(nn.Module):
 # ---------------------------------------------------------------- PyTorch timing
 
 
+def sync():
+    """Wait for the GPU's queued work (nothing on the CPU)."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def torch_epoch(model, x, y, batch, lr=0.01):
     """One shuffled epoch of SGD (momentum 0.9): seconds."""
+    model = model.to(DEVICE)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     model.train()
+    sync()
     start = time.perf_counter()
-    order = torch.randperm(len(x))
+    order = torch.randperm(len(x), device=x.device)
     for i in range(0, len(x), batch):
         idx = order[i : i + batch]
         xb, yb = x[idx], y[idx]
@@ -203,10 +218,12 @@ def torch_epoch(model, x, y, batch, lr=0.01):
         loss = F.cross_entropy(model(xb), yb)
         loss.backward()
         opt.step()
+    sync()
     return time.perf_counter() - start
 
 
 def torch_lm_steps(model, ids, steps, batch, context=128):
+    model = model.to(DEVICE)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
     gen = torch.Generator().manual_seed(1)
 
@@ -222,9 +239,11 @@ def torch_lm_steps(model, ids, steps, batch, context=128):
         opt.step()
 
     step()
+    sync()
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    sync()
     return time.perf_counter() - start
 
 
@@ -233,7 +252,7 @@ def torch_lm_steps(model, ids, steps, batch, context=128):
 
 def approxtrain_run(args, net):
     cmd = [args.approxtrain, "--threads", str(args.threads), "bench", "train", "--net", net, "--json",
-           "--multiplier", ",".join(args.multiplier), "--repeats", "1"]
+           "--multiplier", ",".join(args.multiplier), "--repeats", "1", "--device", args.device]
     if net == "transformer":
         cmd += ["--dataset", f"text:{args.text}", "--steps", str(args.lm_steps),
                 "--batch-size", str(args.lm_batch)]
@@ -272,6 +291,8 @@ def main():
     p.add_argument("--approxtrain", default="target/release/approxtrain")
     p.add_argument("--profile", action="store_true", help="also print approxtrain's per-op breakdown (stderr)")
     p.add_argument("--json", action="store_true", help="print one JSON object per network")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="where both frameworks train (cuda: PyTorch eager, TF32 off)")
     args = p.parse_args()
     args.multiplier = [m for m in args.multiplier.split(",") if m]
     if "fp32" not in args.multiplier:
@@ -281,11 +302,19 @@ def main():
     if not Path(args.approxtrain).exists():
         sys.exit(f"error: {args.approxtrain} not found; run `cargo build --release` or pass --approxtrain PATH")
 
+    global DEVICE
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit("error: --device cuda: PyTorch sees no CUDA GPU (torch.cuda.is_available() is False)")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     torch.manual_seed(1)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    print(f"# CPU: {cpu}; {args.threads} threads; torch {torch.__version__}; "
+    gpu = f"; GPU: {torch.cuda.get_device_name()} (TF32 off)" if args.device == "cuda" else ""
+    print(f"# CPU: {cpu}; {args.threads} threads{gpu}; torch {torch.__version__}; "
           f"medians of {args.repeats} alternating runs", flush=True)
 
     nets = [n for n in args.nets.split(",") if n]
@@ -293,19 +322,19 @@ def main():
     mnist = cifar = text = None
     for net in nets:
         if net in ("lenet300100", "lenet5"):
-            mnist = mnist or load_mnist(args.data_dir)
+            mnist = mnist or tuple(t.to(DEVICE) for t in load_mnist(args.data_dir))
             x, y = mnist
             make = {"lenet300100": lenet300100, "lenet5": lenet5}[net]
             work, unit = len(x), "images"
             run_torch = lambda: torch_epoch(make(), x, y, args.batch)
         elif net == "resnet20":
-            cifar = cifar or load_cifar(args.data_dir, args.resnet_images)
+            cifar = cifar or tuple(t.to(DEVICE) for t in load_cifar(args.data_dir, args.resnet_images))
             x, y = cifar
             work, unit = len(x), "images"
             run_torch = lambda: torch_epoch(resnet20(), x, y, args.batch)
         elif net == "transformer":
             text = text or load_text(args.text)
-            ids, vocab = text
+            ids, vocab = text[0].to(DEVICE), text[1]
             work, unit = args.lm_steps, "steps"
             run_torch = lambda: torch_lm_steps(Transformer(vocab), ids, args.lm_steps, args.lm_batch)
         else:

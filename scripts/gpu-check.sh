@@ -20,6 +20,8 @@
 #      4 heads, context 128, batch 32) on the bundled Shakespeare text, fp32
 #      and mbm:7, --device cuda vs the CPU: seconds per step and the share
 #      of the run spent in host-device transfers.
+#   6. PyTorch eager (TF32 off) against `bench train --device cuda` on the
+#      same nets, batch and optimizer, alternating (compare-pytorch.py).
 set -uo pipefail
 B=$(cd "${1:-gpu-bundle}" && pwd)
 OUT=${2:-gpu-check-out}
@@ -158,6 +160,31 @@ if [ -f "$TEXT" ]; then
   done
 else
   SUMMARY+=("transformer timing|SKIPPED: $TEXT is not in the bundle")
+fi
+
+# 6. PyTorch eager on the same GPU: the same nets, batch and optimizer,
+# TF32 off, alternating with approxtrain `bench train --device cuda`
+# (scripts/compare-pytorch.py; medians of PYTORCH_REPEATS runs, default 3).
+echo "== 6. PyTorch vs approxtrain on the GPU"
+if ! python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  SUMMARY+=("vs PyTorch (cuda)|SKIPPED: python3 has no PyTorch that sees the GPU")
+elif [ ! -f "$B/compare-pytorch.py" ]; then
+  SUMMARY+=("vs PyTorch (cuda)|MISSING: compare-pytorch.py is not in the bundle")
+else
+  nets=resnet20
+  [ -d "$T/data/mnist" ] && nets="lenet5,$nets"
+  [ -f "$TEXT" ] && nets="$nets,transformer"
+  if timeout 900 python3 "$B/compare-pytorch.py" --device cuda --approxtrain "$A" --data-dir "$T/data" \
+      --text "$TEXT" --threads "$NP" --repeats "${PYTORCH_REPEATS:-3}" --nets "$nets" --multiplier fp32,mbm:7 \
+      --resnet-images 5120 --lm-steps 20 >"$OUT/pytorch.txt" 2>"$OUT/pytorch.err"; then
+    cat "$OUT/pytorch.txt"
+    # Table rows: net, work, PyTorch seconds, then seconds and ratio per multiplier.
+    while read -r net rest; do
+      SUMMARY+=("vs PyTorch (cuda) $net|$rest")
+    done < <(grep -E '^(lenet5|resnet20|transformer) ' "$OUT/pytorch.txt")
+  else
+    SUMMARY+=("vs PyTorch (cuda)|FAILED (see pytorch.err): $(tail -2 "$OUT/pytorch.err" | tr '\n' ' ')")
+  fi
 fi
 
 echo

@@ -1,5 +1,5 @@
-//! `--device cuda` on a machine without a usable GPU (bench gemm and conv,
-//! training a LeNet-5 and the Transformer): a one-line error naming what
+//! `--device cuda` on a machine without a usable GPU (bench gemm, conv and
+//! train, training a LeNet-5 and the Transformer): a one-line error naming what
 //! is missing, no panic, nothing written. On a machine with a GPU the
 //! check prints why it is skipped (scripts/gpu-check.sh covers that case).
 
@@ -29,6 +29,21 @@ fn device_cuda_without_a_gpu_is_a_clear_error() {
             "bench", "gemm", "--device", "cuda", "--m", "8", "--n", "8", "--k", "8",
         ],
         vec!["bench", "conv", "--device", "cuda"],
+        vec![
+            "bench", "train", "--device", "cuda", "--net", "lenet5", "--images", "128",
+        ],
+        vec![
+            "bench",
+            "train",
+            "--device",
+            "cuda",
+            "--net",
+            "transformer",
+            "--dataset",
+            &dataset,
+            "--steps",
+            "1",
+        ],
         vec![
             "train",
             "--device",

@@ -79,6 +79,11 @@ pub struct TrainBenchArgs {
     /// attention, loss, optimizer, data, other).
     #[arg(long)]
     profile: bool,
+    /// Compute device: cpu or cuda (the layers' products on the GPU, as
+    /// `train --device cuda` runs them; the products column is then the
+    /// time the host spends in product calls, transfers included).
+    #[arg(long, default_value_t = Device::Cpu)]
+    device: Device,
 }
 
 /// Options shared by every benchmark.
@@ -537,8 +542,13 @@ fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
             mults.push(m);
         }
     }
+    let engine = cuda_engine(a.device)?;
+    let device = engine
+        .as_ref()
+        .map_or("cpu".to_string(), |e| e.device_name().to_string());
+    nets::device::use_cuda(engine);
     if lm {
-        return run_train_lm(&a, &mults);
+        return run_train_lm(&a, &mults, &device);
     }
     let resnet = a.net.starts_with("resnet");
     let dataset = a
@@ -567,7 +577,7 @@ fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
     let base = rows[0].timed.seconds;
     if !a.json {
         println!(
-            "train {} on {} ({} images per epoch, batch {}), {} threads, cpu",
+            "train {} on {} ({} images per epoch, batch {}), {} threads, {device}",
             a.net,
             dataset,
             data.len,
@@ -589,7 +599,7 @@ fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
                 "{}",
                 json!({
                     "bench": "train",
-                    "device": "cpu",
+                    "device": device,
                     "net": a.net,
                     "dataset": dataset,
                     "multiplier": r.multiplier,
@@ -628,7 +638,7 @@ fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
 
 /// `bench train --net transformer`: seconds per step per multiplier
 /// against FP32, and the share in AMSim products.
-fn run_train_lm(a: &TrainBenchArgs, mults: &[Multiplier]) -> anyhow::Result<()> {
+fn run_train_lm(a: &TrainBenchArgs, mults: &[Multiplier], device: &str) -> anyhow::Result<()> {
     let dataset = a.dataset.clone().unwrap_or_default();
     let Some(path) = experiments::lm::text_path(&dataset) else {
         bail!("--net transformer needs --dataset text:PATH (a UTF-8 text file), got '{dataset}'");
@@ -655,7 +665,7 @@ fn run_train_lm(a: &TrainBenchArgs, mults: &[Multiplier]) -> anyhow::Result<()> 
         let spec = experiments::lm::TransformerSpec::default();
         println!(
             "train transformer ({} layers, width {}, {} heads, context {context}) on {dataset}, \
-             {} steps of batch {batch}, {threads} threads, cpu",
+             {} steps of batch {batch}, {threads} threads, {device}",
             spec.layers, spec.width, spec.heads, a.steps
         );
         println!(
@@ -674,7 +684,7 @@ fn run_train_lm(a: &TrainBenchArgs, mults: &[Multiplier]) -> anyhow::Result<()> 
                 "{}",
                 json!({
                     "bench": "train",
-                    "device": "cpu",
+                    "device": device,
                     "net": experiments::lm::TRANSFORMER,
                     "dataset": dataset,
                     "multiplier": label,

@@ -804,6 +804,7 @@ impl CudaEngine {
         mut c: MatMut,
         accumulate: bool,
     ) -> Result<()> {
+        let _timer = crate::timing::ProductTimer::start();
         check_gemm_shapes(&a, &b, &c)?;
         let (m, n, k) = (a.rows(), b.cols(), a.cols());
         let ea = extent(1, m, k, a.row_stride(), a.col_stride(), 0);
@@ -853,6 +854,7 @@ impl CudaEngine {
         mut c: BatchedMut,
         accumulate: bool,
     ) -> Result<()> {
+        let _timer = crate::timing::ProductTimer::start();
         let batch = a.batch();
         if b.batch() != batch
             || c.batch() != batch
@@ -976,6 +978,7 @@ impl CudaEngine {
         w: &DeviceBuffer,
         y: &mut DeviceBuffer,
     ) -> Result<()> {
+        let _timer = crate::timing::ProductTimer::start();
         s.check_buffers(
             x.len().min(s.x_len()),
             w.len().min(s.w_len()),
@@ -1095,6 +1098,7 @@ impl CudaEngine {
         w: &DeviceBuffer,
         dx: &mut DeviceBuffer,
     ) -> Result<()> {
+        let _timer = crate::timing::ProductTimer::start();
         s.check_buffers(
             dx.len().min(s.x_len()),
             w.len().min(s.w_len()),
@@ -1195,6 +1199,7 @@ impl CudaEngine {
         dy: &DeviceBuffer,
         dw: &mut DeviceBuffer,
     ) -> Result<()> {
+        let _timer = crate::timing::ProductTimer::start();
         s.check_buffers(
             x.len().min(s.x_len()),
             dw.len().min(s.w_len()),
@@ -1331,6 +1336,7 @@ impl CudaEngine {
         c: &mut DeviceBuffer,
         accumulate: bool,
     ) -> Result<()> {
+        let _timer = crate::timing::ProductTimer::start();
         let (ars, acs) = if at { (1, m) } else { (k, 1) };
         let (brs, bcs) = if bt { (1, k) } else { (n, 1) };
         let av = self.view("A", self.ptr(a), a.len(), 0, 1, m, k, ars, acs, 0)?;
