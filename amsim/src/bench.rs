@@ -294,6 +294,63 @@ pub fn bench_int_gemm(
         .collect()
 }
 
+/// Time the three products of the convolution `shape` through each integer
+/// table ([`crate::int_conv`]) on uniformly random codes, the activation
+/// with a zero point of 3 (asymmetric, as a ReLU output is quantized), the
+/// weights and output gradients symmetric; `fp32_seconds` are the FP32
+/// medians of the same run ([`bench_conv`]'s `fp32` rows, in
+/// [`ConvProduct::ALL`] order), the bases of the ratios. Rows labelled
+/// `int8:MODEL`, in table order, then product order.
+pub fn bench_int_conv(
+    luts: &[crate::IntLut],
+    shape: &Conv2dShape,
+    opts: BenchOptions,
+    fp32_seconds: [f64; 3],
+) -> Result<Vec<ConvBenchRow>> {
+    use crate::int_conv::{int_conv2d_forward, int_conv2d_grad_input, int_conv2d_grad_weight};
+    use crate::int_gemm::IntOperand;
+    shape.validate()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(INPUT_SEED);
+    let mut codes = |len: usize| (0..len).map(|_| rng.gen()).collect::<Vec<u8>>();
+    let (x, w, dy) = (
+        codes(shape.x_len()),
+        codes(shape.w_len()),
+        codes(shape.y_len()),
+    );
+    let mut y = vec![0i32; shape.y_len()];
+    let mut dx = vec![0i32; shape.x_len()];
+    let mut dw = vec![0i32; shape.w_len()];
+    let threads = rayon::current_num_threads();
+    let macs = shape.macs() as f64;
+    let mut rows = Vec::with_capacity(luts.len() * 3);
+    for lut in luts {
+        let signed = lut.signed();
+        let (xo, wo, dyo) = (
+            IntOperand::new(&x, 3, signed),
+            IntOperand::new(&w, 0, signed),
+            IntOperand::new(&dy, 0, signed),
+        );
+        for (i, product) in ConvProduct::ALL.into_iter().enumerate() {
+            let seconds = time_median(opts, || match product {
+                ConvProduct::Forward => int_conv2d_forward(lut, shape, xo, wo, &mut y),
+                ConvProduct::GradInput => int_conv2d_grad_input(lut, shape, dyo, wo, &mut dx),
+                ConvProduct::GradWeight => int_conv2d_grad_weight(lut, shape, xo, dyo, &mut dw),
+            })?;
+            rows.push(ConvBenchRow {
+                multiplier: format!("int8:{}", lut.model_name()),
+                shape: *shape,
+                product,
+                threads,
+                repeats: opts.repeats.max(1),
+                seconds,
+                gmacs: macs / seconds / 1e9,
+                ratio_vs_fp32: seconds / fp32_seconds[i],
+            });
+        }
+    }
+    Ok(rows)
+}
+
 /// Time the three products of the convolution `shape` for FP32 and each of
 /// `mults`; rows in multiplier order, then [`ConvProduct::ALL`] order.
 pub fn bench_conv(

@@ -30,7 +30,7 @@
 use rayon::prelude::*;
 
 use crate::conv::{back_tap, tap, Conv2dShape};
-use crate::int_gemm::{int_gemm_offset, offset_product, transpose_codes, IntOperand};
+use crate::int_gemm::{self, int_gemm_offset, offset_product, transpose_codes, IntOperand};
 use crate::int_lut::IntLut;
 use crate::Result;
 
@@ -214,8 +214,140 @@ fn group_sizes(s: &Conv2dShape) -> (usize, usize, usize, usize) {
     )
 }
 
+/// Output positions per GEMM of the position-major engines: enough rows
+/// that each expansion of the weights serves thousands of them, few enough
+/// that a chunk's columns (`rows x kc` codes) stay a few MiB.
+const CHUNK_ROWS: usize = 32768;
+
+/// Images per chunk of the position-major engines: whole images, about
+/// [`CHUNK_ROWS`] positions, the batch split into chunks of equal size.
+fn images_per_chunk(batch: usize, plane: usize) -> usize {
+    let per = (CHUNK_ROWS / plane.max(1)).clamp(1, batch.max(1));
+    batch.div_ceil(batch.div_ceil(per)).max(1)
+}
+
+/// The taps of an output coordinate along one axis: the input coordinate
+/// of tap 0 (maybe negative) and the range of taps that read an input.
+type TapRange = (isize, usize, usize);
+
+/// The taps of output coordinate `o` along one axis: the input
+/// coordinate of tap 0 (`o·stride - pad`, maybe negative) and the taps
+/// `lo..hi` that fall inside `0..size` (they are consecutive).
+fn tap_range(
+    o: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    dil: usize,
+    size: usize,
+) -> TapRange {
+    let start = (o * stride) as isize - pad as isize;
+    let at = |k: usize| start + (k * dil) as isize;
+    let lo = (0..kernel).find(|&k| at(k) >= 0).unwrap_or(kernel);
+    let hi = (lo..kernel)
+        .find(|&k| at(k) >= size as isize)
+        .unwrap_or(kernel);
+    (start, lo, hi)
+}
+
+/// [`tap_range`] of every output row and column of `s`.
+fn tap_ranges(s: &Conv2dShape) -> (Vec<TapRange>, Vec<TapRange>) {
+    let rows = (0..s.out_h())
+        .map(|oh| {
+            tap_range(
+                oh,
+                s.kernel_h,
+                s.stride.0,
+                s.padding.0,
+                s.dilation.0,
+                s.in_h,
+            )
+        })
+        .collect();
+    let cols = (0..s.out_w())
+        .map(|ow| {
+            tap_range(
+                ow,
+                s.kernel_w,
+                s.stride.1,
+                s.padding.1,
+                s.dilation.1,
+                s.in_w,
+            )
+        })
+        .collect();
+    (rows, cols)
+}
+
+/// Visit the taps of one output position (its row and column
+/// [`TapRange`]s) that read an input element, one run per kernel row:
+/// `f(kh * kernel_w + kw, offset of that tap's input in a channel, taps)`,
+/// consecutive taps `dilation.1` apart in the input; padding taps are
+/// skipped.
+#[inline]
+fn for_each_tap_run(
+    s: &Conv2dShape,
+    (h0, hlo, hhi): TapRange,
+    (w0, wlo, whi): TapRange,
+    mut f: impl FnMut(usize, usize, usize),
+) {
+    if wlo >= whi {
+        return;
+    }
+    for kh in hlo..hhi {
+        let ih = (h0 + (kh * s.dilation.0) as isize) as usize;
+        let iw = (w0 + (wlo * s.dilation.1) as isize) as usize;
+        f(kh * s.kernel_w + wlo, ih * s.in_w + iw, whi - wlo);
+    }
+}
+
+/// im2col of images `n0..` (as many as `col` holds), group `g`,
+/// position-major: row `(n, oh, ow)`, column `(cl, kh, kw)` over the
+/// group's channels, `pad` in the padding. Images run in parallel.
+fn im2col_rows(s: &Conv2dShape, x: &[u8], n0: usize, g: usize, pad: u8, col: &mut [u8]) {
+    let (cpg, _, kc, plane) = group_sizes(s);
+    let ow_n = s.out_w();
+    let image_len = s.in_channels * s.in_h * s.in_w;
+    let taps = s.kernel_h * s.kernel_w;
+    let (rows, cols) = tap_ranges(s);
+    col.par_chunks_mut(plane * kc)
+        .enumerate()
+        .for_each(|(i, col_image)| {
+            let image = &x[(n0 + i) * image_len..][..image_len];
+            for (pos, row) in col_image.chunks_exact_mut(kc).enumerate() {
+                let (rh, rw) = (rows[pos / ow_n], cols[pos % ow_n]);
+                row.fill(pad);
+                for (cl, row) in row.chunks_exact_mut(taps).enumerate() {
+                    let channel = &image[(g * cpg + cl) * s.in_h * s.in_w..][..s.in_h * s.in_w];
+                    for_each_tap_run(s, rh, rw, |k, at, len| {
+                        if s.dilation.1 == 1 {
+                            row[k..k + len].copy_from_slice(&channel[at..at + len]);
+                        } else {
+                            for t in 0..len {
+                                row[k + t] = channel[at + t * s.dilation.1];
+                            }
+                        }
+                    });
+                }
+            }
+        });
+}
+
+/// Whether the position-major engines' GEMMs (chunks of
+/// [`images_per_chunk`] images, one row per output position) reach the
+/// expansion engine; otherwise the channel-major ones run.
+fn by_positions(s: &Conv2dShape) -> bool {
+    let plane = s.out_h() * s.out_w();
+    int_gemm::expands(images_per_chunk(s.batch, plane) * plane)
+}
+
 /// Forward pass lowered to [`int_gemm_offset`]; bit-exact with
-/// [`int_conv2d_forward_reference`]. Images run in parallel.
+/// [`int_conv2d_forward_reference`]. Where the expansion engine runs, the
+/// output positions of chunks of images are the GEMM's rows
+/// (`y[(n, p)][o] = sum_k x_col[(n, p)][k] · wᵀ[k][o]`, then scattered to
+/// NCHW): a convolution has few output channels but many positions, and an
+/// expansion of the weights is shared by every row. Otherwise (the gather
+/// loop) the channels are the rows and each image's positions the columns.
 pub fn int_conv2d_forward(
     lut: &IntLut,
     s: &Conv2dShape,
@@ -225,10 +357,75 @@ pub fn int_conv2d_forward(
 ) -> Result<()> {
     let _timer = crate::timing::ProductTimer::start();
     s.check_buffers(x.codes.len(), w.codes.len(), y.len())?;
-    let (_, opg, kc, plane) = group_sizes(s);
     if y.is_empty() {
         return Ok(());
     }
+    if by_positions(s) {
+        let per = images_per_chunk(s.batch, s.out_h() * s.out_w());
+        forward_by_positions(lut, s, x, w, y, per)
+    } else {
+        forward_by_channels(lut, s, x, w, y)
+    }
+}
+
+/// The forward with rows `(n, oh, ow)`, `per` images per GEMM.
+fn forward_by_positions(
+    lut: &IntLut,
+    s: &Conv2dShape,
+    x: IntOperand,
+    w: IntOperand,
+    y: &mut [i32],
+    per: usize,
+) -> Result<()> {
+    let (_, opg, kc, plane) = group_sizes(s);
+    let w_t: Vec<Vec<u8>> = (0..s.groups)
+        .map(|g| transpose_codes(&w.codes[g * opg * kc..][..opg * kc], opg, kc))
+        .collect();
+    let image_len = s.out_channels * plane;
+    let mut col = vec![0u8; per * plane * kc];
+    let mut sums = vec![0i32; per * plane * opg];
+    for n0 in (0..s.batch).step_by(per) {
+        let images = per.min(s.batch - n0);
+        let rows = images * plane;
+        let (col, sums) = (&mut col[..rows * kc], &mut sums[..rows * opg]);
+        for (g, w_t) in w_t.iter().enumerate() {
+            im2col_rows(s, x.codes, n0, g, x.zero, col);
+            int_gemm_offset(
+                lut,
+                x.with_codes(col),
+                w.with_codes(w_t),
+                sums,
+                rows,
+                opg,
+                kc,
+            )?;
+            y[n0 * image_len..][..images * image_len]
+                .par_chunks_mut(image_len)
+                .zip(sums.par_chunks(plane * opg))
+                .for_each(|(y_image, sums)| {
+                    for ol in 0..opg {
+                        let y_channel = &mut y_image[(g * opg + ol) * plane..][..plane];
+                        for (p, v) in y_channel.iter_mut().enumerate() {
+                            *v = sums[p * opg + ol];
+                        }
+                    }
+                });
+        }
+    }
+    Ok(())
+}
+
+/// The forward with rows `o` and columns `(oh, ow)`, one GEMM per image
+/// and group (the table transposed, so that the weights are the first
+/// operand). Images run in parallel.
+fn forward_by_channels(
+    lut: &IntLut,
+    s: &Conv2dShape,
+    x: IntOperand,
+    w: IntOperand,
+    y: &mut [i32],
+) -> Result<()> {
+    let (_, opg, kc, plane) = group_sizes(s);
     // y[o][p] = sum_k T[x_col[k][p]][w[o][k]] = sum_k T'[w[o][k]][x_col[k][p]].
     let lut_t = lut.transposed();
     y.par_chunks_mut(s.out_channels * plane)
@@ -251,9 +448,11 @@ pub fn int_conv2d_forward(
         })
 }
 
-/// Input gradient lowered to [`int_gemm_offset`] (the column gradient of
-/// each image, then col2im); bit-exact with
-/// [`int_conv2d_grad_input_reference`].
+/// Input gradient lowered to [`int_gemm_offset`] (the column gradient,
+/// then col2im); bit-exact with [`int_conv2d_grad_input_reference`]. As
+/// for the forward, the GEMM's rows are the output positions of chunks of
+/// images where the expansion engine runs (`col[(n, p)][k] = sum_o
+/// dyᵀ[(n, p)][o] · w[o][k]`), else the taps `k` of one image.
 pub fn int_conv2d_grad_input(
     lut: &IntLut,
     s: &Conv2dShape,
@@ -263,16 +462,111 @@ pub fn int_conv2d_grad_input(
 ) -> Result<()> {
     let _timer = crate::timing::ProductTimer::start();
     s.check_buffers(dx.len(), w.codes.len(), dy.codes.len())?;
-    let (_, opg, kc, plane) = group_sizes(s);
     if dx.is_empty() {
         return Ok(());
     }
+    if by_positions(s) {
+        let per = images_per_chunk(s.batch, s.out_h() * s.out_w());
+        grad_input_by_positions(lut, s, dy, w, dx, per)
+    } else {
+        grad_input_by_channels(lut, s, dy, w, dx)
+    }
+}
+
+/// Add the column gradient of one image and group (`col_row(oh, ow, k)`:
+/// tap `k` of output position `(oh, ow)`) to the input positions the taps
+/// read (none for a padding tap).
+fn col2im(
+    s: &Conv2dShape,
+    g: usize,
+    dx_image: &mut [i32],
+    col_row: impl Fn(usize, usize, usize) -> i32,
+) {
+    let (cpg, _, _, _) = group_sizes(s);
+    let taps = s.kernel_h * s.kernel_w;
+    let (rows, cols) = tap_ranges(s);
+    for cl in 0..cpg {
+        let channel = &mut dx_image[(g * cpg + cl) * s.in_h * s.in_w..][..s.in_h * s.in_w];
+        for (oh, &rh) in rows.iter().enumerate() {
+            for (ow, &rw) in cols.iter().enumerate() {
+                for_each_tap_run(s, rh, rw, |k, at, len| {
+                    for t in 0..len {
+                        let d = &mut channel[at + t * s.dilation.1];
+                        *d = d.wrapping_add(col_row(oh, ow, cl * taps + k + t));
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// The input gradient with rows `(n, oh, ow)`, `per` images per GEMM.
+fn grad_input_by_positions(
+    lut: &IntLut,
+    s: &Conv2dShape,
+    dy: IntOperand,
+    w: IntOperand,
+    dx: &mut [i32],
+    per: usize,
+) -> Result<()> {
+    let (_, opg, kc, plane) = group_sizes(s);
+    let ow_n = s.out_w();
+    let (x_image, y_image) = (s.in_channels * s.in_h * s.in_w, s.out_channels * plane);
+    let mut dy_t = vec![0u8; per * plane * opg];
+    let mut col = vec![0i32; per * plane * kc];
+    dx.par_iter_mut().for_each(|d| *d = 0);
+    for n0 in (0..s.batch).step_by(per) {
+        let images = per.min(s.batch - n0);
+        let rows = images * plane;
+        let (dy_t, col) = (&mut dy_t[..rows * opg], &mut col[..rows * kc]);
+        for g in 0..s.groups {
+            // dyᵀ of the group: row (n, p), column o.
+            dy_t.par_chunks_mut(plane * opg)
+                .enumerate()
+                .for_each(|(i, t)| {
+                    for ol in 0..opg {
+                        let src = &dy.codes[(n0 + i) * y_image + (g * opg + ol) * plane..][..plane];
+                        for (p, &v) in src.iter().enumerate() {
+                            t[p * opg + ol] = v;
+                        }
+                    }
+                });
+            int_gemm_offset(
+                lut,
+                dy.with_codes(dy_t),
+                w.with_codes(&w.codes[g * opg * kc..][..opg * kc]),
+                col,
+                rows,
+                kc,
+                opg,
+            )?;
+            dx[n0 * x_image..][..images * x_image]
+                .par_chunks_mut(x_image)
+                .zip(col.par_chunks(plane * kc))
+                .for_each(|(dx_image, col)| {
+                    col2im(s, g, dx_image, |oh, ow, k| col[(oh * ow_n + ow) * kc + k]);
+                });
+        }
+    }
+    Ok(())
+}
+
+/// The input gradient with rows `k` and columns `(oh, ow)`, one GEMM per
+/// image and group (the table transposed). Images run in parallel.
+fn grad_input_by_channels(
+    lut: &IntLut,
+    s: &Conv2dShape,
+    dy: IntOperand,
+    w: IntOperand,
+    dx: &mut [i32],
+) -> Result<()> {
+    let (_, opg, kc, plane) = group_sizes(s);
     // col[k][p] = sum_o T[dy[o][p]][w[o][k]] = sum_o T'[wᵀ[k][o]][dy[o][p]].
     let lut_t = lut.transposed();
     let w_t: Vec<Vec<u8>> = (0..s.groups)
         .map(|g| transpose_codes(&w.codes[g * opg * kc..][..opg * kc], opg, kc))
         .collect();
-    let (oh_n, ow_n) = (s.out_h(), s.out_w());
+    let ow_n = s.out_w();
     dx.par_chunks_mut(s.in_channels * s.in_h * s.in_w)
         .enumerate()
         .try_for_each(|(n, dx_image)| {
@@ -289,38 +583,19 @@ pub fn int_conv2d_grad_input(
                     plane,
                     opg,
                 )?;
-                // col2im: each column term goes to the input position its
-                // tap reads (none for a padding position).
-                for (k, col_row) in col.chunks_exact(plane).enumerate() {
-                    let (c, kh, kw) = (
-                        g * (kc / (s.kernel_h * s.kernel_w)) + k / (s.kernel_h * s.kernel_w),
-                        (k / s.kernel_w) % s.kernel_h,
-                        k % s.kernel_w,
-                    );
-                    let channel = &mut dx_image[c * s.in_h * s.in_w..][..s.in_h * s.in_w];
-                    for oh in 0..oh_n {
-                        let Some(ih) = tap(oh, kh, s.stride.0, s.padding.0, s.dilation.0, s.in_h)
-                        else {
-                            continue;
-                        };
-                        for ow in 0..ow_n {
-                            if let Some(iw) =
-                                tap(ow, kw, s.stride.1, s.padding.1, s.dilation.1, s.in_w)
-                            {
-                                let d = &mut channel[ih * s.in_w + iw];
-                                *d = d.wrapping_add(col_row[oh * ow_n + ow]);
-                            }
-                        }
-                    }
-                }
+                col2im(s, g, dx_image, |oh, ow, k| col[k * plane + oh * ow_n + ow]);
             }
             Ok(())
         })
 }
 
-/// Weight gradient lowered to one [`int_gemm_offset`] per group over the
-/// whole batch (`dwᵀ = x_col · dyᵀ`, the sum running over images and
-/// positions); bit-exact with [`int_conv2d_grad_weight_reference`].
+/// Weight gradient lowered to [`int_gemm_offset`]; bit-exact with
+/// [`int_conv2d_grad_weight_reference`]. The sum over images and positions
+/// is split into chunks of images that run in parallel (each: the
+/// position-major columns of its images, and per group `dw[o][k] +=
+/// sum_(n, p) T'[dy[o][(n, p)]][x_col[(n, p)][k]]` with the table
+/// transposed, so that the output comes out in `dw`'s layout), and the
+/// partial sums are added (integer sums: any split gives the same bits).
 pub fn int_conv2d_grad_weight(
     lut: &IntLut,
     s: &Conv2dShape,
@@ -330,53 +605,65 @@ pub fn int_conv2d_grad_weight(
 ) -> Result<()> {
     let _timer = crate::timing::ProductTimer::start();
     s.check_buffers(x.codes.len(), dw.len(), dy.codes.len())?;
-    let (_, opg, kc, plane) = group_sizes(s);
     if dw.is_empty() {
         return Ok(());
     }
-    let np = s.batch * plane;
-    // Columns of all images side by side: row (c, kh, kw), column (n, p).
-    let mut col = vec![0u8; s.groups * kc * np];
-    let rows = s.groups * kc;
-    let mut per_image: Vec<Vec<u8>> = (0..s.batch)
+    let plane = s.out_h() * s.out_w();
+    // At least one chunk per thread, and chunks of at most CHUNK_ROWS rows.
+    let chunks = rayon::current_num_threads()
+        .max((s.batch * plane).div_ceil(CHUNK_ROWS))
+        .clamp(1, s.batch.max(1));
+    grad_weight_in_chunks(lut, s, x, dy, dw, s.batch.div_ceil(chunks).max(1))
+}
+
+/// The weight gradient with `per` images per chunk.
+fn grad_weight_in_chunks(
+    lut: &IntLut,
+    s: &Conv2dShape,
+    x: IntOperand,
+    dy: IntOperand,
+    dw: &mut [i32],
+    per: usize,
+) -> Result<()> {
+    let (_, opg, kc, plane) = group_sizes(s);
+    let y_image = s.out_channels * plane;
+    let lut_t = lut.transposed();
+    let starts: Vec<usize> = (0..s.batch).step_by(per).collect();
+    let partials = starts
         .into_par_iter()
-        .map(|n| {
-            let mut c = vec![0u8; rows * plane];
-            im2col_codes(s, x.codes, n, x.zero, &mut c);
-            c
-        })
-        .collect();
-    for (n, c) in per_image.iter_mut().enumerate() {
-        for r in 0..rows {
-            col[r * np + n * plane..][..plane].copy_from_slice(&c[r * plane..][..plane]);
-        }
-    }
-    drop(per_image);
-    let mut dw_t = vec![0i32; kc * opg];
-    for g in 0..s.groups {
-        // dyᵀ of the group: row (n, p), column o.
-        let mut dy_t = vec![0u8; np * opg];
-        for n in 0..s.batch {
-            for ol in 0..opg {
-                let src = &dy.codes[(n * s.out_channels + g * opg + ol) * plane..][..plane];
-                for (p, &v) in src.iter().enumerate() {
-                    dy_t[(n * plane + p) * opg + ol] = v;
+        .map(|n0| {
+            let images = per.min(s.batch - n0);
+            let rows = images * plane;
+            let mut col = vec![0u8; rows * kc];
+            let mut dy_g = vec![0u8; opg * rows];
+            let mut part = vec![0i32; dw.len()];
+            for g in 0..s.groups {
+                im2col_rows(s, x.codes, n0, g, x.zero, &mut col);
+                // dy of the group: row o, column (n, p).
+                for ol in 0..opg {
+                    for i in 0..images {
+                        dy_g[ol * rows + i * plane..][..plane].copy_from_slice(
+                            &dy.codes[(n0 + i) * y_image + (g * opg + ol) * plane..][..plane],
+                        );
+                    }
                 }
+                int_gemm_offset(
+                    &lut_t,
+                    dy.with_codes(&dy_g),
+                    x.with_codes(&col),
+                    &mut part[g * opg * kc..][..opg * kc],
+                    opg,
+                    kc,
+                    rows,
+                )?;
             }
-        }
-        int_gemm_offset(
-            lut,
-            x.with_codes(&col[g * kc * np..][..kc * np]),
-            dy.with_codes(&dy_t),
-            &mut dw_t,
-            kc,
-            opg,
-            np,
-        )?;
-        for ol in 0..opg {
-            for k in 0..kc {
-                dw[(g * opg + ol) * kc + k] = dw_t[k * opg + ol];
-            }
+            Ok(part)
+        })
+        .collect::<Result<Vec<Vec<i32>>>>()?;
+    dw.fill(0);
+    for part in &partials {
+        for (d, &v) in dw.iter_mut().zip(part) {
+            *d = d.wrapping_add(v);
         }
     }
     Ok(())
@@ -458,6 +745,86 @@ mod tests {
             let mut got = vec![3; s.w_len()];
             int_conv2d_grad_weight(&lut, &s, xo, dyo, &mut got).unwrap();
             assert_eq!(got, want, "weight gradient, {what}");
+        }
+    }
+
+    /// Every arrangement of the engines (position-major with chunks of one,
+    /// two and all images; channel-major) against the references, on
+    /// shapes whose position-major GEMMs take the expansion engine (at
+    /// least `int_expand::MIN_ROWS` rows, on CPUs with AVX-512F) and shapes
+    /// that do not; groups, stride 2, dilation and asymmetric zero points.
+    #[test]
+    fn int_conv2d_engine_arrangements_match_the_references_bit_exactly() {
+        let seed = test_seed("int_conv2d_engine_arrangements_match_the_references_bit_exactly");
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let shape = |batch, c, hw: (usize, usize), o, k, stride, pad, groups, dil| {
+            let mut s = Conv2dShape::new(batch, c, hw.0, hw.1, o, k);
+            (s.stride, s.padding, s.groups, s.dilation) = (stride, pad, groups, dil);
+            s
+        };
+        let shapes = [
+            // LeNet-5's first layer: 1 -> 6 channels, 5x5, padding 2.
+            shape(3, 1, (28, 28), 6, 5, (1, 1), (2, 2), 1, (1, 1)),
+            // Stride 2 and groups: 12 x 12 = 144 positions per image.
+            shape(4, 4, (24, 23), 6, 3, (2, 2), (1, 1), 2, (1, 1)),
+            // Depthwise-like, dilated, asymmetric padding and strides.
+            shape(3, 3, (20, 17), 3, 3, (1, 2), (2, 0), 3, (2, 1)),
+            // More output channels than a panel of 16, k over a block of 16.
+            shape(2, 5, (16, 16), 37, 4, (1, 1), (1, 2), 1, (1, 1)),
+            // Too few positions for the expansion engine.
+            shape(2, 2, (6, 5), 4, 3, (2, 1), (1, 1), 2, (1, 1)),
+        ];
+        for (case, s) in shapes.into_iter().enumerate() {
+            s.validate().unwrap();
+            let lut = random_lut(&mut rng, case % 2 == 1);
+            let x = codes(&mut rng, s.x_len());
+            let w = codes(&mut rng, s.w_len());
+            let dy = codes(&mut rng, s.y_len());
+            let (xo, wo, dyo) = (
+                IntOperand::new(&x, rng.gen(), rng.gen()),
+                IntOperand::new(&w, if case == 0 { 0 } else { rng.gen() }, rng.gen()),
+                IntOperand::new(&dy, rng.gen(), rng.gen()),
+            );
+            let plane = s.out_h() * s.out_w();
+            let what = |how: &str| {
+                format!(
+                    "seed {seed}, case {case} ({how}, {} rows per image, zero points {} {} {}): {s:?}",
+                    plane, xo.zero, wo.zero, dyo.zero
+                )
+            };
+            let mut y_ref = vec![0; s.y_len()];
+            int_conv2d_forward_reference(&lut, &s, xo, wo, &mut y_ref).unwrap();
+            let mut dx_ref = vec![0; s.x_len()];
+            int_conv2d_grad_input_reference(&lut, &s, dyo, wo, &mut dx_ref).unwrap();
+            let mut dw_ref = vec![0; s.w_len()];
+            int_conv2d_grad_weight_reference(&lut, &s, xo, dyo, &mut dw_ref).unwrap();
+            for per in [1, 2, s.batch] {
+                let how = format!("{per} images per chunk");
+                let mut y = vec![3; s.y_len()];
+                forward_by_positions(&lut, &s, xo, wo, &mut y, per).unwrap();
+                assert_eq!(y, y_ref, "forward, {}", what(&how));
+                let mut dx = vec![3; s.x_len()];
+                grad_input_by_positions(&lut, &s, dyo, wo, &mut dx, per).unwrap();
+                assert_eq!(dx, dx_ref, "input gradient, {}", what(&how));
+                let mut dw = vec![3; s.w_len()];
+                grad_weight_in_chunks(&lut, &s, xo, dyo, &mut dw, per).unwrap();
+                assert_eq!(dw, dw_ref, "weight gradient, {}", what(&how));
+            }
+            let mut y = vec![3; s.y_len()];
+            forward_by_channels(&lut, &s, xo, wo, &mut y).unwrap();
+            assert_eq!(y, y_ref, "forward, {}", what("by channels"));
+            let mut dx = vec![3; s.x_len()];
+            grad_input_by_channels(&lut, &s, dyo, wo, &mut dx).unwrap();
+            assert_eq!(dx, dx_ref, "input gradient, {}", what("by channels"));
+            // And the public engines, whichever arrangement they pick.
+            let how = format!("dispatch, by positions: {}", by_positions(&s));
+            int_conv2d_forward(&lut, &s, xo, wo, &mut y).unwrap();
+            assert_eq!(y, y_ref, "forward, {}", what(&how));
+            int_conv2d_grad_input(&lut, &s, dyo, wo, &mut dx).unwrap();
+            assert_eq!(dx, dx_ref, "input gradient, {}", what(&how));
+            let mut dw = vec![3; s.w_len()];
+            int_conv2d_grad_weight(&lut, &s, xo, dyo, &mut dw).unwrap();
+            assert_eq!(dw, dw_ref, "weight gradient, {}", what(&how));
         }
     }
 

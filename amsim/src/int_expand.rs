@@ -117,38 +117,45 @@ unsafe fn run_job(
     // off[(mp * KC + kk) * MR + r]: where row mp*MR + r's expansion row for
     // p0 + kk starts (in i32), rows past the end pointing at code 0.
     let mut off = vec![0u32; mpanels * KC * MR];
-    let mut v = Aligned::new(2 * KC * 256 * NR);
-    let mut p0 = 0;
-    while p0 < k {
-        let kc = KC.min(k - p0);
-        for mp in 0..mpanels {
-            let live = MR.min(rows - mp * MR);
-            pack_offsets(a, k, i0 + mp * MR, live, p0, kc, &mut off[mp * KC * MR..]);
-        }
-        for q in 0..pairs {
-            let j = j0 + q * 2 * NR;
-            let cols1 = NR.min(j1 - j);
-            let cols2 = NR.min(j1 - (j + cols1));
-            let (v1, v2) = v.as_mut_slice().split_at_mut(KC * 256 * NR);
-            expand(tt, b, n, p0, kc, j, cols1, v1.as_mut_ptr());
-            if cols2 > 0 {
-                expand(tt, b, n, p0, kc, j + NR, cols2, v2.as_mut_ptr());
-            }
-            let tiles = acc.as_mut_slice()[q * mpanels * tile..].as_mut_ptr();
-            for mp in 0..mpanels {
-                let o = off.as_ptr().add(mp * KC * MR);
-                add_tile(
-                    o,
-                    kc,
-                    v1.as_ptr(),
-                    v2.as_ptr(),
-                    cols2 > 0,
-                    tiles.add(mp * tile),
-                );
-            }
-        }
-        p0 += kc;
+    // The expansions are written before they are read: a buffer kept per
+    // thread serves every job (zeroing 512 KiB per job costs more than
+    // the products of a small one).
+    thread_local! {
+        static EXPANSIONS: std::cell::RefCell<Aligned> = std::cell::RefCell::new(Aligned::new(2 * KC * 256 * NR));
     }
+    EXPANSIONS.with_borrow_mut(|v| {
+        let mut p0 = 0;
+        while p0 < k {
+            let kc = KC.min(k - p0);
+            for mp in 0..mpanels {
+                let live = MR.min(rows - mp * MR);
+                pack_offsets(a, k, i0 + mp * MR, live, p0, kc, &mut off[mp * KC * MR..]);
+            }
+            for q in 0..pairs {
+                let j = j0 + q * 2 * NR;
+                let cols1 = NR.min(j1 - j);
+                let cols2 = NR.min(j1 - (j + cols1));
+                let (v1, v2) = v.as_mut_slice().split_at_mut(KC * 256 * NR);
+                expand(tt, b, n, p0, kc, j, cols1, v1.as_mut_ptr());
+                if cols2 > 0 {
+                    expand(tt, b, n, p0, kc, j + NR, cols2, v2.as_mut_ptr());
+                }
+                let tiles = acc.as_mut_slice()[q * mpanels * tile..].as_mut_ptr();
+                for mp in 0..mpanels {
+                    let o = off.as_ptr().add(mp * KC * MR);
+                    add_tile(
+                        o,
+                        kc,
+                        v1.as_ptr(),
+                        v2.as_ptr(),
+                        cols2 > 0,
+                        tiles.add(mp * tile),
+                    );
+                }
+            }
+            p0 += kc;
+        }
+    });
     // Write the sums.
     let c = out.0;
     let acc = acc.as_mut_slice();

@@ -92,7 +92,7 @@ pub fn int_gemm(
         return Ok(());
     }
     #[cfg(target_arch = "x86_64")]
-    if m >= crate::int_expand::MIN_ROWS && crate::int_expand::available() {
+    if expands(m) {
         crate::int_expand::gemm(lut, a, b, c, m, n, k);
         return Ok(());
     }
@@ -108,6 +108,21 @@ pub fn int_gemm(
             }
         });
     Ok(())
+}
+
+/// Whether an output of `m` rows goes to the expansion engine (x86-64
+/// with AVX-512F, at least `int_expand::MIN_ROWS` rows, not turned off by
+/// `APPROXTRAIN_INT_GATHER`); otherwise [`int_gemm`] takes the gather loop.
+pub fn expands(m: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        m >= crate::int_expand::MIN_ROWS && crate::int_expand::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = m;
+        false
+    }
 }
 
 /// The table as 256 rows of 256 products (row = first operand code).
