@@ -482,5 +482,26 @@ mod tests {
         assert!(rows[3..].iter().all(|r| r.ratio_vs_fp32 == 1.0));
         let empty = named_conv_shape("lenet5-conv2", 0).unwrap();
         assert!(bench_conv(&mults[..2], &empty, opts).is_err());
+
+        // Integer tables: three rows each, the ratios against the given
+        // FP32 medians.
+        let exact = crate::IntLut::build("exact8s", true, |a, b| a * b).unwrap();
+        let rows = bench_int_conv(&[exact], &shape, opts, [2.0, 4.0, 8.0]).unwrap();
+        let keys: Vec<_> = rows
+            .iter()
+            .map(|r| (r.multiplier.as_str(), r.product.key()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("int8:exact8s", "forward"),
+                ("int8:exact8s", "grad_input"),
+                ("int8:exact8s", "grad_weight"),
+            ]
+        );
+        for (r, fp32) in rows.iter().zip([2.0, 4.0, 8.0]) {
+            assert!(r.seconds > 0.0 && r.repeats == 3, "{r:?}");
+            assert_eq!(r.ratio_vs_fp32, r.seconds / fp32, "{r:?}");
+        }
     }
 }

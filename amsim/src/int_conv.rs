@@ -319,13 +319,10 @@ fn im2col_rows(s: &Conv2dShape, x: &[u8], n0: usize, g: usize, pad: u8, col: &mu
                 row.fill(pad);
                 for (cl, row) in row.chunks_exact_mut(taps).enumerate() {
                     let channel = &image[(g * cpg + cl) * s.in_h * s.in_w..][..s.in_h * s.in_w];
+                    // Runs are a kernel row long: a loop, not a memcpy call.
                     for_each_tap_run(s, rh, rw, |k, at, len| {
-                        if s.dilation.1 == 1 {
-                            row[k..k + len].copy_from_slice(&channel[at..at + len]);
-                        } else {
-                            for t in 0..len {
-                                row[k + t] = channel[at + t * s.dilation.1];
-                            }
+                        for t in 0..len {
+                            row[k + t] = channel[at + t * s.dilation.1];
                         }
                     });
                 }
