@@ -217,7 +217,7 @@ fn group_sizes(s: &Conv2dShape) -> (usize, usize, usize, usize) {
 /// Output positions per GEMM of the position-major engines: enough rows
 /// that each expansion of the weights serves thousands of them, few enough
 /// that a chunk's columns (`rows x kc` codes) stay a few MiB.
-const CHUNK_ROWS: usize = 32768;
+const CHUNK_ROWS: usize = 65536;
 
 /// Images per chunk of the position-major engines: whole images, about
 /// [`CHUNK_ROWS`] positions, the batch split into chunks of equal size.
@@ -321,8 +321,9 @@ fn im2col_rows(s: &Conv2dShape, x: &[u8], n0: usize, g: usize, pad: u8, col: &mu
                     let channel = &image[(g * cpg + cl) * s.in_h * s.in_w..][..s.in_h * s.in_w];
                     // Runs are a kernel row long: a loop, not a memcpy call.
                     for_each_tap_run(s, rh, rw, |k, at, len| {
-                        for t in 0..len {
-                            row[k + t] = channel[at + t * s.dilation.1];
+                        let src = channel[at..].iter().step_by(s.dilation.1);
+                        for (t, &v) in row[k..k + len].iter_mut().zip(src) {
+                            *t = v;
                         }
                     });
                 }
@@ -432,7 +433,7 @@ fn forward_by_channels(
             im2col_codes(s, x.codes, n, x.zero, &mut col);
             for g in 0..s.groups {
                 int_gemm_offset(
-                    &lut_t,
+                    lut_t,
                     w.with_codes(&w.codes[g * opg * kc..][..opg * kc]),
                     x.with_codes(&col[g * kc * plane..][..kc * plane]),
                     &mut y_image[g * opg * plane..][..opg * plane],
@@ -572,7 +573,7 @@ fn grad_input_by_channels(
             dx_image.fill(0);
             for (g, w_t) in w_t.iter().enumerate() {
                 int_gemm_offset(
-                    &lut_t,
+                    lut_t,
                     w.with_codes(w_t),
                     dy.with_codes(&dy_image[g * opg * plane..][..opg * plane]),
                     &mut col,
@@ -625,6 +626,10 @@ fn grad_weight_in_chunks(
     let (_, opg, kc, plane) = group_sizes(s);
     let y_image = s.out_channels * plane;
     let lut_t = lut.transposed();
+    // The gather loop's columns are the taps: a whole number of vectors of
+    // 16 (padding taps of code 0 whose sums are dropped) keeps the loop off
+    // its scalar remainder.
+    let kp = kc.next_multiple_of(16);
     let starts: Vec<usize> = (0..s.batch).step_by(per).collect();
     let partials = starts
         .into_par_iter()
@@ -632,10 +637,20 @@ fn grad_weight_in_chunks(
             let images = per.min(s.batch - n0);
             let rows = images * plane;
             let mut col = vec![0u8; rows * kc];
+            let mut col_padded = vec![0u8; if kp > kc { rows * kp } else { 0 }];
             let mut dy_g = vec![0u8; opg * rows];
+            let mut sums = vec![0i32; opg * kp];
             let mut part = vec![0i32; dw.len()];
             for g in 0..s.groups {
                 im2col_rows(s, x.codes, n0, g, x.zero, &mut col);
+                let col = if kp > kc {
+                    for (padded, row) in col_padded.chunks_exact_mut(kp).zip(col.chunks_exact(kc)) {
+                        padded[..kc].copy_from_slice(row);
+                    }
+                    &col_padded
+                } else {
+                    &col
+                };
                 // dy of the group: row o, column (n, p).
                 for ol in 0..opg {
                     for i in 0..images {
@@ -645,14 +660,20 @@ fn grad_weight_in_chunks(
                     }
                 }
                 int_gemm_offset(
-                    &lut_t,
+                    lut_t,
                     dy.with_codes(&dy_g),
-                    x.with_codes(&col),
-                    &mut part[g * opg * kc..][..opg * kc],
+                    x.with_codes(col),
+                    &mut sums,
                     opg,
-                    kc,
+                    kp,
                     rows,
                 )?;
+                for (part, sums) in part[g * opg * kc..][..opg * kc]
+                    .chunks_exact_mut(kc)
+                    .zip(sums.chunks_exact(kp))
+                {
+                    part.copy_from_slice(&sums[..kc]);
+                }
             }
             Ok(part)
         })

@@ -156,16 +156,24 @@ unsafe fn run_job(
             p0 += kc;
         }
     });
-    // Write the sums.
+    // Write the sums, a panel at a time with masked stores (a row of C may
+    // hold fewer than 16 columns of the job: a memcpy call each costs more
+    // than the products of such a row).
     let c = out.0;
     let acc = acc.as_mut_slice();
     for r in 0..rows {
         for q in 0..pairs {
-            let j = j0 + q * 2 * NR;
-            let cols = (2 * NR).min(j1 - j);
             let (mp, rr) = (r / MR, r % MR);
-            let src = &acc[(q * mpanels + mp) * tile + rr * 2 * NR..][..cols];
-            std::ptr::copy_nonoverlapping(src.as_ptr(), c.add((i0 + r) * n + j), cols);
+            let src = acc[(q * mpanels + mp) * tile + rr * 2 * NR..].as_ptr();
+            for half in 0..2 {
+                let j = j0 + q * 2 * NR + half * NR;
+                if j >= j1 {
+                    break;
+                }
+                let mask = (u32::MAX >> (32 - NR.min(j1 - j))) as __mmask16;
+                let sums = _mm512_load_si512(src.add(half * NR) as *const _);
+                _mm512_mask_storeu_epi32(c.add((i0 + r) * n + j), mask, sums);
+            }
         }
     }
 }

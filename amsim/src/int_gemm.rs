@@ -328,19 +328,27 @@ pub fn int_gemm_offset(
         }
     }
     let constant = (k as i32).wrapping_mul(za).wrapping_mul(zb);
-    c.par_chunks_mut(n.max(1))
-        .zip(a.codes.par_chunks(k.max(1)))
-        .for_each(|(c_row, a_row)| {
-            let row_sum = if zb != 0 && k > 0 {
-                a_row
-                    .iter()
-                    .fold(0i32, |acc, &code| acc.wrapping_add(a.value(code)))
-            } else {
-                0
-            };
-            let row_term = constant.wrapping_sub(zb.wrapping_mul(row_sum));
-            for (x, t) in c_row.iter_mut().zip(&col_terms) {
-                *x = x.wrapping_add(row_term).wrapping_sub(*t);
+    // Jobs of many rows: a row may be a handful of columns (a convolution's
+    // output channels).
+    let rows_per_job = (4096 / n.max(1)).max(1);
+    c.par_chunks_mut(rows_per_job * n.max(1))
+        .zip(a.codes.par_chunks(rows_per_job * k.max(1)))
+        .for_each(|(c_rows, a_rows)| {
+            for (c_row, a_row) in c_rows
+                .chunks_exact_mut(n.max(1))
+                .zip(a_rows.chunks(k.max(1)))
+            {
+                let row_sum = if zb != 0 && k > 0 {
+                    a_row
+                        .iter()
+                        .fold(0i32, |acc, &code| acc.wrapping_add(a.value(code)))
+                } else {
+                    0
+                };
+                let row_term = constant.wrapping_sub(zb.wrapping_mul(row_sum));
+                for (x, t) in c_row.iter_mut().zip(&col_terms) {
+                    *x = x.wrapping_add(row_term).wrapping_sub(*t);
+                }
             }
         });
     Ok(())
