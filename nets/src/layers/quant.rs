@@ -322,6 +322,9 @@ pub struct QuantState {
     calibrating: bool,
     /// Backward cache: the input quantization of the last training forward.
     cache_x: Option<QuantParams>,
+    /// Backward cache: the input's codes under `cache_x` (the weight
+    /// gradient reuses them when it quantizes the input the same way).
+    cache_x_codes: Vec<u8>,
     /// Tables for operand codings: the model's table (kept, so that its
     /// address is never reused while it is a key), the two codings, the
     /// table for them.
@@ -419,6 +422,22 @@ impl QuantState {
         p
     }
 
+    /// Keep the input's codes of a training forward for backward.
+    fn keep_codes(&mut self, codes: Vec<u8>, train: bool) {
+        self.cache_x_codes = if train { codes } else { Vec::new() };
+    }
+
+    /// The codes of the input `x` under `p`: those of the training forward
+    /// when it quantized `x` the same way (as it does unless the range
+    /// moved in between; taken from the cache), else computed.
+    fn take_input_codes(&mut self, x: &[f32], p: &QuantParams) -> Vec<u8> {
+        if self.cache_x.as_ref() == Some(p) && self.cache_x_codes.len() == x.len() {
+            std::mem::take(&mut self.cache_x_codes)
+        } else {
+            codes(x, p)
+        }
+    }
+
     fn cached(&self, layer: &str) -> Result<QuantParams> {
         self.cache_x.ok_or_else(|| {
             NetError::shape(format!(
@@ -458,6 +477,7 @@ impl QuantState {
             outf,
             inf,
         )?;
+        self.keep_codes(xc, train);
         for (y_row, a_row) in y.chunks_exact_mut(outf).zip(acc.chunks_exact(outf)) {
             for (o, (y, &a)) in y_row.iter_mut().zip(a_row).enumerate() {
                 *y = a as f32 * (px.scale * wq.scale(o));
@@ -485,15 +505,18 @@ impl QuantState {
         let _span = amsim::timing::span(amsim::timing::Op::Quantize);
         let px = self.cached(layer)?;
         let scheme = int8(&plan.forward).expect("quantized forward").1;
+        // dy's quantization, shared by the two gradient products.
+        let mut dy_codes: Option<(QuantParams, Vec<u8>)> = None;
         // dW [IN, OUT] = xᵀ [IN, N] · dy [N, OUT]
         if let Some((lut, _)) = int8(&plan.grad_weight) {
             let pxw = Self::act_params(self.range_or(px), lut, scheme);
-            let pdy = QuantParams::symmetric(max_abs(dy));
-            let xt = transpose_codes(&codes(x, &pxw), n, inf);
-            let dyc = codes(dy, &pdy);
+            let (pdy, dyc) = dy_codes.get_or_insert_with(|| dy_quant(dy));
+            let (pdy, dyc) = (*pdy, std::mem::take(dyc));
+            let xt = transpose_codes(&self.take_input_codes(x, &pxw), n, inf);
             self.int_product(lut, (&xt, pxw), (&dyc, pdy), dw, |t, a, b, acc| {
                 int_gemm_offset(t, a, b, acc, inf, outf, n)
             })?;
+            dy_codes = Some((pdy, dyc));
         } else {
             let x_fake = fake(x, &px);
             gemm(
@@ -511,9 +534,8 @@ impl QuantState {
         let mut dx = vec![0.0; n * inf];
         if let Some((lut, _)) = int8(&plan.grad_input) {
             let pw = QuantParams::symmetric(max_abs(w));
-            let pdy = QuantParams::symmetric(max_abs(dy));
+            let (pdy, dyc) = dy_codes.unwrap_or_else(|| dy_quant(dy));
             let wt = transpose_codes(&codes(w, &pw), inf, outf);
-            let dyc = codes(dy, &pdy);
             self.int_product(lut, (&dyc, pdy), (&wt, pw), &mut dx, |t, a, b, acc| {
                 int_gemm_offset(t, a, b, acc, n, inf, outf)
             })?;
@@ -552,6 +574,7 @@ impl QuantState {
         let (xc, wc) = (codes(x, &px), wq.codes(w));
         let mut acc = vec![0i32; y.len()];
         int_conv2d_forward(&table, s, px.operand(&xc), pw.operand(&wc), &mut acc)?;
+        self.keep_codes(xc, train);
         let plane = s.out_h() * s.out_w();
         y.par_chunks_mut(plane)
             .zip(acc.par_chunks(plane))
@@ -582,13 +605,17 @@ impl QuantState {
         let _span = amsim::timing::span(amsim::timing::Op::Quantize);
         let px = self.cached(layer)?;
         let scheme = int8(&plan.forward).expect("quantized forward").1;
+        // dy's quantization, shared by the two gradient products.
+        let mut dy_codes: Option<(QuantParams, Vec<u8>)> = None;
         if let Some((lut, _)) = int8(&plan.grad_weight) {
             let pxw = Self::act_params(self.range_or(px), lut, scheme);
-            let pdy = QuantParams::symmetric(max_abs(dy));
-            let (xc, dyc) = (codes(x, &pxw), codes(dy, &pdy));
+            let (pdy, dyc) = dy_codes.get_or_insert_with(|| dy_quant(dy));
+            let (pdy, dyc) = (*pdy, std::mem::take(dyc));
+            let xc = self.take_input_codes(x, &pxw);
             self.int_product(lut, (&xc, pxw), (&dyc, pdy), dw, |t, a, b, acc| {
                 int_conv2d_grad_weight(t, s, a, b, acc)
             })?;
+            dy_codes = Some((pdy, dyc));
         } else {
             let x_fake = fake(x, &px);
             conv2d_grad_weight(&plan.grad_weight, s, &x_fake, dy, dw)?;
@@ -599,8 +626,8 @@ impl QuantState {
         let mut dx = vec![0.0; x.len()];
         if let Some((lut, _)) = int8(&plan.grad_input) {
             let pw = QuantParams::symmetric(max_abs(w));
-            let pdy = QuantParams::symmetric(max_abs(dy));
-            let (dyc, wc) = (codes(dy, &pdy), codes(w, &pw));
+            let (pdy, dyc) = dy_codes.unwrap_or_else(|| dy_quant(dy));
+            let wc = codes(w, &pw);
             self.int_product(lut, (&dyc, pdy), (&wc, pw), &mut dx, |t, a, b, acc| {
                 int_conv2d_grad_input(t, s, a, b, acc)
             })?;
@@ -638,6 +665,13 @@ impl QuantState {
             (p.qmax - p.zero) as f32 * p.scale,
         ))
     }
+}
+
+/// The symmetric per-tensor quantization of output gradients, and their
+/// codes.
+fn dy_quant(dy: &[f32]) -> (QuantParams, Vec<u8>) {
+    let p = QuantParams::symmetric(max_abs(dy));
+    (p, codes(dy, &p))
 }
 
 /// `out = acc · scale`.
