@@ -226,106 +226,64 @@ fn images_per_chunk(batch: usize, plane: usize) -> usize {
     batch.div_ceil(batch.div_ceil(per)).max(1)
 }
 
-/// The taps of an output coordinate along one axis: the input coordinate
-/// of tap 0 (maybe negative) and the range of taps that read an input.
-type TapRange = (isize, usize, usize);
-
-/// The taps of output coordinate `o` along one axis: the input
-/// coordinate of tap 0 (`o·stride - pad`, maybe negative) and the taps
-/// `lo..hi` that fall inside `0..size` (they are consecutive).
-fn tap_range(
-    o: usize,
-    kernel: usize,
-    stride: usize,
-    pad: usize,
-    dil: usize,
-    size: usize,
-) -> TapRange {
-    let start = (o * stride) as isize - pad as isize;
-    let at = |k: usize| start + (k * dil) as isize;
-    let lo = (0..kernel).find(|&k| at(k) >= 0).unwrap_or(kernel);
-    let hi = (lo..kernel)
-        .find(|&k| at(k) >= size as isize)
-        .unwrap_or(kernel);
-    (start, lo, hi)
+/// For each kernel column `kw`: the output columns `lo..hi` whose tap `kw`
+/// reads an input column (they are consecutive; the rest read padding).
+fn valid_output_cols(s: &Conv2dShape) -> Vec<(usize, usize)> {
+    (0..s.kernel_w)
+        .map(|kw| {
+            let reads = |ow: usize| tap(ow, kw, s.stride.1, s.padding.1, s.dilation.1, s.in_w);
+            let ow_n = s.out_w();
+            let lo = (0..ow_n).find(|&ow| reads(ow).is_some()).unwrap_or(ow_n);
+            let hi = (lo..ow_n).find(|&ow| reads(ow).is_none()).unwrap_or(ow_n);
+            (lo, hi)
+        })
+        .collect()
 }
 
-/// [`tap_range`] of every output row and column of `s`.
-fn tap_ranges(s: &Conv2dShape) -> (Vec<TapRange>, Vec<TapRange>) {
-    let rows = (0..s.out_h())
-        .map(|oh| {
-            tap_range(
-                oh,
-                s.kernel_h,
-                s.stride.0,
-                s.padding.0,
-                s.dilation.0,
-                s.in_h,
-            )
-        })
-        .collect();
-    let cols = (0..s.out_w())
-        .map(|ow| {
-            tap_range(
-                ow,
-                s.kernel_w,
-                s.stride.1,
-                s.padding.1,
-                s.dilation.1,
-                s.in_w,
-            )
-        })
-        .collect();
-    (rows, cols)
-}
-
-/// Visit the taps of one output position (its row and column
-/// [`TapRange`]s) that read an input element, one run per kernel row:
-/// `f(kh * kernel_w + kw, offset of that tap's input in a channel, taps)`,
-/// consecutive taps `dilation.1` apart in the input; padding taps are
-/// skipped.
+/// The input column that output column `ow` reads through tap `kw` (a
+/// column of [`valid_output_cols`]).
 #[inline]
-fn for_each_tap_run(
-    s: &Conv2dShape,
-    (h0, hlo, hhi): TapRange,
-    (w0, wlo, whi): TapRange,
-    mut f: impl FnMut(usize, usize, usize),
-) {
-    if wlo >= whi {
-        return;
-    }
-    for kh in hlo..hhi {
-        let ih = (h0 + (kh * s.dilation.0) as isize) as usize;
-        let iw = (w0 + (wlo * s.dilation.1) as isize) as usize;
-        f(kh * s.kernel_w + wlo, ih * s.in_w + iw, whi - wlo);
-    }
+fn input_col(s: &Conv2dShape, ow: usize, kw: usize) -> usize {
+    ow * s.stride.1 + kw * s.dilation.1 - s.padding.1
 }
 
 /// im2col of images `n0..` (as many as `col` holds), group `g`,
 /// position-major: row `(n, oh, ow)`, column `(cl, kh, kw)` over the
-/// group's channels, `pad` in the padding. Images run in parallel.
+/// group's channels, `pad` in the padding. Each tap is copied along an
+/// output row (a strided store per element, no per-element tests). Images
+/// run in parallel.
 fn im2col_rows(s: &Conv2dShape, x: &[u8], n0: usize, g: usize, pad: u8, col: &mut [u8]) {
     let (cpg, _, kc, plane) = group_sizes(s);
     let ow_n = s.out_w();
     let image_len = s.in_channels * s.in_h * s.in_w;
-    let taps = s.kernel_h * s.kernel_w;
-    let (rows, cols) = tap_ranges(s);
+    let cols = valid_output_cols(s);
     col.par_chunks_mut(plane * kc)
         .enumerate()
         .for_each(|(i, col_image)| {
+            col_image.fill(pad);
             let image = &x[(n0 + i) * image_len..][..image_len];
-            for (pos, row) in col_image.chunks_exact_mut(kc).enumerate() {
-                let (rh, rw) = (rows[pos / ow_n], cols[pos % ow_n]);
-                row.fill(pad);
-                for (cl, row) in row.chunks_exact_mut(taps).enumerate() {
-                    let channel = &image[(g * cpg + cl) * s.in_h * s.in_w..][..s.in_h * s.in_w];
-                    // Runs are a kernel row long: a loop, not a memcpy call.
-                    for_each_tap_run(s, rh, rw, |k, at, len| {
-                        let src = channel[at..].iter().step_by(s.dilation.1);
-                        for (t, &v) in row[k..k + len].iter_mut().zip(src) {
-                            *t = v;
+            for cl in 0..cpg {
+                let channel = &image[(g * cpg + cl) * s.in_h * s.in_w..][..s.in_h * s.in_w];
+                for kh in 0..s.kernel_h {
+                    for oh in 0..s.out_h() {
+                        let Some(ih) = tap(oh, kh, s.stride.0, s.padding.0, s.dilation.0, s.in_h)
+                        else {
+                            continue;
+                        };
+                        let src = &channel[ih * s.in_w..][..s.in_w];
+                        let dst = &mut col_image[oh * ow_n * kc..][..ow_n * kc];
+                        for (kw, &(lo, hi)) in cols.iter().enumerate() {
+                            if lo >= hi {
+                                continue;
+                            }
+                            let k = (cl * s.kernel_h + kh) * s.kernel_w + kw;
+                            let taps = dst[lo * kc + k..].iter_mut().step_by(kc);
+                            let reads = src[input_col(s, lo, kw)..].iter().step_by(s.stride.1);
+                            for (d, &v) in taps.zip(reads).take(hi - lo) {
+                                *d = v;
+                            }
                         }
-                    });
+                    }
                 }
             }
         });
@@ -481,18 +439,25 @@ fn col2im(
     col_row: impl Fn(usize, usize, usize) -> i32,
 ) {
     let (cpg, _, _, _) = group_sizes(s);
-    let taps = s.kernel_h * s.kernel_w;
-    let (rows, cols) = tap_ranges(s);
+    let cols = valid_output_cols(s);
     for cl in 0..cpg {
         let channel = &mut dx_image[(g * cpg + cl) * s.in_h * s.in_w..][..s.in_h * s.in_w];
-        for (oh, &rh) in rows.iter().enumerate() {
-            for (ow, &rw) in cols.iter().enumerate() {
-                for_each_tap_run(s, rh, rw, |k, at, len| {
-                    for t in 0..len {
-                        let d = &mut channel[at + t * s.dilation.1];
-                        *d = d.wrapping_add(col_row(oh, ow, cl * taps + k + t));
+        for kh in 0..s.kernel_h {
+            for oh in 0..s.out_h() {
+                let Some(ih) = tap(oh, kh, s.stride.0, s.padding.0, s.dilation.0, s.in_h) else {
+                    continue;
+                };
+                let dst = &mut channel[ih * s.in_w..][..s.in_w];
+                for (kw, &(lo, hi)) in cols.iter().enumerate() {
+                    if lo >= hi {
+                        continue;
                     }
-                });
+                    let k = (cl * s.kernel_h + kh) * s.kernel_w + kw;
+                    let reads = dst[input_col(s, lo, kw)..].iter_mut().step_by(s.stride.1);
+                    for (ow, d) in (lo..hi).zip(reads) {
+                        *d = d.wrapping_add(col_row(oh, ow, k));
+                    }
+                }
             }
         }
     }
