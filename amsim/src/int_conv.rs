@@ -552,13 +552,16 @@ fn grad_input_by_channels(
         })
 }
 
-/// Weight gradient lowered to [`int_gemm_offset`]; bit-exact with
-/// [`int_conv2d_grad_weight_reference`]. The sum over images and positions
-/// is split into chunks of images that run in parallel (each: the
-/// position-major columns of its images, and per group `dw[o][k] +=
-/// sum_(n, p) T'[dy[o][(n, p)]][x_col[(n, p)][k]]` with the table
-/// transposed, so that the output comes out in `dw`'s layout), and the
-/// partial sums are added (integer sums: any split gives the same bits).
+/// Weight gradient through the gather loop's step
+/// ([`int_gemm::add_table_terms`]) and the zero-point corrections of
+/// [`int_gemm_offset`]; bit-exact with [`int_conv2d_grad_weight_reference`].
+/// The sum over images and positions is split into chunks of images that
+/// run in parallel (each: the position-major columns of its images, and
+/// per group `dw[o][k] += sum_(n, p) T'[dy[o][(n, p)]][x_col[(n, p)][k]]`
+/// with the table transposed, so that the output comes out in `dw`'s
+/// layout, the terms whose `dy` is the zero code summed once for all
+/// channels), and the partial sums are added (integer sums: any split
+/// gives the same bits).
 pub fn int_conv2d_grad_weight(
     lut: &IntLut,
     s: &Conv2dShape,
@@ -595,6 +598,19 @@ fn grad_weight_in_chunks(
     // 16 (padding taps of code 0 whose sums are dropped) keeps the loop off
     // its scalar remainder.
     let kp = kc.next_multiple_of(16);
+    // sums[o][k] = sum_(n, p) T'[dy[o][(n, p)]][x_col[(n, p)][k]]
+    //            = sum_(n, p) T'[z][x_col..] + sum_(dy != z) D[dy][x_col..]
+    // with D[d] = T'[d] - T'[z] and z the code of dy's zero: most of an
+    // output gradient behind a ReLU and a max pool is exactly 0, so the
+    // first sum is taken once for all output channels and the second only
+    // over the other codes (wrapping sums: the same bits).
+    let tt = lut_t.table();
+    let z = dy.zero;
+    let zero_row = &tt[z as usize * 256..][..256];
+    let diff: Vec<i32> = tt
+        .chunks_exact(256)
+        .flat_map(|row| row.iter().zip(zero_row).map(|(&t, &t0)| t.wrapping_sub(t0)))
+        .collect();
     let starts: Vec<usize> = (0..s.batch).step_by(per).collect();
     let partials = starts
         .into_par_iter()
@@ -605,6 +621,7 @@ fn grad_weight_in_chunks(
             let mut col_padded = vec![0u8; if kp > kc { rows * kp } else { 0 }];
             let mut dy_g = vec![0u8; opg * rows];
             let mut sums = vec![0i32; opg * kp];
+            let mut base = vec![0i32; kp];
             let mut part = vec![0i32; dw.len()];
             for g in 0..s.groups {
                 im2col_rows(s, x.codes, n0, g, x.zero, &mut col);
@@ -624,15 +641,24 @@ fn grad_weight_in_chunks(
                         );
                     }
                 }
-                int_gemm_offset(
-                    lut_t,
+                base.fill(0);
+                int_gemm::add_table_terms(tt, col.chunks_exact(kp).map(|r| (z, r)), &mut base);
+                for (ol, c_row) in sums.chunks_exact_mut(kp).enumerate() {
+                    c_row.copy_from_slice(&base);
+                    let terms = dy_g[ol * rows..][..rows]
+                        .iter()
+                        .zip(col.chunks_exact(kp))
+                        .filter(|&(&d, _)| d != z)
+                        .map(|(&d, r)| (d, r));
+                    int_gemm::add_table_terms(&diff, terms, c_row);
+                }
+                int_gemm::take_out_zero_points(
                     dy.with_codes(&dy_g),
                     x.with_codes(col),
                     &mut sums,
-                    opg,
                     kp,
                     rows,
-                )?;
+                );
                 for (part, sums) in part[g * opg * kc..][..opg * kc]
                     .chunks_exact_mut(kc)
                     .zip(sums.chunks_exact(kp))
@@ -735,7 +761,8 @@ mod tests {
     /// two and all images; channel-major) against the references, on
     /// shapes whose position-major GEMMs take the expansion engine (at
     /// least `int_expand::MIN_ROWS` rows, on CPUs with AVX-512F) and shapes
-    /// that do not; groups, stride 2, dilation and asymmetric zero points.
+    /// that do not; groups, stride 2, dilation, asymmetric zero points and
+    /// output gradients mostly at their zero point.
     #[test]
     fn int_conv2d_engine_arrangements_match_the_references_bit_exactly() {
         let seed = test_seed("int_conv2d_engine_arrangements_match_the_references_bit_exactly");
@@ -762,11 +789,21 @@ mod tests {
             let lut = random_lut(&mut rng, case % 2 == 1);
             let x = codes(&mut rng, s.x_len());
             let w = codes(&mut rng, s.w_len());
-            let dy = codes(&mut rng, s.y_len());
+            let mut dy = codes(&mut rng, s.y_len());
+            // Output gradients mostly at their zero point (as behind a ReLU
+            // and a max pool) in every other case.
+            let dy_zero: u8 = rng.gen();
+            if case % 2 == 0 {
+                for d in &mut dy {
+                    if rng.gen_range(0..4) != 0 {
+                        *d = dy_zero;
+                    }
+                }
+            }
             let (xo, wo, dyo) = (
                 IntOperand::new(&x, rng.gen(), rng.gen()),
                 IntOperand::new(&w, if case == 0 { 0 } else { rng.gen() }, rng.gen()),
-                IntOperand::new(&dy, rng.gen(), rng.gen()),
+                IntOperand::new(&dy, dy_zero, rng.gen()),
             );
             let plane = s.out_h() * s.out_w();
             let what = |how: &str| {

@@ -312,9 +312,23 @@ pub fn int_gemm_offset(
 ) -> Result<()> {
     let _timer = crate::timing::ProductTimer::start();
     int_gemm(lut, a.codes, b.codes, c, m, n, k)?;
+    take_out_zero_points(a, b, c, n, k);
+    Ok(())
+}
+
+/// Turn the table sums `c` (`m x n`) of `A·B` (`k` terms each) into
+/// [`offset_product`] sums: add `- zb·rowsum(A) - za·colsum(B) +
+/// k·za·zb` (wrapping).
+pub(crate) fn take_out_zero_points(
+    a: IntOperand,
+    b: IntOperand,
+    c: &mut [i32],
+    n: usize,
+    k: usize,
+) {
     let (za, zb) = (a.value(a.zero), b.value(b.zero));
     if za == 0 && zb == 0 {
-        return Ok(());
+        return;
     }
     let mut col_terms = vec![0i32; n];
     if za != 0 {
@@ -351,7 +365,50 @@ pub fn int_gemm_offset(
                 }
             }
         });
-    Ok(())
+}
+
+/// `c_row[j] += table[code][b_row[j]]` for each `(code, b_row)` of
+/// `terms`: the gather loop's step for a caller that picks the terms (the
+/// nonzero codes of a sparse operand). `table` is 256 x 256, `b_row`s as
+/// long as `c_row`.
+pub(crate) fn add_table_terms<'a>(
+    table: &[i32],
+    terms: impl Iterator<Item = (u8, &'a [u8])>,
+    c_row: &mut [i32],
+) {
+    let rows = table_rows(table);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F is present on this CPU.
+        unsafe { add_table_terms_avx512(rows, terms, c_row) };
+        return;
+    }
+    add_terms(rows, terms, c_row);
+}
+
+/// [`add_table_terms`] compiled for AVX-512 (the lookups become gathers).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn add_table_terms_avx512<'a>(
+    rows: &[[i32; 256]],
+    terms: impl Iterator<Item = (u8, &'a [u8])>,
+    c_row: &mut [i32],
+) {
+    add_terms(rows, terms, c_row)
+}
+
+#[inline(always)]
+fn add_terms<'a>(
+    rows: &[[i32; 256]],
+    terms: impl Iterator<Item = (u8, &'a [u8])>,
+    c_row: &mut [i32],
+) {
+    for (code, b_row) in terms {
+        let t_row = &rows[code as usize];
+        for (c, &x) in c_row.iter_mut().zip(b_row) {
+            *c = c.wrapping_add(t_row[x as usize]);
+        }
+    }
 }
 
 /// The transpose of a row-major `rows x cols` matrix of codes.
