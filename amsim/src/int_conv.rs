@@ -20,12 +20,22 @@
 //! product with `+0.0`; an integer table's `T[0][w]` need not be 0).
 //!
 //! The `*_reference` functions are the definition (nested loops, one
-//! product at a time). The engines lower to [`int_gemm_offset`]: im2col of
-//! an image as codes, then one GEMM per group (the forward and input
-//! gradient with the table transposed, so that the weights are the GEMM's
-//! first operand and the output comes out in NCHW); integer sums in any
-//! order give the same bits, so the engines are bit-exact with the
-//! references.
+//! product at a time). The engines lower to integer GEMMs
+//! ([`int_gemm_offset`]) on im2col codes; integer sums in any order give
+//! the same bits, so every arrangement is bit-exact with the references:
+//! - forward and input gradient, *position-major* (where the expansion
+//!   engine runs and a group has at least `MIN_POSITION_CHANNELS` output
+//!   channels): the output positions `(n, oh, ow)` of chunks of images are
+//!   the GEMM's rows (thousands of them, so each expansion of the weights
+//!   serves many rows), then a scatter to NCHW or a col2im;
+//! - otherwise *channel-major*, one GEMM per image and group: output
+//!   channels (forward) or taps (input gradient) on the rows, the image's
+//!   positions on the columns, the table transposed so that the weights are
+//!   the first operand and the output comes out in NCHW (the gather loop);
+//! - weight gradient: chunks of images in parallel, each summing
+//!   `T'[dy][x_col]` over its positions by the gather loop's step, the
+//!   terms whose output gradient is its zero code (most of them behind a
+//!   ReLU and a max pool) once for all channels; partial sums added.
 
 use rayon::prelude::*;
 
@@ -289,16 +299,26 @@ fn im2col_rows(s: &Conv2dShape, x: &[u8], n0: usize, g: usize, pad: u8, col: &mu
         });
 }
 
-/// Whether the position-major engines' GEMMs (chunks of
+/// Least output channels per group for the position-major engines: with
+/// fewer, the forward's GEMM fills under half of each 16-column panel and
+/// the input gradient's sums are too short to pay for their expansions,
+/// and the channel-major arrangement measured faster (LeNet-5's first
+/// layer, 6 channels: 1.4 against 1.9 ms at batch 32 on the 2-core Xeon;
+/// its second, 16 channels: 2.4 against 1.5 ms the other way).
+const MIN_POSITION_CHANNELS: usize = 8;
+
+/// Whether the position-major engines run: their GEMMs (chunks of
 /// [`images_per_chunk`] images, one row per output position) reach the
-/// expansion engine; otherwise the channel-major ones run.
+/// expansion engine and the layer has at least [`MIN_POSITION_CHANNELS`]
+/// output channels per group; otherwise the channel-major ones run.
 fn by_positions(s: &Conv2dShape) -> bool {
     let plane = s.out_h() * s.out_w();
-    int_gemm::expands(images_per_chunk(s.batch, plane) * plane)
+    s.out_channels / s.groups >= MIN_POSITION_CHANNELS
+        && int_gemm::expands(images_per_chunk(s.batch, plane) * plane)
 }
 
 /// Forward pass lowered to [`int_gemm_offset`]; bit-exact with
-/// [`int_conv2d_forward_reference`]. Where the expansion engine runs, the
+/// [`int_conv2d_forward_reference`]. Where `by_positions` holds, the
 /// output positions of chunks of images are the GEMM's rows
 /// (`y[(n, p)][o] = sum_k x_col[(n, p)][k] · wᵀ[k][o]`, then scattered to
 /// NCHW): a convolution has few output channels but many positions, and an
@@ -407,7 +427,7 @@ fn forward_by_channels(
 /// Input gradient lowered to [`int_gemm_offset`] (the column gradient,
 /// then col2im); bit-exact with [`int_conv2d_grad_input_reference`]. As
 /// for the forward, the GEMM's rows are the output positions of chunks of
-/// images where the expansion engine runs (`col[(n, p)][k] = sum_o
+/// images where `by_positions` holds (`col[(n, p)][k] = sum_o
 /// dyᵀ[(n, p)][o] · w[o][k]`), else the taps `k` of one image.
 pub fn int_conv2d_grad_input(
     lut: &IntLut,
@@ -553,7 +573,7 @@ fn grad_input_by_channels(
 }
 
 /// Weight gradient through the gather loop's step
-/// ([`int_gemm::add_table_terms`]) and the zero-point corrections of
+/// (`int_gemm::add_table_terms`) and the zero-point corrections of
 /// [`int_gemm_offset`]; bit-exact with [`int_conv2d_grad_weight_reference`].
 /// The sum over images and positions is split into chunks of images that
 /// run in parallel (each: the position-major columns of its images, and
