@@ -464,12 +464,13 @@ mod tests {
 
         let shape = named_conv_shape("lenet5-conv2", 1).unwrap();
         let rows = bench_conv(&mults[..2], &shape, opts).unwrap();
-        let keys: Vec<_> = rows
-            .iter()
-            .map(|r| (r.multiplier.as_str(), r.product.key()))
-            .collect();
+        fn keys(rows: &[ConvBenchRow]) -> Vec<(&str, &str)> {
+            rows.iter()
+                .map(|r| (r.multiplier.as_str(), r.product.key()))
+                .collect()
+        }
         assert_eq!(
-            keys,
+            keys(&rows),
             [
                 ("bf16", "forward"),
                 ("bf16", "grad_input"),
@@ -487,12 +488,8 @@ mod tests {
         // FP32 medians.
         let exact = crate::IntLut::build("exact8s", true, |a, b| a * b).unwrap();
         let rows = bench_int_conv(&[exact], &shape, opts, [2.0, 4.0, 8.0]).unwrap();
-        let keys: Vec<_> = rows
-            .iter()
-            .map(|r| (r.multiplier.as_str(), r.product.key()))
-            .collect();
         assert_eq!(
-            keys,
+            keys(&rows),
             [
                 ("int8:exact8s", "forward"),
                 ("int8:exact8s", "grad_input"),

@@ -307,18 +307,20 @@ fn im2col_rows(s: &Conv2dShape, x: &[u8], n0: usize, g: usize, pad: u8, col: &mu
 /// its second, 16 channels: 2.4 against 1.5 ms the other way).
 const MIN_POSITION_CHANNELS: usize = 8;
 
-/// Whether the position-major engines run: their GEMMs (chunks of
-/// [`images_per_chunk`] images, one row per output position) reach the
-/// expansion engine and the layer has at least [`MIN_POSITION_CHANNELS`]
-/// output channels per group; otherwise the channel-major ones run.
-fn by_positions(s: &Conv2dShape) -> bool {
+/// The images per chunk of the position-major engines, if they run: their
+/// GEMMs (chunks of [`images_per_chunk`] images, one row per output
+/// position) reach the expansion engine and the layer has at least
+/// [`MIN_POSITION_CHANNELS`] output channels per group. `None`: the
+/// channel-major engines run.
+fn position_chunk(s: &Conv2dShape) -> Option<usize> {
     let plane = s.out_h() * s.out_w();
-    s.out_channels / s.groups >= MIN_POSITION_CHANNELS
-        && int_gemm::expands(images_per_chunk(s.batch, plane) * plane)
+    let per = images_per_chunk(s.batch, plane);
+    (s.out_channels / s.groups >= MIN_POSITION_CHANNELS && int_gemm::expands(per * plane))
+        .then_some(per)
 }
 
 /// Forward pass lowered to [`int_gemm_offset`]; bit-exact with
-/// [`int_conv2d_forward_reference`]. Where `by_positions` holds, the
+/// [`int_conv2d_forward_reference`]. Where `position_chunk` says so, the
 /// output positions of chunks of images are the GEMM's rows
 /// (`y[(n, p)][o] = sum_k x_col[(n, p)][k] · wᵀ[k][o]`, then scattered to
 /// NCHW): a convolution has few output channels but many positions, and an
@@ -336,11 +338,9 @@ pub fn int_conv2d_forward(
     if y.is_empty() {
         return Ok(());
     }
-    if by_positions(s) {
-        let per = images_per_chunk(s.batch, s.out_h() * s.out_w());
-        forward_by_positions(lut, s, x, w, y, per)
-    } else {
-        forward_by_channels(lut, s, x, w, y)
+    match position_chunk(s) {
+        Some(per) => forward_by_positions(lut, s, x, w, y, per),
+        None => forward_by_channels(lut, s, x, w, y),
     }
 }
 
@@ -427,7 +427,7 @@ fn forward_by_channels(
 /// Input gradient lowered to [`int_gemm_offset`] (the column gradient,
 /// then col2im); bit-exact with [`int_conv2d_grad_input_reference`]. As
 /// for the forward, the GEMM's rows are the output positions of chunks of
-/// images where `by_positions` holds (`col[(n, p)][k] = sum_o
+/// images where `position_chunk` says so (`col[(n, p)][k] = sum_o
 /// dyᵀ[(n, p)][o] · w[o][k]`), else the taps `k` of one image.
 pub fn int_conv2d_grad_input(
     lut: &IntLut,
@@ -441,11 +441,9 @@ pub fn int_conv2d_grad_input(
     if dx.is_empty() {
         return Ok(());
     }
-    if by_positions(s) {
-        let per = images_per_chunk(s.batch, s.out_h() * s.out_w());
-        grad_input_by_positions(lut, s, dy, w, dx, per)
-    } else {
-        grad_input_by_channels(lut, s, dy, w, dx)
+    match position_chunk(s) {
+        Some(per) => grad_input_by_positions(lut, s, dy, w, dx, per),
+        None => grad_input_by_channels(lut, s, dy, w, dx),
     }
 }
 
@@ -857,7 +855,7 @@ mod tests {
             grad_input_by_channels(&lut, &s, dyo, wo, &mut dx).unwrap();
             assert_eq!(dx, dx_ref, "input gradient, {}", what("by channels"));
             // And the public engines, whichever arrangement they pick.
-            let how = format!("dispatch, by positions: {}", by_positions(&s));
+            let how = format!("dispatch, by positions: {}", position_chunk(&s).is_some());
             int_conv2d_forward(&lut, &s, xo, wo, &mut y).unwrap();
             assert_eq!(y, y_ref, "forward, {}", what(&how));
             int_conv2d_grad_input(&lut, &s, dyo, wo, &mut dx).unwrap();
