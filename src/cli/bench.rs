@@ -88,6 +88,8 @@ pub struct CommonArgs {
     /// defaults whose model is not compiled in are skipped]. FP32 is always
     /// timed as the baseline. `direct:MODEL` calls the model for every
     /// product and is timed once (no warm-up) at the size given.
+    /// `int8:MODEL` times the integer products (8-bit codes, the CPU
+    /// engines) against that baseline.
     #[arg(long, value_delimiter = ',', value_name = "SPEC,...")]
     multiplier: Vec<String>,
     /// Timed calls per measurement; the median is reported.
