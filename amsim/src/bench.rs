@@ -294,6 +294,63 @@ pub fn bench_int_gemm(
         .collect()
 }
 
+/// Time the three products of the convolution `shape` through each integer
+/// table ([`crate::int_conv`]) on uniformly random codes, the activation
+/// with a zero point of 3 (asymmetric, as a ReLU output is quantized), the
+/// weights and output gradients symmetric; `fp32_seconds` are the FP32
+/// medians of the same run ([`bench_conv`]'s `fp32` rows, in
+/// [`ConvProduct::ALL`] order), the bases of the ratios. Rows labelled
+/// `int8:MODEL`, in table order, then product order.
+pub fn bench_int_conv(
+    luts: &[crate::IntLut],
+    shape: &Conv2dShape,
+    opts: BenchOptions,
+    fp32_seconds: [f64; 3],
+) -> Result<Vec<ConvBenchRow>> {
+    use crate::int_conv::{int_conv2d_forward, int_conv2d_grad_input, int_conv2d_grad_weight};
+    use crate::int_gemm::IntOperand;
+    shape.validate()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(INPUT_SEED);
+    let mut codes = |len: usize| (0..len).map(|_| rng.gen()).collect::<Vec<u8>>();
+    let (x, w, dy) = (
+        codes(shape.x_len()),
+        codes(shape.w_len()),
+        codes(shape.y_len()),
+    );
+    let mut y = vec![0i32; shape.y_len()];
+    let mut dx = vec![0i32; shape.x_len()];
+    let mut dw = vec![0i32; shape.w_len()];
+    let threads = rayon::current_num_threads();
+    let macs = shape.macs() as f64;
+    let mut rows = Vec::with_capacity(luts.len() * 3);
+    for lut in luts {
+        let signed = lut.signed();
+        let (xo, wo, dyo) = (
+            IntOperand::new(&x, 3, signed),
+            IntOperand::new(&w, 0, signed),
+            IntOperand::new(&dy, 0, signed),
+        );
+        for (i, product) in ConvProduct::ALL.into_iter().enumerate() {
+            let seconds = time_median(opts, || match product {
+                ConvProduct::Forward => int_conv2d_forward(lut, shape, xo, wo, &mut y),
+                ConvProduct::GradInput => int_conv2d_grad_input(lut, shape, dyo, wo, &mut dx),
+                ConvProduct::GradWeight => int_conv2d_grad_weight(lut, shape, xo, dyo, &mut dw),
+            })?;
+            rows.push(ConvBenchRow {
+                multiplier: format!("int8:{}", lut.model_name()),
+                shape: *shape,
+                product,
+                threads,
+                repeats: opts.repeats.max(1),
+                seconds,
+                gmacs: macs / seconds / 1e9,
+                ratio_vs_fp32: seconds / fp32_seconds[i],
+            });
+        }
+    }
+    Ok(rows)
+}
+
 /// Time the three products of the convolution `shape` for FP32 and each of
 /// `mults`; rows in multiplier order, then [`ConvProduct::ALL`] order.
 pub fn bench_conv(
@@ -407,12 +464,13 @@ mod tests {
 
         let shape = named_conv_shape("lenet5-conv2", 1).unwrap();
         let rows = bench_conv(&mults[..2], &shape, opts).unwrap();
-        let keys: Vec<_> = rows
-            .iter()
-            .map(|r| (r.multiplier.as_str(), r.product.key()))
-            .collect();
+        fn keys(rows: &[ConvBenchRow]) -> Vec<(&str, &str)> {
+            rows.iter()
+                .map(|r| (r.multiplier.as_str(), r.product.key()))
+                .collect()
+        }
         assert_eq!(
-            keys,
+            keys(&rows),
             [
                 ("bf16", "forward"),
                 ("bf16", "grad_input"),
@@ -425,5 +483,22 @@ mod tests {
         assert!(rows[3..].iter().all(|r| r.ratio_vs_fp32 == 1.0));
         let empty = named_conv_shape("lenet5-conv2", 0).unwrap();
         assert!(bench_conv(&mults[..2], &empty, opts).is_err());
+
+        // Integer tables: three rows each, the ratios against the given
+        // FP32 medians.
+        let exact = crate::IntLut::build("exact8s", true, |a, b| a * b).unwrap();
+        let rows = bench_int_conv(&[exact], &shape, opts, [2.0, 4.0, 8.0]).unwrap();
+        assert_eq!(
+            keys(&rows),
+            [
+                ("int8:exact8s", "forward"),
+                ("int8:exact8s", "grad_input"),
+                ("int8:exact8s", "grad_weight"),
+            ]
+        );
+        for (r, fp32) in rows.iter().zip([2.0, 4.0, 8.0]) {
+            assert!(r.seconds > 0.0 && r.repeats == 3, "{r:?}");
+            assert_eq!(r.ratio_vs_fp32, r.seconds / fp32, "{r:?}");
+        }
     }
 }

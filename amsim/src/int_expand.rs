@@ -117,48 +117,63 @@ unsafe fn run_job(
     // off[(mp * KC + kk) * MR + r]: where row mp*MR + r's expansion row for
     // p0 + kk starts (in i32), rows past the end pointing at code 0.
     let mut off = vec![0u32; mpanels * KC * MR];
-    let mut v = Aligned::new(2 * KC * 256 * NR);
-    let mut p0 = 0;
-    while p0 < k {
-        let kc = KC.min(k - p0);
-        for mp in 0..mpanels {
-            let live = MR.min(rows - mp * MR);
-            pack_offsets(a, k, i0 + mp * MR, live, p0, kc, &mut off[mp * KC * MR..]);
-        }
-        for q in 0..pairs {
-            let j = j0 + q * 2 * NR;
-            let cols1 = NR.min(j1 - j);
-            let cols2 = NR.min(j1 - (j + cols1));
-            let (v1, v2) = v.as_mut_slice().split_at_mut(KC * 256 * NR);
-            expand(tt, b, n, p0, kc, j, cols1, v1.as_mut_ptr());
-            if cols2 > 0 {
-                expand(tt, b, n, p0, kc, j + NR, cols2, v2.as_mut_ptr());
-            }
-            let tiles = acc.as_mut_slice()[q * mpanels * tile..].as_mut_ptr();
-            for mp in 0..mpanels {
-                let o = off.as_ptr().add(mp * KC * MR);
-                add_tile(
-                    o,
-                    kc,
-                    v1.as_ptr(),
-                    v2.as_ptr(),
-                    cols2 > 0,
-                    tiles.add(mp * tile),
-                );
-            }
-        }
-        p0 += kc;
+    // The expansions are written before they are read: a buffer kept per
+    // thread serves every job (zeroing 512 KiB per job costs more than
+    // the products of a small one).
+    thread_local! {
+        static EXPANSIONS: std::cell::RefCell<Aligned> = std::cell::RefCell::new(Aligned::new(2 * KC * 256 * NR));
     }
-    // Write the sums.
+    EXPANSIONS.with_borrow_mut(|v| {
+        let mut p0 = 0;
+        while p0 < k {
+            let kc = KC.min(k - p0);
+            for mp in 0..mpanels {
+                let live = MR.min(rows - mp * MR);
+                pack_offsets(a, k, i0 + mp * MR, live, p0, kc, &mut off[mp * KC * MR..]);
+            }
+            for q in 0..pairs {
+                let j = j0 + q * 2 * NR;
+                let cols1 = NR.min(j1 - j);
+                let cols2 = NR.min(j1 - (j + cols1));
+                let (v1, v2) = v.as_mut_slice().split_at_mut(KC * 256 * NR);
+                expand(tt, b, n, p0, kc, j, cols1, v1.as_mut_ptr());
+                if cols2 > 0 {
+                    expand(tt, b, n, p0, kc, j + NR, cols2, v2.as_mut_ptr());
+                }
+                let tiles = acc.as_mut_slice()[q * mpanels * tile..].as_mut_ptr();
+                for mp in 0..mpanels {
+                    let o = off.as_ptr().add(mp * KC * MR);
+                    add_tile(
+                        o,
+                        kc,
+                        v1.as_ptr(),
+                        v2.as_ptr(),
+                        cols2 > 0,
+                        tiles.add(mp * tile),
+                    );
+                }
+            }
+            p0 += kc;
+        }
+    });
+    // Write the sums, a panel at a time with masked stores (a row of C may
+    // hold fewer than 16 columns of the job: a memcpy call each costs more
+    // than the products of such a row).
     let c = out.0;
     let acc = acc.as_mut_slice();
     for r in 0..rows {
         for q in 0..pairs {
-            let j = j0 + q * 2 * NR;
-            let cols = (2 * NR).min(j1 - j);
             let (mp, rr) = (r / MR, r % MR);
-            let src = &acc[(q * mpanels + mp) * tile + rr * 2 * NR..][..cols];
-            std::ptr::copy_nonoverlapping(src.as_ptr(), c.add((i0 + r) * n + j), cols);
+            let src = acc[(q * mpanels + mp) * tile + rr * 2 * NR..].as_ptr();
+            for half in 0..2 {
+                let j = j0 + q * 2 * NR + half * NR;
+                if j >= j1 {
+                    break;
+                }
+                let mask = (u32::MAX >> (32 - NR.min(j1 - j))) as __mmask16;
+                let sums = _mm512_load_si512(src.add(half * NR) as *const _);
+                _mm512_mask_storeu_epi32(c.add((i0 + r) * n + j), mask, sums);
+            }
         }
     }
 }

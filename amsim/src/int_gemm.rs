@@ -92,7 +92,7 @@ pub fn int_gemm(
         return Ok(());
     }
     #[cfg(target_arch = "x86_64")]
-    if m >= crate::int_expand::MIN_ROWS && crate::int_expand::available() {
+    if expands(m) {
         crate::int_expand::gemm(lut, a, b, c, m, n, k);
         return Ok(());
     }
@@ -108,6 +108,21 @@ pub fn int_gemm(
             }
         });
     Ok(())
+}
+
+/// Whether an output of `m` rows goes to the expansion engine (x86-64
+/// with AVX-512F, at least `int_expand::MIN_ROWS` rows, not turned off by
+/// `APPROXTRAIN_INT_GATHER`); otherwise [`int_gemm`] takes the gather loop.
+pub fn expands(m: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        m >= crate::int_expand::MIN_ROWS && crate::int_expand::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = m;
+        false
+    }
 }
 
 /// The table as 256 rows of 256 products (row = first operand code).
@@ -297,9 +312,23 @@ pub fn int_gemm_offset(
 ) -> Result<()> {
     let _timer = crate::timing::ProductTimer::start();
     int_gemm(lut, a.codes, b.codes, c, m, n, k)?;
+    take_out_zero_points(a, b, c, n, k);
+    Ok(())
+}
+
+/// Turn the table sums `c` (`m x n`) of `A·B` (`k` terms each) into
+/// [`offset_product`] sums: add `- zb·rowsum(A) - za·colsum(B) +
+/// k·za·zb` (wrapping).
+pub(crate) fn take_out_zero_points(
+    a: IntOperand,
+    b: IntOperand,
+    c: &mut [i32],
+    n: usize,
+    k: usize,
+) {
     let (za, zb) = (a.value(a.zero), b.value(b.zero));
     if za == 0 && zb == 0 {
-        return Ok(());
+        return;
     }
     let mut col_terms = vec![0i32; n];
     if za != 0 {
@@ -313,22 +342,73 @@ pub fn int_gemm_offset(
         }
     }
     let constant = (k as i32).wrapping_mul(za).wrapping_mul(zb);
-    c.par_chunks_mut(n.max(1))
-        .zip(a.codes.par_chunks(k.max(1)))
-        .for_each(|(c_row, a_row)| {
-            let row_sum = if zb != 0 && k > 0 {
-                a_row
-                    .iter()
-                    .fold(0i32, |acc, &code| acc.wrapping_add(a.value(code)))
-            } else {
-                0
-            };
-            let row_term = constant.wrapping_sub(zb.wrapping_mul(row_sum));
-            for (x, t) in c_row.iter_mut().zip(&col_terms) {
-                *x = x.wrapping_add(row_term).wrapping_sub(*t);
+    // Jobs of many rows: a row may be a handful of columns (a convolution's
+    // output channels).
+    let rows_per_job = (4096 / n.max(1)).max(1);
+    c.par_chunks_mut(rows_per_job * n.max(1))
+        .zip(a.codes.par_chunks(rows_per_job * k.max(1)))
+        .for_each(|(c_rows, a_rows)| {
+            for (c_row, a_row) in c_rows
+                .chunks_exact_mut(n.max(1))
+                .zip(a_rows.chunks(k.max(1)))
+            {
+                let row_sum = if zb != 0 && k > 0 {
+                    a_row
+                        .iter()
+                        .fold(0i32, |acc, &code| acc.wrapping_add(a.value(code)))
+                } else {
+                    0
+                };
+                let row_term = constant.wrapping_sub(zb.wrapping_mul(row_sum));
+                for (x, t) in c_row.iter_mut().zip(&col_terms) {
+                    *x = x.wrapping_add(row_term).wrapping_sub(*t);
+                }
             }
         });
-    Ok(())
+}
+
+/// `c_row[j] += table[code][b_row[j]]` for each `(code, b_row)` of
+/// `terms`: the gather loop's step for a caller that picks the terms (the
+/// nonzero codes of a sparse operand). `table` is 256 x 256, `b_row`s as
+/// long as `c_row`.
+pub(crate) fn add_table_terms<'a>(
+    table: &[i32],
+    terms: impl Iterator<Item = (u8, &'a [u8])>,
+    c_row: &mut [i32],
+) {
+    let rows = table_rows(table);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F is present on this CPU.
+        unsafe { add_table_terms_avx512(rows, terms, c_row) };
+        return;
+    }
+    add_terms(rows, terms, c_row);
+}
+
+/// [`add_table_terms`] compiled for AVX-512 (the lookups become gathers).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn add_table_terms_avx512<'a>(
+    rows: &[[i32; 256]],
+    terms: impl Iterator<Item = (u8, &'a [u8])>,
+    c_row: &mut [i32],
+) {
+    add_terms(rows, terms, c_row)
+}
+
+#[inline(always)]
+fn add_terms<'a>(
+    rows: &[[i32; 256]],
+    terms: impl Iterator<Item = (u8, &'a [u8])>,
+    c_row: &mut [i32],
+) {
+    for (code, b_row) in terms {
+        let t_row = &rows[code as usize];
+        for (c, &x) in c_row.iter_mut().zip(b_row) {
+            *c = c.wrapping_add(t_row[x as usize]);
+        }
+    }
 }
 
 /// The transpose of a row-major `rows x cols` matrix of codes.

@@ -40,11 +40,22 @@ pub const INT_FORMAT_VERSION: u32 = 1;
 const HEADER_FIXED: usize = 8 + 4 + 4 + 4;
 
 /// An 8-bit integer multiplier tabulated over all operand pairs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct IntLut {
     model: String,
     signed: bool,
     table: Vec<i32>,
+    /// [`IntLut::transposed`], built on first use (the engines ask for it
+    /// on every product; building it costs about as much as a small one).
+    transposed: std::sync::OnceLock<Box<IntLut>>,
+}
+
+impl PartialEq for IntLut {
+    /// The same model and entries (whether the transpose was built yet
+    /// does not matter).
+    fn eq(&self, other: &IntLut) -> bool {
+        (&self.model, self.signed, &self.table) == (&other.model, other.signed, &other.table)
+    }
 }
 
 /// `int8s` or `int8u`, for messages.
@@ -117,6 +128,7 @@ impl IntLut {
             model: name.to_string(),
             signed,
             table,
+            transposed: Default::default(),
         })
     }
 
@@ -148,16 +160,20 @@ impl IntLut {
 
     /// The table with its operands swapped: `T'[b][a] = T[a][b]`, for a
     /// product lowered with the second operand as the GEMM's first.
-    pub fn transposed(&self) -> IntLut {
-        let mut table = vec![0; INT_LUT_ENTRIES];
-        for (k, &v) in self.table.iter().enumerate() {
-            table[((k & 255) << 8) | (k >> 8)] = v;
-        }
-        IntLut {
-            model: self.model.clone(),
-            signed: self.signed,
-            table,
-        }
+    /// Built once per table and kept.
+    pub fn transposed(&self) -> &IntLut {
+        self.transposed.get_or_init(|| {
+            let mut table = vec![0; INT_LUT_ENTRIES];
+            for (k, &v) in self.table.iter().enumerate() {
+                table[((k & 255) << 8) | (k >> 8)] = v;
+            }
+            Box::new(IntLut {
+                model: self.model.clone(),
+                signed: self.signed,
+                table,
+                transposed: Default::default(),
+            })
+        })
     }
 
     /// The table for operands coded as two's complement (`a_signed`,
@@ -187,6 +203,7 @@ impl IntLut {
             model: self.model.clone(),
             signed: true,
             table,
+            transposed: Default::default(),
         }
     }
 
@@ -307,6 +324,27 @@ mod tests {
             }
             assert_eq!(lut.table().len(), INT_LUT_ENTRIES);
         }
+    }
+
+    #[test]
+    fn transposed_table_swaps_the_operands_and_equality_ignores_whether_it_was_built() {
+        let seed = test_seed(
+            "transposed_table_swaps_the_operands_and_equality_ignores_whether_it_was_built",
+        );
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let table = (0..INT_LUT_ENTRIES)
+            .map(|_| rng.gen_range(-32768..=32767))
+            .collect();
+        let lut = IntLut::from_table("random", true, table).unwrap();
+        let fresh = lut.clone();
+        let t = lut.transposed();
+        for _ in 0..10_000 {
+            let (a, b) = (rng.gen_range(-128..=127), rng.gen_range(-128..=127));
+            assert_eq!(t.mul(b, a), lut.mul(a, b), "seed {seed}: {a} x {b}");
+        }
+        assert_eq!(t.transposed(), &lut, "seed {seed}");
+        assert!(std::ptr::eq(lut.transposed(), t), "built once");
+        assert_eq!(lut, fresh);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! against native FP32 in the same run (the harness is `amsim::bench`).
 
 use amsim::bench::{
-    bench_conv, bench_gemm, named_conv_shape, BenchOptions, ConvBenchRow, GemmBenchRow,
-    CONV_SHAPE_NAMES,
+    bench_conv, bench_gemm, named_conv_shape, BenchOptions, ConvBenchRow, ConvProduct,
+    GemmBenchRow, CONV_SHAPE_NAMES,
 };
 use amsim::conv::Conv2dShape;
 use amsim::spec::Resolver;
@@ -93,6 +93,8 @@ pub struct CommonArgs {
     /// defaults whose model is not compiled in are skipped]. FP32 is always
     /// timed as the baseline. `direct:MODEL` calls the model for every
     /// product and is timed once (no warm-up) at the size given.
+    /// `int8:MODEL` times the integer products (8-bit codes, the CPU
+    /// engines) against that baseline.
     #[arg(long, value_delimiter = ',', value_name = "SPEC,...")]
     multiplier: Vec<String>,
     /// Timed calls per measurement; the median is reported.
@@ -246,18 +248,25 @@ fn split_int_specs(specs: &[String]) -> anyhow::Result<(Vec<amsim::IntLut>, Vec<
     Ok((luts, rest))
 }
 
-fn run_gemm(mut a: GemmArgs) -> anyhow::Result<()> {
-    let (int_luts, float_specs) = split_int_specs(&a.common.multiplier)?;
+/// Take the `int8:` specs out of `--multiplier` of `bench WHAT` (tabulated),
+/// making sure an `fp32` row is left to compare them with.
+fn take_int_specs(common: &mut CommonArgs, what: &str) -> anyhow::Result<Vec<amsim::IntLut>> {
+    let (int_luts, float_specs) = split_int_specs(&common.multiplier)?;
     if !int_luts.is_empty() {
-        if a.common.device != Device::Cpu {
-            bail!("bench gemm: int8 products run on the CPU engine only so far; leave out --device or the int8: specs");
+        if common.device != Device::Cpu {
+            bail!("bench {what}: int8 products run on the CPU engine only so far; leave out --device or the int8: specs");
         }
-        // The integer rows are compared with the FP32 row of the same run.
-        a.common.multiplier = float_specs;
-        if !a.common.multiplier.iter().any(|s| s.trim() == "fp32") {
-            a.common.multiplier.insert(0, "fp32".into());
+        // The integer rows are compared with the FP32 rows of the same run.
+        common.multiplier = float_specs;
+        if !common.multiplier.iter().any(|s| s.trim() == "fp32") {
+            common.multiplier.insert(0, "fp32".into());
         }
     }
+    Ok(int_luts)
+}
+
+fn run_gemm(mut a: GemmArgs) -> anyhow::Result<()> {
+    let int_luts = take_int_specs(&mut a.common, "gemm")?;
     let (mults, opts) = prepare(&a.common)?;
     let eng = cuda_engine(a.common.device)?;
     let mut rows = match &eng {
@@ -379,18 +388,30 @@ fn conv_shapes(a: &ConvArgs) -> anyhow::Result<Vec<(Conv2dShape, Option<String>)
         .collect()
 }
 
-fn run_conv(a: ConvArgs) -> anyhow::Result<()> {
+fn run_conv(mut a: ConvArgs) -> anyhow::Result<()> {
     let shapes = conv_shapes(&a)?;
+    let int_luts = take_int_specs(&mut a.common, "conv")?;
     let (mults, opts) = prepare(&a.common)?;
     let eng = cuda_engine(a.common.device)?;
     let device = eng
         .as_ref()
         .map_or("cpu".to_string(), |e| e.device_name().to_string());
     for (i, (shape, name)) in shapes.iter().enumerate() {
-        let rows = match &eng {
+        let mut rows = match &eng {
             Some(e) => amsim::cuda::bench::bench_conv_cuda(e, &mults, shape, opts)?,
             None => bench_conv(&mults, shape, opts)?,
         };
+        if !int_luts.is_empty() {
+            let mut fp32 = [0.0; 3];
+            for (t, p) in fp32.iter_mut().zip(ConvProduct::ALL) {
+                *t = rows
+                    .iter()
+                    .find(|r| r.multiplier == "fp32" && r.product == p)
+                    .map(|r| r.seconds)
+                    .context("bench conv: no fp32 row to compare the int8 rows with")?;
+            }
+            rows.extend(amsim::bench::bench_int_conv(&int_luts, shape, opts, fp32)?);
+        }
         if a.common.json {
             for r in &rows {
                 let mut j = conv_json(r, name.as_deref());

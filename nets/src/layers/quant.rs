@@ -112,7 +112,7 @@ impl QuantParams {
     /// The integer of `v`.
     #[inline]
     pub fn quantize(&self, v: f32) -> i32 {
-        ((v / self.scale).round() as i32)
+        round_steps(v / self.scale)
             .saturating_add(self.zero)
             .clamp(self.qmin, self.qmax)
     }
@@ -133,9 +133,30 @@ impl QuantParams {
     /// passes straight through).
     #[inline]
     pub fn inside(&self, v: f32) -> bool {
-        let q = (v / self.scale).round() + self.zero as f32;
-        q >= self.qmin as f32 && q <= self.qmax as f32
+        let t = v / self.scale;
+        let q = round_steps(t).saturating_add(self.zero);
+        !t.is_nan() && q >= self.qmin && q <= self.qmax
     }
+}
+
+/// Steps beyond which every value lies outside any 8-bit range: a number
+/// of steps is clamped to it before rounding, which keeps the rounding
+/// exact in `i32` and changes no clamped integer (zero points and ranges lie
+/// in -128..=255).
+const STEP_LIMIT: f32 = 65536.0;
+
+/// `t` rounded to the nearest integer, ties away from zero, as
+/// `f32::round` does (NaN gives 0, as `round(NaN) as i32`), for `|t| <=`
+/// [`STEP_LIMIT`]; larger magnitudes give `±STEP_LIMIT`. Written with a
+/// truncating conversion and the exact fraction `t - trunc(t)` because
+/// `f32::round` is a libm call per element on the baseline x86-64 target,
+/// while these operations vectorize.
+#[inline]
+fn round_steps(t: f32) -> i32 {
+    let t = t.clamp(-STEP_LIMIT, STEP_LIMIT);
+    let whole = t as i32;
+    let frac = t - whole as f32;
+    whole + (frac >= 0.5) as i32 - (frac <= -0.5) as i32
 }
 
 /// A usable step: a positive normal float (all-zero tensors get 1).
@@ -147,22 +168,79 @@ fn step(s: f32) -> f32 {
     }
 }
 
+/// Elements per parallel job of the elementwise loops: long enough that
+/// the loop inside a job vectorizes and the job overhead vanishes.
+const CHUNK: usize = 16384;
+
+/// Lanes of the running extrema in [`max_abs`] and [`min_max`]: the
+/// compiler keeps them in vector registers (a single running `max` is a
+/// chain of dependent scalar operations).
+const LANES: usize = 16;
+
 /// Largest magnitude (NaN-free inputs assumed; NaN is skipped by `max`).
 fn max_abs(v: &[f32]) -> f32 {
-    v.par_iter().map(|x| x.abs()).reduce(|| 0.0, f32::max)
+    v.par_chunks(CHUNK)
+        .map(|chunk| {
+            let mut m = [0.0f32; LANES];
+            let (lanes, rest) = chunk.as_chunks::<LANES>();
+            for x in lanes {
+                for (m, x) in m.iter_mut().zip(x) {
+                    *m = m.max(x.abs());
+                }
+            }
+            rest.iter().chain(&m).fold(0.0f32, |a, x| a.max(x.abs()))
+        })
+        .reduce(|| 0.0, f32::max)
 }
 
 /// Smallest and largest value.
 fn min_max(v: &[f32]) -> (f32, f32) {
-    v.par_iter().map(|&x| (x, x)).reduce(
-        || (f32::INFINITY, f32::NEG_INFINITY),
-        |a, b| (a.0.min(b.0), a.1.max(b.1)),
-    )
+    v.par_chunks(CHUNK)
+        .map(|chunk| {
+            let (mut lo, mut hi) = ([f32::INFINITY; LANES], [f32::NEG_INFINITY; LANES]);
+            let (lanes, rest) = chunk.as_chunks::<LANES>();
+            for x in lanes {
+                for ((lo, hi), &x) in lo.iter_mut().zip(&mut hi).zip(x) {
+                    *lo = lo.min(x);
+                    *hi = hi.max(x);
+                }
+            }
+            let lo = rest.iter().chain(&lo).fold(f32::INFINITY, |a, &x| a.min(x));
+            let hi = rest
+                .iter()
+                .chain(&hi)
+                .fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+            (lo, hi)
+        })
+        .reduce(
+            || (f32::INFINITY, f32::NEG_INFINITY),
+            |a, b| (a.0.min(b.0), a.1.max(b.1)),
+        )
+}
+
+/// `out[i] = f(v[i])`, in parallel jobs of [`CHUNK`] elements.
+fn map_into<T: Sync, U: Send>(out: &mut [U], v: &[T], f: impl Fn(&T) -> U + Sync) {
+    out.par_chunks_mut(CHUNK)
+        .zip(v.par_chunks(CHUNK))
+        .for_each(|(out, v)| {
+            for (o, x) in out.iter_mut().zip(v) {
+                *o = f(x);
+            }
+        });
 }
 
 /// Codes of `v` under `p`.
 fn codes(v: &[f32], p: &QuantParams) -> Vec<u8> {
-    v.par_iter().map(|&x| p.code(x)).collect()
+    let mut out = vec![0u8; v.len()];
+    map_into(&mut out, v, |&x| p.code(x));
+    out
+}
+
+/// Fake-quantized values of `v` under `p`.
+fn fake(v: &[f32], p: &QuantParams) -> Vec<f32> {
+    let mut out = vec![0.0f32; v.len()];
+    map_into(&mut out, v, |&x| p.fake(x));
+    out
 }
 
 /// Per-output-channel (or one, per tensor) symmetric quantization of
@@ -244,6 +322,9 @@ pub struct QuantState {
     calibrating: bool,
     /// Backward cache: the input quantization of the last training forward.
     cache_x: Option<QuantParams>,
+    /// Backward cache: the input's codes under `cache_x` (the weight
+    /// gradient reuses them when it quantizes the input the same way).
+    cache_x_codes: Vec<u8>,
     /// Tables for operand codings: the model's table (kept, so that its
     /// address is never reused while it is a key), the two codings, the
     /// table for them.
@@ -341,6 +422,22 @@ impl QuantState {
         p
     }
 
+    /// Keep the input's codes of a training forward for backward.
+    fn keep_codes(&mut self, codes: Vec<u8>, train: bool) {
+        self.cache_x_codes = if train { codes } else { Vec::new() };
+    }
+
+    /// The codes of the input `x` under `p`: those of the training forward
+    /// when it quantized `x` the same way (as it does unless the range
+    /// moved in between; taken from the cache), else computed.
+    fn take_input_codes(&mut self, x: &[f32], p: &QuantParams) -> Vec<u8> {
+        if self.cache_x.as_ref() == Some(p) && self.cache_x_codes.len() == x.len() {
+            std::mem::take(&mut self.cache_x_codes)
+        } else {
+            codes(x, p)
+        }
+    }
+
     fn cached(&self, layer: &str) -> Result<QuantParams> {
         self.cache_x.ok_or_else(|| {
             NetError::shape(format!(
@@ -380,6 +477,7 @@ impl QuantState {
             outf,
             inf,
         )?;
+        self.keep_codes(xc, train);
         for (y_row, a_row) in y.chunks_exact_mut(outf).zip(acc.chunks_exact(outf)) {
             for (o, (y, &a)) in y_row.iter_mut().zip(a_row).enumerate() {
                 *y = a as f32 * (px.scale * wq.scale(o));
@@ -407,17 +505,20 @@ impl QuantState {
         let _span = amsim::timing::span(amsim::timing::Op::Quantize);
         let px = self.cached(layer)?;
         let scheme = int8(&plan.forward).expect("quantized forward").1;
+        // dy's quantization, shared by the two gradient products.
+        let mut dy_codes: Option<(QuantParams, Vec<u8>)> = None;
         // dW [IN, OUT] = xᵀ [IN, N] · dy [N, OUT]
         if let Some((lut, _)) = int8(&plan.grad_weight) {
             let pxw = Self::act_params(self.range_or(px), lut, scheme);
-            let pdy = QuantParams::symmetric(max_abs(dy));
-            let xt = transpose_codes(&codes(x, &pxw), n, inf);
-            let dyc = codes(dy, &pdy);
+            let (pdy, dyc) = dy_codes.get_or_insert_with(|| dy_quant(dy));
+            let (pdy, dyc) = (*pdy, std::mem::take(dyc));
+            let xt = transpose_codes(&self.take_input_codes(x, &pxw), n, inf);
             self.int_product(lut, (&xt, pxw), (&dyc, pdy), dw, |t, a, b, acc| {
                 int_gemm_offset(t, a, b, acc, inf, outf, n)
             })?;
+            dy_codes = Some((pdy, dyc));
         } else {
-            let x_fake: Vec<f32> = x.par_iter().map(|&v| px.fake(v)).collect();
+            let x_fake = fake(x, &px);
             gemm(
                 &plan.grad_weight,
                 MatRef::row_major(&x_fake, n, inf)?.t(),
@@ -433,9 +534,8 @@ impl QuantState {
         let mut dx = vec![0.0; n * inf];
         if let Some((lut, _)) = int8(&plan.grad_input) {
             let pw = QuantParams::symmetric(max_abs(w));
-            let pdy = QuantParams::symmetric(max_abs(dy));
+            let (pdy, dyc) = dy_codes.unwrap_or_else(|| dy_quant(dy));
             let wt = transpose_codes(&codes(w, &pw), inf, outf);
-            let dyc = codes(dy, &pdy);
             self.int_product(lut, (&dyc, pdy), (&wt, pw), &mut dx, |t, a, b, acc| {
                 int_gemm_offset(t, a, b, acc, n, inf, outf)
             })?;
@@ -474,6 +574,7 @@ impl QuantState {
         let (xc, wc) = (codes(x, &px), wq.codes(w));
         let mut acc = vec![0i32; y.len()];
         int_conv2d_forward(&table, s, px.operand(&xc), pw.operand(&wc), &mut acc)?;
+        self.keep_codes(xc, train);
         let plane = s.out_h() * s.out_w();
         y.par_chunks_mut(plane)
             .zip(acc.par_chunks(plane))
@@ -504,15 +605,19 @@ impl QuantState {
         let _span = amsim::timing::span(amsim::timing::Op::Quantize);
         let px = self.cached(layer)?;
         let scheme = int8(&plan.forward).expect("quantized forward").1;
+        // dy's quantization, shared by the two gradient products.
+        let mut dy_codes: Option<(QuantParams, Vec<u8>)> = None;
         if let Some((lut, _)) = int8(&plan.grad_weight) {
             let pxw = Self::act_params(self.range_or(px), lut, scheme);
-            let pdy = QuantParams::symmetric(max_abs(dy));
-            let (xc, dyc) = (codes(x, &pxw), codes(dy, &pdy));
+            let (pdy, dyc) = dy_codes.get_or_insert_with(|| dy_quant(dy));
+            let (pdy, dyc) = (*pdy, std::mem::take(dyc));
+            let xc = self.take_input_codes(x, &pxw);
             self.int_product(lut, (&xc, pxw), (&dyc, pdy), dw, |t, a, b, acc| {
                 int_conv2d_grad_weight(t, s, a, b, acc)
             })?;
+            dy_codes = Some((pdy, dyc));
         } else {
-            let x_fake: Vec<f32> = x.par_iter().map(|&v| px.fake(v)).collect();
+            let x_fake = fake(x, &px);
             conv2d_grad_weight(&plan.grad_weight, s, &x_fake, dy, dw)?;
         }
         if !need_input_grad {
@@ -521,8 +626,8 @@ impl QuantState {
         let mut dx = vec![0.0; x.len()];
         if let Some((lut, _)) = int8(&plan.grad_input) {
             let pw = QuantParams::symmetric(max_abs(w));
-            let pdy = QuantParams::symmetric(max_abs(dy));
-            let (dyc, wc) = (codes(dy, &pdy), codes(w, &pw));
+            let (pdy, dyc) = dy_codes.unwrap_or_else(|| dy_quant(dy));
+            let wc = codes(w, &pw);
             self.int_product(lut, (&dyc, pdy), (&wc, pw), &mut dx, |t, a, b, acc| {
                 int_conv2d_grad_input(t, s, a, b, acc)
             })?;
@@ -562,21 +667,30 @@ impl QuantState {
     }
 }
 
+/// The symmetric per-tensor quantization of output gradients, and their
+/// codes.
+fn dy_quant(dy: &[f32]) -> (QuantParams, Vec<u8>) {
+    let p = QuantParams::symmetric(max_abs(dy));
+    (p, codes(dy, &p))
+}
+
 /// `out = acc · scale`.
 fn scale_into(out: &mut [f32], acc: &[i32], scale: f32) {
-    out.par_iter_mut()
-        .zip(acc)
-        .for_each(|(o, &a)| *o = a as f32 * scale);
+    map_into(out, acc, |&a| a as f32 * scale);
 }
 
 /// Straight-through estimation with clipping: no gradient where the input
 /// lay outside its quantization range.
 fn clip_gradient(dx: &mut [f32], x: &[f32], p: &QuantParams) {
-    dx.par_iter_mut().zip(x).for_each(|(d, &v)| {
-        if !p.inside(v) {
-            *d = 0.0;
-        }
-    });
+    dx.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(dx, x)| {
+            for (d, &v) in dx.iter_mut().zip(x) {
+                if !p.inside(v) {
+                    *d = 0.0;
+                }
+            }
+        });
 }
 
 #[cfg(test)]
@@ -612,6 +726,56 @@ mod tests {
                 assert_eq!(p.quantize(1e9), p.qmax);
                 assert_eq!(p.quantize(-1e9), p.qmin);
                 assert!(!p.inside(1e9) && p.inside(0.0));
+            }
+        }
+    }
+
+    #[test]
+    fn quantization_rounds_as_f32_round_does_ties_away_from_zero() {
+        let seed = amsim::test_seed("quantization_rounds_as_f32_round_does_ties_away_from_zero");
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        // The definition: round(v / s) + z (ties away from zero), clamped.
+        let want = |p: &QuantParams, v: f32| {
+            ((v / p.scale).round() as i32)
+                .saturating_add(p.zero)
+                .clamp(p.qmin, p.qmax)
+        };
+        let want_inside = |p: &QuantParams, v: f32| {
+            let q = (v / p.scale).round() + p.zero as f32;
+            q >= p.qmin as f32 && q <= p.qmax as f32
+        };
+        let params = [
+            QuantParams::symmetric(1.0),
+            QuantParams::asymmetric(-0.3, 2.0, true),
+            QuantParams::asymmetric(-1.7, 0.4, false),
+        ];
+        let special = [
+            0.0,
+            -0.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e30,
+            -1e30,
+            f32::MIN_POSITIVE,
+        ];
+        for p in &params {
+            let mut values: Vec<f32> = special.to_vec();
+            for _ in 0..20000 {
+                // Ties (k + 0.5 steps), their neighbours and anything.
+                let k = rng.gen_range(-300..300) as f32 + 0.5;
+                let tie = k * p.scale;
+                values.extend([
+                    tie,
+                    f32::from_bits(tie.to_bits() + 1),
+                    f32::from_bits(tie.to_bits() - 1),
+                    rng.gen_range(-1e6f32..1e6),
+                    rng.gen_range(-3.0f32..3.0),
+                ]);
+            }
+            for v in values {
+                assert_eq!(p.quantize(v), want(p, v), "seed {seed}: {p:?} {v:e}");
+                assert_eq!(p.inside(v), want_inside(p, v), "seed {seed}: {p:?} {v:e}");
             }
         }
     }
