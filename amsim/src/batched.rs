@@ -282,8 +282,9 @@ impl<'a> BatchedMut<'a> {
     }
 }
 
-/// Check that the three stacks fit together.
-fn check_batched_shapes(a: &BatchedRef, b: &BatchedRef, c: &BatchedMut) -> Result<()> {
+/// Check that the three stacks fit together (`C[i] = A[i]·B[i]`): an
+/// error naming the sizes otherwise.
+pub fn check_batched_shapes(a: &BatchedRef, b: &BatchedRef, c: &BatchedMut) -> Result<()> {
     if a.batch != b.batch || a.batch != c.batch {
         return Err(AmsimError::shape(format!(
             "batched gemm: batch sizes differ (A {}, B {}, C {})",

@@ -107,18 +107,8 @@ fn product(
 /// codes on both sides), both operands quantized per tensor, symmetric
 /// (see [`product`]).
 fn int8_batched(table: &IntLut, a: BatchedRef, b: BatchedRef, mut c: BatchedMut) -> Result<()> {
+    amsim::batched::check_batched_shapes(&a, &b, &c)?;
     let (batch, m, k, n) = (a.batch(), a.rows(), a.cols(), b.cols());
-    if b.batch() != batch || b.rows() != k || c.batch() != batch || c.rows() != m || c.cols() != n {
-        return Err(NetError::shape(format!(
-            "int8 batched product: [{batch}, {m}, {k}] x [{}, {}, {}] into [{}, {}, {}]",
-            b.batch(),
-            b.rows(),
-            b.cols(),
-            c.batch(),
-            c.rows(),
-            c.cols()
-        )));
-    }
     let (qa, pa) = quantize_batched(&a);
     let (qb, pb) = quantize_batched(&b);
     let step = pa.scale * pb.scale;
