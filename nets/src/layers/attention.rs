@@ -32,8 +32,6 @@
 //! each of its products per tensor (see [`product`]) and sums the table's
 //! products exactly in `i32` on the CPU.
 
-use std::sync::Arc;
-
 use amsim::batched::{BatchedMut, BatchedRef};
 use amsim::int_gemm::int_gemm_offset;
 use amsim::int_lut::IntLut;
@@ -41,7 +39,7 @@ use amsim::{Multiplier, MultiplierPlan};
 use rand::Rng;
 use rayon::prelude::*;
 
-use super::quant::QuantParams;
+use super::quant::{QuantParams, QuantState};
 use super::{split_batch, Dense, Layer, MacCounts, Param};
 use crate::device::gemm_batched;
 use crate::init::Init;
@@ -67,9 +65,8 @@ pub struct CausalSelfAttention {
     cache_att: Vec<f32>,
     /// Backward cache: `(N, T)` of the last training forward.
     cache_batch_seq: (usize, usize),
-    /// For `int8:` products: each model's table for two's-complement
-    /// codes on both sides (built once per model).
-    int_tables: Vec<(Arc<IntLut>, Arc<IntLut>)>,
+    /// For `int8:` products: the tables for the operands' codings.
+    quant: QuantState,
 }
 
 /// One batched product of the layer: [`gemm_batched`] for a float
@@ -82,7 +79,7 @@ pub struct CausalSelfAttention {
 /// go through the table the same way (the quantized gradients of the
 /// module doc's operand pairs).
 fn product(
-    tables: &mut Vec<(Arc<IntLut>, Arc<IntLut>)>,
+    quant: &mut QuantState,
     mult: &Multiplier,
     a: BatchedRef,
     b: BatchedRef,
@@ -92,27 +89,29 @@ fn product(
         return gemm_batched(mult, a, b, c, false);
     };
     let _span = amsim::timing::span(amsim::timing::Op::Quantize);
-    let table = match tables.iter().find(|(l, _)| Arc::ptr_eq(l, lut)) {
-        Some((_, t)) => t.clone(),
-        None => {
-            let t = Arc::new(lut.with_signs(true, true));
-            tables.push((lut.clone(), t.clone()));
-            t
-        }
-    };
-    int8_batched(&table, a, b, c)
-}
-
-/// `C_i = A_i · B_i` for every batch `i` through `table` (two's-complement
-/// codes on both sides), both operands quantized per tensor, symmetric
-/// (see [`product`]).
-fn int8_batched(table: &IntLut, a: BatchedRef, b: BatchedRef, mut c: BatchedMut) -> Result<()> {
     amsim::batched::check_batched_shapes(&a, &b, &c)?;
-    let (batch, m, k, n) = (a.batch(), a.rows(), a.cols(), b.cols());
     let (qa, pa) = quantize_batched(&a);
     let (qb, pb) = quantize_batched(&b);
+    let table = quant.table(lut, &pa, &pb);
+    int8_batched(&table, (&qa, pa), (&qb, pb), c)
+}
+
+/// `C_i = A_i · B_i` for every batch `i` through `table`, from the two
+/// operands' codes (row-major per batch) and quantizations; `c` row-major.
+fn int8_batched(
+    table: &IntLut,
+    (qa, pa): (&[u8], QuantParams),
+    (qb, pb): (&[u8], QuantParams),
+    mut c: BatchedMut,
+) -> Result<()> {
+    let (batch, m, n) = (c.batch(), c.rows(), c.cols());
+    let k = qa.len() / (batch * m).max(1);
+    if (c.batch_stride(), c.row_stride(), c.col_stride()) != (m * n, n, 1) {
+        return Err(NetError::shape(
+            "int8 batched product: the output must be row-major",
+        ));
+    }
     let step = pa.scale * pb.scale;
-    let (cbs, crs, ccs) = (c.batch_stride(), c.row_stride(), c.col_stride());
     let mut sums = vec![0i32; batch * m * n];
     sums.par_chunks_mut((m * n).max(1))
         .enumerate()
@@ -126,27 +125,15 @@ fn int8_batched(table: &IntLut, a: BatchedRef, b: BatchedRef, mut c: BatchedMut)
                 n,
                 k,
             )
-        })
-        .map_err(|e| NetError::shape(format!("int8 batched product: {e}")))?;
-    let out = c.data_mut();
-    if (cbs, crs, ccs) == (m * n, n, 1) {
-        out[..batch * m * n]
-            .par_chunks_mut(n.max(1))
-            .zip(sums.par_chunks(n.max(1)))
-            .for_each(|(o, s)| {
-                for (o, &s) in o.iter_mut().zip(s) {
-                    *o = s as f32 * step;
-                }
-            });
-        return Ok(());
-    }
-    for i in 0..batch {
-        for r in 0..m {
-            for j in 0..n {
-                out[i * cbs + r * crs + j * ccs] = sums[(i * m + r) * n + j] as f32 * step;
+        })?;
+    c.data_mut()[..batch * m * n]
+        .par_chunks_mut(n.max(1))
+        .zip(sums.par_chunks(n.max(1)))
+        .for_each(|(o, s)| {
+            for (o, &s) in o.iter_mut().zip(s) {
+                *o = s as f32 * step;
             }
-        }
-    }
+        });
     Ok(())
 }
 
@@ -220,7 +207,7 @@ impl CausalSelfAttention {
             cache_v: Vec::new(),
             cache_att: Vec::new(),
             cache_batch_seq: (0, 0),
-            int_tables: Vec::new(),
+            quant: QuantState::default(),
         })
     }
 
@@ -318,7 +305,7 @@ impl Layer for CausalSelfAttention {
         // S = Q·Kᵀ
         let mut att = vec![0.0f32; b * t * t];
         product(
-            &mut self.int_tables,
+            &mut self.quant,
             &self.plan.attn_qk,
             BatchedRef::row_major(&q, b, t, d)?,
             BatchedRef::row_major(&k, b, t, d)?.t(),
@@ -351,7 +338,7 @@ impl Layer for CausalSelfAttention {
         // Yh = A·V
         let mut yh_heads = vec![0.0f32; b * t * d];
         product(
-            &mut self.int_tables,
+            &mut self.quant,
             &self.plan.attn_av,
             BatchedRef::row_major(&att, b, t, t)?,
             BatchedRef::row_major(&v, b, t, d)?,
@@ -391,7 +378,7 @@ impl Layer for CausalSelfAttention {
         // dA = dYh·Vᵀ, dV = Aᵀ·dYh
         let mut datt = vec![0.0f32; b * t * t];
         product(
-            &mut self.int_tables,
+            &mut self.quant,
             &self.plan.attn_av,
             BatchedRef::row_major(&dyh_heads, b, t, d)?,
             BatchedRef::row_major(&self.cache_v, b, t, d)?.t(),
@@ -399,7 +386,7 @@ impl Layer for CausalSelfAttention {
         )?;
         let mut dv = vec![0.0f32; b * t * d];
         product(
-            &mut self.int_tables,
+            &mut self.quant,
             &self.plan.attn_av,
             BatchedRef::row_major(&self.cache_att, b, t, t)?.t(),
             BatchedRef::row_major(&dyh_heads, b, t, d)?,
@@ -421,7 +408,7 @@ impl Layer for CausalSelfAttention {
         // dQ = dS·K, dKᵀ = Qᵀ·dS
         let mut dq = vec![0.0f32; b * t * d];
         product(
-            &mut self.int_tables,
+            &mut self.quant,
             &self.plan.attn_qk,
             BatchedRef::row_major(&datt, b, t, t)?,
             BatchedRef::row_major(&self.cache_k, b, t, d)?,
@@ -429,7 +416,7 @@ impl Layer for CausalSelfAttention {
         )?;
         let mut dkt = vec![0.0f32; b * d * t];
         product(
-            &mut self.int_tables,
+            &mut self.quant,
             &self.plan.attn_qk,
             BatchedRef::row_major(&self.cache_q, b, t, d)?.t(),
             BatchedRef::row_major(&datt, b, t, t)?,
@@ -499,6 +486,7 @@ mod tests {
     use amsim::IntScheme;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
+    use std::sync::Arc;
 
     /// A table near the exact products (random errors within the model's
     /// product range), for a signed or an unsigned model.
@@ -538,7 +526,7 @@ mod tests {
                     asymmetric: false,
                 },
             };
-            let mut tables = Vec::new();
+            let mut quant = QuantState::default();
             for _ in 0..6 {
                 let (batch, m, k, n) = (
                     rng.gen_range(1..4),
@@ -555,7 +543,7 @@ mod tests {
                     .collect();
                 let mut c = vec![0.0f32; batch * m * n];
                 product(
-                    &mut tables,
+                    &mut quant,
                     &mult,
                     BatchedRef::row_major(&a, batch, m, k).unwrap(),
                     BatchedRef::row_major(&bt, batch, n, k).unwrap().t(),
@@ -588,7 +576,7 @@ mod tests {
                     }
                 }
             }
-            assert_eq!(tables.len(), 1, "one coded table per model");
+            assert_eq!(quant.tables_built(), 1, "one coded table per model");
         }
     }
 }

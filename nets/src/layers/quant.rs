@@ -367,7 +367,12 @@ impl QuantState {
     }
 
     /// `lut` for operands quantized as `a` and `b` (built once per layer).
-    fn table(&mut self, lut: &Arc<IntLut>, a: &QuantParams, b: &QuantParams) -> Arc<IntLut> {
+    pub(crate) fn table(
+        &mut self,
+        lut: &Arc<IntLut>,
+        a: &QuantParams,
+        b: &QuantParams,
+    ) -> Arc<IntLut> {
         let (sa, sb) = (a.signed(), b.signed());
         let found = self
             .tables
@@ -379,6 +384,12 @@ impl QuantState {
         let t = Arc::new(lut.with_signs(sa, sb));
         self.tables.push((lut.clone(), sa, sb, t.clone()));
         t
+    }
+
+    /// How many operand-coding tables this state has built.
+    #[cfg(test)]
+    pub(crate) fn tables_built(&self) -> usize {
+        self.tables.len()
     }
 
     /// The activation range for a forward of `x`, updating the observed
