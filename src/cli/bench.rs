@@ -231,6 +231,13 @@ pub fn cuda_engine(
     Ok(engine)
 }
 
+/// The name of the device a benchmark ran on: the GPU's, or `cpu`.
+fn device_label(engine: &Option<std::sync::Arc<amsim::cuda::CudaEngine>>) -> String {
+    engine
+        .as_ref()
+        .map_or("cpu".to_string(), |e| e.device_name().to_string())
+}
+
 /// The `int8:MODEL` specs of `--multiplier`, tabulated, and the rest.
 fn split_int_specs(specs: &[String]) -> anyhow::Result<(Vec<amsim::IntLut>, Vec<String>)> {
     let mut luts = Vec::new();
@@ -283,9 +290,7 @@ fn run_gemm(mut a: GemmArgs) -> anyhow::Result<()> {
             &int_luts, a.m, a.n, a.k, opts, fp32,
         )?);
     }
-    let device = eng
-        .as_ref()
-        .map_or("cpu".to_string(), |e| e.device_name().to_string());
+    let device = device_label(&eng);
     if a.common.json {
         for r in &rows {
             let mut j = gemm_json(r);
@@ -393,9 +398,7 @@ fn run_conv(mut a: ConvArgs) -> anyhow::Result<()> {
     let int_luts = take_int_specs(&mut a.common, "conv")?;
     let (mults, opts) = prepare(&a.common)?;
     let eng = cuda_engine(a.common.device)?;
-    let device = eng
-        .as_ref()
-        .map_or("cpu".to_string(), |e| e.device_name().to_string());
+    let device = device_label(&eng);
     for (i, (shape, name)) in shapes.iter().enumerate() {
         let mut rows = match &eng {
             Some(e) => amsim::cuda::bench::bench_conv_cuda(e, &mults, shape, opts)?,
@@ -564,9 +567,7 @@ fn run_train(a: TrainBenchArgs) -> anyhow::Result<()> {
         }
     }
     let engine = cuda_engine(a.device)?;
-    let device = engine
-        .as_ref()
-        .map_or("cpu".to_string(), |e| e.device_name().to_string());
+    let device = device_label(&engine);
     nets::device::use_cuda(engine);
     if lm {
         return run_train_lm(&a, &mults, &device);
