@@ -49,6 +49,7 @@ mod kernel;
 mod loops;
 pub(crate) mod native;
 mod pack;
+pub(crate) mod planes;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(target_arch = "x86_64")]

@@ -636,7 +636,7 @@ unsafe fn pack_x_avx2(j: &XJob, scale: &mut [f32], off: &mut [u32], range: &mut 
 /// and `0` otherwise (then the index is `0` too), `mask` is all ones for a
 /// normal value.
 #[inline(always)]
-fn split_bits(b: u32, bits: u32) -> (u32, u32, u32, u32) {
+pub(super) fn split_bits(b: u32, bits: u32) -> (u32, u32, u32, u32) {
     let e = (b >> 23) & 0xff;
     let mask = 0u32.wrapping_sub((e.wrapping_sub(1) < 254) as u32);
     (
@@ -651,28 +651,28 @@ fn split_bits(b: u32, bits: u32) -> (u32, u32, u32, u32) {
 /// exponents (255 otherwise), `hi` over normal exponents (0 otherwise),
 /// `raw` the largest biased exponent (255: a NaN or infinity).
 #[derive(Clone, Copy)]
-struct Rng {
+pub(super) struct Rng {
     lo: u32,
     hi: u32,
     raw: u32,
 }
 
 impl Rng {
-    const EMPTY: Rng = Rng {
+    pub(super) const EMPTY: Rng = Rng {
         lo: 255,
         hi: 0,
         raw: 0,
     };
 
     #[inline(always)]
-    fn add(&mut self, e: u32, mask: u32) {
+    pub(super) fn add(&mut self, e: u32, mask: u32) {
         self.lo = self.lo.min(e | (!mask & 0xff));
         self.hi = self.hi.max(e & mask);
         self.raw = self.raw.max(e);
     }
 
     #[inline(always)]
-    fn merge(self, o: Rng) -> Rng {
+    pub(super) fn merge(self, o: Rng) -> Rng {
         Rng {
             lo: self.lo.min(o.lo),
             hi: self.hi.max(o.hi),
@@ -680,7 +680,7 @@ impl Rng {
         }
     }
 
-    fn range(self) -> ExpRange {
+    pub(super) fn range(self) -> ExpRange {
         ExpRange {
             min: self.lo,
             max: self.hi,

@@ -1,0 +1,531 @@
+//! AMSim products whose first operand is read straight from zero-padded,
+//! pre-split image planes: the stride-1 convolutions (forward and input
+//! gradient) without im2col and without packing.
+//!
+//! At stride 1, row `r = oy * row_w + ox` of the im2col matrix of one image
+//! (with `row_w` the padded width) holds, at tap `k`, the padded plane
+//! element at `koff[k] + r`: every tap is the same run of the padded image,
+//! shifted by the tap's offset. Rows with `ox >= out_w` are computed and
+//! dropped (the two to four padding columns of a row), and nothing is copied
+//! per tap. The planes are split once into the engine's scale and table
+//! offset (`split_planes`), so each input element is split once instead of
+//! once per tap (9 times for a 3x3 kernel), and the micro-kernel reads the
+//! scale and offset of its six rows at tap `k` at `koff[k] + r`.
+//!
+//! The products are the engine's fused ones (see the module docs of
+//! `engine`): `acc = fma(s_a, V[k][t_a][j], acc)` over the taps in
+//! increasing order, from `+0.0`, with `V` the same expansion of the weight
+//! panels. This path is taken only when every product of the call is on the
+//! fused path (no NaN or infinity on either side, exponents in range) and
+//! the whole dot product is one accumulation block (`k <= ACC_BLOCK`), so
+//! each sum is the reference's blocked sum bit for bit; any other call
+//! keeps the lowering.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use super::kernel::{LutKernel, Portable};
+use super::pack::{pack_y, split_bits, PackedY, Rng};
+use super::{layouts, ExpRange, Isa, View, NR};
+use crate::accumulate::ACC_BLOCK;
+use crate::gemm::MatRef;
+use crate::Lut;
+
+/// Rows of a micro-kernel tile (both kernels).
+pub(crate) const PR: usize = 6;
+
+/// Widest table this path expands (`2^bits` expansion rows per tap; wider
+/// tables keep the lowering and its direct lookups).
+pub(crate) const MAX_BITS: u32 = 8;
+
+/// Micro-panels of a job at most: their accumulator tiles (two panels)
+/// and the expansion of two panels stay in L2.
+const JOB_PANELS: usize = 256;
+
+/// Bytes of the expansion of one block of taps of a panel that the kernel
+/// reads at a time (as the engine's `EXPANSION_BYTES`).
+const EXPANSION_BYTES: usize = 64 * 1024;
+
+/// Padded planes split into the engine's scale (`±2^(e-127)`, `0` for zeros
+/// and subnormals) and `t << 4` (`t` the table index), with the exponent
+/// range of all of them.
+#[derive(Default)]
+pub(crate) struct SplitPlanes {
+    pub scale: Vec<f32>,
+    pub t16: Vec<u32>,
+    pub range: ExpRange,
+}
+
+thread_local! {
+    static PLANES: RefCell<SplitPlanes> = RefCell::new(SplitPlanes::default());
+}
+
+/// The geometry of padded planes: `planes` planes of `h x w` become
+/// `hp x wp` with the source at row `top`, column `left`, zeros elsewhere.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PlaneGeom {
+    pub planes: usize,
+    pub h: usize,
+    pub w: usize,
+    pub hp: usize,
+    pub wp: usize,
+    pub top: usize,
+    pub left: usize,
+}
+
+/// Split `src` (`g.planes` planes of `g.h x g.w`) into padded planes,
+/// followed by `slack` zeros.
+fn split_planes(src: &[f32], g: &PlaneGeom, bits: u32, slack: usize, out: &mut SplitPlanes) {
+    let plane = g.hp * g.wp;
+    let len = g.planes * plane + slack;
+    out.scale.resize(len, 0.0);
+    out.t16.resize(len, 0);
+    let shift = 4;
+    let rng = out.scale[..g.planes * plane]
+        .par_chunks_mut(plane)
+        .zip(out.t16[..g.planes * plane].par_chunks_mut(plane))
+        .zip(src.par_chunks(g.h * g.w))
+        .map(|((sc, tt), s)| {
+            sc.fill(0.0);
+            tt.fill(0);
+            let mut rng = Rng::EMPTY;
+            for y in 0..g.h {
+                let at = (y + g.top) * g.wp + g.left;
+                let row = &s[y * g.w..(y + 1) * g.w];
+                let mut r = Rng::EMPTY;
+                for ((v, d), t) in row
+                    .iter()
+                    .zip(&mut sc[at..at + g.w])
+                    .zip(&mut tt[at..at + g.w])
+                {
+                    let (sb, ti, e, m) = split_bits(v.to_bits(), bits);
+                    r.add(e, m);
+                    *d = f32::from_bits(sb);
+                    *t = ti << shift;
+                }
+                rng = rng.merge(r);
+            }
+            rng
+        })
+        .reduce(|| Rng::EMPTY, Rng::merge);
+    out.scale[g.planes * plane..].fill(0.0);
+    out.t16[g.planes * plane..].fill(0);
+    out.range = rng.range();
+}
+
+/// The exponent range of the values of a view.
+fn view_range(b: &View) -> ExpRange {
+    let mut r = Rng::EMPTY;
+    for i in 0..b.rows {
+        for j in 0..b.cols {
+            let (_, _, e, m) = split_bits(b.at(i, j).to_bits(), 0);
+            r.add(e, m);
+        }
+    }
+    r.range()
+}
+
+/// A stride-1 convolution product as a GEMM over padded planes:
+/// `out[n][j][oy][ox] = sum_k A(n, oy * geom.wp + ox, k) * B[k][j]` with
+/// `A(n, r, k)` the padded plane element `koff[k] + r` of image `n` (its
+/// `channels` planes), for `oy < out_h`, `ox < out_w`.
+pub(crate) struct PlanesProduct<'a> {
+    pub geom: PlaneGeom,
+    pub channels: usize,
+    pub koff: &'a [u32],
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+/// Whether the planes path runs products through `lut` on this CPU, and
+/// with which kernels (`None`: keep the lowering). The AVX2 kernels are
+/// used where AVX2 is the widest the engine has; CPUs with AVX-512 keep the
+/// lowering and its AVX-512 kernels, unless `APPROXTRAIN_CONV_PLANES=1`.
+/// `APPROXTRAIN_CONV_PLANES=0` turns the path off everywhere.
+pub(crate) fn planes_isa(lut: &Lut) -> Option<Isa> {
+    static MODE: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    let mode = *MODE.get_or_init(
+        || match std::env::var("APPROXTRAIN_CONV_PLANES").as_deref() {
+            Ok("0") => Some(false),
+            Ok("1") => Some(true),
+            _ => None,
+        },
+    );
+    if lut.bits() > MAX_BITS || mode == Some(false) {
+        return None;
+    }
+    match (Isa::detect(), mode) {
+        (Isa::Avx2, _) => Some(Isa::Avx2),
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx512, Some(true)) => Some(Isa::Avx2),
+        _ => None,
+    }
+}
+
+/// Run `p` through `lut` with the kernels of `isa` (`Avx2`, or anything
+/// else for the portable kernels). Returns `false`, having written nothing,
+/// when the path does not apply (a product off the fused path, or `k` over
+/// one accumulation block); the caller then takes the lowering.
+pub(crate) fn planes_product(
+    isa: Isa,
+    lut: &Arc<Lut>,
+    p: &PlanesProduct,
+    src: &[f32],
+    b: MatRef,
+    out: &mut [f32],
+) -> bool {
+    let k = p.koff.len();
+    let n = b.cols();
+    let bits = lut.bits();
+    if k == 0 || k > ACC_BLOCK || bits > MAX_BITS || b.rows() != k || n == 0 {
+        return false;
+    }
+    let bv = View::of(&b);
+    let brange = view_range(&bv);
+    if !brange.expandable() {
+        return false;
+    }
+    let g = &p.geom;
+    let images = g.planes / p.channels;
+    // Rows of an image: the last one needed is `(out_h - 1) * wp + out_w - 1`.
+    let rows = (p.out_h - 1) * g.wp + p.out_w;
+    let mpanels = rows.div_ceil(PR);
+    let image_len = p.channels * g.hp * g.wp;
+    debug_assert!(p.koff.iter().all(|&o| o as usize + rows <= image_len));
+    let mut planes = PLANES
+        .try_with(|c| std::mem::take(&mut *c.borrow_mut()))
+        .unwrap_or_default();
+    {
+        let _lowering = crate::timing::span(crate::timing::Op::Lowering);
+        // The last micro-panel reads up to `PR - 1` rows past the image.
+        split_planes(src, g, bits, PR + 8, &mut planes);
+    }
+    if !planes.range.fused_ok(&brange) {
+        let _ = PLANES.try_with(|c| *c.borrow_mut() = planes);
+        return false;
+    }
+    let lay = layouts(lut);
+    let table_t: &[f32] = &lay.padded_t;
+    let panels = n.div_ceil(NR);
+    let kc = (EXPANSION_BYTES / ((NR * 4) << bits)).clamp(4, 16).min(k);
+    // The expansion of every panel over the whole of k, made once and read
+    // by every job: `V[panel][k][t][jj]`.
+    let vpanel = k << (bits + 4);
+    if panels * vpanel > MAX_EXPANSION {
+        let _ = PLANES.try_with(|c| *c.borrow_mut() = planes);
+        return false;
+    }
+    let mut vbuf = EXPANDED
+        .try_with(|c| std::mem::take(&mut *c.borrow_mut()))
+        .unwrap_or_default();
+    if vbuf.len() < panels * vpanel {
+        vbuf.resize(panels * vpanel, 0.0);
+    }
+    let v = &mut vbuf[..panels * vpanel];
+    let kblocks = k.div_ceil(kc);
+    v.par_chunks_mut(vpanel)
+        .enumerate()
+        .flat_map(|(panel, vp)| {
+            vp.par_chunks_mut(kc << (bits + 4))
+                .enumerate()
+                .map(move |(kb, vb)| (panel, kb, vb))
+        })
+        .for_each_init(PackedY::default, |py, (panel, kb, vb)| {
+            let k0 = kb * kc;
+            let kn = kc.min(k - k0);
+            pack_y(py, &bv, k0, kn, panel * NR, bits);
+            // SAFETY: `py` was packed with `kn` and `bits`; `vb` holds
+            // `kn << (bits + 4)` floats.
+            unsafe { expand(isa, lut.table(), table_t, bits, py, kn, vb) };
+        });
+    debug_assert_eq!(kblocks, vpanel.div_ceil(kc << (bits + 4)));
+    let v: &[f32] = v;
+    let total = images * mpanels;
+    let threads = rayon::current_num_threads().max(1);
+    let jobs = total.div_ceil(JOB_PANELS).max(threads).min(total);
+    let per_job = total.div_ceil(jobs);
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let work = Work {
+        p,
+        planes: &planes,
+        image_len,
+        mpanels,
+        rows,
+        bits,
+        kc,
+        panels,
+        n,
+        v,
+        out: out_ptr,
+    };
+    (0..total.div_ceil(per_job))
+        .into_par_iter()
+        .for_each(|jid| {
+            let q0 = jid * per_job;
+            let q1 = (q0 + per_job).min(total);
+            JOB.with(|s| {
+                let mut s = s.try_borrow_mut();
+                match s.as_deref_mut() {
+                    Ok(s) => work.run(isa, q0..q1, s),
+                    Err(_) => work.run(isa, q0..q1, &mut Vec::new()),
+                }
+            });
+        });
+    let _ = PLANES.try_with(|c| *c.borrow_mut() = planes);
+    let _ = EXPANDED.try_with(|c| *c.borrow_mut() = vbuf);
+    true
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: jobs write disjoint output elements (distinct rows of distinct
+// micro-panels), see `Work::run`.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+thread_local! {
+    /// A job's accumulator tiles.
+    static JOB: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The expansion buffer of a call, kept between calls.
+    static EXPANDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Largest expansion of a call, in floats (256 MiB; beyond it the call
+/// keeps the lowering, which expands block by block).
+const MAX_EXPANSION: usize = 64 << 20;
+
+struct Work<'a> {
+    p: &'a PlanesProduct<'a>,
+    planes: &'a SplitPlanes,
+    image_len: usize,
+    mpanels: usize,
+    rows: usize,
+    bits: u32,
+    kc: usize,
+    panels: usize,
+    n: usize,
+    /// The expansion of every panel over all of k.
+    v: &'a [f32],
+    out: SendPtr,
+}
+
+// SAFETY: the raw output pointer is only written at elements owned by one
+// job (see `SendPtr`); everything else is shared read-only.
+unsafe impl Sync for Work<'_> {}
+
+impl Work<'_> {
+    /// Micro-panels `qs` (numbered image by image) for every panel of
+    /// output columns.
+    fn run(&self, isa: Isa, qs: std::ops::Range<usize>, acc_buf: &mut Vec<f32>) {
+        let tile = PR * NR;
+        let nq = qs.len();
+        let k = self.p.koff.len();
+        let vpanel = k << (self.bits + 4);
+        if acc_buf.len() < 2 * nq * tile {
+            acc_buf.resize(2 * nq * tile, 0.0);
+        }
+        let bases: Vec<usize> = qs
+            .clone()
+            .map(|q| (q / self.mpanels) * self.image_len + (q % self.mpanels) * PR)
+            .collect();
+        let mut g0 = 0;
+        while g0 < self.panels {
+            let g1 = (g0 + 2).min(self.panels);
+            let group = g1 - g0;
+            let acc = &mut acc_buf[..group * nq * tile];
+            acc.fill(0.0);
+            let mut k0 = 0;
+            while k0 < k {
+                let kc = self.kc.min(k - k0);
+                let koff = &self.p.koff[k0..k0 + kc];
+                let v0 = &self.v[g0 * vpanel + (k0 << (self.bits + 4))..][..kc << (self.bits + 4)];
+                let v1 =
+                    &self.v[(g1 - 1) * vpanel + (k0 << (self.bits + 4))..][..kc << (self.bits + 4)];
+                // The next block's expansion comes from L3 or memory (it
+                // was made before the jobs started): ask for a share of its
+                // lines at each micro-panel, so that it is in L2 when the
+                // sweep reaches it.
+                let next = if k0 + kc < k {
+                    let kn = self.kc.min(k - k0 - kc);
+                    let len = kn << (self.bits + 4);
+                    let at = (k0 + kc) << (self.bits + 4);
+                    Some((at, len))
+                } else {
+                    None
+                };
+                let lines_per_q = next.map_or(0, |(_, len)| (len / 16).div_ceil(nq));
+                for (qi, &base) in bases.iter().enumerate() {
+                    #[cfg(target_arch = "x86_64")]
+                    if let Some((at, len)) = next {
+                        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+                        let lo = (qi * lines_per_q * 16).min(len);
+                        let hi = ((qi + 1) * lines_per_q * 16).min(len);
+                        for g in g0..g1 {
+                            let p = self.v.as_ptr().wrapping_add(g * vpanel + at);
+                            for l in (lo..hi).step_by(16) {
+                                // SAFETY: a prefetch never faults.
+                                unsafe {
+                                    _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(l) as *const i8)
+                                };
+                            }
+                        }
+                    }
+                    let (a0, a1) = acc.split_at_mut(nq * tile);
+                    let t0 = &mut a0[qi * tile..(qi + 1) * tile];
+                    // SAFETY: `base + koff[kk] + r` is inside the planes for
+                    // every tap and row (the slack covers the last
+                    // micro-panel's padding rows); `v0`/`v1` hold this
+                    // block's expansions.
+                    unsafe {
+                        let sp = self.planes.scale.as_ptr().add(base);
+                        let tp = self.planes.t16.as_ptr().add(base);
+                        if group == 2 {
+                            let t1 = &mut a1[qi * tile..(qi + 1) * tile];
+                            fma2(isa, self.bits, sp, tp, koff, v0, v1, t0, t1);
+                        } else {
+                            fma1(isa, self.bits, sp, tp, koff, v0, t0);
+                        }
+                    }
+                }
+                k0 += kc;
+            }
+            // Write the finished tiles.
+            let out_plane = self.p.out_h * self.p.out_w;
+            for (gi, panel) in (g0..g1).enumerate() {
+                let j0 = panel * NR;
+                let jn = NR.min(self.n - j0);
+                for (qi, q) in qs.clone().enumerate() {
+                    let (img, mp) = (q / self.mpanels, q % self.mpanels);
+                    let t = &acc[(gi * nq + qi) * tile..(gi * nq + qi + 1) * tile];
+                    for r in 0..PR {
+                        let ri = mp * PR + r;
+                        if ri >= self.rows {
+                            break;
+                        }
+                        let (oy, ox) = (ri / self.p.geom.wp, ri % self.p.geom.wp);
+                        if ox >= self.p.out_w {
+                            continue;
+                        }
+                        let at = (img * self.n + j0) * out_plane + oy * self.p.out_w + ox;
+                        for jj in 0..jn {
+                            // SAFETY: output `(img, j0 + jj, oy, ox)` is
+                            // inside `out` and computed by this job only
+                            // (row `ri` of image `img`).
+                            unsafe { *self.out.0.add(at + jj * out_plane) = t[r * NR + jj] };
+                        }
+                    }
+                }
+            }
+            g0 = g1;
+        }
+    }
+}
+
+/// Expand a packed panel (see `LutKernel::expand`).
+///
+/// # Safety
+/// As [`LutKernel::expand`].
+unsafe fn expand(
+    isa: Isa,
+    table: &[f32],
+    table_t: &[f32],
+    bits: u32,
+    py: &PackedY,
+    kc: usize,
+    v: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 {
+        return super::x86::Avx2.expand(table, table_t, bits, &py.index, &py.scale, kc, v);
+    }
+    let _ = isa;
+    Portable.expand(table, table_t, bits, &py.index, &py.scale, kc, v)
+}
+
+/// `acc[r][jj] = fma(s[koff[kk] + r], v[(kk << (bits + 4)) + t16[koff[kk] + r] + jj], acc[r][jj])`
+/// for `kk` in order, `r < PR`.
+///
+/// # Safety
+/// Every `koff[kk] + r` is inside the planes behind `s` and `t16`, and
+/// `v` holds `koff.len() << (bits + 4)` floats.
+#[allow(clippy::too_many_arguments)]
+unsafe fn fma1(
+    isa: Isa,
+    bits: u32,
+    s: *const f32,
+    t16: *const u32,
+    koff: &[u32],
+    v: &[f32],
+    acc: &mut [f32],
+) {
+    debug_assert!(v.len() >= koff.len() << (bits + 4) && acc.len() >= PR * NR);
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 {
+        return super::x86::planes_fma_avx2(bits, s, t16, koff, v.as_ptr(), acc.as_mut_ptr());
+    }
+    let _ = isa;
+    portable_fma(bits, s, t16, koff, v, acc)
+}
+
+/// [`fma1`] for two panels of the same rows.
+///
+/// # Safety
+/// As [`fma1`], for `v` and `v2`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn fma2(
+    isa: Isa,
+    bits: u32,
+    s: *const f32,
+    t16: *const u32,
+    koff: &[u32],
+    v: &[f32],
+    v2: &[f32],
+    acc: &mut [f32],
+    acc2: &mut [f32],
+) {
+    debug_assert!(v2.len() >= koff.len() << (bits + 4) && acc2.len() >= PR * NR);
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 {
+        debug_assert!(v.len() >= koff.len() << (bits + 4) && acc.len() >= PR * NR);
+        for r0 in [0, 3] {
+            super::x86::planes_fma2_avx2(
+                bits,
+                r0,
+                s,
+                t16,
+                koff,
+                v.as_ptr(),
+                v2.as_ptr(),
+                acc.as_mut_ptr(),
+                acc2.as_mut_ptr(),
+            );
+        }
+        return;
+    }
+    fma1(isa, bits, s, t16, koff, v, acc);
+    fma1(isa, bits, s, t16, koff, v2, acc2);
+}
+
+/// The portable [`fma1`]: the product `s * v` is exact on the fused path,
+/// so a separate multiply and add round as a fused multiply-add.
+unsafe fn portable_fma(
+    bits: u32,
+    s: *const f32,
+    t16: *const u32,
+    koff: &[u32],
+    v: &[f32],
+    acc: &mut [f32],
+) {
+    for (kk, &o) in koff.iter().enumerate() {
+        let vk = &v[kk << (bits + 4)..];
+        for r in 0..PR {
+            let sc = *s.add(o as usize + r);
+            let t = *t16.add(o as usize + r) as usize;
+            for jj in 0..NR {
+                acc[r * NR + jj] += sc * vk[t + jj];
+            }
+        }
+    }
+}
