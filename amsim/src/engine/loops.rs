@@ -720,7 +720,7 @@ fn run_block<K: LutKernel>(
 
 /// A `len`-float window of `buf` that starts on a 64-byte boundary (the
 /// buffer grows as needed and is reused across calls).
-fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+pub(super) fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if buf.len() < len + NR {
         buf.resize(len + NR, 0.0);
     }

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use super::kernel::{LutKernel, Portable};
+use super::loops::aligned;
 use super::pack::{pack_y, split_bits, PackedY, Rng};
 use super::{layouts, ExpRange, Isa, View, NR};
 use crate::accumulate::ACC_BLOCK;
@@ -220,10 +221,9 @@ pub(crate) fn planes_product(
     let mut vbuf = EXPANDED
         .try_with(|c| std::mem::take(&mut *c.borrow_mut()))
         .unwrap_or_default();
-    if vbuf.len() < panels * vpanel {
-        vbuf.resize(panels * vpanel, 0.0);
-    }
-    let v = &mut vbuf[..panels * vpanel];
+    // Expansion rows are 16 floats: start on a 64-byte boundary so that no
+    // row load splits a cache line.
+    let v = aligned(&mut vbuf, panels * vpanel);
     let kblocks = k.div_ceil(kc);
     v.par_chunks_mut(vpanel)
         .enumerate()
@@ -323,9 +323,6 @@ impl Work<'_> {
         let nq = qs.len();
         let k = self.p.koff.len();
         let vpanel = k << (self.bits + 4);
-        if acc_buf.len() < 2 * nq * tile {
-            acc_buf.resize(2 * nq * tile, 0.0);
-        }
         let bases: Vec<usize> = qs
             .clone()
             .map(|q| (q / self.mpanels) * self.image_len + (q % self.mpanels) * PR)
@@ -334,7 +331,7 @@ impl Work<'_> {
         while g0 < self.panels {
             let g1 = (g0 + 2).min(self.panels);
             let group = g1 - g0;
-            let acc = &mut acc_buf[..group * nq * tile];
+            let acc = aligned(acc_buf, group * nq * tile);
             acc.fill(0.0);
             let mut k0 = 0;
             while k0 < k {
@@ -385,7 +382,7 @@ impl Work<'_> {
                             let t1 = &mut a1[qi * tile..(qi + 1) * tile];
                             fma2(isa, self.bits, sp, tp, koff, v0, v1, t0, t1);
                         } else {
-                            fma1(isa, self.bits, sp, tp, koff, v0, t0);
+                            fma1(isa, self.bits, sp, tp, koff, v0, t0, self.n <= NR / 2);
                         }
                     }
                 }
@@ -445,7 +442,8 @@ unsafe fn expand(
 }
 
 /// `acc[r][jj] = fma(s[koff[kk] + r], v[(kk << (bits + 4)) + t16[koff[kk] + r] + jj], acc[r][jj])`
-/// for `kk` in order, `r < PR`.
+/// for `kk` in order, `r < PR`, and `jj < NR` (`jj < NR / 2` with `half`:
+/// the other columns are padding and left as they are).
 ///
 /// # Safety
 /// Every `koff[kk] + r` is inside the planes behind `s` and `t16`, and
@@ -459,13 +457,19 @@ unsafe fn fma1(
     koff: &[u32],
     v: &[f32],
     acc: &mut [f32],
+    half: bool,
 ) {
     debug_assert!(v.len() >= koff.len() << (bits + 4) && acc.len() >= PR * NR);
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx2 {
-        return super::x86::planes_fma_avx2(bits, s, t16, koff, v.as_ptr(), acc.as_mut_ptr());
+        let (v, acc) = (v.as_ptr(), acc.as_mut_ptr());
+        return if half {
+            super::x86::planes_fma_half_avx2(bits, s, t16, koff, v, acc)
+        } else {
+            super::x86::planes_fma_avx2(bits, s, t16, koff, v, acc)
+        };
     }
-    let _ = isa;
+    let _ = (isa, half);
     portable_fma(bits, s, t16, koff, v, acc)
 }
 
@@ -504,8 +508,8 @@ unsafe fn fma2(
         }
         return;
     }
-    fma1(isa, bits, s, t16, koff, v, acc);
-    fma1(isa, bits, s, t16, koff, v2, acc2);
+    fma1(isa, bits, s, t16, koff, v, acc, false);
+    fma1(isa, bits, s, t16, koff, v2, acc2, false);
 }
 
 /// The portable [`fma1`]: the product `s * v` is exact on the fused path,

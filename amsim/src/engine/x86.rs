@@ -708,3 +708,36 @@ pub(crate) unsafe fn planes_fma2_avx2(
         _mm256_storeu_ps(acc2.add(r0 * NR + q * 8), d[q]);
     }
 }
+
+/// [`planes_fma_avx2`] for outputs of at most 8 columns: only the first
+/// 8-lane half of each expansion row (the other lanes of the panel are
+/// padding), one load and one fused multiply-add per row and tap.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn planes_fma_half_avx2(
+    bits: u32,
+    s: *const f32,
+    t16: *const u32,
+    koff: &[u32],
+    v: *const f32,
+    acc: *mut f32,
+) {
+    const R: usize = super::planes::PR;
+    let mut c = [_mm256_setzero_ps(); R];
+    for (r, cr) in c.iter_mut().enumerate() {
+        *cr = _mm256_loadu_ps(acc.add(r * NR));
+    }
+    let step = 1usize << (bits + 4);
+    let mut vk = v;
+    for &o in koff {
+        let (sk, tk) = (s.add(o as usize), t16.add(o as usize));
+        for (r, cr) in c.iter_mut().enumerate() {
+            let sc = _mm256_set1_ps(*sk.add(r));
+            let row = vk.add(*tk.add(r) as usize);
+            *cr = _mm256_fmadd_ps(sc, _mm256_loadu_ps(row), *cr);
+        }
+        vk = vk.add(step);
+    }
+    for (r, cr) in c.iter().enumerate() {
+        _mm256_storeu_ps(acc.add(r * NR), *cr);
+    }
+}
