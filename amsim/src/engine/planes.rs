@@ -292,9 +292,9 @@ thread_local! {
     static EXPANDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Largest expansion of a call, in floats (256 MiB; beyond it the call
+/// Largest expansion of a call, in floats (64 MiB; beyond it the call
 /// keeps the lowering, which expands block by block).
-const MAX_EXPANSION: usize = 64 << 20;
+const MAX_EXPANSION: usize = 16 << 20;
 
 struct Work<'a> {
     p: &'a PlanesProduct<'a>,
