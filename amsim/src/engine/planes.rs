@@ -190,11 +190,26 @@ pub(crate) fn planes_product(
     }
     let g = &p.geom;
     let images = g.planes / p.channels;
+    // The kernels read and write through raw pointers: the buffers must
+    // hold what the geometry says (the callers check them; this keeps a
+    // mistake from becoming an out-of-bounds access).
+    if p.channels == 0
+        || !g.planes.is_multiple_of(p.channels)
+        || src.len() < g.planes * g.h * g.w
+        || out.len() < images * n * p.out_h * p.out_w
+        || p.out_h == 0
+        || p.out_w == 0
+        || p.out_w > g.wp
+        || p.koff
+            .iter()
+            .any(|&o| o as usize + (p.out_h - 1) * g.wp + p.out_w > p.channels * g.hp * g.wp)
+    {
+        return false;
+    }
     // Rows of an image: the last one needed is `(out_h - 1) * wp + out_w - 1`.
     let rows = (p.out_h - 1) * g.wp + p.out_w;
     let mpanels = rows.div_ceil(PR);
     let image_len = p.channels * g.hp * g.wp;
-    debug_assert!(p.koff.iter().all(|&o| o as usize + rows <= image_len));
     let mut planes = PLANES
         .try_with(|c| std::mem::take(&mut *c.borrow_mut()))
         .unwrap_or_default();
@@ -224,7 +239,6 @@ pub(crate) fn planes_product(
     // Expansion rows are 16 floats: start on a 64-byte boundary so that no
     // row load splits a cache line.
     let v = aligned(&mut vbuf, panels * vpanel);
-    let kblocks = k.div_ceil(kc);
     v.par_chunks_mut(vpanel)
         .enumerate()
         .flat_map(|(panel, vp)| {
@@ -240,7 +254,6 @@ pub(crate) fn planes_product(
             // `kn << (bits + 4)` floats.
             unsafe { expand(isa, lut.table(), table_t, bits, py, kn, vb) };
         });
-    debug_assert_eq!(kblocks, vpanel.div_ceil(kc << (bits + 4)));
     let v: &[f32] = v;
     let total = images * mpanels;
     let threads = rayon::current_num_threads().max(1);
