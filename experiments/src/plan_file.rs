@@ -212,7 +212,7 @@ pub(crate) fn check_model(spec: &MultiplierSpec, models: &[ModelInfo]) -> amsim:
         MultiplierSpec::Model { name, bits } | MultiplierSpec::Direct { name, bits } => {
             (name, *bits)
         }
-        MultiplierSpec::Int8 { .. } => {
+        MultiplierSpec::Int { .. } => {
             return amsim::spec::Resolver::new(models).resolve(spec).map(|_| ())
         }
         _ => return Ok(()),
