@@ -1,13 +1,16 @@
 //! End to end with 12- and 16-bit integer multipliers: LeNet-5 trains under
 //! `int12:` (4096 x 4096 table) and `int16:` (the model called per product)
-//! with integer products in all three roles, and wrong-width specs are
+//! with integer products in all three roles; `models`, `characterize`,
+//! `verify` and `bench gemm` take the new models; wrong-width specs are
 //! one-line errors naming the right prefix.
 
 mod support;
 
 use std::path::Path;
 
-use support::{approxtrain, failure_stderr, s, shared_data_dir, stderr, test_seed};
+use support::{
+    approxtrain, failure_stderr, json_lines, s, shared_data_dir, stderr, stdout, test_seed,
+};
 
 fn train(out: &Path, seed: u64, multiplier: &str) -> std::process::Output {
     let data = shared_data_dir();
@@ -94,4 +97,125 @@ fn integer_specs_of_the_wrong_width_are_one_line_errors() {
         assert!(err.contains(says), "{spec}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{spec}: {err}");
     }
+}
+
+#[test]
+fn models_characterize_verify_and_bench_take_12_and_16_bit_models() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = approxtrain(&["models"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    for (name, kind) in [
+        ("exact12s", "int12s"),
+        ("mul12u_trunc6", "int12u"),
+        ("exact16u", "int16u"),
+        ("mul16s_trunc8", "int16s"),
+    ] {
+        let line = table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} not listed: {table}"));
+        assert_eq!(line.split_whitespace().nth(1), Some(kind), "{line}");
+    }
+
+    // Every pair of a 12-bit table: the truncated array's worst error is
+    // all six dropped columns set, 5 x 2^6 + 1 = 321, at 63 x 63.
+    let csv = tmp.path().join("m.csv");
+    let png = tmp.path().join("m.png");
+    let out = approxtrain(&[
+        "characterize",
+        "--model",
+        "mul12u_trunc6",
+        "--csv",
+        s(&csv),
+        "--heatmap",
+        s(&png),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("16777216 (all pairs)"),
+        "{}",
+        stdout(&out)
+    );
+    let mut r = csv::Reader::from_path(&csv).unwrap();
+    let header = r.headers().unwrap().clone();
+    let row = r.records().next().unwrap().unwrap();
+    let field = |name: &str| &row[header.iter().position(|h| h == name).unwrap()];
+    assert_eq!(field("kind"), "int12u");
+    assert_eq!(
+        (field("wce"), field("wce_a"), field("wce_b")),
+        ("321", "63", "63")
+    );
+    let bias: f64 = field("bias").parse().unwrap();
+    let mae: f64 = field("mae").parse().unwrap();
+    assert!(
+        bias < 0.0 && (mae + bias).abs() < 1e-9,
+        "an underestimate everywhere: {bias} {mae}"
+    );
+    assert!(std::fs::metadata(&png).unwrap().len() > 1000);
+
+    // 16 bits: sampled pairs; no heat map, no table file.
+    let out = approxtrain(&[
+        "characterize",
+        "--model",
+        "mul16s_trunc8",
+        "--samples",
+        "20000",
+        "--seed",
+        "5",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("20000 (random)"), "{}", stdout(&out));
+    for args in [
+        &[
+            "characterize",
+            "--model",
+            "mul16s_trunc8",
+            "--heatmap",
+            "x.png",
+        ][..],
+        &["lut", "build", "--model", "mul16s_trunc8"][..],
+        &["lut", "build", "--model", "mul12s_trunc6"][..],
+        &["verify", "--model", "mul12s_trunc6", "--bits", "7"][..],
+    ] {
+        let err = failure_stderr(&approxtrain(args));
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
+
+    let out = approxtrain(&["verify", "--model", "mul12s_trunc6"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("16777216          0"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = approxtrain(&[
+        "bench",
+        "gemm",
+        "--m",
+        "16",
+        "--n",
+        "24",
+        "--k",
+        "8",
+        "--repeats",
+        "1",
+        "--json",
+        "--multiplier",
+        "int12:mul12s_trunc6,int16:exact16u",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let names: Vec<String> = json_lines(&out)
+        .iter()
+        .map(|r| r["multiplier"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["fp32", "int12:mul12s_trunc6", "int16:exact16u"]);
+    let err = failure_stderr(&approxtrain(&[
+        "bench",
+        "gemm",
+        "--multiplier",
+        "int12:exact16u",
+    ]));
+    assert!(err.contains("use int16:exact16u"), "{err}");
 }

@@ -294,6 +294,59 @@ pub fn bench_int_gemm(
         .collect()
 }
 
+/// Time [`crate::int_wide::wide_gemm`] through each 12- or 16-bit model on
+/// uniformly random integers of its operand range (the first operand with a
+/// zero point of 3, as an asymmetric activation, the second symmetric);
+/// `fp32_seconds` is the FP32 median of the same run. Rows labelled
+/// `intBITS:MODEL`, in the order given.
+pub fn bench_wide_int_gemm(
+    muls: &[crate::WideIntMul],
+    m: usize,
+    n: usize,
+    k: usize,
+    opts: BenchOptions,
+    fp32_seconds: f64,
+) -> Result<Vec<GemmBenchRow>> {
+    use crate::int_wide::{wide_gemm, WideOperand};
+    let threads = rayon::current_num_threads();
+    let macs = (m * n * k) as f64;
+    muls.iter()
+        .map(|mul| {
+            let mut rng = ChaCha8Rng::seed_from_u64(INPUT_SEED);
+            let r = mul.operand_range();
+            let mut values = |len: usize| {
+                (0..len)
+                    .map(|_| rng.gen_range(r.clone()))
+                    .collect::<Vec<i32>>()
+            };
+            let (a, b) = (values(m * k), values(k * n));
+            let mut c = vec![0i64; m * n];
+            let seconds = time_median(opts, || {
+                wide_gemm(
+                    mul,
+                    WideOperand::new(&a, 3),
+                    WideOperand::new(&b, 0),
+                    &mut c,
+                    m,
+                    n,
+                    k,
+                )
+            })?;
+            Ok(GemmBenchRow {
+                multiplier: format!("int{}:{}", mul.bits(), mul.model_name()),
+                m,
+                n,
+                k,
+                threads,
+                repeats: opts.repeats.max(1),
+                seconds,
+                gmacs: macs / seconds / 1e9,
+                ratio_vs_fp32: seconds / fp32_seconds,
+            })
+        })
+        .collect()
+}
+
 /// Time the three products of the convolution `shape` through each integer
 /// table ([`crate::int_conv`]) on uniformly random codes, the activation
 /// with a zero point of 3 (asymmetric, as a ReLU output is quantized), the

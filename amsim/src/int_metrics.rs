@@ -449,6 +449,95 @@ mod tests {
         assert_eq!(r.first_mismatch, Some((-3, 5, -14, -15)));
     }
 
+    /// The 12-bit product with its 4 lowest bits cleared (two's complement:
+    /// rounded down), as a model.
+    fn floor16_12s(a: i32, b: i32) -> i64 {
+        i64::from((a * b) & !15)
+    }
+
+    #[test]
+    fn wide_metrics_cover_every_pair_of_a_12_bit_table_and_match_a_direct_count() {
+        let mul = WideIntMul::new("floor16", 12, true, floor16_12s).unwrap();
+        let c = characterize_wide(&mul, 0, 0);
+        assert_eq!((c.bits, c.pairs), (12, 4096 * 4096));
+        let (mut sum, mut wrong, mut rel, mut nonzero) = (0i64, 0u64, 0f64, 0u64);
+        let mut wce = (0i64, (0, 0));
+        for a in -2048..2048i32 {
+            for b in -2048..2048i32 {
+                let x = i64::from(a * b);
+                let e = floor16_12s(a, b) - x;
+                sum += e;
+                wrong += u64::from(e != 0);
+                if x != 0 {
+                    nonzero += 1;
+                    rel += e.abs() as f64 / x.abs() as f64;
+                }
+                if e.abs() > wce.0 {
+                    wce = (e.abs(), (a, b));
+                }
+            }
+        }
+        let n = (4096 * 4096) as f64;
+        assert!((c.bias - sum as f64 / n).abs() < 1e-12, "{c:?}");
+        assert!(
+            (c.mae + c.bias).abs() < 1e-12,
+            "rounding down: e <= 0 everywhere"
+        );
+        assert!((c.error_probability - wrong as f64 / n).abs() < 1e-12);
+        assert!((c.mred - rel / nonzero as f64).abs() < 1e-12 * c.mred.max(1.0));
+        assert_eq!((c.wce, c.wce_at), wce);
+        assert!((c.mae_percent - 100.0 * c.mae / 2f64.powi(24)).abs() < 1e-15);
+        // The same at any thread count.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        assert_eq!(pool.install(|| characterize_wide(&mul, 0, 0)), c);
+        let g = wide_error_grid(&mul).unwrap();
+        assert_eq!((g.cells, g.block, g.values.len()), (256, 16, 65536));
+        assert!(g.values.iter().all(|&v| (-15.0..=0.0).contains(&v)));
+    }
+
+    #[test]
+    fn wide_metrics_of_16_bit_models_sample_pairs_reproducibly() {
+        let exact =
+            WideIntMul::new("exact", 16, false, |a, b| i64::from(a) * i64::from(b)).unwrap();
+        let c = characterize_wide(&exact, 100_000, 7);
+        assert_eq!(
+            (c.pairs, c.wce, c.mae, c.error_probability),
+            (100_000, 0, 0.0, 0.0)
+        );
+        let floor = WideIntMul::new("floor", 16, true, |a, b| {
+            (i64::from(a) * i64::from(b)) & !255
+        })
+        .unwrap();
+        let (c, again) = (
+            characterize_wide(&floor, 100_000, 7),
+            characterize_wide(&floor, 100_000, 7),
+        );
+        assert_eq!(c, again, "the same seed, the same pairs");
+        assert!(c.wce <= 255 && c.wce > 200 && c.bias < -100.0, "{c:?}");
+        assert!(wide_error_grid(&floor).is_none(), "no table to draw");
+        assert!(verify_wide(&floor, |a, b| i64::from(a) * i64::from(b)).is_none());
+    }
+
+    #[test]
+    fn verify_wide_finds_the_first_table_entry_that_differs_from_the_model() {
+        let mul = WideIntMul::new("floor16", 12, true, floor16_12s).unwrap();
+        let r = verify_wide(&mul, floor16_12s).unwrap();
+        assert_eq!(
+            (r.pairs, r.mismatches, r.first_mismatch),
+            (4096 * 4096, 0, None)
+        );
+        // Against the exact product: the first pair (in operand order from
+        // -2048) whose product is not a multiple of 16 is (-2047, -2047).
+        let r = verify_wide(&mul, |a, b| i64::from(a * b)).unwrap();
+        let (a, b, t, m) = r.first_mismatch.unwrap();
+        assert_eq!((a, b, m), (-2047, -2047, 2047 * 2047));
+        assert_eq!(t, m & !15);
+        assert!(r.mismatches > 0);
+    }
+
     #[test]
     fn error_grid_rows_run_in_increasing_operand_value() {
         let lut = IntLut::build("floor16", true, |a, b| (a * b) & !15).unwrap();

@@ -611,6 +611,12 @@ fn characterize_wide(info: &WideIntModelInfo, a: &CharacterizeArgs) -> Result<()
         );
     }
     let mul = WideIntMul::of(info)?;
+    if a.heatmap.is_some() && !mul.is_table() {
+        bail!(
+            "--heatmap draws a table; '{}' is a 16-bit model with no table (2^32 pairs): leave out --heatmap",
+            info.name
+        );
+    }
     let seed = a.seed.unwrap_or_else(clock_seed);
     if !mul.is_table() {
         eprintln!("sampling {} pairs with seed {seed}", a.samples);
