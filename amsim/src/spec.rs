@@ -354,12 +354,15 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// The 12- or 16-bit model `name` (a 12-bit one tabulated), built once.
-    fn wide_int(&self, spec: &MultiplierSpec, bits: u32, name: &str) -> Result<Arc<WideIntMul>> {
-        if let Some(m) = self.wide_cache.lock().expect("cache lock").get(name) {
-            return Ok(m.clone());
-        }
-        let info = find_wide_int(wide_int_registry(), name)
+    /// The registered `bits`-bit model `name` (12 or 16 bits); an error
+    /// naming the right prefix for a model of another kind.
+    fn find_wide(
+        &self,
+        spec: &MultiplierSpec,
+        bits: u32,
+        name: &str,
+    ) -> Result<&'static crate::WideIntModelInfo> {
+        find_wide_int(wide_int_registry(), name)
             .ok()
             .filter(|m| m.bits == bits)
             .ok_or_else(|| {
@@ -378,13 +381,31 @@ impl<'a> Resolver<'a> {
                         known,
                     },
                 )
-            })?;
-        let m = Arc::new(WideIntMul::of(info)?);
+            })
+    }
+
+    /// The 12- or 16-bit model `name` (a 12-bit one tabulated), built once.
+    fn wide_int(&self, spec: &MultiplierSpec, bits: u32, name: &str) -> Result<Arc<WideIntMul>> {
+        if let Some(m) = self.wide_cache.lock().expect("cache lock").get(name) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(WideIntMul::of(self.find_wide(spec, bits, name)?)?);
         self.wide_cache
             .lock()
             .expect("cache lock")
             .insert(name.to_string(), m.clone());
         Ok(m)
+    }
+
+    /// Check that an integer spec names a model of its width (or, for
+    /// `int8:`, a readable table file) without building a 12-bit table or
+    /// calling a 16-bit model; other specs are not checked here.
+    pub fn check_int(&self, spec: &MultiplierSpec) -> Result<()> {
+        match spec {
+            MultiplierSpec::Int { bits: 8, .. } => self.resolve(spec).map(|_| ()),
+            MultiplierSpec::Int { bits, name, .. } => self.find_wide(spec, *bits, name).map(|_| ()),
+            _ => Ok(()),
+        }
     }
 
     /// Resolve one spec.

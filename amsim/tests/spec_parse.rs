@@ -407,4 +407,9 @@ fn integer_specs_of_the_wrong_width_are_one_line_errors_naming_the_right_prefix(
         e.contains("'nosuch'") && e.contains("exact12s") && !e.contains("exact16u"),
         "{e}"
     );
+    // The check a plan file runs names the same prefix without a table.
+    let check = |text: &str| r.check_int(&text.parse().unwrap());
+    assert!(check("int12:exact12s").is_ok() && check("int16:exact16u:sym").is_ok());
+    let e = check("int12:exact16u").unwrap_err().to_string();
+    assert!(e.contains("use int16:exact16u"), "{e}");
 }
