@@ -79,6 +79,41 @@ fn lenet5_trains_under_12_and_16_bit_integer_models() {
         let metrics = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
         assert!(metrics.contains(spec), "{spec}: {metrics}");
     }
+
+    // Post-training quantization of an fp32 run: the exact 12-bit model
+    // keeps the fp32 test loss within 1%.
+    let fp32 = tmp.path().join("fp32");
+    let out = train(&fp32, seed, "fp32");
+    assert!(out.status.success(), "seed {seed}: {}", stderr(&out));
+    let csv = tmp.path().join("ptq.csv");
+    let data = shared_data_dir();
+    let out = approxtrain(&[
+        "eval",
+        "--checkpoint",
+        s(&fp32),
+        "--data-dir",
+        s(&data),
+        "--test-limit",
+        "200",
+        "--multiplier",
+        "fp32,int12:exact12s",
+        "--csv",
+        s(&csv),
+    ]);
+    assert!(out.status.success(), "seed {seed}: {}", stderr(&out));
+    let mut r = csv::Reader::from_path(&csv).unwrap();
+    let header = r.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
+    let labels: Vec<&str> = rows.iter().map(|x| &x[col("label")]).collect();
+    assert_eq!(labels, ["fp32", "int12:exact12s"], "seed {seed}");
+    let loss = |i: usize| rows[i][col("test_loss")].parse::<f64>().unwrap();
+    assert!(
+        (loss(1) - loss(0)).abs() <= 0.01 * loss(0),
+        "seed {seed}: {} vs {}",
+        loss(1),
+        loss(0)
+    );
 }
 
 #[test]
