@@ -246,6 +246,32 @@ fn models_characterize_verify_and_bench_take_12_and_16_bit_models() {
         .map(|r| r["multiplier"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(names, ["fp32", "int12:mul12s_trunc6", "int16:exact16u"]);
+    let out = approxtrain(&[
+        "bench",
+        "conv",
+        "--shape",
+        "lenet5-conv2",
+        "--batch",
+        "2",
+        "--repeats",
+        "1",
+        "--json",
+        "--multiplier",
+        "int12:mul12s_trunc6,int16:exact16u",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<(String, String)> = json_lines(&out)
+        .iter()
+        .map(|r| {
+            (
+                r["multiplier"].as_str().unwrap().to_string(),
+                r["product"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 9, "{rows:?}");
+    assert_eq!(rows[3], ("int12:mul12s_trunc6".into(), "forward".into()));
+    assert_eq!(rows[8], ("int16:exact16u".into(), "grad_weight".into()));
     let err = failure_stderr(&approxtrain(&[
         "bench",
         "gemm",

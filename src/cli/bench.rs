@@ -94,9 +94,8 @@ pub struct CommonArgs {
     /// timed as the baseline. `direct:MODEL` calls the model for every
     /// product and is timed once (no warm-up) at the size given.
     /// `int8:MODEL` times the integer products (8-bit codes, the CPU
-    /// engines) against that baseline; `bench gemm` also takes
-    /// `int12:MODEL` (4096 x 4096 table) and `int16:MODEL` (the model
-    /// called per product).
+    /// engines) against that baseline, and so do `int12:MODEL` (4096 x
+    /// 4096 table) and `int16:MODEL` (the model called per product).
     #[arg(long, value_delimiter = ',', value_name = "SPEC,...")]
     multiplier: Vec<String>,
     /// Timed calls per measurement; the median is reported.
@@ -355,13 +354,7 @@ fn print_gemm_table(rows: &[GemmBenchRow], device: &str) {
             );
         }
     }
-    // The first column as wide as its longest label.
-    let w = rows
-        .iter()
-        .map(|r| r.multiplier.len())
-        .chain([16])
-        .max()
-        .unwrap_or(16);
+    let w = label_width(rows.iter().map(|r| r.multiplier.as_str()));
     println!(
         "{:<w$} {:>8} {:>12} {:>10} {:>9}",
         "multiplier", "repeats", "seconds", "GMAC/s", "vs fp32"
@@ -425,14 +418,6 @@ fn conv_shapes(a: &ConvArgs) -> anyhow::Result<Vec<(Conv2dShape, Option<String>)
 fn run_conv(mut a: ConvArgs) -> anyhow::Result<()> {
     let shapes = conv_shapes(&a)?;
     let ints = take_int_specs(&mut a.common, "conv")?;
-    if let Some(m) = ints.wide.first() {
-        bail!(
-            "bench conv: int{}:{} is timed by bench gemm only so far (the convolutions lower to its GEMM); leave it out here",
-            m.bits(),
-            m.model_name()
-        );
-    }
-    let int_luts = ints.luts;
     let (mults, opts) = prepare(&a.common)?;
     let eng = cuda_engine(a.common.device)?;
     let device = device_label(&eng);
@@ -441,16 +426,19 @@ fn run_conv(mut a: ConvArgs) -> anyhow::Result<()> {
             Some(e) => amsim::cuda::bench::bench_conv_cuda(e, &mults, shape, opts)?,
             None => bench_conv(&mults, shape, opts)?,
         };
-        if !int_luts.is_empty() {
+        if !ints.luts.is_empty() || !ints.wide.is_empty() {
             let mut fp32 = [0.0; 3];
             for (t, p) in fp32.iter_mut().zip(ConvProduct::ALL) {
                 *t = rows
                     .iter()
                     .find(|r| r.multiplier == "fp32" && r.product == p)
                     .map(|r| r.seconds)
-                    .context("bench conv: no fp32 row to compare the int8 rows with")?;
+                    .context("bench conv: no fp32 row to compare the integer rows with")?;
             }
-            rows.extend(amsim::bench::bench_int_conv(&int_luts, shape, opts, fp32)?);
+            rows.extend(amsim::bench::bench_int_conv(&ints.luts, shape, opts, fp32)?);
+            rows.extend(amsim::bench::bench_wide_int_conv(
+                &ints.wide, shape, opts, fp32,
+            )?);
         }
         if a.common.json {
             for r in &rows {
@@ -496,6 +484,11 @@ fn conv_json(r: &ConvBenchRow, name: Option<&str>) -> serde_json::Value {
     })
 }
 
+/// The width of a table's first column: 16, or its longest label.
+fn label_width<'a>(labels: impl Iterator<Item = &'a str>) -> usize {
+    labels.map(str::len).chain([16]).max().unwrap_or(16)
+}
+
 fn print_conv_table(rows: &[ConvBenchRow], s: &Conv2dShape, name: Option<&str>) {
     let threads = rows
         .first()
@@ -520,13 +513,14 @@ fn print_conv_table(rows: &[ConvBenchRow], s: &Conv2dShape, name: Option<&str>) 
             format!("{threads} threads, cpu")
         },
     );
+    let w = label_width(rows.iter().map(|r| r.multiplier.as_str()));
     println!(
-        "{:<16} {:<12} {:>8} {:>12} {:>10} {:>9}",
+        "{:<w$} {:<12} {:>8} {:>12} {:>10} {:>9}",
         "multiplier", "product", "repeats", "seconds", "GMAC/s", "vs fp32"
     );
     for r in rows {
         println!(
-            "{:<16} {:<12} {:>8} {:>12.6} {:>10.3} {:>8.2}x",
+            "{:<w$} {:<12} {:>8} {:>12.6} {:>10.3} {:>8.2}x",
             r.multiplier,
             r.product.key(),
             r.repeats,
