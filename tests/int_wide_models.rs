@@ -17,8 +17,8 @@ fn model(name: &str) -> &'static WideIntModelInfo {
 /// The broken-array multiplier of Mahdiani et al. (TCAS-I 2010), vertical
 /// break level `k`: the exact product of the magnitudes less the
 /// partial-product bits `a_i b_j` of the columns `i + j < k`, written bit by
-/// bit (the C helper forms each row at once), the sign of the exact product
-/// applied.
+/// bit (`approx_int_truncated` in C forms each row at once), the sign of the
+/// exact product applied.
 fn broken_array(a: i32, b: i32, k: u32) -> i64 {
     let (ma, mb) = (a.unsigned_abs(), b.unsigned_abs());
     let mut p = 0i64;
