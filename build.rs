@@ -6,7 +6,10 @@
 //!    record `NAME_info` (a floating-point model) or a function `NAME` with
 //!    the signature of an 8-bit integer multiplier, in EvoApprox's form, and
 //!    optionally the record `NAME_info` (an integer model); the file stem is
-//!    the model name.
+//!    the model name. A 12- or 16-bit model (`uint32_t NAME(uint16_t,
+//!    uint16_t)` or `int32_t NAME(int16_t, int16_t)`, one signature for both
+//!    widths) takes its width from the first number in its name
+//!    (`mul12u_2NDH`, `exact16s`), as EvoApprox names them.
 //! 2. Compiles them with `cc` into one static library.
 //! 3. Generates the Rust view of the ABI header with bindgen where libclang
 //!    can be loaded; elsewhere copies the committed `src/bindings.rs`. Either
@@ -14,7 +17,8 @@
 //!    fresh generation with the committed copy.
 //! 4. Reads each `NAME_info` initializer from the source and writes
 //!    `$OUT_DIR/model_registry.rs`: the `extern "C"` declarations, a safe
-//!    wrapper per model, `MODELS` and `INT_MODELS`, included by
+//!    wrapper per model, `MODELS`, `INT_MODELS` (8-bit) and
+//!    `WIDE_INT_MODELS` (12- and 16-bit), included by
 //!    `src/models.rs`.
 //!
 //! Bad input (a file name that is not a model name, a missing function, an
@@ -53,9 +57,13 @@ struct ModelSource {
 enum ModelKind {
     /// `float NAME_mul(float, float, unsigned)` and its record.
     Float(InfoRecord),
-    /// `uint16_t NAME(uint8_t, uint8_t)` or `int16_t NAME(int8_t, int8_t)`.
+    /// `uint16_t NAME(uint8_t, uint8_t)` or `int16_t NAME(int8_t, int8_t)`
+    /// (8 bits); `uint32_t NAME(uint16_t, uint16_t)` or `int32_t
+    /// NAME(int16_t, int16_t)` (12 or 16 bits, from the name).
     Int {
         signed: bool,
+        /// Operand width: 8, 12 or 16.
+        bits: u32,
         info: IntInfoRecord,
         /// Whether the source defines `NAME_info` (the record is optional).
         has_record: bool,
@@ -154,19 +162,22 @@ fn read_model(path: &Path) -> Result<ModelSource, String> {
         let info = parse_info(&code, &name).map_err(|e| format!("{file}: {e}"))?;
         validate_info(&info, &name).map_err(|e| format!("{file}: {e}"))?;
         ModelKind::Float(info)
-    } else if let Some(signed) = int_signature(&code, &name).map_err(|e| format!("{file}: {e}"))? {
+    } else if let Some((signed, bits)) =
+        int_signature(&code, &name).map_err(|e| format!("{file}: {e}"))?
+    {
         let fields = record_fields(&code, &name).map_err(|e| format!("{file}: {e}"))?;
         let has_record = fields.is_some();
         let info =
             int_info(fields.unwrap_or_default(), &name).map_err(|e| format!("{file}: {e}"))?;
         ModelKind::Int {
             signed,
+            bits,
             info,
             has_record,
         }
     } else {
         return Err(format!(
-                "{file}: no function '{name}_mul' and no function '{name}' (a floating-point model defines float {name}_mul(float, float, unsigned); an integer model defines uint16_t {name}(uint8_t, uint8_t) or int16_t {name}(int8_t, int8_t))"
+                "{file}: no function '{name}_mul' and no function '{name}' (a floating-point model defines float {name}_mul(float, float, unsigned); an integer model defines uint16_t {name}(uint8_t, uint8_t) or int16_t {name}(int8_t, int8_t), or for 12 and 16 bits uint32_t {name}(uint16_t, uint16_t) or int32_t {name}(int16_t, int16_t))"
             ));
     };
     Ok(ModelSource { file, name, kind })
@@ -181,10 +192,14 @@ fn is_int_model_name(name: &str) -> bool {
 }
 
 /// Whether `code` defines (or declares) the function `name` with an integer
-/// model's signature: `Some(false)` for `uint16_t name(uint8_t, uint8_t)`,
-/// `Some(true)` for `int16_t name(int8_t, int8_t)`, `None` when no function
-/// `name` is declared, an error for a function `name` of another signature.
-fn int_signature(code: &str, name: &str) -> Result<Option<bool>, String> {
+/// model's signature, as `Some((signed, bits))`: `(false, 8)` for `uint16_t
+/// name(uint8_t, uint8_t)`, `(true, 8)` for `int16_t name(int8_t, int8_t)`,
+/// `(false, w)` for `uint32_t name(uint16_t, uint16_t)` and `(true, w)` for
+/// `int32_t name(int16_t, int16_t)` with `w` the first number in `name`
+/// (12 or 16); `None` when no function `name` is declared, an error for a
+/// function `name` of another signature or a wide one whose name gives no
+/// width.
+fn int_signature(code: &str, name: &str) -> Result<Option<(bool, u32)>, String> {
     for (at, _) in code.match_indices(name) {
         let before = &code[..at];
         if before.chars().next_back().is_some_and(is_ident_char) {
@@ -224,15 +239,34 @@ fn int_signature(code: &str, name: &str) -> Result<Option<bool>, String> {
             })
             .collect();
         return match (ret, types.as_slice()) {
-            ("uint16_t", ["uint8_t", "uint8_t"]) => Ok(Some(false)),
-            ("int16_t", ["int8_t", "int8_t"]) => Ok(Some(true)),
+            ("uint16_t", ["uint8_t", "uint8_t"]) => Ok(Some((false, 8))),
+            ("int16_t", ["int8_t", "int8_t"]) => Ok(Some((true, 8))),
+            ("uint32_t", ["uint16_t", "uint16_t"]) => Ok(Some((false, wide_bits(name)?))),
+            ("int32_t", ["int16_t", "int16_t"]) => Ok(Some((true, wide_bits(name)?))),
             _ => Err(format!(
-                "function '{name}' is {ret} {name}({}); an integer model is uint16_t {name}(uint8_t, uint8_t) or int16_t {name}(int8_t, int8_t) (wider integer multipliers are not supported yet)",
+                "function '{name}' is {ret} {name}({}); an integer model is uint16_t {name}(uint8_t, uint8_t) or int16_t {name}(int8_t, int8_t) (8 bits), or uint32_t {name}(uint16_t, uint16_t) or int32_t {name}(int16_t, int16_t) (12 or 16 bits)",
                 types.join(", ")
             )),
         };
     }
     Ok(None)
+}
+
+/// The operand width of a model with 16-bit operands: the first number in
+/// its name, which must be 12 or 16 (`mul12u_2NDH`, `exact16s`).
+fn wide_bits(name: &str) -> Result<u32, String> {
+    let digits: String = name
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    match digits.as_str() {
+        "12" => Ok(12),
+        "16" => Ok(16),
+        _ => Err(format!(
+            "'{name}' has 16-bit operands but its name does not give its width: name it with 12 or 16 as its first number (mul12u_NAME, mul16s_NAME, exact12s), as EvoApprox does"
+        )),
+    }
 }
 
 /// The optional record of an integer model: `.description` required,
@@ -791,6 +825,7 @@ fn registry_source(all: &[ModelSource]) -> String {
     }
     let _ = writeln!(s, "        ]\n    }}\n}}\n");
     int_registry_source(&mut s, all);
+    wide_int_registry_source(&mut s, all);
     s
 }
 
@@ -803,10 +838,11 @@ fn int_registry_source(s: &mut String, all: &[ModelSource]) {
         .filter_map(|m| match &m.kind {
             ModelKind::Int {
                 signed,
+                bits: 8,
                 info,
                 has_record,
             } => Some((m, *signed, info, *has_record)),
-            ModelKind::Float(_) => None,
+            _ => None,
         })
         .collect();
     let _ = writeln!(
@@ -872,6 +908,97 @@ fn int_registry_source(s: &mut String, all: &[ModelSource]) {
     for &(m, _, _, has_record) in &models {
         if has_record {
             let _ = writeln!(s, "            Some(&int_ffi::{}_info),", m.name);
+        } else {
+            let _ = writeln!(s, "            None,");
+        }
+    }
+    let _ = writeln!(s, "        ]\n    }}\n}}");
+}
+
+/// The 12- and 16-bit part of the registry: declarations, wrappers taking
+/// `i32` operand values and returning the `int32_t`/`uint32_t` product as
+/// `i64`, `WIDE_INT_MODELS` and the optional C records.
+fn wide_int_registry_source(s: &mut String, all: &[ModelSource]) {
+    let models: Vec<(&ModelSource, bool, u32, &IntInfoRecord, bool)> = all
+        .iter()
+        .filter_map(|m| match &m.kind {
+            ModelKind::Int {
+                signed,
+                bits,
+                info,
+                has_record,
+            } if *bits != 8 => Some((m, *signed, *bits, info, *has_record)),
+            _ => None,
+        })
+        .collect();
+    let _ = writeln!(
+        s,
+        "\n// EvoApprox names keep their upper-case suffixes.\n\
+         #[allow(non_snake_case, non_upper_case_globals)]\n\
+         mod wide_int_ffi {{\n    use super::abi::approx_model_int_info;\n    extern \"C\" {{"
+    );
+    for &(m, signed, _, _, has_record) in &models {
+        let n = &m.name;
+        let (op, ret) = if signed {
+            ("i16", "i32")
+        } else {
+            ("u16", "u32")
+        };
+        let _ = writeln!(s, "        pub fn {n}(a: {op}, b: {op}) -> {ret};");
+        if has_record {
+            let _ = writeln!(s, "        pub static {n}_info: approx_model_int_info;");
+        }
+    }
+    let _ = writeln!(s, "    }}\n}}\n");
+    for &(m, signed, ..) in &models {
+        let fn_type = if signed { "mul16s" } else { "mul16u" };
+        let _ = writeln!(
+            s,
+            "const _: abi::approx_model_{fn_type}_fn = Some(wide_int_ffi::{});",
+            m.name
+        );
+    }
+    let _ = writeln!(s);
+    for &(m, signed, ..) in &models {
+        let n = &m.name;
+        let op = if signed { "i16" } else { "u16" };
+        let _ = writeln!(
+            s,
+            "/// Integer model `{n}` ({file}).\n#[allow(non_snake_case)]\n\
+             fn wide_int_model_{n}(a: i32, b: i32) -> i64 {{\n    \
+             // SAFETY: by the ABI of approx_model.h an integer model is a pure\n    \
+             // function defined for every operand pair.\n    \
+             i64::from(unsafe {{ wide_int_ffi::{n}(a as {op}, b as {op}) }})\n}}\n",
+            file = m.file
+        );
+    }
+    let _ = writeln!(
+        s,
+        "/// Every 12- and 16-bit integer model compiled from `multipliers/*.c`,\n\
+         /// sorted by name.\n\
+         pub static WIDE_INT_MODELS: &[amsim::WideIntModelInfo] = &["
+    );
+    for &(m, signed, bits, i, _) in &models {
+        let _ = writeln!(
+            s,
+            "    amsim::WideIntModelInfo {{\n        name: {:?},\n        description: {:?},\n        \
+             bits: {bits},\n        signed: {signed},\n        area_um2: {:?},\n        \
+             power_mw: {:?},\n        delay_ns: {:?},\n        func: wide_int_model_{},\n    }},",
+            m.name, i.description, i.area_um2, i.power_mw, i.delay_ns, m.name
+        );
+    }
+    let _ = writeln!(s, "];\n");
+    let _ = writeln!(
+        s,
+        "/// The C records of the 12- and 16-bit integer models, in the order of\n\
+         /// [`WIDE_INT_MODELS`] (`None` for a model without one).\n\
+         fn raw_wide_int_info_records() -> Vec<Option<&'static abi::approx_model_int_info>> {{\n    \
+         // SAFETY: the records are immutable C objects that live for the\n    \
+         // whole program.\n    unsafe {{\n        vec!["
+    );
+    for &(m, _, _, _, has_record) in &models {
+        if has_record {
+            let _ = writeln!(s, "            Some(&wide_int_ffi::{}_info),", m.name);
         } else {
             let _ = writeln!(s, "            None,");
         }

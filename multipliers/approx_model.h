@@ -40,19 +40,31 @@
  *     rejects a table holding anything else.
  *   - It is a pure function: no state, no I/O, thread safe.
  *
- * Integer models (8-bit operands, the form of the EvoApprox library):
+ * Integer models (8-, 12- and 16-bit operands, the forms of the EvoApprox
+ * library):
  *
  *   A file `multipliers/NAME.c`, NAME a lowercase letter followed by
  *   [A-Za-z0-9_], that has no NAME_mul but defines a function named NAME
  *   with one of the signatures
  *
- *     uint16_t NAME(uint8_t a, uint8_t b);    (unsigned, `mul8u_...`)
- *     int16_t  NAME(int8_t a, int8_t b);      (signed, `mul8s_...`)
+ *     uint16_t NAME(uint8_t a, uint8_t b);    (8-bit unsigned, `mul8u_...`)
+ *     int16_t  NAME(int8_t a, int8_t b);      (8-bit signed, `mul8s_...`)
+ *     uint32_t NAME(uint16_t a, uint16_t b);  (12- or 16-bit unsigned)
+ *     int32_t  NAME(int16_t a, int16_t b);    (12- or 16-bit signed)
  *
- *   is an integer model: the approximate product of two 8-bit integers.
- *   It is tabulated over all 256 x 256 operand pairs (`int8:NAME`). It must
- *   be a pure function defined for every operand pair. An info record is
- *   optional, one line is enough:
+ *   is an integer model: the approximate product of two integers. The
+ *   12- and 16-bit forms share a signature, so their width is the first
+ *   number in NAME, as EvoApprox names them (`mul12u_2NDH`, `mul16s_HDG`,
+ *   `exact12s`); that number must be 12 or 16. An n-bit model is called
+ *   with operands in the n-bit range only (-2^(n-1)..=2^(n-1)-1 or
+ *   0..=2^n-1) and must return a product in the 2n-bit range of its sign
+ *   (for 12 bits: -2^23..=2^23-1 or 0..=2^24-1); a product outside it is an
+ *   error naming the pair. 8-bit models are tabulated over all 256 x 256
+ *   operand pairs (`int8:NAME`), 12-bit ones over all 4096 x 4096
+ *   (`int12:NAME`), and 16-bit ones are called for every product
+ *   (`int16:NAME`). A model must be a pure function defined for every
+ *   operand pair of its width. An info record is optional, one line is
+ *   enough:
  *
  *     const struct approx_model_int_info NAME_info = { .description = "..." };
  *
@@ -91,9 +103,12 @@ struct approx_model_info {
 };
 
 /* The signatures of integer models: the approximate product of two
- * unsigned or two signed 8-bit integers. */
+ * unsigned or two signed 8-bit integers, and of two 12- or 16-bit ones
+ * (the width is in the model's name). */
 typedef uint16_t (*approx_model_mul8u_fn)(uint8_t a, uint8_t b);
 typedef int16_t (*approx_model_mul8s_fn)(int8_t a, int8_t b);
+typedef uint32_t (*approx_model_mul16u_fn)(uint16_t a, uint16_t b);
+typedef int32_t (*approx_model_mul16s_fn)(int16_t a, int16_t b);
 
 /* What a designer declares about an integer model (all fields optional but
  * .description). */

@@ -16,6 +16,10 @@ pub struct approx_model_info {
 }
 pub type approx_model_mul8u_fn = ::std::option::Option<unsafe extern "C" fn(a: u8, b: u8) -> u16>;
 pub type approx_model_mul8s_fn = ::std::option::Option<unsafe extern "C" fn(a: i8, b: i8) -> i16>;
+pub type approx_model_mul16u_fn =
+    ::std::option::Option<unsafe extern "C" fn(a: u16, b: u16) -> u32>;
+pub type approx_model_mul16s_fn =
+    ::std::option::Option<unsafe extern "C" fn(a: i16, b: i16) -> i32>;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct approx_model_int_info {

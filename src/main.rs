@@ -93,6 +93,7 @@ fn keep_freed_memory() {}
 fn main() {
     keep_freed_memory();
     amsim::model::register_int_models(approxtrain::models::INT_MODELS);
+    amsim::model::register_wide_int_models(approxtrain::models::WIDE_INT_MODELS);
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
         if let Err(e) = experiments::options::check_threads(n) {

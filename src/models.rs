@@ -91,6 +91,12 @@ fn c_string(p: *const std::os::raw::c_char) -> String {
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
+/// Find a registered 12- or 16-bit integer model by name; the error lists
+/// the known names.
+pub fn find_wide_int(name: &str) -> amsim::Result<&'static amsim::WideIntModelInfo> {
+    amsim::model::find_wide_int(WIDE_INT_MODELS, name)
+}
+
 /// Find a registered integer model by name; the error lists the known names.
 pub fn find_int(name: &str) -> amsim::Result<&'static amsim::IntModelInfo> {
     amsim::model::find_int(INT_MODELS, name)
@@ -121,6 +127,16 @@ impl CompiledIntInfo {
             delay_ns: info.delay_ns,
         }
     }
+
+    /// The same for a 12- or 16-bit model.
+    pub fn of_wide(info: &amsim::WideIntModelInfo) -> CompiledIntInfo {
+        CompiledIntInfo {
+            description: info.description.to_string(),
+            area_um2: info.area_um2,
+            power_mw: info.power_mw,
+            delay_ns: info.delay_ns,
+        }
+    }
 }
 
 /// The compiled C records of the integer models, in the order of
@@ -128,6 +144,27 @@ impl CompiledIntInfo {
 /// `None` for a model without a record.
 pub fn compiled_int_info_records() -> Vec<Option<(String, CompiledIntInfo)>> {
     raw_int_info_records()
+        .into_iter()
+        .map(|r| {
+            r.map(|r| {
+                (
+                    c_string(r.name),
+                    CompiledIntInfo {
+                        description: c_string(r.description),
+                        area_um2: r.area_um2,
+                        power_mw: r.power_mw,
+                        delay_ns: r.delay_ns,
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
+/// The compiled C records of the 12- and 16-bit integer models, in the
+/// order of [`WIDE_INT_MODELS`], as [`compiled_int_info_records`].
+pub fn compiled_wide_int_info_records() -> Vec<Option<(String, CompiledIntInfo)>> {
+    raw_wide_int_info_records()
         .into_iter()
         .map(|r| {
             r.map(|r| {

@@ -140,7 +140,7 @@ fn int8_specs_with_float_only_options_are_one_line_errors() {
         ("direct:exact8u", "use int8:exact8u"),
         ("int8:mbm", "use mbm:BITS"),
         ("int8:mul8s_none", "known models: exact8s"),
-        ("fwd=fp32,dx=int8:exact8s", "need an int8 forward"),
+        ("fwd=fp32,dx=int8:exact8s", "need an integer forward"),
     ] {
         let out = train(
             &tmp.path().join("bad"),

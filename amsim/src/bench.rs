@@ -294,6 +294,59 @@ pub fn bench_int_gemm(
         .collect()
 }
 
+/// Time [`crate::int_wide::wide_gemm`] through each 12- or 16-bit model on
+/// uniformly random integers of its operand range (the first operand with a
+/// zero point of 3, as an asymmetric activation, the second symmetric);
+/// `fp32_seconds` is the FP32 median of the same run. Rows labelled
+/// `intBITS:MODEL`, in the order given.
+pub fn bench_wide_int_gemm(
+    muls: &[crate::WideIntMul],
+    m: usize,
+    n: usize,
+    k: usize,
+    opts: BenchOptions,
+    fp32_seconds: f64,
+) -> Result<Vec<GemmBenchRow>> {
+    use crate::int_wide::{wide_gemm, WideOperand};
+    let threads = rayon::current_num_threads();
+    let macs = (m * n * k) as f64;
+    muls.iter()
+        .map(|mul| {
+            let mut rng = ChaCha8Rng::seed_from_u64(INPUT_SEED);
+            let r = mul.operand_range();
+            let mut values = |len: usize| {
+                (0..len)
+                    .map(|_| rng.gen_range(r.clone()))
+                    .collect::<Vec<i32>>()
+            };
+            let (a, b) = (values(m * k), values(k * n));
+            let mut c = vec![0i64; m * n];
+            let seconds = time_median(opts, || {
+                wide_gemm(
+                    mul,
+                    WideOperand::new(&a, 3),
+                    WideOperand::new(&b, 0),
+                    &mut c,
+                    m,
+                    n,
+                    k,
+                )
+            })?;
+            Ok(GemmBenchRow {
+                multiplier: format!("int{}:{}", mul.bits(), mul.model_name()),
+                m,
+                n,
+                k,
+                threads,
+                repeats: opts.repeats.max(1),
+                seconds,
+                gmacs: macs / seconds / 1e9,
+                ratio_vs_fp32: seconds / fp32_seconds,
+            })
+        })
+        .collect()
+}
+
 /// Time the three products of the convolution `shape` through each integer
 /// table ([`crate::int_conv`]) on uniformly random codes, the activation
 /// with a zero point of 3 (asymmetric, as a ReLU output is quantized), the
@@ -338,6 +391,66 @@ pub fn bench_int_conv(
             })?;
             rows.push(ConvBenchRow {
                 multiplier: format!("int8:{}", lut.model_name()),
+                shape: *shape,
+                product,
+                threads,
+                repeats: opts.repeats.max(1),
+                seconds,
+                gmacs: macs / seconds / 1e9,
+                ratio_vs_fp32: seconds / fp32_seconds[i],
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// [`bench_int_conv`] for 12- and 16-bit models
+/// ([`crate::int_wide_conv`]): random integers of each model's operand
+/// range, the activation with a zero point of 3. Rows labelled
+/// `intBITS:MODEL`, in the order given, then product order.
+pub fn bench_wide_int_conv(
+    muls: &[crate::WideIntMul],
+    shape: &Conv2dShape,
+    opts: BenchOptions,
+    fp32_seconds: [f64; 3],
+) -> Result<Vec<ConvBenchRow>> {
+    use crate::int_wide::WideOperand;
+    use crate::int_wide_conv::{
+        wide_conv2d_forward, wide_conv2d_grad_input, wide_conv2d_grad_weight,
+    };
+    shape.validate()?;
+    let mut y = vec![0i64; shape.y_len()];
+    let mut dx = vec![0i64; shape.x_len()];
+    let mut dw = vec![0i64; shape.w_len()];
+    let threads = rayon::current_num_threads();
+    let macs = shape.macs() as f64;
+    let mut rows = Vec::with_capacity(muls.len() * 3);
+    for mul in muls {
+        let mut rng = ChaCha8Rng::seed_from_u64(INPUT_SEED);
+        let r = mul.operand_range();
+        let mut values = |len: usize| {
+            (0..len)
+                .map(|_| rng.gen_range(r.clone()))
+                .collect::<Vec<i32>>()
+        };
+        let (x, w, dy) = (
+            values(shape.x_len()),
+            values(shape.w_len()),
+            values(shape.y_len()),
+        );
+        let (xo, wo, dyo) = (
+            WideOperand::new(&x, 3),
+            WideOperand::new(&w, 0),
+            WideOperand::new(&dy, 0),
+        );
+        for (i, product) in ConvProduct::ALL.into_iter().enumerate() {
+            let seconds = time_median(opts, || match product {
+                ConvProduct::Forward => wide_conv2d_forward(mul, shape, xo, wo, &mut y),
+                ConvProduct::GradInput => wide_conv2d_grad_input(mul, shape, dyo, wo, &mut dx),
+                ConvProduct::GradWeight => wide_conv2d_grad_weight(mul, shape, xo, dyo, &mut dw),
+            })?;
+            rows.push(ConvBenchRow {
+                multiplier: format!("int{}:{}", mul.bits(), mul.model_name()),
                 shape: *shape,
                 product,
                 threads,

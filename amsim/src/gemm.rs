@@ -260,7 +260,7 @@ pub fn gemm(mult: &Multiplier, a: MatRef, b: MatRef, c: MatMut, accumulate: bool
             engine::native::direct_gemm(*func, *bits, a, b, c, accumulate)
         }
         Multiplier::Lut(lut) => engine::lut_gemm(lut, a, b, c, accumulate),
-        Multiplier::Int8 { .. } => mult.float_only("a float GEMM")?,
+        Multiplier::Int8 { .. } | Multiplier::IntWide { .. } => mult.float_only("a float GEMM")?,
     }
     Ok(())
 }

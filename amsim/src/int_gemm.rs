@@ -411,9 +411,10 @@ fn add_terms<'a>(
     }
 }
 
-/// The transpose of a row-major `rows x cols` matrix of codes.
-pub fn transpose_codes(src: &[u8], rows: usize, cols: usize) -> Vec<u8> {
-    let mut out = vec![0u8; src.len()];
+/// The transpose of a row-major `rows x cols` matrix of codes (bytes of
+/// the 8-bit engine, integers of the 12- and 16-bit one).
+pub fn transpose_codes<T: Copy + Default>(src: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut out = vec![T::default(); src.len()];
     for (r, row) in src.chunks_exact(cols.max(1)).take(rows).enumerate() {
         for (c, &v) in row.iter().enumerate() {
             out[c * rows + r] = v;

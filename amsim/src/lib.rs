@@ -25,6 +25,8 @@ mod int_expand;
 pub mod int_gemm;
 pub mod int_lut;
 pub mod int_metrics;
+pub mod int_wide;
+pub mod int_wide_conv;
 pub mod lut;
 pub mod lut_file;
 pub mod metrics;
@@ -55,7 +57,8 @@ pub fn test_seed(test: &str) -> u64 {
     seed
 }
 pub use int_lut::IntLut;
+pub use int_wide::WideIntMul;
 pub use lut::{Lut, MAX_LUT_BITS};
-pub use model::{IntModelFn, IntModelInfo, ModelFn, ModelInfo};
+pub use model::{IntModelFn, IntModelInfo, ModelFn, ModelInfo, WideIntModelFn, WideIntModelInfo};
 pub use multiplier::{IntScheme, Multiplier, MultiplierPlan, Role};
 pub use spec::{MultiplierSpec, PlanSpec};

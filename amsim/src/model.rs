@@ -146,6 +146,104 @@ pub fn int_registry() -> &'static [IntModelInfo] {
     INT_REGISTRY.get().copied().unwrap_or(&[])
 }
 
+/// A functional model of a 12- or 16-bit integer multiplier: `model(a, b)`
+/// is the approximate product of two operand values of its width (for `n`
+/// bits: `-2^(n-1)..=2^(n-1)-1` signed, `0..=2^n-1` unsigned), as the
+/// model's `int32_t` or `uint32_t` (hence `i64`, which holds both).
+pub type WideIntModelFn = fn(i32, i32) -> i64;
+
+/// A registered 12- or 16-bit integer model (`multipliers/NAME.c` in
+/// EvoApprox's form `int32_t NAME(int16_t, int16_t)` or `uint32_t
+/// NAME(uint16_t, uint16_t)`, the width the first number in the name).
+#[derive(Debug, Clone, Copy)]
+pub struct WideIntModelInfo {
+    /// Name used in `int12:NAME` / `int16:NAME` specs; the C function's name.
+    pub name: &'static str,
+    /// One-line description.
+    pub description: &'static str,
+    /// Operand width: 12 or 16.
+    pub bits: u32,
+    /// Signed or unsigned operands.
+    pub signed: bool,
+    /// Optional hardware figures (0 means "not declared").
+    pub area_um2: f64,
+    /// Power in milliwatts.
+    pub power_mw: f64,
+    /// Delay in nanoseconds.
+    pub delay_ns: f64,
+    /// The model itself.
+    pub func: WideIntModelFn,
+}
+
+impl WideIntModelInfo {
+    /// The operand values of the model.
+    pub fn operand_range(&self) -> std::ops::RangeInclusive<i32> {
+        wide_operand_range(self.bits, self.signed)
+    }
+
+    /// The values a product may take: the `2·bits`-bit range of its sign.
+    pub fn product_range(&self) -> std::ops::RangeInclusive<i64> {
+        wide_product_range(self.bits, self.signed)
+    }
+
+    /// Energy per multiply in picojoules (power x delay), when both are
+    /// declared.
+    pub fn energy_pj(&self) -> Option<f64> {
+        energy_pj(self.power_mw, self.delay_ns)
+    }
+}
+
+/// The operand values of a `bits`-bit integer model (any width 2..=16).
+pub fn wide_operand_range(bits: u32, signed: bool) -> std::ops::RangeInclusive<i32> {
+    if signed {
+        -(1 << (bits - 1))..=(1 << (bits - 1)) - 1
+    } else {
+        0..=(1 << bits) - 1
+    }
+}
+
+/// The products of a `bits`-bit integer model: the `2·bits`-bit range of
+/// its sign (for 16 bits, `int32_t` or `uint32_t`).
+pub fn wide_product_range(bits: u32, signed: bool) -> std::ops::RangeInclusive<i64> {
+    if signed {
+        -(1i64 << (2 * bits - 1))..=(1i64 << (2 * bits - 1)) - 1
+    } else {
+        0..=(1i64 << (2 * bits)) - 1
+    }
+}
+
+/// Find a 12- or 16-bit integer model by name; the error lists the known
+/// names.
+pub fn find_wide_int<'a>(
+    models: &'a [WideIntModelInfo],
+    name: &str,
+) -> crate::Result<&'a WideIntModelInfo> {
+    models
+        .iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| crate::AmsimError::UnknownModel {
+            name: name.to_string(),
+            known: models.iter().map(|m| m.name).collect::<Vec<_>>().join(", "),
+        })
+}
+
+/// The 12- and 16-bit models `int12:NAME` and `int16:NAME` specs resolve
+/// against (registered once, as [`register_int_models`]).
+static WIDE_INT_REGISTRY: std::sync::OnceLock<&'static [WideIntModelInfo]> =
+    std::sync::OnceLock::new();
+
+/// Register the 12- and 16-bit integer models (the first registration
+/// stands).
+pub fn register_wide_int_models(models: &'static [WideIntModelInfo]) {
+    let _ = WIDE_INT_REGISTRY.set(models);
+}
+
+/// The registered 12- and 16-bit integer models (empty before
+/// [`register_wide_int_models`]).
+pub fn wide_int_registry() -> &'static [WideIntModelInfo] {
+    WIDE_INT_REGISTRY.get().copied().unwrap_or(&[])
+}
+
 /// Energy per multiply in picojoules (power x delay), when both figures
 /// are declared (positive).
 fn energy_pj(power_mw: f64, delay_ns: f64) -> Option<f64> {

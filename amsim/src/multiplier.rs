@@ -4,9 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::product::{amsim_mul, bf16_mul, direct_mul};
-use crate::{IntLut, Lut, ModelFn};
+use crate::{IntLut, Lut, ModelFn, WideIntMul};
 
-/// How a layer quantizes the operands of an `int8:` product (see
+/// How a layer quantizes the operands of an integer product (see
 /// `nets::layers::quant`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IntScheme {
@@ -45,6 +45,16 @@ pub enum Multiplier {
         /// How the layer quantizes the operands.
         scheme: IntScheme,
     },
+    /// A 12- or 16-bit integer model (`int12:`, `int16:`): as
+    /// [`Multiplier::Int8`] with `bits`-bit operands, exact `i64` sums, and
+    /// the products from a 4096 x 4096 table (12 bits) or the model called
+    /// for each (16 bits).
+    IntWide {
+        /// The model.
+        mul: Arc<WideIntMul>,
+        /// How the layer quantizes the operands.
+        scheme: IntScheme,
+    },
 }
 
 impl Multiplier {
@@ -64,6 +74,11 @@ impl Multiplier {
                 let code = |v: f32| (v.round() as i32).clamp(*r.start(), *r.end());
                 lut.mul(code(a), code(b)) as f32
             }
+            Multiplier::IntWide { mul, .. } => {
+                let r = mul.operand_range();
+                let code = |v: f32| (v.round() as i32).clamp(*r.start(), *r.end());
+                mul.mul(code(a), code(b)) as f32
+            }
         }
     }
 
@@ -71,8 +86,8 @@ impl Multiplier {
     /// integer multiplier: those need the operands quantized by a layer.
     pub fn float_only(&self, what: &str) -> crate::Result<()> {
         match self {
-            Multiplier::Int8 { .. } => Err(crate::AmsimError::Other(format!(
-                "{}: {what} multiplies floats; int8 multipliers quantize their operands in the dense, convolution and attention layers only (give this product a float multiplier, e.g. fp32)",
+            Multiplier::Int8 { .. } | Multiplier::IntWide { .. } => Err(crate::AmsimError::Other(format!(
+                "{}: {what} multiplies floats; integer multipliers quantize their operands in the dense, convolution and attention layers only (give this product a float multiplier, e.g. fp32)",
                 self.label()
             ))),
             _ => Ok(()),
@@ -87,19 +102,27 @@ impl Multiplier {
             Multiplier::Lut(l) => format!("{}:{}", l.model_name(), l.bits()),
             Multiplier::Direct { name, bits, .. } => format!("direct:{name}:{bits}"),
             Multiplier::Int8 { lut, scheme } => {
-                let mut s = format!("int8:{}", lut.model_name());
-                if !scheme.per_channel {
-                    s.push_str(":per-tensor");
-                }
-                // The activation scheme only when it is not the model's
-                // default (sym for signed, asym for unsigned).
-                if scheme.asymmetric == lut.signed() {
-                    s.push_str(if scheme.asymmetric { ":asym" } else { ":sym" });
-                }
-                s
+                int_label(8, lut.model_name(), lut.signed(), *scheme)
+            }
+            Multiplier::IntWide { mul, scheme } => {
+                int_label(mul.bits(), mul.model_name(), mul.signed(), *scheme)
             }
         }
     }
+}
+
+/// `intBITS:MODEL` and the options that differ from the defaults.
+fn int_label(bits: u32, model: &str, signed: bool, scheme: IntScheme) -> String {
+    let mut s = format!("int{bits}:{model}");
+    if !scheme.per_channel {
+        s.push_str(":per-tensor");
+    }
+    // The activation scheme only when it is not the model's default (sym
+    // for signed, asym for unsigned).
+    if scheme.asymmetric == signed {
+        s.push_str(if scheme.asymmetric { ":asym" } else { ":sym" });
+    }
+    s
 }
 
 impl fmt::Debug for Multiplier {

@@ -9,11 +9,15 @@
 //! | `direct:MODEL[:BITS]` | the model called for every product (default 23 bits) |
 //! | `int8:MODEL[:OPT...]` | an 8-bit integer model's table on quantized operands |
 //! | `int8:PATH.ilut[:OPT...]` | the same with an integer table read from a file (`approxtrain lut build --model M`) |
+//! | `int12:MODEL[:OPT...]` | a 12-bit integer model's 4096 x 4096 table on quantized operands |
+//! | `int16:MODEL[:OPT...]` | a 16-bit integer model, called for every product |
 //!
-//! An `int8:` spec's options say how a layer quantizes its operands:
+//! An integer spec's options say how a layer quantizes its operands:
 //! `per-channel` (default) or `per-tensor` weight scales, `sym` or `asym`
 //! activations (default: `sym` for a signed model, `asym` for an unsigned
-//! one); see `nets::layers::quant`. Integer models take no bit width.
+//! one); see `nets::layers::quant`. Integer models take no bit width: the
+//! prefix is the width, and a model of another width is an error naming
+//! the right prefix.
 //!
 //! A plan is either one spec for every product or comma-separated
 //! `ROLE=SPEC` pairs with roles `fwd`, `dx`, `dw`, `attn_qk`, `attn_av`
@@ -27,9 +31,11 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use crate::lut::{check_bits, MAX_LUT_BITS};
-use crate::model::{find, find_int, int_registry};
+use crate::model::{find, find_int, find_wide_int, int_registry, wide_int_registry};
 use crate::multiplier::IntScheme;
-use crate::{AmsimError, IntLut, Lut, ModelInfo, Multiplier, MultiplierPlan, Result, Role};
+use crate::{
+    AmsimError, IntLut, Lut, ModelInfo, Multiplier, MultiplierPlan, Result, Role, WideIntMul,
+};
 
 /// The largest width `direct` mode accepts (the full FP32 fraction).
 pub const MAX_DIRECT_BITS: u32 = 23;
@@ -57,9 +63,11 @@ pub enum MultiplierSpec {
         /// Mantissa bits handed to the model.
         bits: u32,
     },
-    /// `int8:MODEL[:OPT...]`
-    Int8 {
-        /// Integer model name, or the path of a table file (`.ilut`).
+    /// `int8:MODEL[:OPT...]`, `int12:MODEL[:OPT...]`, `int16:MODEL[:OPT...]`
+    Int {
+        /// Operand width: 8, 12 or 16.
+        bits: u32,
+        /// Integer model name, or (8 bits) the path of a table file (`.ilut`).
         name: String,
         /// `per-tensor` weight scales (else one per output channel).
         per_tensor: bool,
@@ -69,20 +77,30 @@ pub enum MultiplierSpec {
     },
 }
 
-/// The options an `int8:` spec takes, for messages.
-const INT8_OPTIONS: &str = "per-channel, per-tensor, sym, asym";
+/// The options an integer spec takes, for messages.
+const INT_OPTIONS: &str = "per-channel, per-tensor, sym, asym";
 
-/// Parse the part of an `int8:` spec after the prefix.
-fn parse_int8(spec: &str, rest: &str) -> Result<MultiplierSpec> {
+/// The operand widths of integer specs (`int8:`, `int12:`, `int16:`).
+pub const INT_WIDTHS: [u32; 3] = [8, 12, 16];
+
+/// Parse the part of an `intBITS:` spec after the prefix.
+fn parse_int(spec: &str, bits: u32, rest: &str) -> Result<MultiplierSpec> {
     let mut parts = rest.split(':');
     let name = parts.next().unwrap_or_default();
     if name.is_empty() {
         return Err(bad(
             spec,
-            "int8: needs an integer model, e.g. int8:exact8s (list them with `approxtrain models`)",
+            format!("int{bits}: needs an integer model, e.g. int{bits}:exact{bits}s (list them with `approxtrain models`)"),
         ));
     }
-    if !is_table_file(name) {
+    if is_table_file(name) {
+        if bits != 8 {
+            return Err(bad(
+                spec,
+                format!("table files are 8-bit (int8:{name}); int{bits}: takes a model name"),
+            ));
+        }
+    } else {
         check_name(spec, name)?;
     }
     let (mut per_tensor, mut asymmetric) = (None, None);
@@ -95,13 +113,13 @@ fn parse_int8(spec: &str, rest: &str) -> Result<MultiplierSpec> {
             _ if opt.parse::<u32>().is_ok() => {
                 return Err(bad(
                     spec,
-                    format!("integer models take no bit width ('{opt}'); options: {INT8_OPTIONS}"),
+                    format!("integer models take no bit width ('{opt}'); options: {INT_OPTIONS}"),
                 ))
             }
             _ => {
                 return Err(bad(
                     spec,
-                    format!("unknown int8 option '{opt}'; options: {INT8_OPTIONS}"),
+                    format!("unknown int{bits} option '{opt}'; options: {INT_OPTIONS}"),
                 ))
             }
         };
@@ -112,7 +130,8 @@ fn parse_int8(spec: &str, rest: &str) -> Result<MultiplierSpec> {
             ));
         }
     }
-    Ok(MultiplierSpec::Int8 {
+    Ok(MultiplierSpec::Int {
+        bits,
         name: name.to_string(),
         per_tensor: per_tensor.unwrap_or(false),
         asymmetric,
@@ -175,8 +194,10 @@ impl FromStr for MultiplierSpec {
             }
             return Ok(MultiplierSpec::LutFile(PathBuf::from(path)));
         }
-        if let Some(rest) = spec.strip_prefix("int8:") {
-            return parse_int8(s, rest);
+        for bits in INT_WIDTHS {
+            if let Some(rest) = spec.strip_prefix(&format!("int{bits}:")) {
+                return parse_int(s, bits, rest);
+            }
         }
         if let Some(rest) = spec.strip_prefix("direct:") {
             let mut parts = rest.split(':');
@@ -220,12 +241,13 @@ impl fmt::Display for MultiplierSpec {
             MultiplierSpec::Model { name, bits } => write!(f, "{name}:{bits}"),
             MultiplierSpec::LutFile(p) => write!(f, "lut:{}", p.display()),
             MultiplierSpec::Direct { name, bits } => write!(f, "direct:{name}:{bits}"),
-            MultiplierSpec::Int8 {
+            MultiplierSpec::Int {
+                bits,
                 name,
                 per_tensor,
                 asymmetric,
             } => {
-                write!(f, "int8:{name}")?;
+                write!(f, "int{bits}:{name}")?;
                 if *per_tensor {
                     f.write_str(":per-tensor")?;
                 }
@@ -245,6 +267,19 @@ pub struct Resolver<'a> {
     models: &'a [ModelInfo],
     cache: Mutex<HashMap<MultiplierSpec, Arc<Lut>>>,
     int_cache: Mutex<HashMap<String, Arc<IntLut>>>,
+    /// 12-bit tables (64 MiB each) and 16-bit models, by name.
+    wide_cache: Mutex<HashMap<String, Arc<WideIntMul>>>,
+}
+
+/// The operand width of the registered integer model `name` (8, 12 or
+/// 16), if there is one.
+fn int_model_width(name: &str) -> Option<u32> {
+    if find_int(int_registry(), name).is_ok() {
+        return Some(8);
+    }
+    find_wide_int(wide_int_registry(), name)
+        .ok()
+        .map(|m| m.bits)
 }
 
 impl<'a> Resolver<'a> {
@@ -254,6 +289,7 @@ impl<'a> Resolver<'a> {
             models,
             cache: Mutex::new(HashMap::new()),
             int_cache: Mutex::new(HashMap::new()),
+            wide_cache: Mutex::new(HashMap::new()),
         }
     }
 
@@ -266,13 +302,12 @@ impl<'a> Resolver<'a> {
     /// that says how to use it.
     fn find_float(&self, spec: &MultiplierSpec, name: &str) -> Result<&'a ModelInfo> {
         find(self.models, name).map_err(|e| {
-            if find_int(int_registry(), name).is_ok() {
-                bad(
+            match int_model_width(name) {
+                Some(w) => bad(
                     &spec.to_string(),
-                    format!("'{name}' is an 8-bit integer model: use int8:{name} (integer models take no bit width and have no direct mode)"),
-                )
-            } else {
-                e
+                    format!("'{name}' is a {w}-bit integer model: use int{w}:{name} (integer models take no bit width and have no direct mode)"),
+                ),
+                None => e,
             }
         })
     }
@@ -291,16 +326,7 @@ impl<'a> Resolver<'a> {
                 .insert(name.to_string(), lut.clone());
             return Ok(lut);
         }
-        let info = find_int(int_registry(), name).map_err(|e| {
-            if find(self.models, name).is_ok() {
-                bad(
-                    &spec.to_string(),
-                    format!("'{name}' is a floating-point model: use {name}:BITS (int8: takes an 8-bit integer model)"),
-                )
-            } else {
-                e
-            }
-        })?;
+        let info = find_int(int_registry(), name).map_err(|e| self.not_int(spec, 8, name, e))?;
         let lut = Arc::new(IntLut::of(info)?);
         self.int_cache
             .lock()
@@ -309,10 +335,84 @@ impl<'a> Resolver<'a> {
         Ok(lut)
     }
 
+    /// The error for `intBITS:name` when `name` is no `bits`-bit integer
+    /// model: the prefix to use for a model of another kind, else `e` (the
+    /// list of known names).
+    fn not_int(&self, spec: &MultiplierSpec, bits: u32, name: &str, e: AmsimError) -> AmsimError {
+        if find(self.models, name).is_ok() {
+            return bad(
+                &spec.to_string(),
+                format!("'{name}' is a floating-point model: use {name}:BITS (int{bits}: takes a {bits}-bit integer model)"),
+            );
+        }
+        match int_model_width(name) {
+            Some(w) => bad(
+                &spec.to_string(),
+                format!("'{name}' is a {w}-bit integer model: use int{w}:{name} (int{bits}: takes a {bits}-bit one)"),
+            ),
+            None => e,
+        }
+    }
+
+    /// The registered `bits`-bit model `name` (12 or 16 bits); an error
+    /// naming the right prefix for a model of another kind.
+    fn find_wide(
+        &self,
+        spec: &MultiplierSpec,
+        bits: u32,
+        name: &str,
+    ) -> Result<&'static crate::WideIntModelInfo> {
+        find_wide_int(wide_int_registry(), name)
+            .ok()
+            .filter(|m| m.bits == bits)
+            .ok_or_else(|| {
+                let known = wide_int_registry()
+                    .iter()
+                    .filter(|m| m.bits == bits)
+                    .map(|m| m.name)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.not_int(
+                    spec,
+                    bits,
+                    name,
+                    AmsimError::UnknownModel {
+                        name: name.to_string(),
+                        known,
+                    },
+                )
+            })
+    }
+
+    /// The 12- or 16-bit model `name` (a 12-bit one tabulated), built once.
+    fn wide_int(&self, spec: &MultiplierSpec, bits: u32, name: &str) -> Result<Arc<WideIntMul>> {
+        if let Some(m) = self.wide_cache.lock().expect("cache lock").get(name) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(WideIntMul::of(self.find_wide(spec, bits, name)?)?);
+        self.wide_cache
+            .lock()
+            .expect("cache lock")
+            .insert(name.to_string(), m.clone());
+        Ok(m)
+    }
+
+    /// Check that an integer spec names a model of its width (or, for
+    /// `int8:`, a readable table file) without building a 12-bit table or
+    /// calling a 16-bit model; other specs are not checked here.
+    pub fn check_int(&self, spec: &MultiplierSpec) -> Result<()> {
+        match spec {
+            MultiplierSpec::Int { bits: 8, .. } => self.resolve(spec).map(|_| ()),
+            MultiplierSpec::Int { bits, name, .. } => self.find_wide(spec, *bits, name).map(|_| ()),
+            _ => Ok(()),
+        }
+    }
+
     /// Resolve one spec.
     pub fn resolve(&self, spec: &MultiplierSpec) -> Result<Multiplier> {
         match spec {
-            MultiplierSpec::Int8 {
+            MultiplierSpec::Int {
+                bits: 8,
                 name,
                 per_tensor,
                 asymmetric,
@@ -323,6 +423,19 @@ impl<'a> Resolver<'a> {
                     asymmetric: asymmetric.unwrap_or(!lut.signed()),
                 };
                 Ok(Multiplier::Int8 { lut, scheme })
+            }
+            MultiplierSpec::Int {
+                bits,
+                name,
+                per_tensor,
+                asymmetric,
+            } => {
+                let mul = self.wide_int(spec, *bits, name)?;
+                let scheme = IntScheme {
+                    per_channel: !per_tensor,
+                    asymmetric: asymmetric.unwrap_or(!mul.signed()),
+                };
+                Ok(Multiplier::IntWide { mul, scheme })
             }
             MultiplierSpec::Fp32 => Ok(Multiplier::Fp32),
             MultiplierSpec::Bf16 => Ok(Multiplier::Bf16),

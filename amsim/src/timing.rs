@@ -98,7 +98,7 @@ pub enum Op {
     Lowering,
     /// Bias additions and bias gradients of dense and convolution layers.
     Bias,
-    /// Int8 quantization of weights, activations and gradients, and the
+    /// Integer quantization of weights, activations and gradients, and the
     /// scaling of integer sums back to floats (quantized layers).
     Quantize,
     /// Batch norm and layer norm, forward and backward.

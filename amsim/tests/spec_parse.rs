@@ -297,3 +297,119 @@ fn int8_specs_take_integer_table_files_and_name_a_bad_one() {
         assert!(e.contains(&bad.display().to_string()), "{e}");
     }
 }
+
+const WIDE_INT_MODELS: &[amsim::WideIntModelInfo] = &[
+    amsim::WideIntModelInfo {
+        name: "exact12s",
+        description: "exact signed 12-bit test model",
+        bits: 12,
+        signed: true,
+        area_um2: 0.0,
+        power_mw: 0.0,
+        delay_ns: 0.0,
+        func: |a, b| i64::from(a) * i64::from(b),
+    },
+    amsim::WideIntModelInfo {
+        name: "exact16u",
+        description: "exact unsigned 16-bit test model",
+        bits: 16,
+        signed: false,
+        area_um2: 0.0,
+        power_mw: 0.0,
+        delay_ns: 0.0,
+        func: |a, b| i64::from(a) * i64::from(b),
+    },
+];
+
+#[test]
+fn int12_and_int16_specs_parse_resolve_and_print_with_their_options() {
+    amsim::model::register_int_models(INT_MODELS);
+    amsim::model::register_wide_int_models(WIDE_INT_MODELS);
+    let r = Resolver::new(MODELS);
+    for (text, label, bits, per_channel, asymmetric, table) in [
+        ("int12:exact12s", "int12:exact12s", 12, true, false, true),
+        (
+            "int12:exact12s:asym:per-tensor",
+            "int12:exact12s:per-tensor:asym",
+            12,
+            false,
+            true,
+            true,
+        ),
+        ("int16:exact16u", "int16:exact16u", 16, true, true, false),
+        (
+            "int16:exact16u:sym",
+            "int16:exact16u:sym",
+            16,
+            true,
+            false,
+            false,
+        ),
+    ] {
+        let spec: MultiplierSpec = text.parse().unwrap();
+        assert_eq!(spec.to_string().parse::<MultiplierSpec>().unwrap(), spec);
+        let m = r.resolve(&spec).unwrap();
+        let Multiplier::IntWide { mul, scheme } = &m else {
+            panic!("{text} resolved to {m}");
+        };
+        assert_eq!(m.label(), label, "{text}");
+        assert_eq!((mul.bits(), mul.is_table()), (bits, table), "{text}");
+        assert_eq!(
+            (scheme.per_channel, scheme.asymmetric),
+            (per_channel, asymmetric),
+            "{text}"
+        );
+        assert_eq!(mul.mul(-2048, 2047), -2048 * 2047, "{text}");
+    }
+    // One table per model and resolver.
+    let (a, b) = (
+        r.resolve(&"int12:exact12s".parse().unwrap()).unwrap(),
+        r.resolve(&"int12:exact12s:asym".parse().unwrap()).unwrap(),
+    );
+    let (Multiplier::IntWide { mul: a, .. }, Multiplier::IntWide { mul: b, .. }) = (&a, &b) else {
+        panic!("not wide");
+    };
+    assert!(std::sync::Arc::ptr_eq(a, b));
+}
+
+#[test]
+fn integer_specs_of_the_wrong_width_are_one_line_errors_naming_the_right_prefix() {
+    amsim::model::register_int_models(INT_MODELS);
+    amsim::model::register_wide_int_models(WIDE_INT_MODELS);
+    let r = Resolver::new(MODELS);
+    let err = |text: &str| -> String {
+        let e = match text.parse::<MultiplierSpec>() {
+            Ok(spec) => r.resolve(&spec).unwrap_err(),
+            Err(e) => e,
+        }
+        .to_string();
+        assert_eq!(e.lines().count(), 1, "{e}");
+        e
+    };
+    for (text, want) in [
+        ("int12:exact8s", "use int8:exact8s"),
+        ("int16:exact12s", "use int12:exact12s"),
+        ("int8:exact16u", "use int16:exact16u"),
+        ("int12:exact16u", "use int16:exact16u"),
+        ("exact12s:7", "use int12:exact12s"),
+        ("direct:exact16u", "use int16:exact16u"),
+        ("int12:trunc", "trunc:BITS"),
+        ("int16:exact16u:9", "no bit width"),
+        ("int12:exact12s:fast", "unknown int12 option 'fast'"),
+        ("int12:", "int12:exact12s"),
+        ("int16:table.ilut", "table files are 8-bit"),
+    ] {
+        let e = err(text);
+        assert!(e.contains(want), "{text}: {e}");
+    }
+    let e = err("int12:nosuch");
+    assert!(
+        e.contains("'nosuch'") && e.contains("exact12s") && !e.contains("exact16u"),
+        "{e}"
+    );
+    // The check a plan file runs names the same prefix without a table.
+    let check = |text: &str| r.check_int(&text.parse().unwrap());
+    assert!(check("int12:exact12s").is_ok() && check("int16:exact16u:sym").is_ok());
+    let e = check("int12:exact16u").unwrap_err().to_string();
+    assert!(e.contains("use int16:exact16u"), "{e}");
+}

@@ -52,7 +52,11 @@ pub fn multiply_energy_pj(m: &MultiplierSpec, models: &[ModelInfo]) -> Option<f6
             .iter()
             .find(|info| info.name == name)
             .and_then(|info| info.energy_pj()),
-        MultiplierSpec::Int8 { name, .. } => amsim::model::int_registry()
+        MultiplierSpec::Int { bits: 8, name, .. } => amsim::model::int_registry()
+            .iter()
+            .find(|info| info.name == name)
+            .and_then(|info| info.energy_pj()),
+        MultiplierSpec::Int { name, .. } => amsim::model::wide_int_registry()
             .iter()
             .find(|info| info.name == name)
             .and_then(|info| info.energy_pj()),

@@ -153,7 +153,7 @@ pub const CALIBRATION_IMAGES: usize = 1024;
 
 /// Whether some layer of `spec`'s plan has an `int8:` forward product.
 pub fn quantizes(spec: &RunSpec) -> Result<bool> {
-    let int8 = |p: &PlanSpec| matches!(p.forward, amsim::MultiplierSpec::Int8 { .. });
+    let int8 = |p: &PlanSpec| matches!(p.forward, amsim::MultiplierSpec::Int { .. });
     if int8(&spec.plan()?) {
         return Ok(true);
     }

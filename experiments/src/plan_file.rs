@@ -212,9 +212,7 @@ pub(crate) fn check_model(spec: &MultiplierSpec, models: &[ModelInfo]) -> amsim:
         MultiplierSpec::Model { name, bits } | MultiplierSpec::Direct { name, bits } => {
             (name, *bits)
         }
-        MultiplierSpec::Int8 { .. } => {
-            return amsim::spec::Resolver::new(models).resolve(spec).map(|_| ())
-        }
+        MultiplierSpec::Int { .. } => return amsim::spec::Resolver::new(models).check_int(spec),
         _ => return Ok(()),
     };
     let info = amsim::model::find(models, name)?;

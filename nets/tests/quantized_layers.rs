@@ -291,7 +291,7 @@ fn int8_gradients_under_a_float_forward_are_a_one_line_error_naming_the_layer() 
         .forward(&random(&mut rng, &[1, 3], 0.0, 1.0), true)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("fc2") && e.contains("int8 forward"), "{e}");
+    assert!(e.contains("fc2") && e.contains("integer forward"), "{e}");
     assert_eq!(e.lines().count(), 1);
 }
 

@@ -27,6 +27,7 @@ use pyo3::types::{PyDict, PyTuple};
 /// process and shared (as the CLI's resolver does within a run).
 static RESOLVER: LazyLock<Resolver<'static>> = LazyLock::new(|| {
     amsim::model::register_int_models(approxtrain::models::INT_MODELS);
+    amsim::model::register_wide_int_models(approxtrain::models::WIDE_INT_MODELS);
     Resolver::new(approxtrain::models::MODELS)
 });
 

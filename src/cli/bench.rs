@@ -94,7 +94,8 @@ pub struct CommonArgs {
     /// timed as the baseline. `direct:MODEL` calls the model for every
     /// product and is timed once (no warm-up) at the size given.
     /// `int8:MODEL` times the integer products (8-bit codes, the CPU
-    /// engines) against that baseline.
+    /// engines) against that baseline, and so do `int12:MODEL` (4096 x
+    /// 4096 table) and `int16:MODEL` (the model called per product).
     #[arg(long, value_delimiter = ',', value_name = "SPEC,...")]
     multiplier: Vec<String>,
     /// Timed calls per measurement; the median is reported.
@@ -238,30 +239,47 @@ fn device_label(engine: &Option<std::sync::Arc<amsim::cuda::CudaEngine>>) -> Str
         .map_or("cpu".to_string(), |e| e.device_name().to_string())
 }
 
-/// The `int8:MODEL` specs of `--multiplier`, tabulated, and the rest.
-fn split_int_specs(specs: &[String]) -> anyhow::Result<(Vec<amsim::IntLut>, Vec<String>)> {
-    let mut luts = Vec::new();
-    let mut rest = Vec::new();
-    for spec in specs {
-        match spec.trim().strip_prefix("int8:") {
-            Some(name) => {
-                let info = approxtrain::models::find_int(name)
-                    .with_context(|| format!("--multiplier {spec}"))?;
-                luts.push(amsim::IntLut::of(info)?);
-            }
-            None => rest.push(spec.clone()),
-        }
-    }
-    Ok((luts, rest))
+/// The integer multipliers of `--multiplier`.
+#[derive(Default)]
+struct IntSpecs {
+    /// `int8:MODEL`, tabulated.
+    luts: Vec<amsim::IntLut>,
+    /// `int12:MODEL` (tabulated) and `int16:MODEL`.
+    wide: Vec<amsim::WideIntMul>,
 }
 
-/// Take the `int8:` specs out of `--multiplier` of `bench WHAT` (tabulated),
-/// making sure an `fp32` row is left to compare them with.
-fn take_int_specs(common: &mut CommonArgs, what: &str) -> anyhow::Result<Vec<amsim::IntLut>> {
-    let (int_luts, float_specs) = split_int_specs(&common.multiplier)?;
-    if !int_luts.is_empty() {
+/// The integer specs of `--multiplier`, resolved, and the rest.
+fn split_int_specs(specs: &[String]) -> anyhow::Result<(IntSpecs, Vec<String>)> {
+    let resolver = amsim::spec::Resolver::new(approxtrain::models::MODELS);
+    let mut ints = IntSpecs::default();
+    let mut rest = Vec::new();
+    for spec in specs {
+        if !spec.trim().starts_with("int") {
+            rest.push(spec.clone());
+            continue;
+        }
+        let parsed: amsim::MultiplierSpec = spec
+            .parse()
+            .with_context(|| format!("--multiplier {spec}"))?;
+        match resolver
+            .resolve(&parsed)
+            .with_context(|| format!("--multiplier {spec}"))?
+        {
+            amsim::Multiplier::Int8 { lut, .. } => ints.luts.push((*lut).clone()),
+            amsim::Multiplier::IntWide { mul, .. } => ints.wide.push((*mul).clone()),
+            _ => rest.push(spec.clone()),
+        }
+    }
+    Ok((ints, rest))
+}
+
+/// Take the integer specs out of `--multiplier` of `bench WHAT`, making
+/// sure an `fp32` row is left to compare them with.
+fn take_int_specs(common: &mut CommonArgs, what: &str) -> anyhow::Result<IntSpecs> {
+    let (ints, float_specs) = split_int_specs(&common.multiplier)?;
+    if !ints.luts.is_empty() || !ints.wide.is_empty() {
         if common.device != Device::Cpu {
-            bail!("bench {what}: int8 products run on the CPU engine only so far; leave out --device or the int8: specs");
+            bail!("bench {what}: integer products run on the CPU engine only so far; leave out --device or the integer specs");
         }
         // The integer rows are compared with the FP32 rows of the same run.
         common.multiplier = float_specs;
@@ -269,25 +287,28 @@ fn take_int_specs(common: &mut CommonArgs, what: &str) -> anyhow::Result<Vec<ams
             common.multiplier.insert(0, "fp32".into());
         }
     }
-    Ok(int_luts)
+    Ok(ints)
 }
 
 fn run_gemm(mut a: GemmArgs) -> anyhow::Result<()> {
-    let int_luts = take_int_specs(&mut a.common, "gemm")?;
+    let ints = take_int_specs(&mut a.common, "gemm")?;
     let (mults, opts) = prepare(&a.common)?;
     let eng = cuda_engine(a.common.device)?;
     let mut rows = match &eng {
         Some(e) => amsim::cuda::bench::bench_gemm_cuda(e, &mults, a.m, a.n, a.k, opts)?,
         None => bench_gemm(&mults, a.m, a.n, a.k, opts)?,
     };
-    if !int_luts.is_empty() {
+    if !ints.luts.is_empty() || !ints.wide.is_empty() {
         let fp32 = rows
             .iter()
             .find(|r| r.multiplier == "fp32")
             .map(|r| r.seconds)
-            .context("bench gemm: no fp32 row to compare the int8 rows with")?;
+            .context("bench gemm: no fp32 row to compare the integer rows with")?;
         rows.extend(amsim::bench::bench_int_gemm(
-            &int_luts, a.m, a.n, a.k, opts, fp32,
+            &ints.luts, a.m, a.n, a.k, opts, fp32,
+        )?);
+        rows.extend(amsim::bench::bench_wide_int_gemm(
+            &ints.wide, a.m, a.n, a.k, opts, fp32,
         )?);
     }
     let device = device_label(&eng);
@@ -333,13 +354,14 @@ fn print_gemm_table(rows: &[GemmBenchRow], device: &str) {
             );
         }
     }
+    let w = label_width(rows.iter().map(|r| r.multiplier.as_str()));
     println!(
-        "{:<16} {:>8} {:>12} {:>10} {:>9}",
+        "{:<w$} {:>8} {:>12} {:>10} {:>9}",
         "multiplier", "repeats", "seconds", "GMAC/s", "vs fp32"
     );
     for r in rows {
         println!(
-            "{:<16} {:>8} {:>12.6} {:>10.3} {:>8.2}x",
+            "{:<w$} {:>8} {:>12.6} {:>10.3} {:>8.2}x",
             r.multiplier, r.repeats, r.seconds, r.gmacs, r.ratio_vs_fp32
         );
     }
@@ -395,7 +417,7 @@ fn conv_shapes(a: &ConvArgs) -> anyhow::Result<Vec<(Conv2dShape, Option<String>)
 
 fn run_conv(mut a: ConvArgs) -> anyhow::Result<()> {
     let shapes = conv_shapes(&a)?;
-    let int_luts = take_int_specs(&mut a.common, "conv")?;
+    let ints = take_int_specs(&mut a.common, "conv")?;
     let (mults, opts) = prepare(&a.common)?;
     let eng = cuda_engine(a.common.device)?;
     let device = device_label(&eng);
@@ -404,16 +426,19 @@ fn run_conv(mut a: ConvArgs) -> anyhow::Result<()> {
             Some(e) => amsim::cuda::bench::bench_conv_cuda(e, &mults, shape, opts)?,
             None => bench_conv(&mults, shape, opts)?,
         };
-        if !int_luts.is_empty() {
+        if !ints.luts.is_empty() || !ints.wide.is_empty() {
             let mut fp32 = [0.0; 3];
             for (t, p) in fp32.iter_mut().zip(ConvProduct::ALL) {
                 *t = rows
                     .iter()
                     .find(|r| r.multiplier == "fp32" && r.product == p)
                     .map(|r| r.seconds)
-                    .context("bench conv: no fp32 row to compare the int8 rows with")?;
+                    .context("bench conv: no fp32 row to compare the integer rows with")?;
             }
-            rows.extend(amsim::bench::bench_int_conv(&int_luts, shape, opts, fp32)?);
+            rows.extend(amsim::bench::bench_int_conv(&ints.luts, shape, opts, fp32)?);
+            rows.extend(amsim::bench::bench_wide_int_conv(
+                &ints.wide, shape, opts, fp32,
+            )?);
         }
         if a.common.json {
             for r in &rows {
@@ -459,6 +484,11 @@ fn conv_json(r: &ConvBenchRow, name: Option<&str>) -> serde_json::Value {
     })
 }
 
+/// The width of a table's first column: 16, or its longest label.
+fn label_width<'a>(labels: impl Iterator<Item = &'a str>) -> usize {
+    labels.map(str::len).chain([16]).max().unwrap_or(16)
+}
+
 fn print_conv_table(rows: &[ConvBenchRow], s: &Conv2dShape, name: Option<&str>) {
     let threads = rows
         .first()
@@ -483,13 +513,14 @@ fn print_conv_table(rows: &[ConvBenchRow], s: &Conv2dShape, name: Option<&str>) 
             format!("{threads} threads, cpu")
         },
     );
+    let w = label_width(rows.iter().map(|r| r.multiplier.as_str()));
     println!(
-        "{:<16} {:<12} {:>8} {:>12} {:>10} {:>9}",
+        "{:<w$} {:<12} {:>8} {:>12} {:>10} {:>9}",
         "multiplier", "product", "repeats", "seconds", "GMAC/s", "vs fp32"
     );
     for r in rows {
         println!(
-            "{:<16} {:<12} {:>8} {:>12.6} {:>10.3} {:>8.2}x",
+            "{:<w$} {:<12} {:>8} {:>12.6} {:>10.3} {:>8.2}x",
             r.multiplier,
             r.product.key(),
             r.repeats,

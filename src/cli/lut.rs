@@ -8,9 +8,9 @@ use amsim::int_metrics::{self, IntCharacterization};
 use amsim::lut_file::{self, LutFormat};
 use amsim::metrics::{self, Characterization};
 use amsim::verify::{self, VerifyReport};
-use amsim::{IntLut, IntModelInfo, Lut, ModelInfo};
+use amsim::{IntLut, IntModelInfo, Lut, ModelInfo, WideIntModelInfo, WideIntMul};
 use anyhow::{bail, Context, Result};
-use approxtrain::models::{INT_MODELS, MODELS};
+use approxtrain::models::{INT_MODELS, MODELS, WIDE_INT_MODELS};
 use experiments::eval::refuse_existing;
 
 /// `approxtrain lut ...`
@@ -201,6 +201,42 @@ fn int_model(name: &str, bits: Option<u32>) -> Result<Option<&'static IntModelIn
     Ok(Some(info))
 }
 
+/// The 12- or 16-bit integer model `name`, if it is one; `bits` must then
+/// be absent.
+fn wide_int_model(name: &str, bits: Option<u32>) -> Result<Option<&'static WideIntModelInfo>> {
+    let Ok(info) = amsim::model::find_wide_int(WIDE_INT_MODELS, name) else {
+        return Ok(None);
+    };
+    if let Some(b) = bits {
+        bail!(
+            "model '{name}' is a {}-bit integer model ({}): leave out --bits {b}",
+            info.bits,
+            amsim::int_wide::kind_name(info.bits, info.signed)
+        );
+    }
+    Ok(Some(info))
+}
+
+/// The error of `lut build`/`lut export` for a 12- or 16-bit model: there
+/// is no file of its products.
+fn no_wide_file(info: &WideIntModelInfo) -> anyhow::Error {
+    if info.bits <= amsim::int_wide::MAX_TABLE_BITS {
+        anyhow::anyhow!(
+            "model '{}' is a {}-bit integer model: its 4096 x 4096 table (64 MiB) is built in memory by int{}:{} specs and has no file format; table files (.ilut) are 8-bit",
+            info.name,
+            info.bits,
+            info.bits,
+            info.name
+        )
+    } else {
+        anyhow::anyhow!(
+            "model '{}' is a 16-bit integer model: it has no table (2^32 entries); int16:{} calls it for every product",
+            info.name,
+            info.name
+        )
+    }
+}
+
 /// The `--bits` a float model needs.
 fn float_bits(name: &str, bits: Option<u32>) -> Result<u32> {
     bits.with_context(|| format!("give --bits for the floating-point model '{name}'"))
@@ -252,6 +288,9 @@ pub fn run_lut(c: LutCommand) -> Result<()> {
             if let Some(info) = int_model(&model.model, model.bits)? {
                 return write_int_lut(&IntLut::of(info)?, output, force);
             }
+            if let Some(info) = wide_int_model(&model.model, model.bits)? {
+                return Err(no_wide_file(info));
+            }
             let lut = build_lut(&model.model, float_bits(&model.model, model.bits)?)?;
             let out = output.unwrap_or_else(|| native_name(&lut));
             refuse_existing(&out, force)?;
@@ -279,6 +318,9 @@ pub fn run_lut(c: LutCommand) -> Result<()> {
                     );
                 }
                 return write_int_lut(&IntLut::of(info)?, output, force);
+            }
+            if let Some(info) = wide_int_model(&model.model, model.bits)? {
+                return Err(no_wide_file(info));
             }
             let lut = build_lut(&model.model, float_bits(&model.model, model.bits)?)?;
             match format {
@@ -502,8 +544,22 @@ fn print_characterization(c: &Characterization) {
 /// Print the integer metrics as a two-column table.
 fn print_int_characterization(c: &IntCharacterization) {
     let rows = [
-        ("model", format!("{} ({})", c.model, kind_name(c.signed))),
-        ("pairs", "65536 (all pairs)".to_string()),
+        (
+            "model",
+            format!(
+                "{} ({})",
+                c.model,
+                amsim::int_wide::kind_name(c.bits, c.signed)
+            ),
+        ),
+        (
+            "pairs",
+            if c.bits == 16 {
+                format!("{} (random)", c.pairs)
+            } else {
+                format!("{} (all pairs)", c.pairs)
+            },
+        ),
         (
             "error probability",
             format!("{:.4}%", 100.0 * c.error_probability),
@@ -511,7 +567,7 @@ fn print_int_characterization(c: &IntCharacterization) {
         ("bias (mean error)", format!("{:+.4}", c.bias)),
         (
             "MAE",
-            format!("{:.4} ({:.4}% of 2^16)", c.mae, c.mae_percent),
+            format!("{:.4} ({:.4}% of 2^{})", c.mae, c.mae_percent, 2 * c.bits),
         ),
         ("MRED", format!("{:.4}%", 100.0 * c.mred)),
         (
@@ -544,6 +600,41 @@ fn characterize_int(lut: &IntLut, a: &CharacterizeArgs) -> Result<()> {
     Ok(())
 }
 
+/// `characterize` of a 12- or 16-bit model: all pairs of its table (12
+/// bits) or `--samples` random pairs (16 bits); the heat map of 12-bit
+/// tables in 16 x 16 blocks.
+fn characterize_wide(info: &WideIntModelInfo, a: &CharacterizeArgs) -> Result<()> {
+    if a.pairs_csv.is_some() {
+        bail!(
+            "--pairs-csv is for float tables; leave it out for the integer model '{}'",
+            info.name
+        );
+    }
+    let mul = WideIntMul::of(info)?;
+    if a.heatmap.is_some() && !mul.is_table() {
+        bail!(
+            "--heatmap draws a table; '{}' is a 16-bit model with no table (2^32 pairs): leave out --heatmap",
+            info.name
+        );
+    }
+    let seed = a.seed.unwrap_or_else(clock_seed);
+    if !mul.is_table() {
+        eprintln!("sampling {} pairs with seed {seed}", a.samples);
+    }
+    let c = int_metrics::characterize_wide(&mul, a.samples, seed);
+    print_int_characterization(&c);
+    if let Some(path) = &a.csv {
+        int_metrics::write_int_csv(&[c], path)?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = &a.heatmap {
+        experiments::figure::heatmap::write_wide_int_heatmap(&mul, path)
+            .with_context(|| format!("heat map of {}", info.name))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
 /// Run `characterize`.
 pub fn run_characterize(a: CharacterizeArgs) -> Result<()> {
     if let Some(path) = &a.lut {
@@ -559,6 +650,15 @@ pub fn run_characterize(a: CharacterizeArgs) -> Result<()> {
         .flatten()
     {
         return characterize_int(&IntLut::of(info)?, &a);
+    }
+    if let Some(info) = a
+        .model
+        .as_deref()
+        .map(|m| wide_int_model(m, a.bits))
+        .transpose()?
+        .flatten()
+    {
+        return characterize_wide(info, &a);
     }
     let (c, lut) = match (&a.lut, &a.model, a.bits) {
         (Some(path), _, _) => {
@@ -646,6 +746,38 @@ fn verify_int(info: &IntModelInfo) -> Result<()> {
     Ok(())
 }
 
+/// `verify` of a 12-bit model: its table against the model on all 16M
+/// pairs. A 16-bit model has no table (its products are the model's calls).
+fn verify_wide(info: &WideIntModelInfo) -> Result<()> {
+    let mul = WideIntMul::of(info)?;
+    let Some(r) = int_metrics::verify_wide(&mul, info.func) else {
+        println!(
+            "{}: a 16-bit model has no table; int16:{} calls it for every product, so there is nothing to compare",
+            info.name, info.name
+        );
+        return Ok(());
+    };
+    println!(
+        "{:<16} {:>6} {:>10} {:>10}",
+        "model", "kind", "pairs", "mismatches"
+    );
+    println!(
+        "{:<16} {:>6} {:>10} {:>10}",
+        r.model,
+        amsim::int_wide::kind_name(info.bits, info.signed),
+        r.pairs,
+        r.mismatches
+    );
+    if let Some((x, y, t, m)) = r.first_mismatch {
+        bail!(
+            "table and model products of {} differ ({} pairs; first: {x} x {y}: table {t}, model {m})",
+            info.name,
+            r.mismatches
+        );
+    }
+    Ok(())
+}
+
 /// Run `verify`.
 pub fn run_verify(a: VerifyArgs) -> Result<()> {
     if let Some(info) = a
@@ -656,6 +788,15 @@ pub fn run_verify(a: VerifyArgs) -> Result<()> {
         .flatten()
     {
         return verify_int(info);
+    }
+    if let Some(info) = a
+        .model
+        .as_deref()
+        .map(|m| wide_int_model(m, a.bits))
+        .transpose()?
+        .flatten()
+    {
+        return verify_wide(info);
     }
     let bits = a
         .bits

@@ -2,7 +2,7 @@
 
 use std::io::Write as _;
 
-use approxtrain::models::{INT_MODELS, MODELS};
+use approxtrain::models::{INT_MODELS, MODELS, WIDE_INT_MODELS};
 
 /// Options of `approxtrain models`.
 #[derive(clap::Args)]
@@ -49,6 +49,19 @@ fn registry_json() -> serde_json::Value {
             "name": m.name,
             "description": m.description,
             "kind": "int8",
+            "bits": 8,
+            "signed": m.signed,
+            "area_um2": optional(m.area_um2),
+            "power_mw": optional(m.power_mw),
+            "delay_ns": optional(m.delay_ns),
+        })
+    });
+    let wide = WIDE_INT_MODELS.iter().map(|m| {
+        serde_json::json!({
+            "name": m.name,
+            "description": m.description,
+            "kind": format!("int{}", m.bits),
+            "bits": m.bits,
             "signed": m.signed,
             "area_um2": optional(m.area_um2),
             "power_mw": optional(m.power_mw),
@@ -69,11 +82,13 @@ fn registry_json() -> serde_json::Value {
             })
         })
         .chain(ints)
+        .chain(wide)
         .collect()
 }
 
-/// Columns: name, bits range (`int8s`/`int8u` for an integer model, used as
-/// `int8:NAME`), area (um^2), power (mW), delay (ns), description; widths
+/// Columns: name, bits range (`int8s`/`int8u`, `int12s`, ... for an
+/// integer model: its width and signedness, used as `int8:NAME`,
+/// `int12:NAME`, ...), area (um^2), power (mW), delay (ns), description; widths
 /// fitted to the contents.
 fn registry_table() -> String {
     let header = [
@@ -100,14 +115,32 @@ fn registry_table() -> String {
             m.description.to_string(),
         ]);
     }
-    for m in INT_MODELS {
+    let ints = INT_MODELS.iter().map(|m| {
+        (
+            m.name,
+            8,
+            m.signed,
+            [m.area_um2, m.power_mw, m.delay_ns],
+            m.description,
+        )
+    });
+    let wide = WIDE_INT_MODELS.iter().map(|m| {
+        (
+            m.name,
+            m.bits,
+            m.signed,
+            [m.area_um2, m.power_mw, m.delay_ns],
+            m.description,
+        )
+    });
+    for (name, bits, signed, [area, power, delay], description) in ints.chain(wide) {
         rows.push([
-            m.name.to_string(),
-            if m.signed { "int8s" } else { "int8u" }.to_string(),
-            figure(m.area_um2),
-            figure(m.power_mw),
-            figure(m.delay_ns),
-            m.description.to_string(),
+            name.to_string(),
+            amsim::int_wide::kind_name(bits, signed),
+            figure(area),
+            figure(power),
+            figure(delay),
+            description.to_string(),
         ]);
     }
     let widths: Vec<usize> = (0..header.len() - 1)

@@ -620,9 +620,9 @@ impl CudaEngine {
         let (table, bits, fast_ok) = match mult {
             Multiplier::Lut(lut) => self.lut_on_device(lut)?,
             Multiplier::Fp32 | Multiplier::Bf16 => (0u64, 1u32, false),
-            Multiplier::Int8 { .. } => {
+            Multiplier::Int8 { .. } | Multiplier::IntWide { .. } => {
                 mult.float_only("a float GEMM on the GPU")?;
-                unreachable!("float_only refuses int8")
+                unreachable!("float_only refuses integer multipliers")
             }
             Multiplier::Direct { name, .. } => {
                 return Err(AmsimError::Cuda(format!(

@@ -86,6 +86,32 @@ pub fn write_int_heatmap(lut: &IntLut, path: &Path) -> Result<()> {
     draw_grid(path, &title, &grid, &axes)
 }
 
+/// The heat map of a 12-bit integer table: errors `p - a b` as the means
+/// of 16 x 16 blocks of pairs ([`amsim::int_metrics::wide_error_grid`]).
+/// A 16-bit model has no table to draw: an error.
+pub fn write_wide_int_heatmap(mul: &amsim::WideIntMul, path: &Path) -> Result<()> {
+    let grid = amsim::int_metrics::wide_error_grid(mul).ok_or_else(|| {
+        crate::error::ExperimentError::Other(format!(
+            "{}: a 16-bit model has no table to draw (2^32 pairs); --heatmap takes 8- and 12-bit models",
+            mul.model_name()
+        ))
+    })?;
+    let lo = *mul.operand_range().start() as f64;
+    let title = format!(
+        "{} ({}): mean error p - a b of 16 x 16 blocks",
+        mul.model_name(),
+        amsim::int_wide::kind_name(mul.bits(), mul.signed())
+    );
+    let axes = Axes {
+        range: (lo, lo + (1u32 << mul.bits()) as f64),
+        x_desc: "b (second operand)",
+        y_desc: "a (first operand)",
+        caption: "error",
+        percent: false,
+    };
+    draw_grid(path, &title, &grid, &axes)
+}
+
 /// What the axes of a heat map show.
 struct Axes {
     /// Operand range of both axes (each cell one `block` of it).

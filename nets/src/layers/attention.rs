@@ -28,13 +28,15 @@
 //! are computed and then masked, so every product of `Q·Kᵀ` and `A·V` is a
 //! full batched GEMM through [`gemm_batched`], which runs on the CUDA engine
 //! when one is in use ([`crate::device`]) and on the CPU otherwise. An
-//! `int8:` multiplier in `attn_qk`/`attn_av` quantizes both operands of
-//! each of its products per tensor (see [`product`]) and sums the table's
-//! products exactly in `i32` on the CPU.
+//! integer multiplier (`int8:`, `int12:`, `int16:`) in `attn_qk`/`attn_av`
+//! quantizes both operands of each of its products per tensor (see
+//! [`product`]) and sums the model's products exactly (`i32` for 8 bits,
+//! `i64` for 12 and 16) on the CPU.
 
 use amsim::batched::{BatchedMut, BatchedRef};
 use amsim::int_gemm::int_gemm_offset;
 use amsim::int_lut::IntLut;
+use amsim::int_wide::{wide_gemm, WideIntMul};
 use amsim::{Multiplier, MultiplierPlan};
 use rand::Rng;
 use rayon::prelude::*;
@@ -85,15 +87,63 @@ fn product(
     b: BatchedRef,
     c: BatchedMut,
 ) -> Result<()> {
-    let Multiplier::Int8 { lut, .. } = mult else {
-        return gemm_batched(mult, a, b, c, false);
-    };
-    let _span = amsim::timing::span(amsim::timing::Op::Quantize);
-    amsim::batched::check_batched_shapes(&a, &b, &c)?;
-    let (qa, pa) = quantize_batched(&a);
-    let (qb, pb) = quantize_batched(&b);
-    let table = quant.table(lut, &pa, &pb);
-    int8_batched(&table, (&qa, pa), (&qb, pb), c)
+    match mult {
+        Multiplier::Int8 { lut, .. } => {
+            let _span = amsim::timing::span(amsim::timing::Op::Quantize);
+            amsim::batched::check_batched_shapes(&a, &b, &c)?;
+            let (qa, pa) = quantize_batched(&a, 8, |p, v| p.code(v));
+            let (qb, pb) = quantize_batched(&b, 8, |p, v| p.code(v));
+            let table = quant.table(lut, &pa, &pb);
+            int8_batched(&table, (&qa, pa), (&qb, pb), c)
+        }
+        Multiplier::IntWide { mul, .. } => {
+            let _span = amsim::timing::span(amsim::timing::Op::Quantize);
+            amsim::batched::check_batched_shapes(&a, &b, &c)?;
+            let (qa, pa) = quantize_batched(&a, mul.bits(), |p, v| p.quantize(v));
+            let (qb, pb) = quantize_batched(&b, mul.bits(), |p, v| p.quantize(v));
+            wide_batched(mul, (&qa, pa), (&qb, pb), c)
+        }
+        _ => gemm_batched(mult, a, b, c, false),
+    }
+}
+
+/// [`int8_batched`] for a 12- or 16-bit model: the operands' integers,
+/// exact `i64` sums.
+fn wide_batched(
+    mul: &WideIntMul,
+    (qa, pa): (&[i32], QuantParams),
+    (qb, pb): (&[i32], QuantParams),
+    mut c: BatchedMut,
+) -> Result<()> {
+    let (batch, m, n) = (c.batch(), c.rows(), c.cols());
+    let k = qa.len() / (batch * m).max(1);
+    if (c.batch_stride(), c.row_stride(), c.col_stride()) != (m * n, n, 1) {
+        return Err(NetError::shape(
+            "integer batched product: the output must be row-major",
+        ));
+    }
+    let step = pa.scale * pb.scale;
+    let mut sums = vec![0i64; batch * m * n];
+    for (i, acc) in sums.chunks_mut((m * n).max(1)).enumerate() {
+        wide_gemm(
+            mul,
+            pa.wide_operand(&qa[i * m * k..][..m * k]),
+            pb.wide_operand(&qb[i * k * n..][..k * n]),
+            acc,
+            m,
+            n,
+            k,
+        )?;
+    }
+    c.data_mut()[..batch * m * n]
+        .par_chunks_mut(n.max(1))
+        .zip(sums.par_chunks(n.max(1)))
+        .for_each(|(o, s)| {
+            for (o, &s) in o.iter_mut().zip(s) {
+                *o = s as f32 * step;
+            }
+        });
+    Ok(())
 }
 
 /// `C_i = A_i · B_i` for every batch `i` through `table`, from the two
@@ -138,8 +188,14 @@ fn int8_batched(
 }
 
 /// The codes of a batched operand, row-major `[batch][rows][cols]`, and
-/// their symmetric per-tensor quantization (largest magnitude to 127).
-fn quantize_batched(x: &BatchedRef) -> (Vec<u8>, QuantParams) {
+/// their symmetric per-tensor `bits`-bit quantization (largest magnitude to
+/// `2^(bits-1) - 1`); `code` turns a value into a code (a byte for the
+/// 8-bit engine, the integer for the wide one).
+fn quantize_batched<T: Copy + Default + Send>(
+    x: &BatchedRef,
+    bits: u32,
+    code: impl Fn(&QuantParams, f32) -> T + Sync,
+) -> (Vec<T>, QuantParams) {
     let (rows, cols) = (x.rows(), x.cols());
     let (bs, rs, cs, data) = (x.batch_stride(), x.row_stride(), x.col_stride(), x.data());
     // Row `ir` (batch `ir / rows`) of the operand, element by element.
@@ -151,14 +207,14 @@ fn quantize_batched(x: &BatchedRef) -> (Vec<u8>, QuantParams) {
         .into_par_iter()
         .map(|ir| row(ir).fold(0.0f32, |m, v| m.max(v.abs())))
         .reduce(|| 0.0, f32::max);
-    let p = QuantParams::symmetric(max_abs);
-    let mut codes = vec![0u8; x.batch() * rows * cols];
+    let p = QuantParams::symmetric_bits(max_abs, bits);
+    let mut codes = vec![T::default(); x.batch() * rows * cols];
     codes
         .par_chunks_mut(cols.max(1))
         .enumerate()
         .for_each(|(ir, out)| {
             for (o, v) in out.iter_mut().zip(row(ir)) {
-                *o = p.code(v);
+                *o = code(&p, v);
             }
         });
     (codes, p)

@@ -106,7 +106,8 @@ pub struct Conv2d {
     /// With the CUDA engine: the input and weights of the last training
     /// forward, on the device, for the backward products.
     gpu_cache: crate::device::GpuCache,
-    /// Int8 quantization (an `int8:` forward multiplier).
+    /// Integer quantization (an `int8:`, `int12:` or `int16:` forward
+    /// multiplier).
     quant: QuantState,
 }
 

@@ -1,5 +1,15 @@
-//! Int8 quantization of dense and convolution layers whose forward product
-//! has an `int8:MODEL` multiplier (`amsim::Multiplier::Int8`).
+//! Integer quantization of dense and convolution layers whose forward
+//! product has an integer multiplier: `int8:MODEL` (`amsim::Multiplier::Int8`,
+//! 8-bit codes through a 256 x 256 table) or `int12:MODEL` / `int16:MODEL`
+//! (`amsim::Multiplier::IntWide`, `n`-bit integers through a 4096 x 4096
+//! table or the model itself, `amsim::int_wide`).
+//!
+//! The tables below are for 8 bits; an `n`-bit model takes the same scheme
+//! with the `n`-bit ranges: symmetric integers `-(2^(n-1)-1)..=2^(n-1)-1`
+//! (scale `max / (2^(n-1)-1)`), asymmetric ones over `2^n` levels (scale
+//! `(hi - lo) / (2^n - 1)`, from `-2^(n-1)` for a signed model, from 0 for
+//! an unsigned one). The 8-bit engine takes codes (the integers' bytes),
+//! the wide one the integers, summed exactly in `i64`.
 //!
 //! A real value `v` of a tensor with scale `s` and zero point `z` becomes
 //! the integer `q = clamp(round(v / s) + z, qmin, qmax)` (ties away from
@@ -51,7 +61,9 @@ use amsim::conv::{conv2d_grad_input, conv2d_grad_weight, Conv2dShape};
 use amsim::gemm::{gemm, MatMut, MatRef};
 use amsim::int_conv::{int_conv2d_forward, int_conv2d_grad_input, int_conv2d_grad_weight};
 use amsim::int_gemm::{int_gemm_offset, transpose_codes, IntOperand};
-use amsim::{IntLut, IntScheme, Multiplier, MultiplierPlan};
+use amsim::int_wide::{wide_gemm, WideOperand};
+use amsim::int_wide_conv::{wide_conv2d_forward, wide_conv2d_grad_input, wide_conv2d_grad_weight};
+use amsim::{IntLut, IntScheme, Multiplier, MultiplierPlan, WideIntMul};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -74,28 +86,42 @@ pub struct QuantParams {
 }
 
 impl QuantParams {
-    /// Symmetric quantization of values up to `max_abs` in magnitude.
+    /// Symmetric 8-bit quantization of values up to `max_abs` in magnitude.
     pub fn symmetric(max_abs: f32) -> QuantParams {
+        QuantParams::symmetric_bits(max_abs, 8)
+    }
+
+    /// Symmetric `bits`-bit quantization (integers `-(2^(bits-1)-1)..=
+    /// 2^(bits-1)-1`) of values up to `max_abs` in magnitude.
+    pub fn symmetric_bits(max_abs: f32, bits: u32) -> QuantParams {
+        let qmax = (1 << (bits - 1)) - 1;
         QuantParams {
-            scale: step(max_abs / 127.0),
+            scale: step(max_abs / qmax as f32),
             zero: 0,
-            qmin: -127,
-            qmax: 127,
+            qmin: -qmax,
+            qmax,
         }
     }
 
-    /// Asymmetric quantization of `[lo, hi]` (widened to contain 0) for a
-    /// model with `signed` operands.
+    /// Asymmetric 8-bit quantization of `[lo, hi]` (widened to contain 0)
+    /// for a model with `signed` operands.
     pub fn asymmetric(lo: f32, hi: f32, signed: bool) -> QuantParams {
+        QuantParams::asymmetric_bits(lo, hi, signed, 8)
+    }
+
+    /// Asymmetric `bits`-bit quantization of `[lo, hi]` (widened to contain
+    /// 0) over `2^bits` levels, for a model with `signed` operands.
+    pub fn asymmetric_bits(lo: f32, hi: f32, signed: bool, bits: u32) -> QuantParams {
         let (lo, hi) = (lo.min(0.0), hi.max(0.0));
-        let scale = step((hi - lo) / 255.0);
-        let qmin = if signed { -128 } else { 0 };
-        let zero = (qmin - (lo / scale).round() as i32).clamp(qmin, qmin + 255);
+        let levels = (1i32 << bits) - 1;
+        let scale = step((hi - lo) / levels as f32);
+        let qmin = if signed { -(1 << (bits - 1)) } else { 0 };
+        let zero = (qmin - (lo / scale).round() as i32).clamp(qmin, qmin + levels);
         QuantParams {
             scale,
             zero,
             qmin,
-            qmax: qmin + 255,
+            qmax: qmin + levels,
         }
     }
 
@@ -107,6 +133,11 @@ impl QuantParams {
     /// `codes` as an operand of an integer product.
     pub fn operand<'a>(&self, codes: &'a [u8]) -> IntOperand<'a> {
         IntOperand::new(codes, self.zero as u8, self.signed())
+    }
+
+    /// Integers `values` as an operand of a 12- or 16-bit product.
+    pub fn wide_operand<'a>(&self, values: &'a [i32]) -> WideOperand<'a> {
+        WideOperand::new(values, self.zero)
     }
 
     /// The integer of `v`.
@@ -139,10 +170,11 @@ impl QuantParams {
     }
 }
 
-/// Steps beyond which every value lies outside any 8-bit range: a number
-/// of steps is clamped to it before rounding, which keeps the rounding
-/// exact in `i32` and changes no clamped integer (zero points and ranges lie
-/// in -128..=255).
+/// Steps beyond which every value lies outside any range of up to 16 bits:
+/// a number of steps is clamped to it before rounding, which keeps the
+/// rounding exact (an `f32` of magnitude up to 2^16 has its fraction to
+/// 2^-7) and changes no clamped integer (zero points and ranges lie in
+/// -32768..=65535, so `±65536 + zero` is outside every range).
 const STEP_LIMIT: f32 = 65536.0;
 
 /// `t` rounded to the nearest integer, ties away from zero, as
@@ -236,6 +268,13 @@ fn codes(v: &[f32], p: &QuantParams) -> Vec<u8> {
     out
 }
 
+/// Integers of `v` under `p` (the operands of a 12- or 16-bit product).
+fn ints(v: &[f32], p: &QuantParams) -> Vec<i32> {
+    let mut out = vec![0i32; v.len()];
+    map_into(&mut out, v, |&x| p.quantize(x));
+    out
+}
+
 /// Fake-quantized values of `v` under `p`.
 fn fake(v: &[f32], p: &QuantParams) -> Vec<f32> {
     let mut out = vec![0.0f32; v.len()];
@@ -254,7 +293,7 @@ struct WeightQuant {
 }
 
 impl WeightQuant {
-    fn new(w: &[f32], out: usize, rows_are_outputs: bool, per_channel: bool) -> Self {
+    fn new(w: &[f32], out: usize, rows_are_outputs: bool, per_channel: bool, bits: u32) -> Self {
         let params = if per_channel {
             (0..out)
                 .map(|o| {
@@ -267,11 +306,11 @@ impl WeightQuant {
                             .step_by(out)
                             .fold(0.0f32, |m, x| m.max(x.abs()))
                     };
-                    QuantParams::symmetric(m)
+                    QuantParams::symmetric_bits(m, bits)
                 })
                 .collect()
         } else {
-            vec![QuantParams::symmetric(max_abs(w))]
+            vec![QuantParams::symmetric_bits(max_abs(w), bits)]
         };
         WeightQuant {
             params,
@@ -297,6 +336,12 @@ impl WeightQuant {
     fn codes(&self, w: &[f32]) -> Vec<u8> {
         (0..w.len())
             .map(|i| self.of(i, w.len()).code(w[i]))
+            .collect()
+    }
+
+    fn ints(&self, w: &[f32]) -> Vec<i32> {
+        (0..w.len())
+            .map(|i| self.of(i, w.len()).quantize(w[i]))
             .collect()
     }
 
@@ -331,6 +376,42 @@ pub struct QuantState {
     tables: Vec<(Arc<IntLut>, bool, bool, Arc<IntLut>)>,
 }
 
+/// The integer multiplier of an integer spec.
+#[derive(Clone, Copy)]
+enum IntMul<'a> {
+    /// `int8:`: a 256 x 256 table on 8-bit codes.
+    Lut(&'a Arc<IntLut>),
+    /// `int12:`, `int16:`: `n`-bit integers.
+    Wide(&'a Arc<WideIntMul>),
+}
+
+impl IntMul<'_> {
+    /// Operand width.
+    fn bits(&self) -> u32 {
+        match self {
+            IntMul::Lut(_) => 8,
+            IntMul::Wide(m) => m.bits(),
+        }
+    }
+
+    /// Whether the model's operands are signed.
+    fn signed(&self) -> bool {
+        match self {
+            IntMul::Lut(l) => l.signed(),
+            IntMul::Wide(m) => m.signed(),
+        }
+    }
+}
+
+/// The integer multiplier and scheme of `m`, if it is an integer one.
+fn int_mul(m: &Multiplier) -> Option<(IntMul<'_>, IntScheme)> {
+    match m {
+        Multiplier::Int8 { lut, scheme } => Some((IntMul::Lut(lut), *scheme)),
+        Multiplier::IntWide { mul, scheme } => Some((IntMul::Wide(mul), *scheme)),
+        _ => None,
+    }
+}
+
 /// The int8 table and scheme of `m`, if it is an `int8:` multiplier.
 fn int8(m: &Multiplier) -> Option<(&Arc<IntLut>, IntScheme)> {
     match m {
@@ -339,16 +420,24 @@ fn int8(m: &Multiplier) -> Option<(&Arc<IntLut>, IntScheme)> {
     }
 }
 
-/// Whether `plan` quantizes the layer (an `int8:` forward); an error naming
-/// `layer` for `int8:` gradients under a float forward.
+/// The 12- or 16-bit model of `m`, if it is an `int12:`/`int16:` multiplier.
+fn int_wide(m: &Multiplier) -> Option<&Arc<WideIntMul>> {
+    match m {
+        Multiplier::IntWide { mul, .. } => Some(mul),
+        _ => None,
+    }
+}
+
+/// Whether `plan` quantizes the layer (an integer forward); an error naming
+/// `layer` for integer gradients under a float forward.
 pub fn quantized(layer: &str, plan: &MultiplierPlan) -> Result<bool> {
-    if int8(&plan.forward).is_some() {
+    if int_mul(&plan.forward).is_some() {
         return Ok(true);
     }
     for m in [&plan.grad_input, &plan.grad_weight] {
-        if int8(m).is_some() {
+        if int_mul(m).is_some() {
             return Err(NetError::Config(format!(
-                "{layer}: {} gradients need an int8 forward product (e.g. fwd={m},dx={m},dw={m}); the forward is {}",
+                "{layer}: {} gradients need an integer forward product (e.g. fwd={m},dx={m},dw={m}); the forward is {}",
                 m, plan.forward
             )));
         }
@@ -410,12 +499,12 @@ impl QuantState {
         range
     }
 
-    /// The activation quantization for `lut` and `scheme` of the range.
-    fn act_params(range: (f32, f32), lut: &IntLut, scheme: IntScheme) -> QuantParams {
+    /// The activation quantization for `mul` and `scheme` of the range.
+    fn act_params(range: (f32, f32), mul: IntMul, scheme: IntScheme) -> QuantParams {
         if scheme.asymmetric {
-            QuantParams::asymmetric(range.0, range.1, lut.signed())
+            QuantParams::asymmetric_bits(range.0, range.1, mul.signed(), mul.bits())
         } else {
-            QuantParams::symmetric(range.0.abs().max(range.1.abs()))
+            QuantParams::symmetric_bits(range.0.abs().max(range.1.abs()), mul.bits())
         }
     }
 
@@ -424,11 +513,11 @@ impl QuantState {
     fn forward_params(
         &mut self,
         x: &[f32],
-        lut: &IntLut,
+        mul: IntMul,
         scheme: IntScheme,
         train: bool,
     ) -> QuantParams {
-        let p = Self::act_params(self.observe(x, train), lut, scheme);
+        let p = Self::act_params(self.observe(x, train), mul, scheme);
         self.cache_x = train.then_some(p);
         p
     }
@@ -458,7 +547,7 @@ impl QuantState {
     }
 
     /// Dense forward products `y [N, OUT] = x [N, IN] · W [IN, OUT]`
-    /// through the forward table (no bias).
+    /// through the forward multiplier (no bias).
     #[allow(clippy::too_many_arguments)]
     pub fn dense_forward(
         &mut self,
@@ -472,26 +561,40 @@ impl QuantState {
         train: bool,
     ) -> Result<()> {
         let _span = amsim::timing::span(amsim::timing::Op::Quantize);
-        let (lut, scheme) = int8(&plan.forward).expect("quantized forward");
-        let px = self.forward_params(x, lut, scheme, train);
-        let wq = WeightQuant::new(w, outf, false, scheme.per_channel);
+        let (mul, scheme) = int_mul(&plan.forward).expect("quantized forward");
+        let px = self.forward_params(x, mul, scheme, train);
+        let wq = WeightQuant::new(w, outf, false, scheme.per_channel, mul.bits());
         let pw = wq.params[0];
-        let table = self.table(lut, &px, &pw);
-        let (xc, wc) = (codes(x, &px), wq.codes(w));
-        let mut acc = vec![0i32; n * outf];
-        int_gemm_offset(
-            &table,
-            px.operand(&xc),
-            pw.operand(&wc),
-            &mut acc,
-            n,
-            outf,
-            inf,
-        )?;
-        self.keep_codes(xc, train);
-        for (y_row, a_row) in y.chunks_exact_mut(outf).zip(acc.chunks_exact(outf)) {
-            for (o, (y, &a)) in y_row.iter_mut().zip(a_row).enumerate() {
-                *y = a as f32 * (px.scale * wq.scale(o));
+        match mul {
+            IntMul::Lut(lut) => {
+                let table = self.table(lut, &px, &pw);
+                let (xc, wc) = (codes(x, &px), wq.codes(w));
+                let mut acc = vec![0i32; n * outf];
+                int_gemm_offset(
+                    &table,
+                    px.operand(&xc),
+                    pw.operand(&wc),
+                    &mut acc,
+                    n,
+                    outf,
+                    inf,
+                )?;
+                self.keep_codes(xc, train);
+                scale_dense(y, &acc, outf, |o| px.scale * wq.scale(o));
+            }
+            IntMul::Wide(m) => {
+                let (xv, wv) = (ints(x, &px), wq.ints(w));
+                let mut acc = vec![0i64; n * outf];
+                wide_gemm(
+                    m,
+                    px.wide_operand(&xv),
+                    pw.wide_operand(&wv),
+                    &mut acc,
+                    n,
+                    outf,
+                    inf,
+                )?;
+                scale_dense(y, &acc, outf, |o| px.scale * wq.scale(o));
             }
         }
         Ok(())
@@ -515,12 +618,13 @@ impl QuantState {
     ) -> Result<Option<Vec<f32>>> {
         let _span = amsim::timing::span(amsim::timing::Op::Quantize);
         let px = self.cached(layer)?;
-        let scheme = int8(&plan.forward).expect("quantized forward").1;
-        // dy's quantization, shared by the two gradient products.
+        let (fwd, scheme) = int_mul(&plan.forward).expect("quantized forward");
+        let wbits = fwd.bits();
+        // dy's 8-bit quantization, shared by the two gradient products.
         let mut dy_codes: Option<(QuantParams, Vec<u8>)> = None;
         // dW [IN, OUT] = xᵀ [IN, N] · dy [N, OUT]
         if let Some((lut, _)) = int8(&plan.grad_weight) {
-            let pxw = Self::act_params(self.range_or(px), lut, scheme);
+            let pxw = Self::act_params(self.range_or(px), IntMul::Lut(lut), scheme);
             let (pdy, dyc) = dy_codes.get_or_insert_with(|| dy_quant(dy));
             let (pdy, dyc) = (*pdy, std::mem::take(dyc));
             let xt = transpose_codes(&self.take_input_codes(x, &pxw), n, inf);
@@ -528,6 +632,13 @@ impl QuantState {
                 int_gemm_offset(t, a, b, acc, inf, outf, n)
             })?;
             dy_codes = Some((pdy, dyc));
+        } else if let Some(m) = int_wide(&plan.grad_weight) {
+            let pxw = Self::act_params(self.range_or(px), IntMul::Wide(m), scheme);
+            let pdy = QuantParams::symmetric_bits(max_abs(dy), m.bits());
+            let xt = transpose_codes(&ints(x, &pxw), n, inf);
+            wide_product((&xt, pxw), (&ints(dy, &pdy), pdy), dw, |a, b, acc| {
+                wide_gemm(m, a, b, acc, inf, outf, n)
+            })?;
         } else {
             let x_fake = fake(x, &px);
             gemm(
@@ -550,8 +661,15 @@ impl QuantState {
             self.int_product(lut, (&dyc, pdy), (&wt, pw), &mut dx, |t, a, b, acc| {
                 int_gemm_offset(t, a, b, acc, n, inf, outf)
             })?;
+        } else if let Some(m) = int_wide(&plan.grad_input) {
+            let pw = QuantParams::symmetric_bits(max_abs(w), m.bits());
+            let pdy = QuantParams::symmetric_bits(max_abs(dy), m.bits());
+            let wt = transpose_codes(&ints(w, &pw), inf, outf);
+            wide_product((&ints(dy, &pdy), pdy), (&wt, pw), &mut dx, |a, b, acc| {
+                wide_gemm(m, a, b, acc, n, inf, outf)
+            })?;
         } else {
-            let wq = WeightQuant::new(w, outf, false, scheme.per_channel);
+            let wq = WeightQuant::new(w, outf, false, scheme.per_channel, wbits);
             let w_fake = wq.fake(w);
             gemm(
                 &plan.grad_input,
@@ -566,7 +684,7 @@ impl QuantState {
     }
 
     /// Convolution forward products `y = conv(x, W)` through the forward
-    /// table (no bias).
+    /// multiplier (no bias).
     pub fn conv_forward(
         &mut self,
         plan: &MultiplierPlan,
@@ -577,25 +695,27 @@ impl QuantState {
         train: bool,
     ) -> Result<()> {
         let _span = amsim::timing::span(amsim::timing::Op::Quantize);
-        let (lut, scheme) = int8(&plan.forward).expect("quantized forward");
-        let px = self.forward_params(x, lut, scheme, train);
-        let wq = WeightQuant::new(w, s.out_channels, true, scheme.per_channel);
+        let (mul, scheme) = int_mul(&plan.forward).expect("quantized forward");
+        let px = self.forward_params(x, mul, scheme, train);
+        let wq = WeightQuant::new(w, s.out_channels, true, scheme.per_channel, mul.bits());
         let pw = wq.params[0];
-        let table = self.table(lut, &px, &pw);
-        let (xc, wc) = (codes(x, &px), wq.codes(w));
-        let mut acc = vec![0i32; y.len()];
-        int_conv2d_forward(&table, s, px.operand(&xc), pw.operand(&wc), &mut acc)?;
-        self.keep_codes(xc, train);
-        let plane = s.out_h() * s.out_w();
-        y.par_chunks_mut(plane)
-            .zip(acc.par_chunks(plane))
-            .enumerate()
-            .for_each(|(i, (y, a))| {
-                let k = px.scale * wq.scale(i % s.out_channels);
-                for (y, &a) in y.iter_mut().zip(a) {
-                    *y = a as f32 * k;
-                }
-            });
+        let scale = |o: usize| px.scale * wq.scale(o);
+        match mul {
+            IntMul::Lut(lut) => {
+                let table = self.table(lut, &px, &pw);
+                let (xc, wc) = (codes(x, &px), wq.codes(w));
+                let mut acc = vec![0i32; y.len()];
+                int_conv2d_forward(&table, s, px.operand(&xc), pw.operand(&wc), &mut acc)?;
+                self.keep_codes(xc, train);
+                scale_nchw(y, &acc, s, scale);
+            }
+            IntMul::Wide(m) => {
+                let (xv, wv) = (ints(x, &px), wq.ints(w));
+                let mut acc = vec![0i64; y.len()];
+                wide_conv2d_forward(m, s, px.wide_operand(&xv), pw.wide_operand(&wv), &mut acc)?;
+                scale_nchw(y, &acc, s, scale);
+            }
+        }
         Ok(())
     }
 
@@ -615,11 +735,12 @@ impl QuantState {
     ) -> Result<Option<Vec<f32>>> {
         let _span = amsim::timing::span(amsim::timing::Op::Quantize);
         let px = self.cached(layer)?;
-        let scheme = int8(&plan.forward).expect("quantized forward").1;
-        // dy's quantization, shared by the two gradient products.
+        let (fwd, scheme) = int_mul(&plan.forward).expect("quantized forward");
+        let wbits = fwd.bits();
+        // dy's 8-bit quantization, shared by the two gradient products.
         let mut dy_codes: Option<(QuantParams, Vec<u8>)> = None;
         if let Some((lut, _)) = int8(&plan.grad_weight) {
-            let pxw = Self::act_params(self.range_or(px), lut, scheme);
+            let pxw = Self::act_params(self.range_or(px), IntMul::Lut(lut), scheme);
             let (pdy, dyc) = dy_codes.get_or_insert_with(|| dy_quant(dy));
             let (pdy, dyc) = (*pdy, std::mem::take(dyc));
             let xc = self.take_input_codes(x, &pxw);
@@ -627,6 +748,15 @@ impl QuantState {
                 int_conv2d_grad_weight(t, s, a, b, acc)
             })?;
             dy_codes = Some((pdy, dyc));
+        } else if let Some(m) = int_wide(&plan.grad_weight) {
+            let pxw = Self::act_params(self.range_or(px), IntMul::Wide(m), scheme);
+            let pdy = QuantParams::symmetric_bits(max_abs(dy), m.bits());
+            wide_product(
+                (&ints(x, &pxw), pxw),
+                (&ints(dy, &pdy), pdy),
+                dw,
+                |a, b, acc| wide_conv2d_grad_weight(m, s, a, b, acc),
+            )?;
         } else {
             let x_fake = fake(x, &px);
             conv2d_grad_weight(&plan.grad_weight, s, &x_fake, dy, dw)?;
@@ -642,8 +772,17 @@ impl QuantState {
             self.int_product(lut, (&dyc, pdy), (&wc, pw), &mut dx, |t, a, b, acc| {
                 int_conv2d_grad_input(t, s, a, b, acc)
             })?;
+        } else if let Some(m) = int_wide(&plan.grad_input) {
+            let pw = QuantParams::symmetric_bits(max_abs(w), m.bits());
+            let pdy = QuantParams::symmetric_bits(max_abs(dy), m.bits());
+            wide_product(
+                (&ints(dy, &pdy), pdy),
+                (&ints(w, &pw), pw),
+                &mut dx,
+                |a, b, acc| wide_conv2d_grad_input(m, s, a, b, acc),
+            )?;
         } else {
-            let wq = WeightQuant::new(w, s.out_channels, true, scheme.per_channel);
+            let wq = WeightQuant::new(w, s.out_channels, true, scheme.per_channel, wbits);
             conv2d_grad_input(&plan.grad_input, s, dy, &wq.fake(w), &mut dx)?;
         }
         clip_gradient(&mut dx, x, &px);
@@ -685,9 +824,72 @@ fn dy_quant(dy: &[f32]) -> (QuantParams, Vec<u8>) {
     (p, codes(dy, &p))
 }
 
+/// An exact integer sum (`i32` of the 8-bit engine, `i64` of the wide
+/// one) as the nearest `f32`.
+trait IntSum: Copy + Send + Sync {
+    fn to_f32(self) -> f32;
+}
+
+impl IntSum for i32 {
+    #[inline]
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+}
+
+impl IntSum for i64 {
+    #[inline]
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+}
+
 /// `out = acc · scale`.
-fn scale_into(out: &mut [f32], acc: &[i32], scale: f32) {
-    map_into(out, acc, |&a| a as f32 * scale);
+fn scale_into<T: IntSum>(out: &mut [f32], acc: &[T], scale: f32) {
+    map_into(out, acc, |&a| a.to_f32() * scale);
+}
+
+/// `y [rows, outf] = acc · scale(o)` for output column `o`.
+fn scale_dense<T: IntSum>(y: &mut [f32], acc: &[T], outf: usize, scale: impl Fn(usize) -> f32) {
+    for (y_row, a_row) in y.chunks_exact_mut(outf).zip(acc.chunks_exact(outf)) {
+        for (o, (y, &a)) in y_row.iter_mut().zip(a_row).enumerate() {
+            *y = a.to_f32() * scale(o);
+        }
+    }
+}
+
+/// `y [N, C_out, OH, OW] = acc · scale(o)` for output channel `o`.
+fn scale_nchw<T: IntSum>(
+    y: &mut [f32],
+    acc: &[T],
+    s: &Conv2dShape,
+    scale: impl Fn(usize) -> f32 + Sync,
+) {
+    let plane = s.out_h() * s.out_w();
+    y.par_chunks_mut(plane)
+        .zip(acc.par_chunks(plane))
+        .enumerate()
+        .for_each(|(i, (y, a))| {
+            let k = scale(i % s.out_channels);
+            for (y, &a) in y.iter_mut().zip(a) {
+                *y = a.to_f32() * k;
+            }
+        });
+}
+
+/// The 12- or 16-bit product `product(a, b, sums)` of the integers `a`
+/// (quantized as `pa`) and `b` (as `pb`), scaled back into `out` (one
+/// scale each: a gradient product's operands are quantized per tensor).
+fn wide_product(
+    (a, pa): (&[i32], QuantParams),
+    (b, pb): (&[i32], QuantParams),
+    out: &mut [f32],
+    product: impl FnOnce(WideOperand, WideOperand, &mut [i64]) -> amsim::Result<()>,
+) -> Result<()> {
+    let mut sums = vec![0i64; out.len()];
+    product(pa.wide_operand(a), pb.wide_operand(b), &mut sums)?;
+    scale_into(out, &sums, pa.scale * pb.scale);
+    Ok(())
 }
 
 /// Straight-through estimation with clipping: no gradient where the input
@@ -795,17 +997,17 @@ mod tests {
     fn per_channel_weights_take_the_scale_of_their_output_channel() {
         // W [IN = 2, OUT = 3] (a dense layer's layout): column o is channel o.
         let w = [1.0, -0.5, 0.25, -2.0, 0.1, 0.0];
-        let q = WeightQuant::new(&w, 3, false, true);
+        let q = WeightQuant::new(&w, 3, false, true, 8);
         assert_eq!(q.scale(0), 2.0 / 127.0);
         assert_eq!(q.scale(1), 0.5 / 127.0);
         assert_eq!(q.scale(2), 0.25 / 127.0);
         assert_eq!(q.codes(&w), [64, 129, 127, 129, 25, 0]);
-        let q = WeightQuant::new(&w, 3, true, true);
+        let q = WeightQuant::new(&w, 3, true, true, 8);
         // Rows are outputs: [1, -0.5], [0.25, -2], [0.1, 0].
         assert_eq!(q.scale(1), 2.0 / 127.0);
         assert_eq!(q.scale(0), 1.0 / 127.0);
         assert_eq!(q.codes(&w)[..2], [127, 192]);
-        let q = WeightQuant::new(&w, 3, false, false);
+        let q = WeightQuant::new(&w, 3, false, false, 8);
         assert_eq!(q.params.len(), 1);
         assert_eq!(q.codes(&w)[3], 129, "-2 is -127, two's complement");
     }
