@@ -91,12 +91,13 @@
 #![allow(clippy::manual_is_multiple_of)]
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use crate::accumulate::BlockedSum;
 use crate::gemm::{gemm, MatMut, MatRef};
-use crate::{AmsimError, Multiplier, Result};
+use crate::{AmsimError, Lut, Multiplier, Result};
 
 /// Target size, in `f32` elements, of the column buffer of one chunk of
 /// images in the forward pass and the input gradient (8 MiB: small enough
@@ -297,6 +298,147 @@ pub(crate) fn back_tap(
     Some((o >= 0 && (o as usize) < out).then_some(o as usize))
 }
 
+/// The terms of the forward product in the definition's order, for the
+/// references of every multiplier kind: for each output element (index
+/// `yi` into `y`, in increasing order) a fresh accumulator `new()`, then
+/// `add(&mut acc, xi, wi)` for each tap `(cl, kh, kw)` in increasing order,
+/// with `xi` the index into `x` (`None` in the padding) and `wi` into `w`,
+/// then `finish(yi, acc)`.
+pub(crate) fn forward_terms<A>(
+    s: &Conv2dShape,
+    new: impl Fn() -> A,
+    mut add: impl FnMut(&mut A, Option<usize>, usize),
+    mut finish: impl FnMut(usize, A),
+) {
+    let (oh_n, ow_n) = (s.out_h(), s.out_w());
+    let cpg = s.in_channels / s.groups;
+    let opg = s.out_channels / s.groups;
+    for n in 0..s.batch {
+        for o in 0..s.out_channels {
+            let g = o / opg;
+            for oh in 0..oh_n {
+                for ow in 0..ow_n {
+                    let mut acc = new();
+                    for cl in 0..cpg {
+                        let c = g * cpg + cl;
+                        for kh in 0..s.kernel_h {
+                            let ih = tap(oh, kh, s.stride.0, s.padding.0, s.dilation.0, s.in_h);
+                            for kw in 0..s.kernel_w {
+                                let iw = tap(ow, kw, s.stride.1, s.padding.1, s.dilation.1, s.in_w);
+                                let xi = match (ih, iw) {
+                                    (Some(ih), Some(iw)) => {
+                                        Some(((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw)
+                                    }
+                                    _ => None,
+                                };
+                                let wi = ((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw;
+                                add(&mut acc, xi, wi);
+                            }
+                        }
+                    }
+                    finish(((n * s.out_channels + o) * oh_n + oh) * ow_n + ow, acc);
+                }
+            }
+        }
+    }
+}
+
+/// The terms of the input gradient in the definition's order (see
+/// [`forward_terms`]): for each element `dxi` of `dx`, the taps `(ol, kh,
+/// kw)` of its group that meet a strided output position, as `add(&mut
+/// acc, dyi, wi)` with `dyi` the index into `dy`, `None` where that
+/// position lies outside the output (the padding of the transposed
+/// convolution).
+pub(crate) fn grad_input_terms<A>(
+    s: &Conv2dShape,
+    new: impl Fn() -> A,
+    mut add: impl FnMut(&mut A, Option<usize>, usize),
+    mut finish: impl FnMut(usize, A),
+) {
+    let (oh_n, ow_n) = (s.out_h(), s.out_w());
+    let cpg = s.in_channels / s.groups;
+    let opg = s.out_channels / s.groups;
+    for n in 0..s.batch {
+        for c in 0..s.in_channels {
+            let (g, cl) = (c / cpg, c % cpg);
+            for ih in 0..s.in_h {
+                for iw in 0..s.in_w {
+                    let mut acc = new();
+                    for ol in 0..opg {
+                        let o = g * opg + ol;
+                        for kh in 0..s.kernel_h {
+                            let Some(oh) =
+                                back_tap(ih, kh, s.stride.0, s.padding.0, s.dilation.0, oh_n)
+                            else {
+                                continue;
+                            };
+                            for kw in 0..s.kernel_w {
+                                let Some(ow) =
+                                    back_tap(iw, kw, s.stride.1, s.padding.1, s.dilation.1, ow_n)
+                                else {
+                                    continue;
+                                };
+                                let dyi = match (oh, ow) {
+                                    (Some(oh), Some(ow)) => {
+                                        Some(((n * s.out_channels + o) * oh_n + oh) * ow_n + ow)
+                                    }
+                                    _ => None,
+                                };
+                                let wi = ((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw;
+                                add(&mut acc, dyi, wi);
+                            }
+                        }
+                    }
+                    finish(((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw, acc);
+                }
+            }
+        }
+    }
+}
+
+/// The terms of the weight gradient in the definition's order (see
+/// [`forward_terms`]): for each element `dwi` of `dw`, the output positions
+/// `(n, oh, ow)` of the whole batch, as `add(&mut acc, xi, dyi)` with `xi`
+/// the index into `x` (`None` in the padding) and `dyi` into `dy`.
+pub(crate) fn grad_weight_terms<A>(
+    s: &Conv2dShape,
+    new: impl Fn() -> A,
+    mut add: impl FnMut(&mut A, Option<usize>, usize),
+    mut finish: impl FnMut(usize, A),
+) {
+    let (oh_n, ow_n) = (s.out_h(), s.out_w());
+    let cpg = s.in_channels / s.groups;
+    let opg = s.out_channels / s.groups;
+    for o in 0..s.out_channels {
+        let g = o / opg;
+        for cl in 0..cpg {
+            let c = g * cpg + cl;
+            for kh in 0..s.kernel_h {
+                for kw in 0..s.kernel_w {
+                    let mut acc = new();
+                    for n in 0..s.batch {
+                        for oh in 0..oh_n {
+                            let ih = tap(oh, kh, s.stride.0, s.padding.0, s.dilation.0, s.in_h);
+                            for ow in 0..ow_n {
+                                let iw = tap(ow, kw, s.stride.1, s.padding.1, s.dilation.1, s.in_w);
+                                let xi = match (ih, iw) {
+                                    (Some(ih), Some(iw)) => {
+                                        Some(((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw)
+                                    }
+                                    _ => None,
+                                };
+                                let dyi = ((n * s.out_channels + o) * oh_n + oh) * ow_n + ow;
+                                add(&mut acc, xi, dyi);
+                            }
+                        }
+                    }
+                    finish(((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw, acc);
+                }
+            }
+        }
+    }
+}
+
 /// Forward pass, nested loops (the definition; padding taps are products
 /// with `+0.0`, see the module doc).
 pub fn conv2d_forward_reference(
@@ -307,37 +449,12 @@ pub fn conv2d_forward_reference(
     y: &mut [f32],
 ) -> Result<()> {
     s.check_buffers(x.len(), w.len(), y.len())?;
-    let (oh_n, ow_n) = (s.out_h(), s.out_w());
-    let cpg = s.in_channels / s.groups;
-    let opg = s.out_channels / s.groups;
-    for n in 0..s.batch {
-        for o in 0..s.out_channels {
-            let g = o / opg;
-            for oh in 0..oh_n {
-                for ow in 0..ow_n {
-                    let mut acc = BlockedSum::new();
-                    for cl in 0..cpg {
-                        let c = g * cpg + cl;
-                        for kh in 0..s.kernel_h {
-                            let ih = tap(oh, kh, s.stride.0, s.padding.0, s.dilation.0, s.in_h);
-                            for kw in 0..s.kernel_w {
-                                let iw = tap(ow, kw, s.stride.1, s.padding.1, s.dilation.1, s.in_w);
-                                let xv = match (ih, iw) {
-                                    (Some(ih), Some(iw)) => {
-                                        x[((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw]
-                                    }
-                                    _ => 0.0,
-                                };
-                                let wv = w[((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw];
-                                acc.add(mult.mul(xv, wv));
-                            }
-                        }
-                    }
-                    y[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow] = acc.finish();
-                }
-            }
-        }
-    }
+    forward_terms(
+        s,
+        BlockedSum::new,
+        |acc, xi, wi| acc.add(mult.mul(xi.map_or(0.0, |i| x[i]), w[wi])),
+        |yi, acc| y[yi] = acc.finish(),
+    );
     Ok(())
 }
 
@@ -353,46 +470,12 @@ pub fn conv2d_grad_input_reference(
     dx: &mut [f32],
 ) -> Result<()> {
     s.check_buffers(dx.len(), w.len(), dy.len())?;
-    let (oh_n, ow_n) = (s.out_h(), s.out_w());
-    let cpg = s.in_channels / s.groups;
-    let opg = s.out_channels / s.groups;
-    for n in 0..s.batch {
-        for c in 0..s.in_channels {
-            let g = c / cpg;
-            let cl = c % cpg;
-            for ih in 0..s.in_h {
-                for iw in 0..s.in_w {
-                    let mut acc = BlockedSum::new();
-                    for ol in 0..opg {
-                        let o = g * opg + ol;
-                        for kh in 0..s.kernel_h {
-                            let Some(oh) =
-                                back_tap(ih, kh, s.stride.0, s.padding.0, s.dilation.0, oh_n)
-                            else {
-                                continue;
-                            };
-                            for kw in 0..s.kernel_w {
-                                let Some(ow) =
-                                    back_tap(iw, kw, s.stride.1, s.padding.1, s.dilation.1, ow_n)
-                                else {
-                                    continue;
-                                };
-                                let dyv = match (oh, ow) {
-                                    (Some(oh), Some(ow)) => {
-                                        dy[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow]
-                                    }
-                                    _ => 0.0,
-                                };
-                                let wv = w[((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw];
-                                acc.add(mult.mul(dyv, wv));
-                            }
-                        }
-                    }
-                    dx[((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw] = acc.finish();
-                }
-            }
-        }
-    }
+    grad_input_terms(
+        s,
+        BlockedSum::new,
+        |acc, dyi, wi| acc.add(mult.mul(dyi.map_or(0.0, |i| dy[i]), w[wi])),
+        |xi, acc| dx[xi] = acc.finish(),
+    );
     Ok(())
 }
 
@@ -406,37 +489,12 @@ pub fn conv2d_grad_weight_reference(
     dw: &mut [f32],
 ) -> Result<()> {
     s.check_buffers(x.len(), dw.len(), dy.len())?;
-    let (oh_n, ow_n) = (s.out_h(), s.out_w());
-    let cpg = s.in_channels / s.groups;
-    let opg = s.out_channels / s.groups;
-    for o in 0..s.out_channels {
-        let g = o / opg;
-        for cl in 0..cpg {
-            let c = g * cpg + cl;
-            for kh in 0..s.kernel_h {
-                for kw in 0..s.kernel_w {
-                    let mut acc = BlockedSum::new();
-                    for n in 0..s.batch {
-                        for oh in 0..oh_n {
-                            let ih = tap(oh, kh, s.stride.0, s.padding.0, s.dilation.0, s.in_h);
-                            for ow in 0..ow_n {
-                                let iw = tap(ow, kw, s.stride.1, s.padding.1, s.dilation.1, s.in_w);
-                                let xv = match (ih, iw) {
-                                    (Some(ih), Some(iw)) => {
-                                        x[((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw]
-                                    }
-                                    _ => 0.0,
-                                };
-                                let dyv = dy[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow];
-                                acc.add(mult.mul(xv, dyv));
-                            }
-                        }
-                    }
-                    dw[((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw] = acc.finish();
-                }
-            }
-        }
-    }
+    grad_weight_terms(
+        s,
+        BlockedSum::new,
+        |acc, xi, dyi| acc.add(mult.mul(xi.map_or(0.0, |i| x[i]), dy[dyi])),
+        |wi, acc| dw[wi] = acc.finish(),
+    );
     Ok(())
 }
 
@@ -788,19 +846,12 @@ const PLANES_MAX_COLS: usize = 32;
 /// Output columns from which the planes path pays (see [`PLANES_MAX_COLS`]).
 const PLANES_MIN_COLS: usize = 4;
 
-/// The forward pass of an AMSim multiplier at stride 1 on pre-split padded
-/// planes instead of im2col (`engine::planes`): one group, `k` within one
-/// accumulation block, and every product on the engine's fused path.
-/// Returns `false`, having written nothing, where that does not hold.
-fn planes_forward(
-    mult: &Multiplier,
-    s: &Conv2dShape,
-    x: &[f32],
-    w: &[f32],
-    y: &mut [f32],
-) -> Result<bool> {
+/// The table and kernels with which an AMSim product of `cols` output
+/// columns (output channels of the forward pass, input channels of the
+/// input gradient) takes the planes path, if it does.
+fn planes_kernels(mult: &Multiplier, cols: usize) -> Option<(crate::engine::Isa, &Arc<Lut>)> {
     let Multiplier::Lut(lut) = mult else {
-        return Ok(false);
+        return None;
     };
     // Wider outputs amortize the lowering's copies and packing over their
     // column panels, and the planes path computes the rows of the padding
@@ -809,20 +860,20 @@ fn planes_forward(
     // layer (8x8 images, a fifth of the rows wasted) 1.4x slower; the
     // input gradient of LeNet-5's first layer (one column of a 16-lane
     // panel) 1.2x slower.
-    if !(PLANES_MIN_COLS..=PLANES_MAX_COLS).contains(&s.out_channels) {
-        return Ok(false);
+    if !(PLANES_MIN_COLS..=PLANES_MAX_COLS).contains(&cols) {
+        return None;
     }
-    match crate::engine::planes::planes_isa(lut) {
-        Some(isa) => planes_forward_with(isa, lut, s, x, w, y),
-        None => Ok(false),
-    }
+    crate::engine::planes::planes_isa(lut).map(|isa| (isa, lut))
 }
 
-/// [`planes_forward`] with the kernels of `isa` (`Avx2`, or any other for the
-/// portable ones).
-pub(crate) fn planes_forward_with(
+/// The forward pass of an AMSim multiplier at stride 1 on pre-split padded
+/// planes instead of im2col (`engine::planes`), with the kernels of `isa`
+/// (`Avx2`, or any other for the portable ones): one group, `k` within one
+/// accumulation block, and every product on the engine's fused path.
+/// Returns `false`, having written nothing, where that does not hold.
+pub(crate) fn planes_forward(
     isa: crate::engine::Isa,
-    lut: &std::sync::Arc<crate::Lut>,
+    lut: &Arc<Lut>,
     s: &Conv2dShape,
     x: &[f32],
     w: &[f32],
@@ -872,37 +923,9 @@ pub(crate) fn planes_forward_with(
 /// `dy` padded by `(K - 1) * d - p`, with the taps `(o, kh, kw)` in
 /// increasing order reading the flipped positions, and the weights
 /// `B[(o, kh, kw)][c] = w[o, c, kh, kw]`.
-fn planes_grad_input(
-    mult: &Multiplier,
-    s: &Conv2dShape,
-    dy: &[f32],
-    w: &[f32],
-    dx: &mut [f32],
-) -> Result<bool> {
-    let Multiplier::Lut(lut) = mult else {
-        return Ok(false);
-    };
-    // Wider outputs amortize the lowering's copies and packing over their
-    // column panels, and the planes path computes the rows of the padding
-    // columns too: measured on a Zen 3 (batch 128, 7 bits), ResNet-20's
-    // 16- and 32-channel layers ran 1.2-1.5x faster here, its 64-channel
-    // layer (8x8 images, a fifth of the rows wasted) 1.4x slower; the
-    // input gradient of LeNet-5's first layer (one column of a 16-lane
-    // panel) 1.2x slower.
-    if !(PLANES_MIN_COLS..=PLANES_MAX_COLS).contains(&s.in_channels) {
-        return Ok(false);
-    }
-    match crate::engine::planes::planes_isa(lut) {
-        Some(isa) => planes_grad_input_with(isa, lut, s, dy, w, dx),
-        None => Ok(false),
-    }
-}
-
-/// [`planes_grad_input`] with the kernels of `isa` (`Avx2`, or any other for the
-/// portable ones).
-pub(crate) fn planes_grad_input_with(
+pub(crate) fn planes_grad_input(
     isa: crate::engine::Isa,
-    lut: &std::sync::Arc<crate::Lut>,
+    lut: &Arc<Lut>,
     s: &Conv2dShape,
     dy: &[f32],
     w: &[f32],
@@ -999,8 +1022,10 @@ pub fn conv2d_forward(
         let _ = (x, w);
         return Ok(());
     }
-    if planes_forward(mult, s, x, w, y)? {
-        return Ok(());
+    if let Some((isa, lut)) = planes_kernels(mult, s.out_channels) {
+        if planes_forward(isa, lut, s, x, w, y)? {
+            return Ok(());
+        }
     }
     let kcols = s.groups * kc;
     let spatial = s.out_h() * s.out_w();
@@ -1072,8 +1097,10 @@ pub fn conv2d_grad_input(
         let _ = (dy, w);
         return Ok(());
     }
-    if planes_grad_input(mult, s, dy, w, dx)? {
-        return Ok(());
+    if let Some((isa, lut)) = planes_kernels(mult, s.in_channels) {
+        if planes_grad_input(isa, lut, s, dy, w, dx)? {
+            return Ok(());
+        }
     }
     let plane = s.in_h * s.in_w;
     let hps = AxisPhase::all(s.in_h, s.kernel_h, s.stride.0, s.padding.0, s.dilation.0);
@@ -1234,8 +1261,6 @@ pub fn conv2d_grad_weight(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Lut;
-    use std::sync::Arc;
 
     /// Mitchell's product on truncated fractions, skewed by the first
     /// operand so that a swapped operand order would show.
@@ -1327,7 +1352,7 @@ mod tests {
             );
             for &isa in &isas {
                 let mut y = vec![f32::NAN; s.y_len()];
-                let done = planes_forward_with(isa, lut, &s, &x, &w, &mut y).unwrap();
+                let done = planes_forward(isa, lut, &s, &x, &w, &mut y).unwrap();
                 assert_eq!(
                     done,
                     !special && k_fwd <= crate::accumulate::ACC_BLOCK,
@@ -1347,7 +1372,7 @@ mod tests {
                     assert!(y.iter().all(|v| v.is_nan()), "a declined call wrote");
                 }
                 let mut dx = vec![f32::NAN; s.x_len()];
-                let done = planes_grad_input_with(isa, lut, &s, &dy, &w, &mut dx).unwrap();
+                let done = planes_grad_input(isa, lut, &s, &dy, &w, &mut dx).unwrap();
                 let applies = !special
                     && k_dx <= crate::accumulate::ACC_BLOCK
                     && s.padding.0 <= reach.0

@@ -39,7 +39,7 @@
 
 use rayon::prelude::*;
 
-use crate::conv::{back_tap, tap, Conv2dShape};
+use crate::conv::{forward_terms, grad_input_terms, grad_weight_terms, tap, Conv2dShape};
 use crate::int_gemm::{self, int_gemm_offset, offset_product, transpose_codes, IntOperand};
 use crate::int_lut::IntLut;
 use crate::Result;
@@ -53,39 +53,15 @@ pub fn int_conv2d_forward_reference(
     y: &mut [i32],
 ) -> Result<()> {
     s.check_buffers(x.codes.len(), w.codes.len(), y.len())?;
-    let (oh_n, ow_n) = (s.out_h(), s.out_w());
-    let cpg = s.in_channels / s.groups;
-    let opg = s.out_channels / s.groups;
-    for n in 0..s.batch {
-        for o in 0..s.out_channels {
-            let g = o / opg;
-            for oh in 0..oh_n {
-                for ow in 0..ow_n {
-                    let mut acc = 0i32;
-                    for cl in 0..cpg {
-                        let c = g * cpg + cl;
-                        for kh in 0..s.kernel_h {
-                            let ih = tap(oh, kh, s.stride.0, s.padding.0, s.dilation.0, s.in_h);
-                            for kw in 0..s.kernel_w {
-                                let iw = tap(ow, kw, s.stride.1, s.padding.1, s.dilation.1, s.in_w);
-                                let xv = match (ih, iw) {
-                                    (Some(ih), Some(iw)) => {
-                                        x.codes
-                                            [((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw]
-                                    }
-                                    _ => x.zero,
-                                };
-                                let wv =
-                                    w.codes[((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw];
-                                acc = acc.wrapping_add(offset_product(lut, xv, x, wv, w));
-                            }
-                        }
-                    }
-                    y[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow] = acc;
-                }
-            }
-        }
-    }
+    forward_terms(
+        s,
+        || 0i32,
+        |acc, xi, wi| {
+            let xv = xi.map_or(x.zero, |i| x.codes[i]);
+            *acc = acc.wrapping_add(offset_product(lut, xv, x, w.codes[wi], w));
+        },
+        |yi, acc| y[yi] = acc,
+    );
     Ok(())
 }
 
@@ -99,42 +75,17 @@ pub fn int_conv2d_grad_input_reference(
     dx: &mut [i32],
 ) -> Result<()> {
     s.check_buffers(dx.len(), w.codes.len(), dy.codes.len())?;
-    let (oh_n, ow_n) = (s.out_h(), s.out_w());
-    let cpg = s.in_channels / s.groups;
-    let opg = s.out_channels / s.groups;
-    for n in 0..s.batch {
-        for c in 0..s.in_channels {
-            let (g, cl) = (c / cpg, c % cpg);
-            for ih in 0..s.in_h {
-                for iw in 0..s.in_w {
-                    let mut acc = 0i32;
-                    for ol in 0..opg {
-                        let o = g * opg + ol;
-                        for kh in 0..s.kernel_h {
-                            let Some(Some(oh)) =
-                                back_tap(ih, kh, s.stride.0, s.padding.0, s.dilation.0, oh_n)
-                            else {
-                                continue;
-                            };
-                            for kw in 0..s.kernel_w {
-                                let Some(Some(ow)) =
-                                    back_tap(iw, kw, s.stride.1, s.padding.1, s.dilation.1, ow_n)
-                                else {
-                                    continue;
-                                };
-                                let dyv =
-                                    dy.codes[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow];
-                                let wv =
-                                    w.codes[((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw];
-                                acc = acc.wrapping_add(offset_product(lut, dyv, dy, wv, w));
-                            }
-                        }
-                    }
-                    dx[((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw] = acc;
-                }
+    grad_input_terms(
+        s,
+        || 0i32,
+        |acc, dyi, wi| {
+            // Positions outside the output are no terms here.
+            if let Some(i) = dyi {
+                *acc = acc.wrapping_add(offset_product(lut, dy.codes[i], dy, w.codes[wi], w));
             }
-        }
-    }
+        },
+        |xi, acc| dx[xi] = acc,
+    );
     Ok(())
 }
 
@@ -147,39 +98,15 @@ pub fn int_conv2d_grad_weight_reference(
     dw: &mut [i32],
 ) -> Result<()> {
     s.check_buffers(x.codes.len(), dw.len(), dy.codes.len())?;
-    let (oh_n, ow_n) = (s.out_h(), s.out_w());
-    let cpg = s.in_channels / s.groups;
-    let opg = s.out_channels / s.groups;
-    for o in 0..s.out_channels {
-        let c0 = (o / opg) * cpg;
-        for cl in 0..cpg {
-            for kh in 0..s.kernel_h {
-                for kw in 0..s.kernel_w {
-                    let mut acc = 0i32;
-                    for n in 0..s.batch {
-                        for oh in 0..oh_n {
-                            let ih = tap(oh, kh, s.stride.0, s.padding.0, s.dilation.0, s.in_h);
-                            for ow in 0..ow_n {
-                                let iw = tap(ow, kw, s.stride.1, s.padding.1, s.dilation.1, s.in_w);
-                                let xv = match (ih, iw) {
-                                    (Some(ih), Some(iw)) => {
-                                        x.codes[((n * s.in_channels + c0 + cl) * s.in_h + ih)
-                                            * s.in_w
-                                            + iw]
-                                    }
-                                    _ => x.zero,
-                                };
-                                let dyv =
-                                    dy.codes[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow];
-                                acc = acc.wrapping_add(offset_product(lut, xv, x, dyv, dy));
-                            }
-                        }
-                    }
-                    dw[((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw] = acc;
-                }
-            }
-        }
-    }
+    grad_weight_terms(
+        s,
+        || 0i32,
+        |acc, xi, dyi| {
+            let xv = xi.map_or(x.zero, |i| x.codes[i]);
+            *acc = acc.wrapping_add(offset_product(lut, xv, x, dy.codes[dyi], dy));
+        },
+        |wi, acc| dw[wi] = acc,
+    );
     Ok(())
 }
 

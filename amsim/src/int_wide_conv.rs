@@ -24,7 +24,7 @@
 
 use rayon::prelude::*;
 
-use crate::conv::{back_tap, tap, Conv2dShape};
+use crate::conv::{forward_terms, grad_input_terms, grad_weight_terms, tap, Conv2dShape};
 use crate::int_wide::{check_k, offset_product, wide_gemm, WideIntMul, WideOperand};
 use crate::Result;
 
@@ -37,40 +37,16 @@ pub fn wide_conv2d_forward_reference(
     y: &mut [i64],
 ) -> Result<()> {
     s.check_buffers(x.values.len(), w.values.len(), y.len())?;
-    let (oh_n, ow_n) = (s.out_h(), s.out_w());
-    let cpg = s.in_channels / s.groups;
-    let opg = s.out_channels / s.groups;
-    check_k(cpg * s.kernel_h * s.kernel_w)?;
-    for n in 0..s.batch {
-        for o in 0..s.out_channels {
-            let g = o / opg;
-            for oh in 0..oh_n {
-                for ow in 0..ow_n {
-                    let mut acc = 0i64;
-                    for cl in 0..cpg {
-                        let c = g * cpg + cl;
-                        for kh in 0..s.kernel_h {
-                            let ih = tap(oh, kh, s.stride.0, s.padding.0, s.dilation.0, s.in_h);
-                            for kw in 0..s.kernel_w {
-                                let iw = tap(ow, kw, s.stride.1, s.padding.1, s.dilation.1, s.in_w);
-                                let xv = match (ih, iw) {
-                                    (Some(ih), Some(iw)) => {
-                                        x.values
-                                            [((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw]
-                                    }
-                                    _ => x.zero,
-                                };
-                                let wv =
-                                    w.values[((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw];
-                                acc += offset_product(mul, xv, x.zero, wv, w.zero);
-                            }
-                        }
-                    }
-                    y[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow] = acc;
-                }
-            }
-        }
-    }
+    check_k((s.in_channels / s.groups) * s.kernel_h * s.kernel_w)?;
+    forward_terms(
+        s,
+        || 0i64,
+        |acc, xi, wi| {
+            let xv = xi.map_or(x.zero, |i| x.values[i]);
+            *acc += offset_product(mul, xv, x.zero, w.values[wi], w.zero);
+        },
+        |yi, acc| y[yi] = acc,
+    );
     Ok(())
 }
 
@@ -84,43 +60,18 @@ pub fn wide_conv2d_grad_input_reference(
     dx: &mut [i64],
 ) -> Result<()> {
     s.check_buffers(dx.len(), w.values.len(), dy.values.len())?;
-    let (oh_n, ow_n) = (s.out_h(), s.out_w());
-    let cpg = s.in_channels / s.groups;
-    let opg = s.out_channels / s.groups;
-    check_k(opg * s.kernel_h * s.kernel_w)?;
-    for n in 0..s.batch {
-        for c in 0..s.in_channels {
-            let (g, cl) = (c / cpg, c % cpg);
-            for ih in 0..s.in_h {
-                for iw in 0..s.in_w {
-                    let mut acc = 0i64;
-                    for ol in 0..opg {
-                        let o = g * opg + ol;
-                        for kh in 0..s.kernel_h {
-                            let Some(Some(oh)) =
-                                back_tap(ih, kh, s.stride.0, s.padding.0, s.dilation.0, oh_n)
-                            else {
-                                continue;
-                            };
-                            for kw in 0..s.kernel_w {
-                                let Some(Some(ow)) =
-                                    back_tap(iw, kw, s.stride.1, s.padding.1, s.dilation.1, ow_n)
-                                else {
-                                    continue;
-                                };
-                                let dyv =
-                                    dy.values[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow];
-                                let wv =
-                                    w.values[((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw];
-                                acc += offset_product(mul, dyv, dy.zero, wv, w.zero);
-                            }
-                        }
-                    }
-                    dx[((n * s.in_channels + c) * s.in_h + ih) * s.in_w + iw] = acc;
-                }
+    check_k((s.out_channels / s.groups) * s.kernel_h * s.kernel_w)?;
+    grad_input_terms(
+        s,
+        || 0i64,
+        |acc, dyi, wi| {
+            // Positions outside the output are no terms here.
+            if let Some(i) = dyi {
+                *acc += offset_product(mul, dy.values[i], dy.zero, w.values[wi], w.zero);
             }
-        }
-    }
+        },
+        |xi, acc| dx[xi] = acc,
+    );
     Ok(())
 }
 
@@ -133,40 +84,16 @@ pub fn wide_conv2d_grad_weight_reference(
     dw: &mut [i64],
 ) -> Result<()> {
     s.check_buffers(x.values.len(), dw.len(), dy.values.len())?;
-    let (oh_n, ow_n) = (s.out_h(), s.out_w());
-    let cpg = s.in_channels / s.groups;
-    let opg = s.out_channels / s.groups;
-    check_k(s.batch * oh_n * ow_n)?;
-    for o in 0..s.out_channels {
-        let c0 = (o / opg) * cpg;
-        for cl in 0..cpg {
-            for kh in 0..s.kernel_h {
-                for kw in 0..s.kernel_w {
-                    let mut acc = 0i64;
-                    for n in 0..s.batch {
-                        for oh in 0..oh_n {
-                            let ih = tap(oh, kh, s.stride.0, s.padding.0, s.dilation.0, s.in_h);
-                            for ow in 0..ow_n {
-                                let iw = tap(ow, kw, s.stride.1, s.padding.1, s.dilation.1, s.in_w);
-                                let xv = match (ih, iw) {
-                                    (Some(ih), Some(iw)) => {
-                                        x.values[((n * s.in_channels + c0 + cl) * s.in_h + ih)
-                                            * s.in_w
-                                            + iw]
-                                    }
-                                    _ => x.zero,
-                                };
-                                let dyv =
-                                    dy.values[((n * s.out_channels + o) * oh_n + oh) * ow_n + ow];
-                                acc += offset_product(mul, xv, x.zero, dyv, dy.zero);
-                            }
-                        }
-                    }
-                    dw[((o * cpg + cl) * s.kernel_h + kh) * s.kernel_w + kw] = acc;
-                }
-            }
-        }
-    }
+    check_k(s.batch * s.out_h() * s.out_w())?;
+    grad_weight_terms(
+        s,
+        || 0i64,
+        |acc, xi, dyi| {
+            let xv = xi.map_or(x.zero, |i| x.values[i]);
+            *acc += offset_product(mul, xv, x.zero, dy.values[dyi], dy.zero);
+        },
+        |wi, acc| dw[wi] = acc,
+    );
     Ok(())
 }
 
