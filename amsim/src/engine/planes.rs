@@ -63,6 +63,18 @@ thread_local! {
     static PLANES: RefCell<SplitPlanes> = RefCell::new(SplitPlanes::default());
 }
 
+/// Largest split planes a thread keeps for its next call, in elements
+/// (2 x 64 MiB): a layer's planes are twice its input, so a large input's
+/// are freed after the call instead of held for the rest of the run.
+const KEEP_PLANES: usize = 16 << 20;
+
+/// Put `planes` back for this thread's next call, if not too large.
+fn keep_planes(planes: SplitPlanes) {
+    if planes.scale.capacity() <= KEEP_PLANES {
+        let _ = PLANES.try_with(|c| *c.borrow_mut() = planes);
+    }
+}
+
 /// The geometry of padded planes: `planes` planes of `h x w` become
 /// `hp x wp` with the source at row `top`, column `left`, zeros elsewhere.
 #[derive(Debug, Clone, Copy)]
@@ -219,7 +231,7 @@ pub(crate) fn planes_product(
         split_planes(src, g, bits, PR + 8, &mut planes);
     }
     if !planes.range.fused_ok(&brange) {
-        let _ = PLANES.try_with(|c| *c.borrow_mut() = planes);
+        keep_planes(planes);
         return false;
     }
     let lay = layouts(lut);
@@ -230,7 +242,7 @@ pub(crate) fn planes_product(
     // by every job: `V[panel][k][t][jj]`.
     let vpanel = k << (bits + 4);
     if panels * vpanel > MAX_EXPANSION {
-        let _ = PLANES.try_with(|c| *c.borrow_mut() = planes);
+        keep_planes(planes);
         return false;
     }
     let mut vbuf = EXPANDED
@@ -286,7 +298,7 @@ pub(crate) fn planes_product(
                 }
             });
         });
-    let _ = PLANES.try_with(|c| *c.borrow_mut() = planes);
+    keep_planes(planes);
     let _ = EXPANDED.try_with(|c| *c.borrow_mut() = vbuf);
     true
 }
