@@ -725,21 +725,23 @@ fn print_verify_row(r: &VerifyReport) {
 fn verify_int(info: &IntModelInfo) -> Result<()> {
     let lut = IntLut::of(info)?;
     let r = int_metrics::verify_int_lut(&lut, info.func);
+    report_int_verify(&r, kind_name(info.signed), info.name)
+}
+
+/// Print an integer table's `verify` report; an error naming the first
+/// mismatch if there is one.
+fn report_int_verify(r: &int_metrics::IntVerifyReport, kind: &str, name: &str) -> Result<()> {
     println!(
         "{:<16} {:>6} {:>10} {:>10}",
         "model", "kind", "pairs", "mismatches"
     );
     println!(
         "{:<16} {:>6} {:>10} {:>10}",
-        r.model,
-        kind_name(info.signed),
-        r.pairs,
-        r.mismatches
+        r.model, kind, r.pairs, r.mismatches
     );
     if let Some((x, y, t, m)) = r.first_mismatch {
         bail!(
-            "table and model products of {} differ ({} pairs; first: {x} x {y}: table {t}, model {m})",
-            info.name,
+            "table and model products of {name} differ ({} pairs; first: {x} x {y}: table {t}, model {m})",
             r.mismatches
         );
     }
@@ -757,25 +759,11 @@ fn verify_wide(info: &WideIntModelInfo) -> Result<()> {
         );
         return Ok(());
     };
-    println!(
-        "{:<16} {:>6} {:>10} {:>10}",
-        "model", "kind", "pairs", "mismatches"
-    );
-    println!(
-        "{:<16} {:>6} {:>10} {:>10}",
-        r.model,
-        amsim::int_wide::kind_name(info.bits, info.signed),
-        r.pairs,
-        r.mismatches
-    );
-    if let Some((x, y, t, m)) = r.first_mismatch {
-        bail!(
-            "table and model products of {} differ ({} pairs; first: {x} x {y}: table {t}, model {m})",
-            info.name,
-            r.mismatches
-        );
-    }
-    Ok(())
+    report_int_verify(
+        &r,
+        &amsim::int_wide::kind_name(info.bits, info.signed),
+        info.name,
+    )
 }
 
 /// Run `verify`.

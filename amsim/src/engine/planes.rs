@@ -29,7 +29,7 @@ use rayon::prelude::*;
 use super::kernel::{LutKernel, Portable};
 use super::loops::aligned;
 use super::pack::{pack_y, split_bits, PackedY, Rng};
-use super::{layouts, ExpRange, Isa, View, NR};
+use super::{layouts, ExpRange, Isa, OutPtr, View, NR};
 use crate::accumulate::ACC_BLOCK;
 use crate::gemm::MatRef;
 use crate::Lut;
@@ -101,11 +101,21 @@ fn split_planes(src: &[f32], g: &PlaneGeom, bits: u32, slack: usize, out: &mut S
         .zip(out.t16[..g.planes * plane].par_chunks_mut(plane))
         .zip(src.par_chunks(g.h * g.w))
         .map(|((sc, tt), s)| {
-            sc.fill(0.0);
-            tt.fill(0);
+            // Zero the padding only: the rows above and below the source,
+            // and the columns left and right of each source row.
+            let (above, below) = (g.top * g.wp, (g.top + g.h) * g.wp);
+            sc[..above].fill(0.0);
+            tt[..above].fill(0);
+            sc[below..].fill(0.0);
+            tt[below..].fill(0);
             let mut rng = Rng::EMPTY;
             for y in 0..g.h {
-                let at = (y + g.top) * g.wp + g.left;
+                let row0 = (y + g.top) * g.wp;
+                let at = row0 + g.left;
+                sc[row0..at].fill(0.0);
+                tt[row0..at].fill(0);
+                sc[at + g.w..row0 + g.wp].fill(0.0);
+                tt[at + g.w..row0 + g.wp].fill(0);
                 let row = &s[y * g.w..(y + 1) * g.w];
                 let mut r = Rng::EMPTY;
                 for ((v, d), t) in row
@@ -271,7 +281,12 @@ pub(crate) fn planes_product(
     let threads = rayon::current_num_threads().max(1);
     let jobs = total.div_ceil(JOB_PANELS).max(threads).min(total);
     let per_job = total.div_ceil(jobs);
-    let out_ptr = SendPtr(out.as_mut_ptr());
+    let out_ptr = OutPtr {
+        ptr: out.as_mut_ptr(),
+        rs: 1,
+        cs: p.out_h * p.out_w,
+        accumulate: false,
+    };
     let work = Work {
         p,
         planes: &planes,
@@ -303,13 +318,6 @@ pub(crate) fn planes_product(
     true
 }
 
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: jobs write disjoint output elements (distinct rows of distinct
-// micro-panels), see `Work::run`.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
 thread_local! {
     /// A job's accumulator tiles.
     static JOB: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -333,12 +341,10 @@ struct Work<'a> {
     n: usize,
     /// The expansion of every panel over all of k.
     v: &'a [f32],
-    out: SendPtr,
+    /// The output as rows `img * n * out_plane + oy * out_w + ox` and
+    /// columns `j` (stride `out_plane`); jobs write disjoint rows.
+    out: OutPtr,
 }
-
-// SAFETY: the raw output pointer is only written at elements owned by one
-// job (see `SendPtr`); everything else is shared read-only.
-unsafe impl Sync for Work<'_> {}
 
 impl Work<'_> {
     /// Micro-panels `qs` (numbered image by image) for every panel of
@@ -430,12 +436,13 @@ impl Work<'_> {
                         if ox >= self.p.out_w {
                             continue;
                         }
-                        let at = (img * self.n + j0) * out_plane + oy * self.p.out_w + ox;
+                        let row = img * self.n * out_plane + oy * self.p.out_w + ox;
                         for jj in 0..jn {
                             // SAFETY: output `(img, j0 + jj, oy, ox)` is
-                            // inside `out` and computed by this job only
-                            // (row `ri` of image `img`).
-                            unsafe { *self.out.0.add(at + jj * out_plane) = t[r * NR + jj] };
+                            // inside `out` (checked against the geometry)
+                            // and computed by this job only (row `ri` of
+                            // image `img`).
+                            unsafe { self.out.write(row, j0 + jj, t[r * NR + jj]) };
                         }
                     }
                 }
