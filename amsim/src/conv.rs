@@ -989,6 +989,104 @@ pub(crate) fn planes_grad_input(
     Ok(planes_product(isa, lut, &p, dy, b, dx))
 }
 
+/// Taps (rows of the weight gradient, `in_channels * kernel_h * kernel_w`)
+/// from which the planes path takes an AMSim weight gradient: each output
+/// position expands its output gradient into `2^bits` rows per 16-column
+/// panel, which only pays when enough taps share it.
+const PLANES_DW_MIN_TAPS: usize = 64;
+
+/// The weight gradient of an AMSim multiplier at stride 1 on pre-split
+/// padded planes of `x` (`engine::planes::planes_weight_product`): the taps
+/// `(c, kh, kw)` are the rows, read in place at the forward pass's tap
+/// offsets plus each output position's offset, so nothing is copied per
+/// tap. Returns `false`, having written nothing, where the path does not
+/// apply (groups, stride, narrow layers, products off the fused path).
+fn planes_grad_weight(
+    mult: &Multiplier,
+    s: &Conv2dShape,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+) -> Result<bool> {
+    let Multiplier::Lut(lut) = mult else {
+        return Ok(false);
+    };
+    let taps = s.in_channels * s.kernel_h * s.kernel_w;
+    if s.out_channels <= crate::engine::NR / 2 || taps < PLANES_DW_MIN_TAPS {
+        return Ok(false);
+    }
+    match crate::engine::planes::planes_isa(lut) {
+        Some(isa) => planes_grad_weight_with(isa, lut, s, x, dy, dw),
+        None => Ok(false),
+    }
+}
+
+/// [`planes_grad_weight`] with the kernels of `isa`, for any number of
+/// taps and output channels (one group, stride 1).
+pub(crate) fn planes_grad_weight_with(
+    isa: crate::engine::Isa,
+    lut: &Arc<Lut>,
+    s: &Conv2dShape,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+) -> Result<bool> {
+    use crate::engine::planes::{planes_weight_product, PlaneGeom, PlanesWeightGrad};
+    if s.groups != 1 || s.stride != (1, 1) {
+        return Ok(false);
+    }
+    let taps = s.in_channels * s.kernel_h * s.kernel_w;
+    let (ph, pw) = s.padding;
+    let (dh, dwl) = s.dilation;
+    let (hp, wp) = (s.in_h + 2 * ph, s.in_w + 2 * pw);
+    let image = s.in_channels * hp * wp;
+    if s.batch * image > u32::MAX as usize {
+        return Ok(false);
+    }
+    let mut koff = Vec::with_capacity(taps);
+    for c in 0..s.in_channels {
+        for kh in 0..s.kernel_h {
+            for kw in 0..s.kernel_w {
+                koff.push((c * hp * wp + kh * dh * wp + kw * dwl) as u32);
+            }
+        }
+    }
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let mut pos = Vec::with_capacity(s.batch * oh * ow);
+    for n in 0..s.batch {
+        for y in 0..oh {
+            pos.extend((0..ow).map(|xo| (n * image + y * wp + xo) as u32));
+        }
+    }
+    // dYᵀ as the lowering lays it out: [o][(n, oh, ow)].
+    let spatial = oh * ow;
+    let rows = s.batch * spatial;
+    let mut dyt_buf = Scratch::take();
+    let dyt = dyt_buf.slice(s.out_channels * rows);
+    {
+        let _lowering = crate::timing::span(crate::timing::Op::Lowering);
+        dyt.par_chunks_mut(spatial).enumerate().for_each(|(i, d)| {
+            let (o, n) = (i / s.batch, i % s.batch);
+            d.copy_from_slice(&dy[(n * s.out_channels + o) * spatial..][..spatial]);
+        });
+    }
+    let b = MatRef::new(dyt, rows, s.out_channels, 1, rows)?;
+    let p = PlanesWeightGrad {
+        geom: PlaneGeom {
+            planes: s.batch * s.in_channels,
+            h: s.in_h,
+            w: s.in_w,
+            hp,
+            wp,
+            top: ph,
+            left: pw,
+        },
+        koff: &koff,
+        pos: &pos,
+    };
+    Ok(planes_weight_product(isa, lut, &p, x, b, dw))
+}
+
 /// Forward pass lowered to GEMM (see the module doc); bit-exact with
 /// [`conv2d_forward_reference`] for AMSim multipliers.
 pub fn conv2d_forward(
@@ -1234,6 +1332,9 @@ pub fn conv2d_grad_weight(
         let _ = (x, dy);
         return Ok(());
     }
+    if planes_grad_weight(mult, s, x, dy, dw)? {
+        return Ok(());
+    }
     let kcols = s.groups * kc;
     let (mut col_buf, mut dyt_buf) = (Scratch::take(), Scratch::take());
     let col = col_buf.slice(rows * kcols);
@@ -1280,6 +1381,90 @@ mod tests {
                 _ => rng.gen_range(-2.0f32..2.0) * 2f32.powi(rng.gen_range(-8..8)),
             })
             .collect()
+    }
+
+    /// The planes path of the weight gradient (stride 1, one group) equals
+    /// the definition bit for bit with the AVX2 and the portable kernels:
+    /// one to three 16-column panels, taps from 1 to several hundred,
+    /// dilation, padding, and batches whose positions cross accumulation
+    /// blocks inside an image and at image boundaries (block sums added in
+    /// order); a call with a NaN or an infinity on either side is declined
+    /// without writing.
+    #[test]
+    fn planes_weight_gradient_matches_the_definition_or_declines() {
+        use crate::engine::Isa;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(crate::test_seed("planes_dw"));
+        let mut isas = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            isas.push(Isa::Avx2);
+        } else {
+            eprintln!("planes_dw: no AVX2 + FMA on this CPU; the AVX2 kernels are not tested");
+        }
+        let luts: Vec<Arc<Lut>> = [3, 5, 7, 8]
+            .into_iter()
+            .map(|b| Arc::new(Lut::build("skewed", skewed, b).unwrap()))
+            .collect();
+        let mut taken = 0;
+        let mut several_blocks = 0;
+        for case in 0..40 {
+            let kernel = rng.gen_range(1..=5);
+            let mut s = Conv2dShape::new(
+                rng.gen_range(1..=6),
+                rng.gen_range(1..=12),
+                rng.gen_range(1..=24),
+                rng.gen_range(1..=24),
+                [1, 5, 9, 16, 17, 32, 40][rng.gen_range(0..7)],
+                kernel,
+            );
+            s.kernel_w = rng.gen_range(1..=5);
+            s.dilation = (rng.gen_range(1..=2), rng.gen_range(1..=2));
+            s.padding = (rng.gen_range(0..=kernel), rng.gen_range(0..=s.kernel_w));
+            if s.validate().is_err() || s.out_h() == 0 || s.out_w() == 0 {
+                continue;
+            }
+            let lut = &luts[case % luts.len()];
+            let mult = Multiplier::Lut(lut.clone());
+            let mut x = random_values(&mut rng, s.x_len());
+            let mut dy = random_values(&mut rng, s.y_len());
+            let special = case % 7 == 3;
+            if special {
+                if case % 2 == 0 {
+                    let i = rng.gen_range(0..x.len());
+                    x[i] = f32::INFINITY;
+                } else {
+                    let j = rng.gen_range(0..dy.len());
+                    dy[j] = f32::NAN;
+                }
+            }
+            let mut want = vec![0.0; s.w_len()];
+            conv2d_grad_weight_reference(&mult, &s, &x, &dy, &mut want).unwrap();
+            let positions = s.batch * s.out_h() * s.out_w();
+            for &isa in &isas {
+                let mut dw = vec![f32::NAN; s.w_len()];
+                let done = planes_grad_weight_with(isa, lut, &s, &x, &dy, &mut dw).unwrap();
+                assert_eq!(done, !special, "grad_weight {s:?}");
+                if done {
+                    taken += 1;
+                    several_blocks += usize::from(positions > crate::accumulate::ACC_BLOCK);
+                    for (i, (g, r)) in dw.iter().zip(&want).enumerate() {
+                        assert_eq!(
+                            g.to_bits(),
+                            r.to_bits(),
+                            "{isa:?} grad_weight {s:?} bits {}: element {i}",
+                            lut.bits()
+                        );
+                    }
+                } else {
+                    assert!(dw.iter().all(|v| v.is_nan()), "a declined call wrote");
+                }
+            }
+        }
+        assert!(
+            taken >= 30 && several_blocks >= 5,
+            "too few cases took the path: {taken}, over one block: {several_blocks}"
+        );
     }
 
     /// The planes path (forward and input gradient at stride 1) equals the

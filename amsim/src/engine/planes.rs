@@ -565,3 +565,249 @@ unsafe fn portable_fma(
         }
     }
 }
+
+/// A stride-1 convolution's weight gradient over padded planes of its
+/// input: `out[j * rows + row] = sum_k A(row, k) * B[k][j]` with `A(row, k)`
+/// the padded plane element `koff[row] + pos[k]` (`row` a tap
+/// `(c, kh, kw)`, `k` an output position `(n, oh, ow)` of the batch, at
+/// `n * image + oh * wp + ow`), in blocked accumulation over `k`.
+pub(crate) struct PlanesWeightGrad<'a> {
+    pub geom: PlaneGeom,
+    pub koff: &'a [u32],
+    pub pos: &'a [u32],
+}
+
+/// Largest block sums of a weight-gradient call, in floats (64 MiB).
+const MAX_BLOCK_SUMS: usize = 16 << 20;
+
+/// Run the weight gradient `p` through `lut` (see [`PlanesWeightGrad`]):
+/// the rows (taps) read the split planes in place, so there is neither an
+/// im2col copy nor a packing of it; `B` (the output gradient, `k x n`) is
+/// packed and expanded a few positions at a time and shared by every tap.
+/// Every accumulation block of `k` is a job, whose sums are added in block
+/// order afterwards (the reference's blocked sum, at any thread count).
+/// Returns `false`, having written nothing, when a product is off the fused
+/// path; the caller then takes the lowering.
+pub(crate) fn planes_weight_product(
+    isa: Isa,
+    lut: &Arc<Lut>,
+    p: &PlanesWeightGrad,
+    src: &[f32],
+    b: MatRef,
+    out: &mut [f32],
+) -> bool {
+    let (k, n, rows) = (p.pos.len(), b.cols(), p.koff.len());
+    let bits = lut.bits();
+    let g = &p.geom;
+    if k == 0 || rows == 0 || n == 0 || bits > MAX_BITS || b.rows() != k {
+        return false;
+    }
+    let span = g.planes * g.hp * g.wp;
+    let (kmax, pmax) = (
+        p.koff.iter().copied().max().unwrap_or(0) as usize,
+        p.pos.iter().copied().max().unwrap_or(0) as usize,
+    );
+    if src.len() < g.planes * g.h * g.w || out.len() < n * rows || kmax + pmax >= span {
+        return false;
+    }
+    let panels = n.div_ceil(NR);
+    let rtiles = rows.div_ceil(PR);
+    let prows = rtiles * PR;
+    let blocks = k.div_ceil(ACC_BLOCK);
+    let per_block = panels * prows * NR;
+    if blocks * per_block > MAX_BLOCK_SUMS {
+        return false;
+    }
+    // Tiles past the last tap read tap 0 (inside the planes); their sums
+    // are dropped.
+    let rb: Vec<u32> = (0..prows)
+        .map(|r| p.koff.get(r).copied().unwrap_or(p.koff[0]))
+        .collect();
+    let mut planes = PLANES
+        .try_with(|c| std::mem::take(&mut *c.borrow_mut()))
+        .unwrap_or_default();
+    {
+        let _lowering = crate::timing::span(crate::timing::Op::Lowering);
+        split_planes(src, g, bits, 0, &mut planes);
+    }
+    if planes.range.special {
+        keep_planes(planes);
+        return false;
+    }
+    let lay = layouts(lut);
+    let table_t: &[f32] = &lay.padded_t;
+    let kc = (EXPANSION_BYTES / ((NR * 4) << bits)).clamp(4, 16);
+    let bv = View::of(&b);
+    let declined = std::sync::atomic::AtomicBool::new(false);
+    let mut sums = vec![0.0f32; blocks * per_block];
+    {
+        let planes = &planes;
+        let (rb, bv, declined) = (&rb, &bv, &declined);
+        sums.par_chunks_mut(per_block).enumerate().for_each_init(
+            WeightScratch::default,
+            |ws, (blk, bsum)| {
+                if declined.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let (k0, k1) = (blk * ACC_BLOCK, ((blk + 1) * ACC_BLOCK).min(k));
+                let vsz = kc << (bits + 4);
+                let v = aligned(&mut ws.v, 2 * vsz);
+                let (v0, v1) = v.split_at_mut(vsz);
+                let mut g0 = 0;
+                while g0 < panels {
+                    let g1 = (g0 + 2).min(panels);
+                    let acc = &mut bsum[g0 * prows * NR..g1 * prows * NR];
+                    acc.fill(0.0);
+                    let (a0, a1) = acc.split_at_mut(prows * NR);
+                    let mut c0 = k0;
+                    while c0 < k1 {
+                        let kn = kc.min(k1 - c0);
+                        for (gi, vg) in [&mut *v0, &mut *v1].into_iter().enumerate().take(g1 - g0) {
+                            let py = &mut ws.py[gi];
+                            pack_y(py, bv, c0, kn, (g0 + gi) * NR, bits);
+                            if !planes.range.fused_ok(&py.range) {
+                                declined.store(true, std::sync::atomic::Ordering::Relaxed);
+                                return;
+                            }
+                            // SAFETY: `py` was packed with `kn` and `bits`;
+                            // `vg` holds `kc << (bits + 4)` floats.
+                            unsafe { expand(isa, lut.table(), table_t, bits, py, kn, vg) };
+                        }
+                        let pos = &p.pos[c0..c0 + kn];
+                        for t in 0..rtiles {
+                            let rbt: &[u32; PR] = rb[t * PR..(t + 1) * PR].try_into().unwrap();
+                            let at = t * PR * NR..(t + 1) * PR * NR;
+                            // SAFETY: `rb[r] + pos[kk] < span` for every
+                            // row and position (checked above); `v0`/`v1`
+                            // hold this chunk's expansions.
+                            unsafe {
+                                let (sp, tp) = (planes.scale.as_ptr(), planes.t16.as_ptr());
+                                if g1 - g0 == 2 {
+                                    rows_fma2(
+                                        isa,
+                                        bits,
+                                        sp,
+                                        tp,
+                                        rbt,
+                                        pos,
+                                        v0,
+                                        v1,
+                                        &mut a0[at.clone()],
+                                        &mut a1[at],
+                                    );
+                                } else {
+                                    rows_fma1(isa, bits, sp, tp, rbt, pos, v0, &mut a0[at]);
+                                }
+                            }
+                        }
+                        c0 += kn;
+                    }
+                    g0 = g1;
+                }
+            },
+        );
+    }
+    keep_planes(planes);
+    if declined.into_inner() {
+        return false;
+    }
+    // The block sums in block order, from +0.0.
+    out[..n * rows]
+        .par_chunks_mut(rows)
+        .enumerate()
+        .for_each(|(j, orow)| {
+            let (panel, jj) = (j / NR, j % NR);
+            for (row, o) in orow.iter_mut().enumerate() {
+                let mut tot = 0.0f32;
+                for blk in 0..blocks {
+                    tot += sums[blk * per_block + (panel * prows + row) * NR + jj];
+                }
+                *o = tot;
+            }
+        });
+    true
+}
+
+/// A weight-gradient job's buffers.
+#[derive(Default)]
+struct WeightScratch {
+    v: Vec<f32>,
+    py: [PackedY; 2],
+}
+
+/// `acc[r][jj] = fma(s[rb[r] + pos[kk]], v[(kk << (bits + 4)) + t16[rb[r] + pos[kk]] + jj], acc[r][jj])`
+/// for `kk` in order, `r < PR`, `jj < NR`.
+///
+/// # Safety
+/// Every `rb[r] + pos[kk]` is inside the planes behind `s` and `t16`, and
+/// `v` holds `pos.len() << (bits + 4)` floats.
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_fma1(
+    isa: Isa,
+    bits: u32,
+    s: *const f32,
+    t16: *const u32,
+    rb: &[u32; PR],
+    pos: &[u32],
+    v: &[f32],
+    acc: &mut [f32],
+) {
+    debug_assert!(v.len() >= pos.len() << (bits + 4) && acc.len() >= PR * NR);
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 {
+        return super::x86::rows_fma_avx2(bits, s, t16, rb, pos, v.as_ptr(), acc.as_mut_ptr());
+    }
+    let _ = isa;
+    for (kk, &o) in pos.iter().enumerate() {
+        let vk = &v[kk << (bits + 4)..];
+        for (r, &b) in rb.iter().enumerate() {
+            let at = (b + o) as usize;
+            let sc = *s.add(at);
+            let t = *t16.add(at) as usize;
+            for jj in 0..NR {
+                acc[r * NR + jj] += sc * vk[t + jj];
+            }
+        }
+    }
+}
+
+/// [`rows_fma1`] for two panels of the same rows.
+///
+/// # Safety
+/// As [`rows_fma1`], for `v` and `v2`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_fma2(
+    isa: Isa,
+    bits: u32,
+    s: *const f32,
+    t16: *const u32,
+    rb: &[u32; PR],
+    pos: &[u32],
+    v: &[f32],
+    v2: &[f32],
+    acc: &mut [f32],
+    acc2: &mut [f32],
+) {
+    debug_assert!(v2.len() >= pos.len() << (bits + 4) && acc2.len() >= PR * NR);
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 {
+        debug_assert!(v.len() >= pos.len() << (bits + 4) && acc.len() >= PR * NR);
+        for r0 in [0, 3] {
+            super::x86::rows_fma2_avx2(
+                bits,
+                r0,
+                s,
+                t16,
+                rb,
+                pos,
+                v.as_ptr(),
+                v2.as_ptr(),
+                acc.as_mut_ptr(),
+                acc2.as_mut_ptr(),
+            );
+        }
+        return;
+    }
+    rows_fma1(isa, bits, s, t16, rb, pos, v, acc);
+    rows_fma1(isa, bits, s, t16, rb, pos, v2, acc2);
+}
