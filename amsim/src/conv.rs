@@ -1012,7 +1012,9 @@ fn planes_grad_weight(
         return Ok(false);
     };
     let taps = s.in_channels * s.kernel_h * s.kernel_w;
-    if s.out_channels <= crate::engine::NR / 2 || taps < PLANES_DW_MIN_TAPS {
+    // Narrow outputs take direct lookups (see the engine), any number of
+    // taps; wider ones expand the output gradient, which needs enough taps.
+    if s.out_channels > crate::engine::NR / 2 && taps < PLANES_DW_MIN_TAPS {
         return Ok(false);
     }
     match crate::engine::planes::planes_isa(lut) {

@@ -247,10 +247,14 @@ pub(crate) fn planes_product(
     let lay = layouts(lut);
     let table_t: &[f32] = &lay.padded_t;
     let panels = n.div_ceil(NR);
-    let kc = (EXPANSION_BYTES / ((NR * 4) << bits)).clamp(4, 16).min(k);
+    // Outputs of at most 8 columns keep only the first half of each
+    // expansion row (8 floats): half the bytes for the kernel to read.
+    let half = n <= NR / 2;
+    let vsh = bits + if half { 3 } else { 4 };
+    let kc = (EXPANSION_BYTES / (4 << vsh)).clamp(4, 16).min(k);
     // The expansion of every panel over the whole of k, made once and read
-    // by every job: `V[panel][k][t][jj]`.
-    let vpanel = k << (bits + 4);
+    // by every job: `V[panel][k][t][jj]`, `jj < 16` (`< 8` when `half`).
+    let vpanel = k << vsh;
     if panels * vpanel > MAX_EXPANSION {
         keep_planes(planes);
         return false;
@@ -264,18 +268,30 @@ pub(crate) fn planes_product(
     v.par_chunks_mut(vpanel)
         .enumerate()
         .flat_map(|(panel, vp)| {
-            vp.par_chunks_mut(kc << (bits + 4))
+            vp.par_chunks_mut(kc << vsh)
                 .enumerate()
                 .map(move |(kb, vb)| (panel, kb, vb))
         })
-        .for_each_init(PackedY::default, |py, (panel, kb, vb)| {
-            let k0 = kb * kc;
-            let kn = kc.min(k - k0);
-            pack_y(py, &bv, k0, kn, panel * NR, bits);
-            // SAFETY: `py` was packed with `kn` and `bits`; `vb` holds
-            // `kn << (bits + 4)` floats.
-            unsafe { expand(isa, lut.table(), table_t, bits, py, kn, vb) };
-        });
+        .for_each_init(
+            || (PackedY::default(), Vec::new()),
+            |(py, wide), (panel, kb, vb)| {
+                let k0 = kb * kc;
+                let kn = kc.min(k - k0);
+                pack_y(py, &bv, k0, kn, panel * NR, bits);
+                if !half {
+                    // SAFETY: `py` was packed with `kn` and `bits`; `vb`
+                    // holds `kn << (bits + 4)` floats.
+                    unsafe { expand(isa, lut.table(), table_t, bits, py, kn, vb) };
+                    return;
+                }
+                wide.resize(kn << (bits + 4), 0.0);
+                // SAFETY: as above, for `wide`.
+                unsafe { expand(isa, lut.table(), table_t, bits, py, kn, wide) };
+                for (d, w) in vb.chunks_exact_mut(NR / 2).zip(wide.chunks_exact(NR)) {
+                    d.copy_from_slice(&w[..NR / 2]);
+                }
+            },
+        );
     let v: &[f32] = v;
     let total = images * mpanels;
     let threads = rayon::current_num_threads().max(1);
@@ -294,6 +310,7 @@ pub(crate) fn planes_product(
         mpanels,
         rows,
         bits,
+        vsh,
         kc,
         panels,
         n,
@@ -336,6 +353,9 @@ struct Work<'a> {
     mpanels: usize,
     rows: usize,
     bits: u32,
+    /// Floats of one value of k's expansion, as a shift: `bits + 4`, or
+    /// `bits + 3` for outputs of at most 8 columns (half rows).
+    vsh: u32,
     kc: usize,
     panels: usize,
     n: usize,
@@ -353,7 +373,7 @@ impl Work<'_> {
         let tile = PR * NR;
         let nq = qs.len();
         let k = self.p.koff.len();
-        let vpanel = k << (self.bits + 4);
+        let vpanel = k << self.vsh;
         let bases: Vec<usize> = qs
             .clone()
             .map(|q| (q / self.mpanels) * self.image_len + (q % self.mpanels) * PR)
@@ -368,17 +388,16 @@ impl Work<'_> {
             while k0 < k {
                 let kc = self.kc.min(k - k0);
                 let koff = &self.p.koff[k0..k0 + kc];
-                let v0 = &self.v[g0 * vpanel + (k0 << (self.bits + 4))..][..kc << (self.bits + 4)];
-                let v1 =
-                    &self.v[(g1 - 1) * vpanel + (k0 << (self.bits + 4))..][..kc << (self.bits + 4)];
+                let v0 = &self.v[g0 * vpanel + (k0 << self.vsh)..][..kc << self.vsh];
+                let v1 = &self.v[(g1 - 1) * vpanel + (k0 << self.vsh)..][..kc << self.vsh];
                 // The next block's expansion comes from L3 or memory (it
                 // was made before the jobs started): ask for a share of its
                 // lines at each micro-panel, so that it is in L2 when the
                 // sweep reaches it.
                 let next = if k0 + kc < k {
                     let kn = self.kc.min(k - k0 - kc);
-                    let len = kn << (self.bits + 4);
-                    let at = (k0 + kc) << (self.bits + 4);
+                    let len = kn << self.vsh;
+                    let at = (k0 + kc) << self.vsh;
                     Some((at, len))
                 } else {
                     None
@@ -474,8 +493,9 @@ unsafe fn expand(
 }
 
 /// `acc[r][jj] = fma(s[koff[kk] + r], v[(kk << (bits + 4)) + t16[koff[kk] + r] + jj], acc[r][jj])`
-/// for `kk` in order, `r < PR`, and `jj < NR` (`jj < NR / 2` with `half`:
-/// the other columns are padding and left as they are).
+/// for `kk` in order, `r < PR`, and `jj < NR`; with `half`, `jj < NR / 2`
+/// on half rows, `v[(kk << (bits + 3)) + t16[..] / 2 + jj]` (the other
+/// columns are padding and left as they are).
 ///
 /// # Safety
 /// Every `koff[kk] + r` is inside the planes behind `s` and `t16`, and
@@ -491,7 +511,8 @@ unsafe fn fma1(
     acc: &mut [f32],
     half: bool,
 ) {
-    debug_assert!(v.len() >= koff.len() << (bits + 4) && acc.len() >= PR * NR);
+    debug_assert!(v.len() >= koff.len() << (bits + 3 + u32::from(!half)));
+    debug_assert!(acc.len() >= PR * NR);
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx2 {
         let (v, acc) = (v.as_ptr(), acc.as_mut_ptr());
@@ -501,8 +522,8 @@ unsafe fn fma1(
             super::x86::planes_fma_avx2(bits, s, t16, koff, v, acc)
         };
     }
-    let _ = (isa, half);
-    portable_fma(bits, s, t16, koff, v, acc)
+    let _ = isa;
+    portable_fma(bits, s, t16, koff, v, acc, half)
 }
 
 /// [`fma1`] for two panels of the same rows.
@@ -553,13 +574,19 @@ unsafe fn portable_fma(
     koff: &[u32],
     v: &[f32],
     acc: &mut [f32],
+    half: bool,
 ) {
+    let (vsh, cols) = if half {
+        (bits + 3, NR / 2)
+    } else {
+        (bits + 4, NR)
+    };
     for (kk, &o) in koff.iter().enumerate() {
-        let vk = &v[kk << (bits + 4)..];
+        let vk = &v[kk << vsh..];
         for r in 0..PR {
             let sc = *s.add(o as usize + r);
-            let t = *t16.add(o as usize + r) as usize;
-            for jj in 0..NR {
+            let t = (*t16.add(o as usize + r) >> u32::from(half)) as usize;
+            for jj in 0..cols {
                 acc[r * NR + jj] += sc * vk[t + jj];
             }
         }
@@ -636,7 +663,15 @@ pub(crate) fn planes_weight_product(
     }
     let lay = layouts(lut);
     let table_t: &[f32] = &lay.padded_t;
-    let kc = (EXPANSION_BYTES / ((NR * 4) << bits)).clamp(4, 16);
+    // At most 8 columns: each product is looked up in the table directly
+    // (one 8-lane gather per row and position) instead of expanding 2^bits
+    // rows of a 16-column panel per position for a few taps to share.
+    let direct = n <= NR / 2;
+    let kc = if direct {
+        DIRECT_POSITIONS
+    } else {
+        (EXPANSION_BYTES / ((NR * 4) << bits)).clamp(4, 16)
+    };
     let bv = View::of(&b);
     let declined = std::sync::atomic::AtomicBool::new(false);
     let mut sums = vec![0.0f32; blocks * per_block];
@@ -669,11 +704,37 @@ pub(crate) fn planes_weight_product(
                                 declined.store(true, std::sync::atomic::Ordering::Relaxed);
                                 return;
                             }
+                            if direct {
+                                continue;
+                            }
                             // SAFETY: `py` was packed with `kn` and `bits`;
                             // `vg` holds `kc << (bits + 4)` floats.
                             unsafe { expand(isa, lut.table(), table_t, bits, py, kn, vg) };
                         }
                         let pos = &p.pos[c0..c0 + kn];
+                        if direct {
+                            let py = &ws.py[0];
+                            for t in 0..rtiles {
+                                let rbt: &[u32; PR] = rb[t * PR..(t + 1) * PR].try_into().unwrap();
+                                let at = t * PR * NR..(t + 1) * PR * NR;
+                                // SAFETY: as below; `py` holds `kn` packed
+                                // positions and the table `2^(2 bits)` entries.
+                                unsafe {
+                                    rows_direct(
+                                        isa,
+                                        bits,
+                                        planes,
+                                        rbt,
+                                        pos,
+                                        lut.table(),
+                                        py,
+                                        &mut a0[at],
+                                    )
+                                };
+                            }
+                            c0 += kn;
+                            continue;
+                        }
                         for t in 0..rtiles {
                             let rbt: &[u32; PR] = rb[t * PR..(t + 1) * PR].try_into().unwrap();
                             let at = t * PR * NR..(t + 1) * PR * NR;
@@ -726,6 +787,59 @@ pub(crate) fn planes_weight_product(
             }
         });
     true
+}
+
+/// Positions packed at a time by the direct weight gradient.
+const DIRECT_POSITIONS: usize = 64;
+
+/// `acc[r][jj] = fma(s[at], L[t(at)][tb(kk, jj)] * sb(kk, jj), acc[r][jj])`
+/// with `at = rb[r] + pos[kk]`, for `kk` in order, `r < PR` and `jj < NR / 2`
+/// (the other lanes are left as they are): the direct lookups of narrow
+/// weight gradients, exact on the fused path as the expansion's products.
+///
+/// # Safety
+/// Every `rb[r] + pos[kk]` is inside `planes`, `py` holds `pos.len()`
+/// packed positions, and `table` is the `2^bits x 2^bits` table.
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_direct(
+    isa: Isa,
+    bits: u32,
+    planes: &SplitPlanes,
+    rb: &[u32; PR],
+    pos: &[u32],
+    table: &[f32],
+    py: &PackedY,
+    acc: &mut [f32],
+) {
+    debug_assert!(py.index.len() >= pos.len() * NR && acc.len() >= PR * NR);
+    debug_assert!(table.len() >= 1 << (2 * bits));
+    let (s, t16) = (planes.scale.as_ptr(), planes.t16.as_ptr());
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 {
+        return super::x86::rows_direct_avx2(
+            bits,
+            s,
+            t16,
+            rb,
+            pos,
+            table.as_ptr(),
+            py.index.as_ptr(),
+            py.scale.as_ptr(),
+            acc.as_mut_ptr(),
+        );
+    }
+    let _ = isa;
+    for (kk, &o) in pos.iter().enumerate() {
+        let (idx, sb) = (&py.index[kk * NR..], &py.scale[kk * NR..]);
+        for (r, &b) in rb.iter().enumerate() {
+            let at = (b + o) as usize;
+            let sc = *s.add(at);
+            let row = &table[((*t16.add(at) >> 4) as usize) << bits..];
+            for jj in 0..NR / 2 {
+                acc[r * NR + jj] += sc * (row[idx[jj] as usize] * sb[jj]);
+            }
+        }
+    }
 }
 
 /// A weight-gradient job's buffers.

@@ -731,9 +731,9 @@ pub(crate) unsafe fn planes_fma2_avx2(
     }
 }
 
-/// [`planes_fma_avx2`] for outputs of at most 8 columns: only the first
-/// 8-lane half of each expansion row (the other lanes of the panel are
-/// padding), one load and one fused multiply-add per row and tap.
+/// [`planes_fma_avx2`] for outputs of at most 8 columns, on half rows:
+/// the expansion keeps 8 floats per row (`(kk << (bits + 3)) + t16 / 2`),
+/// one load and one fused multiply-add per row and tap.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn planes_fma_half_avx2(
     bits: u32,
@@ -748,13 +748,13 @@ pub(crate) unsafe fn planes_fma_half_avx2(
     for (r, cr) in c.iter_mut().enumerate() {
         *cr = _mm256_loadu_ps(acc.add(r * NR));
     }
-    let step = 1usize << (bits + 4);
+    let step = 1usize << (bits + 3);
     let mut vk = v;
     for &o in koff {
         let (sk, tk) = (s.add(o as usize), t16.add(o as usize));
         for (r, cr) in c.iter_mut().enumerate() {
             let sc = _mm256_set1_ps(*sk.add(r));
-            let row = vk.add(*tk.add(r) as usize);
+            let row = vk.add((*tk.add(r) >> 1) as usize);
             *cr = _mm256_fmadd_ps(sc, _mm256_loadu_ps(row), *cr);
         }
         vk = vk.add(step);
@@ -841,5 +841,59 @@ pub(crate) unsafe fn rows_fma2_avx2(
     for q in 0..2 * H {
         _mm256_storeu_ps(acc.add(r0 * NR + q * 8), c[q]);
         _mm256_storeu_ps(acc2.add(r0 * NR + q * 8), d[q]);
+    }
+}
+
+/// The direct weight-gradient kernel of the planes path
+/// (`planes::rows_direct`): six rows (taps) read at `rb[r] + pos[kk]` of
+/// pre-split planes, each product `L[t_a][tb_j] * sb_j` loaded from the
+/// table row of `t_a` (8 lanes, the first half of a packed panel), then
+/// `acc = fma(s_a, product, acc)` as in [`direct_fma_avx2`].
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn rows_direct_avx2(
+    bits: u32,
+    s: *const f32,
+    t16: *const u32,
+    rb: &[u32; super::planes::PR],
+    pos: &[u32],
+    table: *const f32,
+    index: *const u32,
+    scale: *const f32,
+    acc: *mut f32,
+) {
+    const R: usize = super::planes::PR;
+    let mut c = [_mm256_setzero_ps(); R];
+    for (r, cr) in c.iter_mut().enumerate() {
+        *cr = _mm256_loadu_ps(acc.add(r * NR));
+    }
+    for (kk, &o) in pos.iter().enumerate() {
+        // Scalar loads instead of a gather: on a Zen 3, eight loads and
+        // seven inserts took a fraction of a 256-bit gather's time.
+        let ix = index.add(kk * NR);
+        let i: [usize; 8] = std::array::from_fn(|j| *ix.add(j) as usize);
+        let s0 = _mm256_loadu_ps(scale.add(kk * NR));
+        for (r, cr) in c.iter_mut().enumerate() {
+            let at = (rb[r] + o) as usize;
+            let sc = _mm256_set1_ps(*s.add(at));
+            let row = table.add(((*t16.add(at) >> 4) as usize) << bits);
+            let lo = _mm_set_ps(
+                *row.add(i[3]),
+                *row.add(i[2]),
+                *row.add(i[1]),
+                *row.add(i[0]),
+            );
+            let hi = _mm_set_ps(
+                *row.add(i[7]),
+                *row.add(i[6]),
+                *row.add(i[5]),
+                *row.add(i[4]),
+            );
+            let e = _mm256_mul_ps(_mm256_set_m128(hi, lo), s0);
+            *cr = _mm256_fmadd_ps(sc, e, *cr);
+        }
+    }
+    for (r, cr) in c.iter().enumerate() {
+        _mm256_storeu_ps(acc.add(r * NR), *cr);
     }
 }
