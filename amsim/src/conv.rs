@@ -866,6 +866,36 @@ fn planes_kernels(mult: &Multiplier, cols: usize) -> Option<(crate::engine::Isa,
     crate::engine::planes::planes_isa(lut).map(|isa| (isa, lut))
 }
 
+/// The zero-padded planes of a stride-1 layer's input and the offset of
+/// every tap `(c, kh, kw)` in an image's planes, in tap order (`None` when
+/// the batch's planes would not be addressable with `u32`).
+fn input_planes(s: &Conv2dShape) -> Option<(crate::engine::planes::PlaneGeom, Vec<u32>)> {
+    let (ph, pw) = s.padding;
+    let (dh, dw) = s.dilation;
+    let (hp, wp) = (s.in_h + 2 * ph, s.in_w + 2 * pw);
+    if s.batch * s.in_channels * hp * wp > u32::MAX as usize {
+        return None;
+    }
+    let mut koff = Vec::with_capacity(s.in_channels * s.kernel_h * s.kernel_w);
+    for c in 0..s.in_channels {
+        for kh in 0..s.kernel_h {
+            for kw in 0..s.kernel_w {
+                koff.push((c * hp * wp + kh * dh * wp + kw * dw) as u32);
+            }
+        }
+    }
+    let geom = crate::engine::planes::PlaneGeom {
+        planes: s.batch * s.in_channels,
+        h: s.in_h,
+        w: s.in_w,
+        hp,
+        wp,
+        top: s.padding.0,
+        left: s.padding.1,
+    };
+    Some((geom, koff))
+}
+
 /// The forward pass of an AMSim multiplier at stride 1 on pre-split padded
 /// planes instead of im2col (`engine::planes`), with the kernels of `isa`
 /// (`Avx2`, or any other for the portable ones): one group, `k` within one
@@ -879,35 +909,19 @@ pub(crate) fn planes_forward(
     w: &[f32],
     y: &mut [f32],
 ) -> Result<bool> {
-    use crate::engine::planes::{planes_product, PlaneGeom, PlanesProduct};
+    use crate::engine::planes::{planes_product, PlanesProduct};
     if s.groups != 1 || s.stride != (1, 1) {
         return Ok(false);
     }
-    let (ph, pw) = s.padding;
-    let (dh, dw) = s.dilation;
-    let (hp, wp) = (s.in_h + 2 * ph, s.in_w + 2 * pw);
     let k = s.in_channels * s.kernel_h * s.kernel_w;
-    if k > crate::accumulate::ACC_BLOCK || s.batch * s.in_channels * hp * wp > u32::MAX as usize {
+    let Some((geom, koff)) = input_planes(s) else {
+        return Ok(false);
+    };
+    if k > crate::accumulate::ACC_BLOCK {
         return Ok(false);
     }
-    let mut koff = Vec::with_capacity(k);
-    for c in 0..s.in_channels {
-        for kh in 0..s.kernel_h {
-            for kw in 0..s.kernel_w {
-                koff.push((c * hp * wp + kh * dh * wp + kw * dw) as u32);
-            }
-        }
-    }
     let p = PlanesProduct {
-        geom: PlaneGeom {
-            planes: s.batch * s.in_channels,
-            h: s.in_h,
-            w: s.in_w,
-            hp,
-            wp,
-            top: ph,
-            left: pw,
-        },
+        geom,
         channels: s.in_channels,
         koff: &koff,
         out_h: s.out_h(),
@@ -1033,26 +1047,14 @@ pub(crate) fn planes_grad_weight_with(
     dy: &[f32],
     dw: &mut [f32],
 ) -> Result<bool> {
-    use crate::engine::planes::{planes_weight_product, PlaneGeom, PlanesWeightGrad};
+    use crate::engine::planes::{planes_weight_product, PlanesWeightGrad};
     if s.groups != 1 || s.stride != (1, 1) {
         return Ok(false);
     }
-    let taps = s.in_channels * s.kernel_h * s.kernel_w;
-    let (ph, pw) = s.padding;
-    let (dh, dwl) = s.dilation;
-    let (hp, wp) = (s.in_h + 2 * ph, s.in_w + 2 * pw);
-    let image = s.in_channels * hp * wp;
-    if s.batch * image > u32::MAX as usize {
+    let Some((geom, koff)) = input_planes(s) else {
         return Ok(false);
-    }
-    let mut koff = Vec::with_capacity(taps);
-    for c in 0..s.in_channels {
-        for kh in 0..s.kernel_h {
-            for kw in 0..s.kernel_w {
-                koff.push((c * hp * wp + kh * dh * wp + kw * dwl) as u32);
-            }
-        }
-    }
+    };
+    let (wp, image) = (geom.wp, s.in_channels * geom.hp * geom.wp);
     let (oh, ow) = (s.out_h(), s.out_w());
     let mut pos = Vec::with_capacity(s.batch * oh * ow);
     for n in 0..s.batch {
@@ -1074,15 +1076,7 @@ pub(crate) fn planes_grad_weight_with(
     }
     let b = MatRef::new(dyt, rows, s.out_channels, 1, rows)?;
     let p = PlanesWeightGrad {
-        geom: PlaneGeom {
-            planes: s.batch * s.in_channels,
-            h: s.in_h,
-            w: s.in_w,
-            hp,
-            wp,
-            top: ph,
-            left: pw,
-        },
+        geom,
         koff: &koff,
         pos: &pos,
     };
@@ -1385,6 +1379,31 @@ mod tests {
             .collect()
     }
 
+    /// Assert that `got` equals `want` bit for bit (`what` names the case).
+    fn same_bits(got: &[f32], want: &[f32], what: impl Fn() -> String) {
+        for (i, (g, r)) in got.iter().zip(want).enumerate() {
+            assert_eq!(g.to_bits(), r.to_bits(), "{}: element {i}", what());
+        }
+    }
+
+    /// The kernels the planes tests run (portable, and AVX2 + FMA where the
+    /// CPU has them; a skip says so) and skewed tables of 3, 5, 7 and 8 bits.
+    fn planes_kernels_and_tables(tag: &str) -> (Vec<crate::engine::Isa>, Vec<Arc<Lut>>) {
+        use crate::engine::Isa;
+        let mut isas = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            isas.push(Isa::Avx2);
+        } else {
+            eprintln!("{tag}: no AVX2 + FMA on this CPU; the AVX2 kernels are not tested");
+        }
+        let luts = [3, 5, 7, 8]
+            .into_iter()
+            .map(|b| Arc::new(Lut::build("skewed", skewed, b).unwrap()))
+            .collect();
+        (isas, luts)
+    }
+
     /// The planes path of the weight gradient (stride 1, one group) equals
     /// the definition bit for bit with the AVX2 and the portable kernels:
     /// one to three 16-column panels, taps from 1 to several hundred,
@@ -1394,20 +1413,9 @@ mod tests {
     /// without writing.
     #[test]
     fn planes_weight_gradient_matches_the_definition_or_declines() {
-        use crate::engine::Isa;
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(crate::test_seed("planes_dw"));
-        let mut isas = vec![Isa::Portable];
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            isas.push(Isa::Avx2);
-        } else {
-            eprintln!("planes_dw: no AVX2 + FMA on this CPU; the AVX2 kernels are not tested");
-        }
-        let luts: Vec<Arc<Lut>> = [3, 5, 7, 8]
-            .into_iter()
-            .map(|b| Arc::new(Lut::build("skewed", skewed, b).unwrap()))
-            .collect();
+        let (isas, luts) = planes_kernels_and_tables("planes_dw");
         let mut taken = 0;
         let mut several_blocks = 0;
         for case in 0..40 {
@@ -1450,14 +1458,9 @@ mod tests {
                 if done {
                     taken += 1;
                     several_blocks += usize::from(positions > crate::accumulate::ACC_BLOCK);
-                    for (i, (g, r)) in dw.iter().zip(&want).enumerate() {
-                        assert_eq!(
-                            g.to_bits(),
-                            r.to_bits(),
-                            "{isa:?} grad_weight {s:?} bits {}: element {i}",
-                            lut.bits()
-                        );
-                    }
+                    same_bits(&dw, &want, || {
+                        format!("{isa:?} grad_weight {s:?} bits {}", lut.bits())
+                    });
                 } else {
                     assert!(dw.iter().all(|v| v.is_nan()), "a declined call wrote");
                 }
@@ -1478,20 +1481,9 @@ mod tests {
     /// output untouched.
     #[test]
     fn planes_path_matches_the_definitions_or_declines() {
-        use crate::engine::Isa;
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(crate::test_seed("planes_path"));
-        let mut isas = vec![Isa::Portable];
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            isas.push(Isa::Avx2);
-        } else {
-            eprintln!("planes_path: no AVX2 + FMA on this CPU; the AVX2 kernels are not tested");
-        }
-        let luts: Vec<Arc<Lut>> = [3, 5, 7, 8]
-            .into_iter()
-            .map(|b| Arc::new(Lut::build("skewed", skewed, b).unwrap()))
-            .collect();
+        let (isas, luts) = planes_kernels_and_tables("planes_path");
         let mut taken = [0usize; 2];
         for case in 0..60 {
             let kernel = rng.gen_range(1..=5);
@@ -1547,14 +1539,9 @@ mod tests {
                 );
                 if done {
                     taken[0] += 1;
-                    for (i, (g, r)) in y.iter().zip(&want_y).enumerate() {
-                        assert_eq!(
-                            g.to_bits(),
-                            r.to_bits(),
-                            "{isa:?} forward {s:?} bits {}: element {i}",
-                            lut.bits()
-                        );
-                    }
+                    same_bits(&y, &want_y, || {
+                        format!("{isa:?} forward {s:?} bits {}", lut.bits())
+                    });
                 } else {
                     assert!(y.iter().all(|v| v.is_nan()), "a declined call wrote");
                 }
@@ -1567,14 +1554,9 @@ mod tests {
                 assert_eq!(done, applies, "grad_input {s:?}");
                 if done {
                     taken[1] += 1;
-                    for (i, (g, r)) in dx.iter().zip(&want_dx).enumerate() {
-                        assert_eq!(
-                            g.to_bits(),
-                            r.to_bits(),
-                            "{isa:?} grad_input {s:?} bits {}: element {i}",
-                            lut.bits()
-                        );
-                    }
+                    same_bits(&dx, &want_dx, || {
+                        format!("{isa:?} grad_input {s:?} bits {}", lut.bits())
+                    });
                 } else {
                     assert!(dx.iter().all(|v| v.is_nan()), "a declined call wrote");
                 }

@@ -523,7 +523,7 @@ unsafe fn fma1(
         };
     }
     let _ = isa;
-    portable_fma(bits, s, t16, koff, v, acc, half)
+    portable_rows(bits, s, t16, koff, |r, o| o as usize + r, v, acc, half)
 }
 
 /// [`fma1`] for two panels of the same rows.
@@ -565,13 +565,17 @@ unsafe fn fma2(
     fma1(isa, bits, s, t16, koff, v2, acc2, false);
 }
 
-/// The portable [`fma1`]: the product `s * v` is exact on the fused path,
-/// so a separate multiply and add round as a fused multiply-add.
-unsafe fn portable_fma(
+/// The portable [`fma1`] and [`rows_fma1`]: row `r` at `kpos[kk]` reads
+/// its scale and offset at `at(r, kpos[kk])` (full or half expansion rows,
+/// as in [`fma1`]). The product `s * v` is exact on the fused path, so a
+/// separate multiply and add round as a fused multiply-add.
+#[allow(clippy::too_many_arguments)]
+unsafe fn portable_rows(
     bits: u32,
     s: *const f32,
     t16: *const u32,
-    koff: &[u32],
+    kpos: &[u32],
+    at: impl Fn(usize, u32) -> usize,
     v: &[f32],
     acc: &mut [f32],
     half: bool,
@@ -581,11 +585,12 @@ unsafe fn portable_fma(
     } else {
         (bits + 4, NR)
     };
-    for (kk, &o) in koff.iter().enumerate() {
+    for (kk, &o) in kpos.iter().enumerate() {
         let vk = &v[kk << vsh..];
         for r in 0..PR {
-            let sc = *s.add(o as usize + r);
-            let t = (*t16.add(o as usize + r) >> u32::from(half)) as usize;
+            let a = at(r, o);
+            let sc = *s.add(a);
+            let t = (*t16.add(a) >> u32::from(half)) as usize;
             for jj in 0..cols {
                 acc[r * NR + jj] += sc * vk[t + jj];
             }
@@ -872,17 +877,16 @@ unsafe fn rows_fma1(
         return super::x86::rows_fma_avx2(bits, s, t16, rb, pos, v.as_ptr(), acc.as_mut_ptr());
     }
     let _ = isa;
-    for (kk, &o) in pos.iter().enumerate() {
-        let vk = &v[kk << (bits + 4)..];
-        for (r, &b) in rb.iter().enumerate() {
-            let at = (b + o) as usize;
-            let sc = *s.add(at);
-            let t = *t16.add(at) as usize;
-            for jj in 0..NR {
-                acc[r * NR + jj] += sc * vk[t + jj];
-            }
-        }
-    }
+    portable_rows(
+        bits,
+        s,
+        t16,
+        pos,
+        |r, o| (rb[r] + o) as usize,
+        v,
+        acc,
+        false,
+    )
 }
 
 /// [`rows_fma1`] for two panels of the same rows.

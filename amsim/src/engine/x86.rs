@@ -652,15 +652,18 @@ unsafe fn direct_fma_avx2(
     }
 }
 
-/// The micro-kernel of the planes path (`planes::fma1`): six rows whose
-/// scale and offset at tap `kk` are read at `koff[kk] + r` of pre-split
-/// planes, each row's expansion row at `(kk << (bits + 4)) + t16`.
+/// The micro-kernel of the planes path over six rows: for each value of k
+/// in order (`kpos[kk]`), row `r` reads its scale and offset at
+/// `at(r, kpos[kk])` of pre-split planes and its expansion row at
+/// `(kk << (bits + 4)) + t16`, and accumulates one 16-column panel.
+#[inline]
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn planes_fma_avx2(
+unsafe fn planes_rows_body(
     bits: u32,
     s: *const f32,
     t16: *const u32,
-    koff: &[u32],
+    kpos: &[u32],
+    at: impl Fn(usize, u32) -> usize,
     v: *const f32,
     acc: *mut f32,
 ) {
@@ -671,11 +674,11 @@ pub(crate) unsafe fn planes_fma_avx2(
     }
     let step = 1usize << (bits + 4);
     let mut vk = v;
-    for &o in koff {
-        let (sk, tk) = (s.add(o as usize), t16.add(o as usize));
+    for &o in kpos {
         for r in 0..R {
-            let sc = _mm256_set1_ps(*sk.add(r));
-            let row = vk.add(*tk.add(r) as usize);
+            let a = at(r, o);
+            let sc = _mm256_set1_ps(*s.add(a));
+            let row = vk.add(*t16.add(a) as usize);
             c[2 * r] = _mm256_fmadd_ps(sc, _mm256_loadu_ps(row), c[2 * r]);
             c[2 * r + 1] = _mm256_fmadd_ps(sc, _mm256_loadu_ps(row.add(8)), c[2 * r + 1]);
         }
@@ -686,17 +689,19 @@ pub(crate) unsafe fn planes_fma_avx2(
     }
 }
 
-/// Rows `r0..r0 + 3` of [`planes_fma_avx2`] on two panels at once (as
+/// Rows `r0..r0 + 3` of [`planes_rows_body`] on two panels at once (as
 /// [`expand_fma2_avx2`]: one scale and offset load serve four expansion
 /// loads).
 #[allow(clippy::too_many_arguments)]
+#[inline]
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn planes_fma2_avx2(
+unsafe fn planes_rows2_body(
     bits: u32,
     r0: usize,
     s: *const f32,
     t16: *const u32,
-    koff: &[u32],
+    kpos: &[u32],
+    at: impl Fn(usize, u32) -> usize,
     v: *const f32,
     v2: *const f32,
     acc: *mut f32,
@@ -711,11 +716,11 @@ pub(crate) unsafe fn planes_fma2_avx2(
     }
     let step = 1usize << (bits + 4);
     let (mut vk, mut vk2) = (v, v2);
-    for &o in koff {
-        let (sk, tk) = (s.add(o as usize + r0), t16.add(o as usize + r0));
+    for &o in kpos {
         for r in 0..H {
-            let sc = _mm256_set1_ps(*sk.add(r));
-            let t = *tk.add(r) as usize;
+            let a = at(r0 + r, o);
+            let sc = _mm256_set1_ps(*s.add(a));
+            let t = *t16.add(a) as usize;
             let (row, row2) = (vk.add(t), vk2.add(t));
             c[2 * r] = _mm256_fmadd_ps(sc, _mm256_loadu_ps(row), c[2 * r]);
             c[2 * r + 1] = _mm256_fmadd_ps(sc, _mm256_loadu_ps(row.add(8)), c[2 * r + 1]);
@@ -729,6 +734,73 @@ pub(crate) unsafe fn planes_fma2_avx2(
         _mm256_storeu_ps(acc.add(r0 * NR + q * 8), c[q]);
         _mm256_storeu_ps(acc2.add(r0 * NR + q * 8), d[q]);
     }
+}
+
+/// The forward and input-gradient kernel of the planes path
+/// (`planes::fma1`): rows are consecutive positions, read at
+/// `koff[kk] + r`.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn planes_fma_avx2(
+    bits: u32,
+    s: *const f32,
+    t16: *const u32,
+    koff: &[u32],
+    v: *const f32,
+    acc: *mut f32,
+) {
+    planes_rows_body(bits, s, t16, koff, |r, o| o as usize + r, v, acc)
+}
+
+/// [`planes_fma_avx2`] on two panels, rows `r0..r0 + 3`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn planes_fma2_avx2(
+    bits: u32,
+    r0: usize,
+    s: *const f32,
+    t16: *const u32,
+    koff: &[u32],
+    v: *const f32,
+    v2: *const f32,
+    acc: *mut f32,
+    acc2: *mut f32,
+) {
+    let at = |r, o| o as usize + r;
+    planes_rows2_body(bits, r0, s, t16, koff, at, v, v2, acc, acc2)
+}
+
+/// The weight-gradient kernel of the planes path (`planes::rows_fma1`):
+/// rows are taps, read at `rb[r] + pos[kk]` for output position `kk`.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn rows_fma_avx2(
+    bits: u32,
+    s: *const f32,
+    t16: *const u32,
+    rb: &[u32; super::planes::PR],
+    pos: &[u32],
+    v: *const f32,
+    acc: *mut f32,
+) {
+    planes_rows_body(bits, s, t16, pos, |r, o| (rb[r] + o) as usize, v, acc)
+}
+
+/// [`rows_fma_avx2`] on two panels, rows `r0..r0 + 3`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn rows_fma2_avx2(
+    bits: u32,
+    r0: usize,
+    s: *const f32,
+    t16: *const u32,
+    rb: &[u32; super::planes::PR],
+    pos: &[u32],
+    v: *const f32,
+    v2: *const f32,
+    acc: *mut f32,
+    acc2: *mut f32,
+) {
+    let at = |r: usize, o: u32| (rb[r] + o) as usize;
+    planes_rows2_body(bits, r0, s, t16, pos, at, v, v2, acc, acc2)
 }
 
 /// [`planes_fma_avx2`] for outputs of at most 8 columns, on half rows:
@@ -761,86 +833,6 @@ pub(crate) unsafe fn planes_fma_half_avx2(
     }
     for (r, cr) in c.iter().enumerate() {
         _mm256_storeu_ps(acc.add(r * NR), *cr);
-    }
-}
-
-/// The weight-gradient kernel of the planes path (`planes::rows_fma1`): six
-/// rows (taps) whose scale and offset at position `kk` are read at
-/// `rb[r] + pos[kk]` of pre-split planes, each row's expansion row at
-/// `(kk << (bits + 4)) + t16`.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn rows_fma_avx2(
-    bits: u32,
-    s: *const f32,
-    t16: *const u32,
-    rb: &[u32; super::planes::PR],
-    pos: &[u32],
-    v: *const f32,
-    acc: *mut f32,
-) {
-    const R: usize = super::planes::PR;
-    let mut c = [_mm256_setzero_ps(); 2 * R];
-    for (q, cq) in c.iter_mut().enumerate() {
-        *cq = _mm256_loadu_ps(acc.add(q * 8));
-    }
-    let step = 1usize << (bits + 4);
-    let mut vk = v;
-    for &o in pos {
-        for r in 0..R {
-            let at = (rb[r] + o) as usize;
-            let sc = _mm256_set1_ps(*s.add(at));
-            let row = vk.add(*t16.add(at) as usize);
-            c[2 * r] = _mm256_fmadd_ps(sc, _mm256_loadu_ps(row), c[2 * r]);
-            c[2 * r + 1] = _mm256_fmadd_ps(sc, _mm256_loadu_ps(row.add(8)), c[2 * r + 1]);
-        }
-        vk = vk.add(step);
-    }
-    for (q, cq) in c.iter().enumerate() {
-        _mm256_storeu_ps(acc.add(q * 8), *cq);
-    }
-}
-
-/// Rows `r0..r0 + 3` of [`rows_fma_avx2`] on two panels at once.
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn rows_fma2_avx2(
-    bits: u32,
-    r0: usize,
-    s: *const f32,
-    t16: *const u32,
-    rb: &[u32; super::planes::PR],
-    pos: &[u32],
-    v: *const f32,
-    v2: *const f32,
-    acc: *mut f32,
-    acc2: *mut f32,
-) {
-    const H: usize = 3;
-    let mut c = [_mm256_setzero_ps(); 2 * H];
-    let mut d = [_mm256_setzero_ps(); 2 * H];
-    for q in 0..2 * H {
-        c[q] = _mm256_loadu_ps(acc.add(r0 * NR + q * 8));
-        d[q] = _mm256_loadu_ps(acc2.add(r0 * NR + q * 8));
-    }
-    let step = 1usize << (bits + 4);
-    let (mut vk, mut vk2) = (v, v2);
-    for &o in pos {
-        for r in 0..H {
-            let at = (rb[r0 + r] + o) as usize;
-            let sc = _mm256_set1_ps(*s.add(at));
-            let t = *t16.add(at) as usize;
-            let (row, row2) = (vk.add(t), vk2.add(t));
-            c[2 * r] = _mm256_fmadd_ps(sc, _mm256_loadu_ps(row), c[2 * r]);
-            c[2 * r + 1] = _mm256_fmadd_ps(sc, _mm256_loadu_ps(row.add(8)), c[2 * r + 1]);
-            d[2 * r] = _mm256_fmadd_ps(sc, _mm256_loadu_ps(row2), d[2 * r]);
-            d[2 * r + 1] = _mm256_fmadd_ps(sc, _mm256_loadu_ps(row2.add(8)), d[2 * r + 1]);
-        }
-        vk = vk.add(step);
-        vk2 = vk2.add(step);
-    }
-    for q in 0..2 * H {
-        _mm256_storeu_ps(acc.add(r0 * NR + q * 8), c[q]);
-        _mm256_storeu_ps(acc2.add(r0 * NR + q * 8), d[q]);
     }
 }
 
