@@ -211,6 +211,10 @@ pub(crate) fn planes_product(
         return false;
     }
     let g = &p.geom;
+    if g.h * g.w == 0 {
+        // An empty input (padding only) is left to the lowering.
+        return false;
+    }
     let images = g.planes / p.channels;
     // The kernels read and write through raw pointers: the buffers must
     // hold what the geometry says (the callers check them; this keeps a
@@ -631,7 +635,8 @@ pub(crate) fn planes_weight_product(
     let (k, n, rows) = (p.pos.len(), b.cols(), p.koff.len());
     let bits = lut.bits();
     let g = &p.geom;
-    if k == 0 || rows == 0 || n == 0 || bits > MAX_BITS || b.rows() != k {
+    // An empty input (padding only) is left to the lowering.
+    if k == 0 || rows == 0 || n == 0 || bits > MAX_BITS || b.rows() != k || g.h * g.w == 0 {
         return false;
     }
     let span = g.planes * g.hp * g.wp;
