@@ -1003,6 +1003,18 @@ pub(crate) fn planes_grad_input(
     Ok(planes_product(isa, lut, &p, dy, b, dx))
 }
 
+/// `dYᵀ[o][(n, oh, ow)]` of the output gradient `dy` (NCHW) into `dyt`,
+/// the right operand of the weight gradient (`out_channels x batch * out_h
+/// * out_w`).
+fn transpose_dy(s: &Conv2dShape, dy: &[f32], dyt: &mut [f32]) {
+    let _lowering = crate::timing::span(crate::timing::Op::Lowering);
+    let spatial = s.out_h() * s.out_w();
+    dyt.par_chunks_mut(spatial).enumerate().for_each(|(i, d)| {
+        let (o, n) = (i / s.batch, i % s.batch);
+        d.copy_from_slice(&dy[(n * s.out_channels + o) * spatial..][..spatial]);
+    });
+}
+
 /// Taps (rows of the weight gradient, `in_channels * kernel_h * kernel_w`)
 /// from which the planes path takes an AMSim weight gradient: each output
 /// position expands its output gradient into `2^bits` rows per 16-column
@@ -1062,18 +1074,10 @@ pub(crate) fn planes_grad_weight_with(
             pos.extend((0..ow).map(|xo| (n * image + y * wp + xo) as u32));
         }
     }
-    // dYᵀ as the lowering lays it out: [o][(n, oh, ow)].
-    let spatial = oh * ow;
-    let rows = s.batch * spatial;
+    let rows = s.batch * oh * ow;
     let mut dyt_buf = Scratch::take();
     let dyt = dyt_buf.slice(s.out_channels * rows);
-    {
-        let _lowering = crate::timing::span(crate::timing::Op::Lowering);
-        dyt.par_chunks_mut(spatial).enumerate().for_each(|(i, d)| {
-            let (o, n) = (i / s.batch, i % s.batch);
-            d.copy_from_slice(&dy[(n * s.out_channels + o) * spatial..][..spatial]);
-        });
-    }
+    transpose_dy(s, dy, dyt);
     let b = MatRef::new(dyt, rows, s.out_channels, 1, rows)?;
     let p = PlanesWeightGrad {
         geom,
@@ -1335,15 +1339,10 @@ pub fn conv2d_grad_weight(
     let (mut col_buf, mut dyt_buf) = (Scratch::take(), Scratch::take());
     let col = col_buf.slice(rows * kcols);
     im2col(s, x, 0, col);
-    // dYᵀ[o][(n, oh, ow)]: each group's right operand as a column-major
-    // view with unit row stride.
+    // Each group's right operand as a column-major view of dYᵀ with unit
+    // row stride.
     let dyt = dyt_buf.slice(s.out_channels * rows);
-    let lowering = crate::timing::span(crate::timing::Op::Lowering);
-    dyt.par_chunks_mut(spatial).enumerate().for_each(|(i, d)| {
-        let (o, n) = (i / s.batch, i % s.batch);
-        d.copy_from_slice(&dy[(n * s.out_channels + o) * spatial..][..spatial]);
-    });
-    drop(lowering);
+    transpose_dy(s, dy, dyt);
     let (col, dyt) = (&*col, &*dyt);
     dw.par_chunks_mut(opg * kc)
         .enumerate()

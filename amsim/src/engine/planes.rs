@@ -434,9 +434,31 @@ impl Work<'_> {
                         let tp = self.planes.t16.as_ptr().add(base);
                         if group == 2 {
                             let t1 = &mut a1[qi * tile..(qi + 1) * tile];
-                            fma2(isa, self.bits, sp, tp, koff, v0, v1, t0, t1);
+                            fma2(
+                                isa,
+                                self.bits,
+                                sp,
+                                tp,
+                                Rows::Consecutive,
+                                koff,
+                                v0,
+                                v1,
+                                t0,
+                                t1,
+                            );
                         } else {
-                            fma1(isa, self.bits, sp, tp, koff, v0, t0, self.n <= NR / 2);
+                            let half = self.n <= NR / 2;
+                            fma1(
+                                isa,
+                                self.bits,
+                                sp,
+                                tp,
+                                Rows::Consecutive,
+                                koff,
+                                v0,
+                                t0,
+                                half,
+                            );
                         }
                     }
                 }
@@ -496,41 +518,64 @@ unsafe fn expand(
     Portable.expand(table, table_t, bits, &py.index, &py.scale, kc, v)
 }
 
-/// `acc[r][jj] = fma(s[koff[kk] + r], v[(kk << (bits + 4)) + t16[koff[kk] + r] + jj], acc[r][jj])`
-/// for `kk` in order, `r < PR`, and `jj < NR`; with `half`, `jj < NR / 2`
-/// on half rows, `v[(kk << (bits + 3)) + t16[..] / 2 + jj]` (the other
-/// columns are padding and left as they are).
+/// Where the six rows of a kernel tile read the planes at value `o` of k:
+/// consecutive positions at `o + r` (forward and input gradient: `o` a
+/// tap's offset), or taps at `rb[r] + o` (weight gradient: `o` a
+/// position's offset).
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    Consecutive,
+    Taps(&'a [u32; PR]),
+}
+
+impl Rows<'_> {
+    #[inline]
+    fn at(self, r: usize, o: u32) -> usize {
+        match self {
+            Rows::Consecutive => o as usize + r,
+            Rows::Taps(rb) => (rb[r] + o) as usize,
+        }
+    }
+}
+
+/// `acc[r][jj] = fma(s[at], v[(kk << (bits + 4)) + t16[at] + jj], acc[r][jj])`
+/// with `at = rows.at(r, kpos[kk])`, for `kk` in order, `r < PR`, and
+/// `jj < NR`; with `half` (consecutive rows only), `jj < NR / 2` on half
+/// rows, `v[(kk << (bits + 3)) + t16[at] / 2 + jj]` (the other columns are
+/// padding and left as they are).
 ///
 /// # Safety
-/// Every `koff[kk] + r` is inside the planes behind `s` and `t16`, and
-/// `v` holds `koff.len() << (bits + 4)` floats.
+/// Every `rows.at(r, kpos[kk])` is inside the planes behind `s` and `t16`,
+/// and `v` holds `kpos.len() << (bits + 4)` floats (`bits + 3` with `half`).
 #[allow(clippy::too_many_arguments)]
 unsafe fn fma1(
     isa: Isa,
     bits: u32,
     s: *const f32,
     t16: *const u32,
-    koff: &[u32],
+    rows: Rows,
+    kpos: &[u32],
     v: &[f32],
     acc: &mut [f32],
     half: bool,
 ) {
-    debug_assert!(v.len() >= koff.len() << (bits + 3 + u32::from(!half)));
+    debug_assert!(v.len() >= kpos.len() << (bits + 3 + u32::from(!half)));
     debug_assert!(acc.len() >= PR * NR);
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx2 {
+        use super::x86::{planes_fma_avx2, planes_fma_half_avx2, rows_fma_avx2};
         let (v, acc) = (v.as_ptr(), acc.as_mut_ptr());
-        return if half {
-            super::x86::planes_fma_half_avx2(bits, s, t16, koff, v, acc)
-        } else {
-            super::x86::planes_fma_avx2(bits, s, t16, koff, v, acc)
+        return match (rows, half) {
+            (Rows::Consecutive, true) => planes_fma_half_avx2(bits, s, t16, kpos, v, acc),
+            (Rows::Consecutive, false) => planes_fma_avx2(bits, s, t16, kpos, v, acc),
+            (Rows::Taps(rb), _) => rows_fma_avx2(bits, s, t16, rb, kpos, v, acc),
         };
     }
     let _ = isa;
-    portable_rows(bits, s, t16, koff, |r, o| o as usize + r, v, acc, half)
+    portable_rows(bits, s, t16, kpos, |r, o| rows.at(r, o), v, acc, half)
 }
 
-/// [`fma1`] for two panels of the same rows.
+/// [`fma1`] for two panels of the same rows (full rows).
 ///
 /// # Safety
 /// As [`fma1`], for `v` and `v2`.
@@ -540,36 +585,35 @@ unsafe fn fma2(
     bits: u32,
     s: *const f32,
     t16: *const u32,
-    koff: &[u32],
+    rows: Rows,
+    kpos: &[u32],
     v: &[f32],
     v2: &[f32],
     acc: &mut [f32],
     acc2: &mut [f32],
 ) {
-    debug_assert!(v2.len() >= koff.len() << (bits + 4) && acc2.len() >= PR * NR);
+    debug_assert!(v2.len() >= kpos.len() << (bits + 4) && acc2.len() >= PR * NR);
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx2 {
-        debug_assert!(v.len() >= koff.len() << (bits + 4) && acc.len() >= PR * NR);
+        debug_assert!(v.len() >= kpos.len() << (bits + 4) && acc.len() >= PR * NR);
+        let (v, v2, a, a2) = (v.as_ptr(), v2.as_ptr(), acc.as_mut_ptr(), acc2.as_mut_ptr());
         for r0 in [0, 3] {
-            super::x86::planes_fma2_avx2(
-                bits,
-                r0,
-                s,
-                t16,
-                koff,
-                v.as_ptr(),
-                v2.as_ptr(),
-                acc.as_mut_ptr(),
-                acc2.as_mut_ptr(),
-            );
+            match rows {
+                Rows::Consecutive => {
+                    super::x86::planes_fma2_avx2(bits, r0, s, t16, kpos, v, v2, a, a2)
+                }
+                Rows::Taps(rb) => {
+                    super::x86::rows_fma2_avx2(bits, r0, s, t16, rb, kpos, v, v2, a, a2)
+                }
+            }
         }
         return;
     }
-    fma1(isa, bits, s, t16, koff, v, acc, false);
-    fma1(isa, bits, s, t16, koff, v2, acc2, false);
+    fma1(isa, bits, s, t16, rows, kpos, v, acc, false);
+    fma1(isa, bits, s, t16, rows, kpos, v2, acc2, false);
 }
 
-/// The portable [`fma1`] and [`rows_fma1`]: row `r` at `kpos[kk]` reads
+/// The portable [`fma1`]: row `r` at `kpos[kk]` reads
 /// its scale and offset at `at(r, kpos[kk])` (full or half expansion rows,
 /// as in [`fma1`]). The product `s * v` is exact on the fused path, so a
 /// separate multiply and add round as a fused multiply-add.
@@ -754,12 +798,12 @@ pub(crate) fn planes_weight_product(
                             unsafe {
                                 let (sp, tp) = (planes.scale.as_ptr(), planes.t16.as_ptr());
                                 if g1 - g0 == 2 {
-                                    rows_fma2(
+                                    fma2(
                                         isa,
                                         bits,
                                         sp,
                                         tp,
-                                        rbt,
+                                        Rows::Taps(rbt),
                                         pos,
                                         v0,
                                         v1,
@@ -767,7 +811,8 @@ pub(crate) fn planes_weight_product(
                                         &mut a1[at],
                                     );
                                 } else {
-                                    rows_fma1(isa, bits, sp, tp, rbt, pos, v0, &mut a0[at]);
+                                    let rows = Rows::Taps(rbt);
+                                    fma1(isa, bits, sp, tp, rows, pos, v0, &mut a0[at], false);
                                 }
                             }
                         }
@@ -857,80 +902,4 @@ unsafe fn rows_direct(
 struct WeightScratch {
     v: Vec<f32>,
     py: [PackedY; 2],
-}
-
-/// `acc[r][jj] = fma(s[rb[r] + pos[kk]], v[(kk << (bits + 4)) + t16[rb[r] + pos[kk]] + jj], acc[r][jj])`
-/// for `kk` in order, `r < PR`, `jj < NR`.
-///
-/// # Safety
-/// Every `rb[r] + pos[kk]` is inside the planes behind `s` and `t16`, and
-/// `v` holds `pos.len() << (bits + 4)` floats.
-#[allow(clippy::too_many_arguments)]
-unsafe fn rows_fma1(
-    isa: Isa,
-    bits: u32,
-    s: *const f32,
-    t16: *const u32,
-    rb: &[u32; PR],
-    pos: &[u32],
-    v: &[f32],
-    acc: &mut [f32],
-) {
-    debug_assert!(v.len() >= pos.len() << (bits + 4) && acc.len() >= PR * NR);
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
-        return super::x86::rows_fma_avx2(bits, s, t16, rb, pos, v.as_ptr(), acc.as_mut_ptr());
-    }
-    let _ = isa;
-    portable_rows(
-        bits,
-        s,
-        t16,
-        pos,
-        |r, o| (rb[r] + o) as usize,
-        v,
-        acc,
-        false,
-    )
-}
-
-/// [`rows_fma1`] for two panels of the same rows.
-///
-/// # Safety
-/// As [`rows_fma1`], for `v` and `v2`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn rows_fma2(
-    isa: Isa,
-    bits: u32,
-    s: *const f32,
-    t16: *const u32,
-    rb: &[u32; PR],
-    pos: &[u32],
-    v: &[f32],
-    v2: &[f32],
-    acc: &mut [f32],
-    acc2: &mut [f32],
-) {
-    debug_assert!(v2.len() >= pos.len() << (bits + 4) && acc2.len() >= PR * NR);
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
-        debug_assert!(v.len() >= pos.len() << (bits + 4) && acc.len() >= PR * NR);
-        for r0 in [0, 3] {
-            super::x86::rows_fma2_avx2(
-                bits,
-                r0,
-                s,
-                t16,
-                rb,
-                pos,
-                v.as_ptr(),
-                v2.as_ptr(),
-                acc.as_mut_ptr(),
-                acc2.as_mut_ptr(),
-            );
-        }
-        return;
-    }
-    rows_fma1(isa, bits, s, t16, rb, pos, v, acc);
-    rows_fma1(isa, bits, s, t16, rb, pos, v2, acc2);
 }

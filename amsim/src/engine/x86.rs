@@ -769,7 +769,7 @@ pub(crate) unsafe fn planes_fma2_avx2(
     planes_rows2_body(bits, r0, s, t16, koff, at, v, v2, acc, acc2)
 }
 
-/// The weight-gradient kernel of the planes path (`planes::rows_fma1`):
+/// The weight-gradient kernel of the planes path (`planes::fma1` with `Rows::Taps`):
 /// rows are taps, read at `rb[r] + pos[kk]` for output position `kk`.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn rows_fma_avx2(
